@@ -1,0 +1,73 @@
+# The README's front door: `make demo` and `make test` work on a fresh machine with nothing done first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= $(shell devtools/find-python.sh)
+VENV        := .venv
+TOOLS_VENV  := .venv-tools
+VPY         := $(VENV)/bin/python
+PIP_FLAGS   := --quiet --disable-pip-version-check
+# sam/cfn-lint run offline: a region and dummy credentials are all they need.
+AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
+               AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
+
+.PHONY: help venv tools lint typecheck template unit integration e2e pytest test demo sandbox clean
+
+help:
+	@echo "make demo      run the main job locally (sandbox + embedded AWS), nothing to set up"
+	@echo "make test      lint, type-check, validate the template and run every test"
+	@echo "make sandbox   run the Certiverse sandbox on http://127.0.0.1:8080/api (token: sandbox-token)"
+	@echo "make clean     remove the virtual environments and build output"
+
+$(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt pyproject.toml
+	@echo "== project venv ($(PYTHON))"
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install $(PIP_FLAGS) --upgrade pip
+	$(VPY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt
+	$(VPY) -m pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+$(TOOLS_VENV)/.installed: requirements-tools.txt
+	@echo "== tools venv (aws-sam-cli, cfn-lint)"
+	rm -rf $(TOOLS_VENV)
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-tools.txt
+	touch $@
+
+venv: $(VENV)/.installed
+tools: $(TOOLS_VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+template: tools
+	$(AWS_OFFLINE) $(TOOLS_VENV)/bin/sam validate --template template.yaml
+	$(AWS_OFFLINE) $(TOOLS_VENV)/bin/sam validate --lint --template template.yaml
+	$(AWS_OFFLINE) $(TOOLS_VENV)/bin/cfn-lint template.yaml
+
+unit: venv
+	$(VPY) -m pytest tests/unit -q
+integration: venv
+	$(VPY) -m pytest tests/integration -q
+e2e: venv
+	$(VPY) -m pytest tests/e2e -q
+
+pytest: venv
+	$(VPY) -m pytest -q
+
+test: lint typecheck template pytest
+
+demo: venv
+	$(VPY) -m voucher_distributor_local.demo
+
+sandbox: venv
+	$(VENV)/bin/voucher-distributor sandbox --port 8080
+
+clean:
+	rm -rf $(VENV) $(TOOLS_VENV) .aws-sam .mypy_cache .pytest_cache .ruff_cache local-results

@@ -1,0 +1,1 @@
+"""Adapters: one package or module per external service."""

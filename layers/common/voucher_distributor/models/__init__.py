@@ -1,0 +1,1 @@
+"""Schemas shared by the domain and the adapters (no I/O here)."""
