@@ -61,10 +61,14 @@ def test_priced_program_is_refused_with_its_price():
 
 
 def test_assigned_only_program():
-    restricted = program(open_to_all=False, assigned=("ACME corp",), cost="40", zero_for_assigned=True)
+    restricted = program(
+        open_to_all=False, assigned=("ACME corp",), cost="40", zero_for_assigned=True
+    )
     assert purchase_refusal(restricted, partner("Acme Corp")) is None  # assigned, zero price
     assert "not assigned" in purchase_refusal(restricted, partner("Globex", id_="p-2"))
-    open_priced = program(open_to_all=True, assigned=("Acme Corp",), cost="40", zero_for_assigned=True)
+    open_priced = program(
+        open_to_all=True, assigned=("Acme Corp",), cost="40", zero_for_assigned=True
+    )
     assert "costs 40" in purchase_refusal(open_priced, partner("Globex", id_="p-2"))
 
 
