@@ -1,0 +1,507 @@
+"""Run a template's Lambda handlers in-process, fed by their SQS event sources.
+
+This stands in for two AWS pieces: the Lambda runtime (import the handler once per function with
+its environment, call ``handler(event, context)``) and the SQS event-source mapping (poll the
+queue, build the ``aws:sqs`` event, then delete or return messages depending on the outcome, with
+``ReportBatchItemFailures`` semantics). Redrive to a DLQ after ``maxReceiveCount`` and per-message
+delays are moto's job; this module just keeps polling.
+
+Everything runs sequentially on the caller's thread, so a run is deterministic and a debugger or
+``breakpoint()`` in a handler works.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib.util
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from voucher_distributor_local.runner.stack import MotoStack, stack_queue_summary
+from voucher_distributor_local.runner.template import FunctionSpec, SqsEventSpec
+
+__all__ = [
+    "EventSource",
+    "InvocationFailure",
+    "LambdaContext",
+    "LocalLambdas",
+    "PumpReport",
+    "RunTimeoutError",
+    "sqs_record",
+]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any, Any], Any]
+
+# Variables the Lambda service sets for every function; the rest of os.environ is the host's.
+_REMOVED_VARS = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+_MAX_RECEIVE = 10  # SQS ReceiveMessage limit
+
+
+class RunTimeoutError(TimeoutError):
+    """``run_until``'s condition did not become true in time."""
+
+
+class LambdaContext:
+    """The attributes and method of the Lambda runtime's context object that handlers use."""
+
+    def __init__(
+        self,
+        *,
+        function_name: str,
+        invoked_function_arn: str,
+        memory_limit_in_mb: int,
+        timeout_s: int,
+        log_stream_name: str,
+    ) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = invoked_function_arn
+        self.memory_limit_in_mb = memory_limit_in_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = log_stream_name
+        self.identity: Any = None
+        self.client_context: Any = None
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before Lambda would stop this invocation."""
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """One SQS event-source mapping: which queue feeds which function, and how."""
+
+    function_id: str
+    event: SqsEventSpec
+    queue_url: str
+    queue_arn: str
+
+
+@dataclass(frozen=True)
+class InvocationFailure:
+    """An invocation whose messages (all or some) went back to the queue."""
+
+    function_id: str
+    message_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass
+class PumpReport:
+    """What a pump (or a whole run) did, for progress output."""
+
+    invocations: int = 0
+    delivered: int = 0
+    deleted: int = 0
+    returned: int = 0
+    errors: int = 0
+    by_function: dict[str, int] = field(default_factory=dict)
+    failures: list[InvocationFailure] = field(default_factory=list)
+
+    def add(self, other: PumpReport) -> None:
+        """Accumulate another report into this one."""
+        self.invocations += other.invocations
+        self.delivered += other.delivered
+        self.deleted += other.deleted
+        self.returned += other.returned
+        self.errors += other.errors
+        for name, count in other.by_function.items():
+            self.by_function[name] = self.by_function.get(name, 0) + count
+        self.failures.extend(other.failures)
+
+
+def sqs_record(message: Mapping[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    """A ``ReceiveMessage`` message in the shape Lambda gives it to a handler."""
+    attributes = dict(message.get("Attributes") or {})
+    message_attributes: dict[str, Any] = {}
+    for name, value in (message.get("MessageAttributes") or {}).items():
+        converted: dict[str, Any] = {}
+        if "StringValue" in value:
+            converted["stringValue"] = value["StringValue"]
+        if "BinaryValue" in value:
+            converted["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
+        converted["stringListValues"] = list(value.get("StringListValues") or [])
+        converted["binaryListValues"] = [
+            base64.b64encode(item).decode() for item in value.get("BinaryListValues") or []
+        ]
+        converted["dataType"] = value["DataType"]
+        message_attributes[name] = converted
+    record: dict[str, Any] = {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": attributes,
+        "messageAttributes": message_attributes,
+    }
+    if message.get("MD5OfMessageAttributes"):
+        record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+    record.update(
+        {
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": region,
+        }
+    )
+    return record
+
+
+@dataclass
+class _LoadedFunction:
+    handler: Handler
+    module: ModuleType
+    private_modules: dict[str, ModuleType]
+    log_stream_name: str
+
+
+class LocalLambdas:
+    """The template's functions as in-process handlers, plus their SQS event sources.
+
+    Handlers are imported lazily (on first invocation, or by :meth:`load`): creating a stack
+    and this object works even when a function's code does not exist yet.
+
+    ``retry_visibility_s`` replaces the queue's visibility timeout for returned messages, so
+    local retries take a second instead of 6 x the function timeout. ``env_overrides`` apply on
+    top of every function's environment (e.g. a sandbox URL). ``only`` restricts which
+    functions' event sources are polled. ``enforce_timeout`` treats a handler that ran longer
+    than its Timeout as failed, as Lambda would after stopping it.
+    """
+
+    def __init__(
+        self,
+        stack: MotoStack,
+        *,
+        retry_visibility_s: int = 1,
+        env_overrides: Mapping[str, str] | None = None,
+        only: set[str] | frozenset[str] | None = None,
+        enforce_timeout: bool = True,
+    ) -> None:
+        self.stack = stack
+        self.retry_visibility_s = retry_visibility_s
+        self.env_overrides = dict(env_overrides or {})
+        self.enforce_timeout = enforce_timeout
+        self.functions: dict[str, FunctionSpec] = dict(stack.functions)
+        unknown = sorted((only or set()) - set(self.functions))
+        if unknown:
+            raise KeyError(f"no serverless function(s) {unknown} in the template")
+        self._loaded: dict[str, _LoadedFunction] = {}
+        self.event_sources: list[EventSource] = []
+        for function_id, spec in self.functions.items():
+            if only is not None and function_id not in only:
+                continue
+            for event in spec.sqs_events:
+                if not event.enabled:
+                    continue
+                arn = str(stack.resolve(event.queue))
+                self.event_sources.append(
+                    EventSource(function_id, event, stack.queue_url_for_arn(arn), arn)
+                )
+
+    # ---------------------------------------------------------------- runtime
+
+    def environment(self, function_id: str) -> dict[str, str]:
+        """Everything a handler sees in os.environ beyond the host's own variables."""
+        spec = self._spec(function_id)
+        name = self.stack.function_name(function_id)
+        runtime = spec.runtime or f"python{sys.version_info.major}.{sys.version_info.minor}"
+        return {
+            **self.stack.function_environment(function_id),
+            "AWS_LAMBDA_FUNCTION_NAME": name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{runtime}",
+            "LAMBDA_TASK_ROOT": str(spec.code_uri),
+            "_HANDLER": spec.handler,
+            # As under `sam local`: Powertools' Tracer then stays off (no X-Ray daemon here).
+            "AWS_SAM_LOCAL": "true",
+            **self.stack.aws_environment(),
+            **self.env_overrides,
+        }
+
+    def load(self, function_id: str) -> Handler:
+        """Import the function's handler (its cold start) if not done yet."""
+        if function_id in self._loaded:
+            return self._loaded[function_id].handler
+        spec = self._spec(function_id)
+        path = spec.code_uri / (spec.module_name.replace(".", "/") + ".py")
+        if not path.is_file():
+            raise FileNotFoundError(f"{function_id}: handler module {path} does not exist")
+        stream = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
+        module_name = f"local_fn_{function_id}"
+        private: dict[str, ModuleType] = {}
+        with self._function_scope(function_id, private, stream):
+            import_spec = importlib.util.spec_from_file_location(module_name, path)
+            if import_spec is None or import_spec.loader is None:
+                raise ImportError(f"{function_id}: cannot import {path}")
+            module = importlib.util.module_from_spec(import_spec)
+            sys.modules[module_name] = module
+            try:
+                import_spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_name]
+                raise
+        handler: Handler | None = getattr(module, spec.attribute, None)
+        if not callable(handler):
+            raise AttributeError(f"{function_id}: {path} has no callable {spec.attribute!r}")
+        self._loaded[function_id] = _LoadedFunction(handler, module, private, stream)
+        return handler
+
+    def invoke(self, function_id: str, event: Any) -> Any:
+        """Invoke a function directly (like ``sam local invoke``); exceptions propagate."""
+        result, _ = self._invoke(function_id, event)
+        return result
+
+    def _invoke(self, function_id: str, event: Any) -> tuple[Any, float]:
+        handler = self.load(function_id)
+        loaded = self._loaded[function_id]
+        spec = self._spec(function_id)
+        name = self.stack.function_name(function_id)
+        context = LambdaContext(
+            function_name=name,
+            invoked_function_arn=self.stack.resource(function_id).get_att("Arn"),
+            memory_limit_in_mb=spec.memory_mb,
+            timeout_s=spec.timeout_s,
+            log_stream_name=loaded.log_stream_name,
+        )
+        with self._function_scope(function_id, loaded.private_modules, loaded.log_stream_name):
+            started = time.monotonic()
+            result = handler(event, context)
+            return result, time.monotonic() - started
+
+    @contextlib.contextmanager
+    def _function_scope(
+        self, function_id: str, private: dict[str, ModuleType], log_stream: str
+    ) -> Iterator[None]:
+        """Apply a function's environment, sys.path and sibling modules; undo them after.
+
+        Every function directory has its own ``app.py`` and may have same-named helpers; a
+        function's top-level sibling modules live in ``private`` between invocations so that
+        another function importing a module of the same name gets its own.
+        """
+        spec = self._spec(function_id)
+        code_dir = str(spec.code_uri)
+        env = {**self.environment(function_id), "AWS_LAMBDA_LOG_STREAM_NAME": log_stream}
+        local_names = _top_level_names(spec.code_uri)
+        saved_env = {key: os.environ.get(key) for key in (*env, *_REMOVED_VARS)}
+        stashed = _pop_modules(local_names)
+        sys.modules.update(private)
+        sys.path.insert(0, code_dir)
+        os.environ.update(env)
+        for key in _REMOVED_VARS:
+            os.environ.pop(key, None)
+        try:
+            yield
+        finally:
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            with contextlib.suppress(ValueError):
+                sys.path.remove(code_dir)
+            private.clear()
+            private.update(_pop_modules(local_names))
+            sys.modules.update(stashed)
+
+    def _spec(self, function_id: str) -> FunctionSpec:
+        try:
+            return self.functions[function_id]
+        except KeyError:
+            raise KeyError(f"no serverless function {function_id!r} in the template") from None
+
+    # ---------------------------------------------------------------- event sources
+
+    def pump_once(self) -> PumpReport:
+        """Give each event source at most one batch of its waiting messages."""
+        report = PumpReport()
+        for source in self.event_sources:
+            messages = self._receive(source)
+            if messages:
+                report.add(self._deliver(source, messages))
+        return report
+
+    def run_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout_s: float,
+        idle_sleep_s: float = 0.05,
+        on_progress: Callable[[PumpReport], None] | None = None,
+    ) -> PumpReport:
+        """Pump until ``predicate()`` holds; :class:`RunTimeoutError` after ``timeout_s``.
+
+        ``on_progress`` is called after every pump that delivered something.
+        """
+        total = PumpReport()
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() >= deadline:
+                holding = stack_queue_summary(self.stack)
+                raise RunTimeoutError(
+                    f"condition not met within {timeout_s:g}s; "
+                    + (
+                        f"queues still holding messages: {holding}"
+                        if holding
+                        else "no queue holds messages (nothing left to deliver)"
+                    )
+                )
+            report = self.pump_once()
+            total.add(report)
+            if report.delivered:
+                if on_progress is not None:
+                    on_progress(report)
+            else:
+                time.sleep(idle_sleep_s)
+        return total
+
+    def run_until_idle(
+        self, timeout_s: float, idle_sleep_s: float = 0.05, **kwargs: Any
+    ) -> PumpReport:
+        """Pump until no event-source queue holds a message (visible, in flight or delayed)."""
+        urls = [source.queue_url for source in self.event_sources]
+        return self.run_until(
+            lambda: all(self.stack.queue_counts(url).total == 0 for url in urls),
+            timeout_s,
+            idle_sleep_s,
+            **kwargs,
+        )
+
+    def _receive(self, source: EventSource) -> list[dict[str, Any]]:
+        """Up to BatchSize messages, in ReceiveMessage calls of at most 10."""
+        sqs = self.stack.client("sqs")
+        messages: list[dict[str, Any]] = []
+        while len(messages) < source.event.batch_size:
+            batch = sqs.receive_message(
+                QueueUrl=source.queue_url,
+                MaxNumberOfMessages=min(source.event.batch_size - len(messages), _MAX_RECEIVE),
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+                WaitTimeSeconds=0,
+            ).get("Messages", [])
+            messages.extend(batch)
+            if len(batch) < _MAX_RECEIVE:
+                break
+        return messages
+
+    def _deliver(self, source: EventSource, messages: list[dict[str, Any]]) -> PumpReport:
+        function_id = source.function_id
+        records = [sqs_record(m, source.queue_arn, self.stack.region) for m in messages]
+        handles = {m["MessageId"]: m["ReceiptHandle"] for m in messages}
+        report = PumpReport(invocations=1, delivered=len(messages), by_function={function_id: 1})
+        failed: list[str]
+        try:
+            result, elapsed = self._invoke(function_id, {"Records": records})
+        except Exception as exc:
+            log.exception(
+                "%s raised on a batch of %d message(s) from %s; they return to the queue",
+                function_id,
+                len(messages),
+                source.queue_url.rsplit("/", 1)[-1],
+            )
+            failed, reason = list(handles), f"raised {type(exc).__name__}: {exc}"
+            report.errors = 1
+        else:
+            timeout_s = self._spec(function_id).timeout_s
+            if self.enforce_timeout and elapsed > timeout_s:
+                log.error(
+                    "%s ran %.1fs, over its %ds Timeout: Lambda would have stopped it; "
+                    "its messages return to the queue",
+                    function_id,
+                    elapsed,
+                    timeout_s,
+                )
+                failed, reason = list(handles), f"timed out after {elapsed:.1f}s"
+                report.errors = 1
+            elif source.event.reports_batch_item_failures:
+                failed, reason = _batch_item_failures(function_id, result, handles)
+            else:
+                failed, reason = [], ""
+        sqs = self.stack.client("sqs")
+        to_delete = [mid for mid in handles if mid not in failed]
+        for chunk in _chunks(to_delete):
+            sqs.delete_message_batch(
+                QueueUrl=source.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": handles[mid]} for i, mid in enumerate(chunk)
+                ],
+            )
+        for chunk in _chunks(failed):
+            sqs.change_message_visibility_batch(
+                QueueUrl=source.queue_url,
+                Entries=[
+                    {
+                        "Id": str(i),
+                        "ReceiptHandle": handles[mid],
+                        "VisibilityTimeout": self.retry_visibility_s,
+                    }
+                    for i, mid in enumerate(chunk)
+                ],
+            )
+        report.deleted = len(to_delete)
+        report.returned = len(failed)
+        if failed:
+            report.failures.append(InvocationFailure(function_id, tuple(failed), reason))
+        return report
+
+
+def _batch_item_failures(
+    function_id: str, result: Any, handles: Mapping[str, str]
+) -> tuple[list[str], str]:
+    """Lambda's reading of a ReportBatchItemFailures response: ids to return, and why.
+
+    An empty list (or no ``batchItemFailures`` at all) is full success; an identifier that is
+    missing, empty or not in the batch makes Lambda treat the whole batch as failed.
+    """
+    if not isinstance(result, Mapping):
+        return [], ""
+    items = result.get("batchItemFailures")
+    if not items:
+        return [], ""
+    failed: list[str] = []
+    for item in items if isinstance(items, list) else [items]:
+        identifier = item.get("itemIdentifier") if isinstance(item, Mapping) else None
+        if not identifier or identifier not in handles:
+            log.error(
+                "%s returned an invalid batchItemFailures entry %r: the whole batch fails",
+                function_id,
+                item,
+            )
+            return list(handles), f"invalid batchItemFailures entry {item!r}"
+        if identifier not in failed:
+            failed.append(str(identifier))
+    return failed, "batchItemFailures"
+
+
+def _chunks(items: list[str], size: int = _MAX_RECEIVE) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _top_level_names(code_dir: Path) -> set[str]:
+    """Importable top-level names a function directory provides (modules and packages)."""
+    names = {path.stem for path in code_dir.glob("*.py")}
+    names |= {path.parent.name for path in code_dir.glob("*/__init__.py")}
+    return names
+
+
+def _pop_modules(names: set[str]) -> dict[str, ModuleType]:
+    """Remove and return ``names`` and their submodules from sys.modules."""
+    popped: dict[str, ModuleType] = {}
+    for key in list(sys.modules):
+        if key.partition(".")[0] in names:
+            popped[key] = sys.modules.pop(key)
+    return popped
