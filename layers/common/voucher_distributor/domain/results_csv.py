@@ -1,0 +1,154 @@
+"""The results file: one row per input row, safe to open in a spreadsheet.
+
+Format choices, for the people who open it in Excel:
+
+* UTF-8 **with** a byte-order mark: without it Excel reads UTF-8 as the local ANSI code page and
+  "Müller" turns into "MÃ¼ller". Our own reader, Python's ``utf-8-sig`` and most tools skip it.
+* CRLF line endings (RFC 4180), minimal quoting; embedded newlines stay inside quoted cells.
+* Any cell that a spreadsheet would run as a formula gets a leading ``'`` (OWASP CSV injection
+  guidance); everything else is written exactly as given, non-ASCII included.
+* Expiry as ISO 8601 UTC with a ``Z`` (``2025-12-31T23:59:59Z``).
+* The input's unknown columns come after ours, in their original order; one whose name clashes
+  with ours is headed ``<name> (input)``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final, Literal, Protocol
+
+from voucher_distributor.domain.recipients import InputRow
+
+RESULT_COLUMNS: Final = (
+    "row",
+    "email",
+    "first_name",
+    "last_name",
+    "external_id",
+    "partner",
+    "program",
+    "status",
+    "voucher_code",
+    "purchase_code",
+    "expires_utc",
+    "reason",
+)
+
+ResultStatus = Literal["assigned", "rejected", "failed"]
+
+#: Cell starts a spreadsheet may treat as a formula (OWASP "CSV Injection").
+FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: str) -> str:
+    """The cell as a spreadsheet will show it as text, never run it as a formula."""
+    if value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def format_expiry(moment: datetime | None) -> str:
+    """ISO 8601 in UTC with ``Z``; a naive time is taken to be UTC already (as the API's are)."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """What happened to one input row."""
+
+    row_number: int
+    email: str
+    first_name: str
+    last_name: str
+    external_id: str
+    partner: str
+    program: str
+    status: ResultStatus
+    voucher_code: str = ""
+    purchase_code: str = ""
+    expires_utc: datetime | None = None
+    reason: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def rejected(
+        cls, row: InputRow, reason: str, *, partner: str = "", program: str = ""
+    ) -> ResultRow:
+        """A rejected input row, its own fields echoed back so the person can find and fix it."""
+        return cls(
+            row_number=row.row_number,
+            email=row.email,
+            first_name=row.first_name,
+            last_name=row.last_name,
+            external_id=row.external_id,
+            partner=partner or row.partner_name or "",
+            program=program or row.program_name or "",
+            status="rejected",
+            reason=reason,
+            extra=row.extra,
+        )
+
+
+def result_header(extra_columns: Sequence[str]) -> list[str]:
+    """Our columns, then the input's own, renamed only where a name would clash with ours."""
+    taken = {name.casefold() for name in RESULT_COLUMNS}
+    header = list(RESULT_COLUMNS)
+    for name in extra_columns:
+        unique = name
+        while unique.casefold() in taken:
+            unique = f"{unique} (input)"
+        taken.add(unique.casefold())
+        header.append(unique)
+    return header
+
+
+class TextSink(Protocol):
+    """Anything text can be written to: an open file, a temporary file, ``io.StringIO``."""
+
+    def write(self, text: str, /) -> object: ...
+
+
+class ResultsCsvWriter:
+    """Writes the results CSV to a text stream opened with ``encoding="utf-8", newline=""``.
+
+    The header (and the BOM, unless ``bom=False``) is written at construction, so even a batch
+    with no rows yields a file that says what its columns are.
+    """
+
+    def __init__(self, out: TextSink, extra_columns: Sequence[str], *, bom: bool = True) -> None:
+        self._extra_columns = tuple(extra_columns)
+        self._known_extra = frozenset(self._extra_columns)
+        if bom:
+            out.write("\ufeff")
+        self._writer = csv.writer(out, lineterminator="\r\n")
+        self._writer.writerow([spreadsheet_safe(name) for name in result_header(extra_columns)])
+
+    def write(self, row: ResultRow) -> None:
+        unknown = row.extra.keys() - self._known_extra
+        if unknown:
+            raise ValueError(
+                f"row {row.row_number} has columns the header lacks: {sorted(unknown)}"
+            )
+        cells = [
+            str(row.row_number),
+            row.email,
+            row.first_name,
+            row.last_name,
+            row.external_id,
+            row.partner,
+            row.program,
+            row.status,
+            row.voucher_code,
+            row.purchase_code,
+            format_expiry(row.expires_utc),
+            row.reason,
+            *(row.extra.get(name, "") for name in self._extra_columns),
+        ]
+        self._writer.writerow([spreadsheet_safe(cell) for cell in cells])

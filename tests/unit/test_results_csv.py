@@ -1,0 +1,191 @@
+import csv
+import io
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from voucher_distributor.domain.csv_input import read_rows
+from voucher_distributor.domain.recipients import InputRow
+from voucher_distributor.domain.results_csv import (
+    RESULT_COLUMNS,
+    ResultRow,
+    ResultsCsvWriter,
+    format_expiry,
+    spreadsheet_safe,
+)
+
+
+@pytest.mark.parametrize("prefix", ["=", "+", "-", "@", "\t", "\r"])
+def test_cells_a_spreadsheet_would_run_get_a_leading_quote(prefix):
+    value = f'{prefix}HYPERLINK("http://evil.example")'
+    assert spreadsheet_safe(value) == "'" + value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "Ada",
+        "Zoë Ñúñez 李",
+        "a=b",
+        "ada+exam@example.com",
+        "'already quoted",
+        " =lead space",
+        "1-2",
+    ],
+)
+def test_other_cells_are_left_exactly_as_they_are(value):
+    assert spreadsheet_safe(value) == value
+
+
+@given(st.text())
+def test_safe_cells_never_start_a_formula_and_keep_their_text(value):
+    safe = spreadsheet_safe(value)
+    assert not safe.startswith(("=", "+", "-", "@", "\t", "\r"))
+    assert safe in (value, "'" + value)
+
+
+def test_expiry_is_iso_8601_utc_with_z():
+    plus_two = timezone(timedelta(hours=2))
+    assert format_expiry(datetime(2026, 1, 31, 1, 30, tzinfo=plus_two)) == "2026-01-30T23:30:00Z"
+    assert format_expiry(datetime(2026, 1, 31, 1, 30, tzinfo=UTC)) == "2026-01-31T01:30:00Z"
+    assert format_expiry(datetime(2026, 1, 31, 1, 30)) == "2026-01-31T01:30:00Z"  # naive = UTC
+    assert format_expiry(None) == ""
+
+
+def write(rows: list[ResultRow], extra_columns: list[str]) -> str:
+    out = io.StringIO(newline="")
+    writer = ResultsCsvWriter(out, extra_columns)
+    for row in rows:
+        writer.write(row)
+    return out.getvalue()
+
+
+ASSIGNED = ResultRow(
+    row_number=1,
+    email="zoe@example.com",
+    first_name="Zoë",
+    last_name="Ñúñez-Müller 李",
+    external_id="=E1",
+    partner="Acme",
+    program="Exam",
+    status="assigned",
+    voucher_code="ABC-123",
+    purchase_code="P-9",
+    expires_utc=datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
+    extra={"Notes": "line 1\nline, 2", "Cost Centre": "@SUM(A1)"},
+)
+
+
+def test_the_file_starts_with_a_bom_and_uses_crlf():
+    text = write([ASSIGNED], ["Cost Centre", "Notes"])
+    assert text.startswith("\ufeffrow,email,first_name,")
+    assert text.endswith("\r\n")
+    assert text.count("\r\n") == 2
+    assert '"line 1\nline, 2"' in text  # an embedded newline stays inside its quoted cell
+
+
+def test_a_round_trip_keeps_every_cell_and_neutralises_formulas():
+    data = write([ASSIGNED], ["Cost Centre", "Notes"]).encode("utf-8")
+    header, cells = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    assert header == [*RESULT_COLUMNS, "Cost Centre", "Notes"]
+    assert dict(zip(header, cells, strict=True)) == {
+        "row": "1",
+        "email": "zoe@example.com",
+        "first_name": "Zoë",
+        "last_name": "Ñúñez-Müller 李",
+        "external_id": "'=E1",
+        "partner": "Acme",
+        "program": "Exam",
+        "status": "assigned",
+        "voucher_code": "ABC-123",
+        "purchase_code": "P-9",
+        "expires_utc": "2026-12-31T23:59:59Z",
+        "reason": "",
+        "Cost Centre": "'@SUM(A1)",
+        "Notes": "line 1\nline, 2",
+    }
+
+
+def test_the_results_file_can_be_read_back_by_the_ingest_reader():
+    (row,) = read_rows([write([ASSIGNED], ["Cost Centre", "Notes"]).encode("utf-8")])
+    assert (row.email, row.first_name, row.last_name) == (
+        "zoe@example.com",
+        "Zoë",
+        "Ñúñez-Müller 李",
+    )
+    assert (row.partner_name, row.program_name) == ("Acme", "Exam")
+    assert row.extra["Notes"] == "line 1\nline, 2"
+
+
+def test_extra_columns_that_clash_with_ours_are_renamed():
+    text = write([], ["Status", "reason (input)", "reason", "Team"])
+    header = next(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    assert header[len(RESULT_COLUMNS) :] == [
+        "Status (input)",
+        "reason (input)",
+        "reason (input) (input)",
+        "Team",
+    ]
+
+
+def test_missing_extra_cells_are_empty_and_unknown_ones_are_refused():
+    text = write([ResultRow(2, "a@example.com", "", "", "", "", "", "failed", extra={})], ["Team"])
+    assert text.splitlines()[1].endswith(",failed,,,,,")
+    with pytest.raises(ValueError, match="Dept"):
+        write(
+            [ResultRow(3, "a@example.com", "", "", "", "", "", "failed", extra={"Dept": "x"})], []
+        )
+
+
+def test_header_names_from_the_input_are_made_safe_too():
+    text = write([], ["=cmd|' /C calc'!A0"])
+    header = next(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    assert header[-1] == "'=cmd|' /C calc'!A0"
+
+
+def test_the_bom_can_be_left_out():
+    out = io.StringIO(newline="")
+    ResultsCsvWriter(out, [], bom=False)
+    assert out.getvalue().startswith("row,")
+
+
+def test_a_rejected_row_echoes_the_input():
+    source = InputRow(7, "not-an-email", "Ada", "L", "E7", "Acme", None, {"Team": "x"}, "malformed")
+    result = ResultRow.rejected(source, "malformed e-mail address", program="Exam")
+    assert result == ResultRow(
+        row_number=7,
+        email="not-an-email",
+        first_name="Ada",
+        last_name="L",
+        external_id="E7",
+        partner="Acme",
+        program="Exam",
+        status="rejected",
+        reason="malformed e-mail address",
+        extra={"Team": "x"},
+    )
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20),
+            st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20),
+        ),
+        max_size=5,
+    )
+)
+def test_any_names_round_trip_with_only_the_formula_guard_added(names):
+    rows = [
+        ResultRow(n, f"u{n}@example.com", first, last, "", "P", "X", "rejected", reason=first)
+        for n, (first, last) in enumerate(names, start=1)
+    ]
+    text = write(rows, [])
+    parsed = list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline="")))[1:]
+    assert [(cells[2], cells[3], cells[11]) for cells in parsed] == [
+        (spreadsheet_safe(first), spreadsheet_safe(last), spreadsheet_safe(first))
+        for first, last in names
+    ]
