@@ -1,5 +1,6 @@
 # The README's front door: `make demo` and `make test` work on a fresh machine with nothing done first.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
 
 PYTHON      ?= $(shell devtools/find-python.sh)
@@ -7,6 +8,8 @@ VENV        := .venv
 TOOLS_VENV  := .venv-tools
 VPY         := $(VENV)/bin/python
 PIP_FLAGS   := --quiet --disable-pip-version-check
+# This machine's pip config names local mirrors that may be absent: drop those warnings only.
+PIP_QUIET   := 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
 # sam/cfn-lint run offline: a region and dummy credentials are all they need.
 AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
                AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
@@ -23,17 +26,17 @@ $(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt pyprojec
 	@echo "== project venv ($(PYTHON))"
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(VPY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt
-	$(VPY) -m pip install $(PIP_FLAGS) --no-deps -e .
+	$(VPY) -m pip install $(PIP_FLAGS) --upgrade pip $(PIP_QUIET)
+	$(VPY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt $(PIP_QUIET)
+	$(VPY) -m pip install $(PIP_FLAGS) --no-deps -e . $(PIP_QUIET)
 	touch $@
 
 $(TOOLS_VENV)/.installed: requirements-tools.txt
 	@echo "== tools venv (aws-sam-cli, cfn-lint)"
 	rm -rf $(TOOLS_VENV)
 	$(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(TOOLS_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-tools.txt
+	$(TOOLS_VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip $(PIP_QUIET)
+	$(TOOLS_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-tools.txt $(PIP_QUIET)
 	touch $@
 
 venv: $(VENV)/.installed

@@ -7,6 +7,7 @@ beside ``sandbox`` without touching the others.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -186,6 +187,57 @@ def _wait_for_stop_signal() -> None:
             signal.signal(sig, handler)
 
 
+def _add_local(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    local = subparsers.add_parser(
+        "local", help="run the pipeline on this machine (AWS emulated, Certiverse sandboxed)"
+    )
+    local_commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+    run = local_commands.add_parser(
+        "run",
+        help="run a recipient CSV (or an HR request .json) through the whole local pipeline",
+        description=(
+            "Creates the stack of template.yaml in an embedded AWS emulation (moto on loopback), "
+            "uploads FILE under incoming/ (a .json file is sent as an HR request instead), "
+            "delivers the events to the handlers until the batch ends, copies the results to "
+            "--out and prints one JSON line summarising the batch. Certiverse is the built-in "
+            "sandbox unless --certiverse-url names a compatible server (token: CERTIVERSE_TOKEN)."
+        ),
+    )
+    run.add_argument("file", type=Path, metavar="FILE", help="a recipient CSV or a request JSON")
+    run.add_argument("--partner", help="partner for rows that name none (stack default)")
+    run.add_argument("--program", help="program for rows that name none (stack default)")
+    run.add_argument("--certiverse-url", help="a Certiverse-compatible API base URL (…/api)")
+    run.add_argument(
+        "--out", type=Path, default=Path("local-results"), help="where results are copied"
+    )
+    run.add_argument(
+        "--timeout", type=_seconds, default=900.0, help="give up after this many seconds"
+    )
+    run.set_defaults(handler=_run_local)
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    # Imported here: the sandbox command must not pay for moto and the pipeline.
+    from voucher_distributor_local.local_run import LocalRunError, run_file  # noqa: PLC0415
+    from voucher_distributor_local.runner import RunTimeoutError  # noqa: PLC0415
+
+    try:
+        result = run_file(
+            args.file,
+            partner=args.partner,
+            program=args.program,
+            certiverse_url=args.certiverse_url,
+            out_dir=args.out,
+            timeout_s=args.timeout,
+            show=sys.stderr,
+        )
+    except (LocalRunError, RunTimeoutError) as exc:
+        print(f"voucher-distributor: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.final_line(), ensure_ascii=False), flush=True)
+    return 0 if result.summary.get("status") == "completed" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voucher-distributor",
@@ -193,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_sandbox(subparsers)
+    _add_local(subparsers)
     return parser
 
 

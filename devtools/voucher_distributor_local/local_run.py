@@ -1,0 +1,399 @@
+"""The whole pipeline on this machine: template.yaml's resources in moto, the handlers in-process,
+Certiverse played by the sandbox (or any compatible server).
+
+``LocalPipeline`` is what ``voucher-distributor local run``, ``make demo`` and the end-to-end tests
+share: submit a CSV (as an S3 upload under incoming/) or an HR request (on the request queue), pump
+the events the way the template wires them until the batch ends, then read what it produced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from voucher_distributor.adapters.ledger import Ledger
+from voucher_distributor.domain.batches import csv_batch_id, request_batch_id
+from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState
+from voucher_distributor_local.runner import LocalLambdas, MotoStack
+from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer
+
+#: The repository's template: devtools/voucher_distributor_local/ -> repository root.
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+SANDBOX_TOKEN = "local-sandbox-token"  # noqa: S105 - the local sandbox's throwaway token
+
+#: Local timings: seconds instead of the deployed minutes, same code paths.
+LOCAL_TUNING = {
+    "POLL_BASE_DELAY_SECONDS": "1",
+    "POLL_MAX_DELAY_SECONDS": "4",
+    "INITIAL_CHECK_SECONDS": "1",
+    # Shorter than the local retry delay (retry_visibility_s), as the deployed lease (180 s) is
+    # shorter than the queue's visibility timeout (720 s): a retry finds a dead worker's lease over.
+    "PURCHASE_LEASE_SECONDS": "1",
+    "POWERTOOLS_LOG_LEVEL": "INFO",
+}
+FINAL_STATUSES = frozenset({BatchStatus.DONE, BatchStatus.FAILED})
+
+
+class LocalRunError(RuntimeError):
+    """The local run could not complete (a timeout, or an unreadable input)."""
+
+
+@dataclass
+class Progress:
+    """What the run has done so far, read from the ledger."""
+
+    status: str = "waiting"
+    rows: int = 0
+    rejected: int = 0
+    chunks: int = 0
+    purchases: int = 0
+    vouchers_ready: int = 0
+    assigned: int = 0
+    failed: int = 0
+
+    def line(self) -> str:
+        return (
+            f"[{self.status:>10}] rows read {self.rows:,} | rejected {self.rejected:,} | "
+            f"purchases {self.purchases}/{self.chunks} | vouchers ready {self.vouchers_ready:,} | "
+            f"assigned {self.assigned:,}" + (f" | failed {self.failed:,}" if self.failed else "")
+        )
+
+
+@dataclass
+class RunResult:
+    batch_id: str
+    summary: dict[str, Any]
+    results_csv: Path | None
+    summary_json: Path | None
+    rows: list[dict[str, str]] = field(default_factory=list)
+
+    def final_line(self) -> dict[str, Any]:
+        """The one JSON object ``local run`` prints last."""
+        return {
+            "batchId": self.batch_id,
+            "status": self.summary.get("status"),
+            "counts": self.summary.get("counts"),
+            "purchases": [
+                {
+                    "purchaseCode": p.get("purchaseCode"),
+                    "quantity": p.get("quantity"),
+                    "partner": p.get("partner"),
+                    "program": p.get("program"),
+                    "state": p.get("state"),
+                }
+                for p in self.summary.get("purchases", [])
+            ],
+            "results": {
+                "csv": str(self.results_csv) if self.results_csv else None,
+                "summary": str(self.summary_json) if self.summary_json else None,
+            },
+            **({"error": self.summary["error"]} if self.summary.get("error") else {}),
+        }
+
+
+class LocalPipeline:
+    """The template's stack in moto plus its functions, pointed at a Certiverse server."""
+
+    def __init__(
+        self,
+        *,
+        certiverse_url: str,
+        certiverse_token: str,
+        template: Path = DEFAULT_TEMPLATE,
+        default_partner: str = "",
+        default_program: str = "",
+        log_stream: IO[str] | None = None,
+        tuning: dict[str, str] | None = None,
+        retry_visibility_s: int = 2,
+    ) -> None:
+        self.stack = MotoStack(
+            template,
+            parameters={
+                "DefaultPartnerName": default_partner,
+                "DefaultProgramName": default_program,
+            },
+            secret_values={"CertiverseTokenSecret": certiverse_token},
+        )
+        self._certiverse_url = certiverse_url
+        self._tuning = {**LOCAL_TUNING, **(tuning or {})}
+        self._retry_visibility_s = retry_visibility_s
+        self._log_stream = log_stream
+        self.lambdas: LocalLambdas | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> LocalPipeline:
+        self.stack.start()
+        _forget_process_caches()
+        self.lambdas = LocalLambdas(
+            self.stack,
+            retry_visibility_s=self._retry_visibility_s,
+            # The template insists on https for the real API; locally the sandbox is plain http.
+            env_overrides={"CERTIVERSE_BASE_URL": self._certiverse_url, **self._tuning},
+        )
+        with self._logs_routed():
+            for function_id in self.lambdas.functions:
+                self.lambdas.load(function_id)  # cold starts, so their loggers exist now
+        return self
+
+    def stop(self) -> None:
+        _forget_process_caches()
+        self.stack.stop()
+
+    def __enter__(self) -> LocalPipeline:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def bucket(self) -> str:
+        return self.stack.resource("InboxBucket").ref
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(
+            self.stack.resource("LedgerTable").ref,
+            dynamodb=_resource(self.stack, "dynamodb"),
+        )
+
+    def queue_url(self, logical_id: str) -> str:
+        return self.stack.resource(logical_id).ref
+
+    # ------------------------------------------------------------------ inputs
+
+    def submit_csv(
+        self, path: Path, *, key: str | None = None, metadata: dict[str, str] | None = None
+    ) -> str:
+        """Upload a CSV under incoming/ as a user would; return its batch id."""
+        key = key or f"incoming/{path.name}"
+        with path.open("rb") as body:
+            put = self.stack.client("s3").put_object(
+                Bucket=self.bucket, Key=key, Body=body, Metadata=metadata or {}
+            )
+        version = put.get("VersionId") or str(put.get("ETag", "")).strip('"')
+        return csv_batch_id(self.bucket, key, version)
+
+    def submit_request(self, request: dict[str, Any] | str) -> str | None:
+        """Send an HR request on the request queue; return its batch id when it has one."""
+        body = request if isinstance(request, str) else json.dumps(request)
+        self.stack.client("sqs").send_message(
+            QueueUrl=self.queue_url("RequestQueue"), MessageBody=body
+        )
+        request_id = request.get("requestId") if isinstance(request, dict) else None
+        return request_batch_id(request_id) if isinstance(request_id, str) and request_id else None
+
+    # ------------------------------------------------------------------ running
+
+    def progress(self, batch_id: str) -> Progress:
+        batch = self.ledger.get_batch(batch_id)
+        if batch is None:
+            return Progress()
+        chunks = list(self.ledger.iter_chunks(batch_id))
+        bought = [c for c in chunks if c.purchase_code]
+        return Progress(
+            status=batch.status.value.lower(),
+            rows=batch.rows_total,
+            rejected=batch.rows_rejected,
+            chunks=batch.chunk_count if batch.chunk_count is not None else len(chunks),
+            purchases=len(bought),
+            vouchers_ready=sum(c.quantity for c in chunks if c.state == ChunkState.ASSIGNED),
+            assigned=batch.rows_assigned,
+            failed=batch.rows_failed,
+        )
+
+    def run_until_done(
+        self,
+        batch_id: str,
+        *,
+        timeout_s: float = 600,
+        show: TextIO | None = None,
+        every_s: float = 1.0,
+    ) -> BatchRecord:
+        """Deliver events until the batch is DONE or FAILED; show progress on ``show``."""
+        assert self.lambdas is not None, "start() first"
+        last_line = ""
+        last_shown = 0.0
+
+        def finished() -> bool:
+            nonlocal last_line, last_shown
+            batch = self.ledger.get_batch(batch_id)
+            if show is not None and time.monotonic() - last_shown >= every_s:
+                line = self.progress(batch_id).line()
+                if line != last_line:
+                    print(line, file=show, flush=True)
+                    last_line, last_shown = line, time.monotonic()
+            return batch is not None and batch.status in FINAL_STATUSES
+
+        with self._logs_routed():
+            self.lambdas.run_until(finished, timeout_s)
+        batch = self.ledger.get_batch(batch_id)
+        assert batch is not None
+        if show is not None:
+            print(self.progress(batch_id).line(), file=show, flush=True)
+        return batch
+
+    def run_until_idle(self, *, timeout_s: float = 120) -> None:
+        """Deliver events until every queue is empty (for inputs without a batch id)."""
+        assert self.lambdas is not None, "start() first"
+        with self._logs_routed():
+            self.lambdas.run_until_idle(timeout_s)
+
+    # ------------------------------------------------------------------ outputs
+
+    def result(self, batch_id: str, out_dir: Path | None = None) -> RunResult:
+        """Read the batch's summary and results CSV; copy them to ``out_dir`` when given."""
+        batch = self.ledger.get_batch(batch_id)
+        if batch is None:
+            raise LocalRunError(f"no batch {batch_id}")
+        s3 = self.stack.client("s3")
+        summary_bytes = s3.get_object(Bucket=self.bucket, Key=batch.summary_key)["Body"].read()
+        summary = json.loads(summary_bytes)
+        csv_bytes: bytes | None = None
+        if batch.status == BatchStatus.DONE:
+            csv_bytes = s3.get_object(Bucket=self.bucket, Key=batch.results_csv_key)["Body"].read()
+        results_path = summary_path = None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            summary_path = out_dir / Path(batch.summary_key).name
+            summary_path.write_bytes(summary_bytes)
+            if csv_bytes is not None:
+                results_path = out_dir / Path(batch.results_csv_key).name
+                results_path.write_bytes(csv_bytes)
+        rows = (
+            list(csv.DictReader(io.StringIO(csv_bytes.decode("utf-8-sig"))))
+            if csv_bytes is not None
+            else []
+        )
+        return RunResult(batch_id, summary, results_path, summary_path, rows)
+
+    # ------------------------------------------------------------------ logs
+
+    @contextlib.contextmanager
+    def _logs_routed(self) -> Iterator[None]:
+        """Send the handlers' structured logs and metrics to the log stream, not the terminal."""
+        if self._log_stream is None:
+            yield
+            return
+        handlers = [
+            h
+            for name in ("voucher-distributor", "voucher_distributor")
+            for h in logging.getLogger(name).handlers
+            if isinstance(h, logging.StreamHandler)
+        ]
+        previous = [h.setStream(self._log_stream) for h in handlers]
+        try:
+            with contextlib.redirect_stdout(self._log_stream):
+                yield
+        finally:
+            for handler, stream in zip(handlers, previous, strict=True):
+                if stream is not None:
+                    handler.setStream(stream)
+
+
+def _resource(stack: MotoStack, service: str) -> Any:
+    import boto3  # noqa: PLC0415 - only the local tools need a resource interface
+
+    return boto3.resource(
+        service,
+        endpoint_url=stack.endpoint_url,
+        region_name=stack.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
+    )
+
+
+def _forget_process_caches() -> None:
+    """Each local stack has its own moto endpoint: drop clients cached by an earlier one."""
+    from aws_lambda_powertools.utilities.parameters.constants import (  # noqa: PLC0415
+        DEFAULT_PROVIDERS,
+    )
+
+    from voucher_distributor.settings import get_settings  # noqa: PLC0415
+
+    get_settings.cache_clear()
+    DEFAULT_PROVIDERS.clear()
+    runtime = sys.modules.get("voucher_distributor.runtime")
+    if runtime is not None:
+        runtime.services.cache_clear()
+
+
+# ---------------------------------------------------------------------- the `local run` command
+
+
+def run_file(
+    path: Path,
+    *,
+    partner: str | None,
+    program: str | None,
+    certiverse_url: str | None,
+    out_dir: Path,
+    timeout_s: float,
+    show: TextIO,
+) -> RunResult:
+    """Run one CSV (or an HR request JSON) through the local pipeline, end to end."""
+    if not path.is_file():
+        raise LocalRunError(f"{path}: no such file")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "local-run.log"
+    with contextlib.ExitStack() as stack:
+        if certiverse_url is None:
+            sandbox = SandboxServer(
+                SandboxConfig(token=SANDBOX_TOKEN, generation_delay_s=2.0, seed=2026),
+                host="127.0.0.1",
+                port=0,
+            )
+            stack.enter_context(sandbox)
+            url, token = sandbox.base_url, SANDBOX_TOKEN
+            print(f"Certiverse sandbox on {url}", file=show)
+        else:
+            url, token = certiverse_url, os.environ.get("CERTIVERSE_TOKEN", "")
+            if not token:
+                raise LocalRunError("--certiverse-url needs the API token in CERTIVERSE_TOKEN")
+        log_file = stack.enter_context(log_path.open("w", encoding="utf-8"))
+        pipeline = stack.enter_context(
+            LocalPipeline(
+                certiverse_url=url,
+                certiverse_token=token,
+                default_partner=partner or "",
+                default_program=program or "",
+                log_stream=log_file,
+            )
+        )
+        print(
+            f"AWS emulation (moto) on {pipeline.stack.endpoint_url}; logs in {log_path}", file=show
+        )
+        if path.suffix.lower() == ".json":
+            request = json.loads(path.read_text(encoding="utf-8"))
+            if partner and not request.get("partnerName"):
+                request["partnerName"] = partner
+            if program and not request.get("programName"):
+                request["programName"] = program
+            batch_id = pipeline.submit_request(request)
+            if batch_id is None:
+                pipeline.run_until_idle(timeout_s=timeout_s)
+                raise LocalRunError(f"{path}: not a valid request (no requestId); see {log_path}")
+            print(f"request {request.get('requestId')} sent to the request queue", file=show)
+        else:
+            batch_id = pipeline.submit_csv(path)
+            print(f"uploaded {path.name} to s3://{pipeline.bucket}/incoming/{path.name}", file=show)
+        pipeline.run_until_done(batch_id, timeout_s=timeout_s, show=show)
+        return pipeline.result(batch_id, out_dir)
+
+
+def summarise_rows(rows: list[dict[str, str]]) -> Counter[str]:
+    """Counts of the results CSV by status (what a user would tally in a spreadsheet)."""
+    return Counter(row.get("status", "") for row in rows)

@@ -1,0 +1,44 @@
+"""Ingest of HR requests: JSON messages on the request queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from voucher_distributor.models.messages import DistributionRequest
+from voucher_distributor.pipeline.ingest import ingest
+from voucher_distributor.pipeline.requests import refuse_request
+from voucher_distributor.pipeline.sources import request_ingest
+from voucher_distributor.runtime import logger, metrics, services, tracer
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> None:
+    try:
+        request = DistributionRequest.model_validate_json(record.body)
+    except ValidationError as exc:
+        # A malformed request never becomes valid by retrying: answer it and drop it.
+        refuse_request(services(), record.message_id, record.body, exc)
+        return
+    ingest_request = request_ingest(services(), request)
+    logger.set_correlation_id(ingest_request.batch.batch_id)
+    outcome = ingest(services(), ingest_request)
+    logger.info("ingested request", extra={"outcome": outcome.__dict__})
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,343 @@
+"""The DynamoDB ledger: batches, chunks and assignments in one table.
+
+Keys: ``pk = B#<batch>``; ``sk = BATCH`` (the batch), ``C#<chunk:05>`` (a chunk) or
+``R#<row:09>`` (an assignment). Assignment items carry ``email``, the key of the ``by-email`` index.
+
+Chunk state only moves through conditional writes, and the move of a chunk to a final state and
+the batch counters it feeds are one transaction: replays never count twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from voucher_distributor.models.ledger import (
+    AssignmentRecord,
+    BatchRecord,
+    BatchStatus,
+    ChunkRecord,
+    ChunkState,
+)
+
+EMAIL_INDEX = "by-email"
+_BATCH_SK = "BATCH"
+
+
+class LedgerError(RuntimeError):
+    """The ledger could not be read or written; the message is retried by SQS."""
+
+
+def _batch_pk(batch_id: str) -> str:
+    return f"B#{batch_id}"
+
+
+def _chunk_sk(chunk_no: int) -> str:
+    return f"C#{chunk_no:05d}"
+
+
+def _row_sk(row_number: int) -> str:
+    return f"R#{row_number:09d}"
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; our records hold ints."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _item(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if v is not None and v not in ({}, [])}
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+
+class Ledger:
+    def __init__(self, table_name: str, *, dynamodb: Any = None) -> None:
+        resource = dynamodb or boto3.resource("dynamodb")
+        self._table = resource.Table(table_name)
+        self._client = self._table.meta.client
+        self.table_name = table_name
+
+    # ------------------------------------------------------------------ batches
+
+    def create_batch(self, batch: BatchRecord) -> bool:
+        """Create the batch unless it exists; False means this source was seen before."""
+        item = {"pk": _batch_pk(batch.batch_id), "sk": _BATCH_SK, **batch.model_dump(mode="json")}
+        try:
+            self._table.put_item(Item=_item(item), ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        got = self._table.get_item(
+            Key={"pk": _batch_pk(batch_id), "sk": _BATCH_SK}, ConsistentRead=True
+        )
+        item = got.get("Item")
+        return BatchRecord.model_validate(_plain(item)) if item else None
+
+    def update_batch(self, batch_id: str, **values: Any) -> BatchRecord:
+        names = {f"#{k}": k for k in values}
+        vals = {f":{k}": v for k, v in values.items()}
+        sets = ", ".join(f"#{k} = :{k}" for k in values)
+        got = self._table.update_item(
+            Key={"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
+            UpdateExpression=f"SET {sets}",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=vals,
+            ReturnValues="ALL_NEW",
+        )
+        return BatchRecord.model_validate(_plain(got["Attributes"]))
+
+    def start_report(self, batch_id: str) -> BatchRecord | None:
+        """Move the batch to REPORTING unless it is already DONE; None when it is DONE."""
+        try:
+            got = self._table.update_item(
+                Key={"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
+                UpdateExpression="SET #s = :reporting",
+                ConditionExpression="attribute_exists(pk) AND #s <> :done",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":reporting": BatchStatus.REPORTING.value,
+                    ":done": BatchStatus.DONE.value,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return BatchRecord.model_validate(_plain(got["Attributes"]))
+
+    # ------------------------------------------------------------------ chunks
+
+    def put_chunk_if_absent(self, chunk: ChunkRecord) -> bool:
+        item = {
+            "pk": _batch_pk(chunk.batch_id),
+            "sk": _chunk_sk(chunk.chunk_no),
+            **chunk.model_dump(mode="json"),
+        }
+        try:
+            self._table.put_item(Item=_item(item), ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def get_chunk(self, batch_id: str, chunk_no: int) -> ChunkRecord | None:
+        got = self._table.get_item(
+            Key={"pk": _batch_pk(batch_id), "sk": _chunk_sk(chunk_no)}, ConsistentRead=True
+        )
+        item = got.get("Item")
+        return ChunkRecord.model_validate(_plain(item)) if item else None
+
+    def iter_chunks(self, batch_id: str) -> Iterator[ChunkRecord]:
+        for item in self._query_prefix(batch_id, "C#"):
+            yield ChunkRecord.model_validate(item)
+
+    def acquire_purchase_lease(
+        self, batch_id: str, chunk_no: int, *, owner: str, now: int, lease_seconds: int
+    ) -> ChunkRecord | None:
+        """Take the chunk into PURCHASING (from PENDING, or from an expired lease).
+
+        Counts the attempt in the same write: an attempt number above 1 means an earlier worker
+        may have POSTed, so the caller must look for its purchase before buying.
+        """
+        try:
+            got = self._table.update_item(
+                Key={"pk": _batch_pk(batch_id), "sk": _chunk_sk(chunk_no)},
+                UpdateExpression=(
+                    "SET #state = :purchasing, lease_owner = :owner, lease_until = :until "
+                    "ADD purchase_attempts :one"
+                ),
+                ConditionExpression=(
+                    "#state = :pending OR (#state = :purchasing AND lease_until < :now)"
+                ),
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":purchasing": ChunkState.PURCHASING.value,
+                    ":pending": ChunkState.PENDING.value,
+                    ":owner": owner,
+                    ":until": now + lease_seconds,
+                    ":now": now,
+                    ":one": 1,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return ChunkRecord.model_validate(_plain(got["Attributes"]))
+
+    def record_purchase(
+        self,
+        batch_id: str,
+        chunk_no: int,
+        *,
+        owner: str,
+        purchase_code: str,
+        purchase_id: str,
+        purchased_at: int,
+        deadline_at: int,
+        adopted: bool,
+    ) -> bool:
+        """PURCHASING → PURCHASED, only while this worker still holds the lease."""
+        try:
+            self._table.update_item(
+                Key={"pk": _batch_pk(batch_id), "sk": _chunk_sk(chunk_no)},
+                UpdateExpression=(
+                    "SET #state = :purchased, purchase_code = :code, purchase_id = :pid, "
+                    "purchased_at = :at, deadline_at = :deadline, adopted = :adopted "
+                    "REMOVE lease_owner, lease_until"
+                ),
+                ConditionExpression="#state = :purchasing AND lease_owner = :owner",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":purchased": ChunkState.PURCHASED.value,
+                    ":purchasing": ChunkState.PURCHASING.value,
+                    ":owner": owner,
+                    ":code": purchase_code,
+                    ":pid": purchase_id,
+                    ":at": purchased_at,
+                    ":deadline": deadline_at,
+                    ":adopted": adopted,
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def count_poll(self, batch_id: str, chunk_no: int) -> int:
+        got = self._table.update_item(
+            Key={"pk": _batch_pk(batch_id), "sk": _chunk_sk(chunk_no)},
+            UpdateExpression="ADD poll_attempts :one",
+            ExpressionAttributeValues={":one": 1},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(got["Attributes"]["poll_attempts"])
+
+    def finish_chunk(
+        self,
+        chunk: ChunkRecord,
+        *,
+        state: ChunkState,
+        assigned: int,
+        failed: int,
+        reason: str | None = None,
+    ) -> bool:
+        """Move the chunk to its final state and count it in the batch, atomically, once."""
+        if state not in {ChunkState.ASSIGNED, ChunkState.FAILED}:
+            raise ValueError(f"{state} is not a final chunk state")
+        table = self.table_name
+        chunk_update: dict[str, Any] = {
+            "TableName": table,
+            "Key": {"pk": _batch_pk(chunk.batch_id), "sk": _chunk_sk(chunk.chunk_no)},
+            "UpdateExpression": "SET #state = :final"
+            + (", failure_reason = :reason" if reason else "")
+            + " REMOVE lease_owner, lease_until",
+            "ConditionExpression": "NOT #state IN (:assigned, :failed)",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": {
+                ":final": state.value,
+                ":assigned": ChunkState.ASSIGNED.value,
+                ":failed": ChunkState.FAILED.value,
+                **({":reason": reason} if reason else {}),
+            },
+        }
+        created = 1 if chunk.purchase_code and not chunk.adopted else 0
+        adopted = 1 if chunk.purchase_code and chunk.adopted else 0
+        batch_update: dict[str, Any] = {
+            "TableName": table,
+            "Key": {"pk": _batch_pk(chunk.batch_id), "sk": _BATCH_SK},
+            "UpdateExpression": (
+                "ADD chunks_finished :one, rows_assigned :assigned, rows_failed :failed, "
+                "purchases_created :created, purchases_adopted :adopted"
+            ),
+            "ExpressionAttributeValues": {
+                ":one": 1,
+                ":assigned": assigned,
+                ":failed": failed,
+                ":created": created,
+                ":adopted": adopted,
+            },
+        }
+        try:
+            self._client.transact_write_items(
+                TransactItems=[{"Update": chunk_update}, {"Update": batch_update}]
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------------ assignments
+
+    def put_assignments(self, records: Iterable[AssignmentRecord]) -> int:
+        """Write assignment items (25 per request); rewriting the same item is harmless."""
+        count = 0
+        with self._table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as writer:
+            for record in records:
+                item = {
+                    "pk": _batch_pk(record.batch_id),
+                    "sk": _row_sk(record.row_number),
+                    **record.model_dump(mode="json"),
+                }
+                writer.put_item(Item=_item(item))
+                count += 1
+        return count
+
+    def iter_assignments(self, batch_id: str) -> Iterator[AssignmentRecord]:
+        """A batch's assignments in row order."""
+        for item in self._query_prefix(batch_id, "R#"):
+            yield AssignmentRecord.model_validate(item)
+
+    def assignments_for_email(self, email: str) -> list[AssignmentRecord]:
+        records: list[AssignmentRecord] = []
+        kwargs: dict[str, Any] = {
+            "IndexName": EMAIL_INDEX,
+            "KeyConditionExpression": "email = :email",
+            "ExpressionAttributeValues": {":email": email},
+        }
+        while True:
+            got = self._table.query(**kwargs)
+            records.extend(AssignmentRecord.model_validate(_plain(i)) for i in got["Items"])
+            if "LastEvaluatedKey" not in got:
+                return records
+            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _query_prefix(self, batch_id: str, prefix: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": _batch_pk(batch_id), ":prefix": prefix},
+            "ConsistentRead": True,
+        }
+        while True:
+            got = self._table.query(**kwargs)
+            for item in got["Items"]:
+                yield _plain(item)
+            if "LastEvaluatedKey" not in got:
+                return
+            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]

@@ -1,0 +1,91 @@
+"""The inbox bucket: uploaded CSVs in, intermediate chunk files and results out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from voucher_distributor.models.ledger import RecipientRecord
+
+READ_CHUNK_BYTES = 256 * 1024
+
+
+class ObjectMissing(LookupError):
+    """The object is not (or no longer) in the bucket."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    version: str  # version id when versioning is on, else the ETag
+    metadata: dict[str, str]
+    body: Iterator[bytes]
+
+
+class Storage:
+    def __init__(self, bucket: str, *, s3: Any = None) -> None:
+        self.bucket = bucket
+        self._s3 = s3 or boto3.client("s3")
+
+    def open(self, key: str, *, version_id: str | None = None) -> StoredObject:
+        """Stream an object in blocks; never read whole into memory."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            got = self._s3.get_object(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "NoSuchVersion", "404"}:
+                raise ObjectMissing(f"s3://{self.bucket}/{key} does not exist") from exc
+            raise
+        version = got.get("VersionId") or str(got.get("ETag", "")).strip('"')
+        metadata = {k.lower(): v for k, v in (got.get("Metadata") or {}).items()}
+        return StoredObject(
+            key=key,
+            size=int(got.get("ContentLength", 0)),
+            version=version,
+            metadata=metadata,
+            body=got["Body"].iter_chunks(READ_CHUNK_BYTES),
+        )
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def put_json(self, key: str, document: object) -> None:
+        body = json.dumps(document, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+        self.put_bytes(key, body, content_type="application/json")
+
+    def upload_file(self, key: str, path: Path, *, content_type: str) -> None:
+        self._s3.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def put_recipients(self, key: str, recipients: Iterable[RecipientRecord]) -> None:
+        lines = (r.model_dump_json() for r in recipients)
+        self.put_bytes(key, ("\n".join(lines) + "\n").encode(), content_type="application/x-ndjson")
+
+    def read_recipients(self, key: str) -> list[RecipientRecord]:
+        stored = self.open(key)
+        data = b"".join(stored.body)
+        return [RecipientRecord.model_validate_json(line) for line in data.splitlines() if line]
+
+    def iter_json_lines(self, key: str) -> Iterator[dict[str, Any]]:
+        """Stream a JSON-lines object line by line (missing object: nothing)."""
+        try:
+            stored = self.open(key)
+        except ObjectMissing:
+            return
+        pending = b""
+        for block in stored.body:
+            pending += block
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)
+        if pending.strip():
+            yield json.loads(pending)

@@ -1,0 +1,105 @@
+"""Our own records: a batch, its chunks and one assignment per recipient (the DynamoDB ledger)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BatchStatus(StrEnum):
+    INGESTING = "INGESTING"  # reading the input; chunks are being planned
+    PLANNED = "PLANNED"  # every chunk is planned and handed to the purchase queue
+    REPORTING = "REPORTING"  # every chunk ended; the report is being written
+    DONE = "DONE"  # results written and announced
+    FAILED = "FAILED"  # the input was unusable; nothing was bought
+
+
+class ChunkState(StrEnum):
+    PENDING = "PENDING"  # planned, not bought
+    PURCHASING = "PURCHASING"  # a worker holds the lease and may be POSTing right now
+    PURCHASED = "PURCHASED"  # the purchase exists; waiting for its codes
+    ASSIGNED = "ASSIGNED"  # every recipient of the chunk has a code (final)
+    FAILED = "FAILED"  # the chunk ended without codes; its rows are `failed` (final)
+
+
+FINAL_CHUNK_STATES = frozenset({ChunkState.ASSIGNED, ChunkState.FAILED})
+
+
+class LedgerModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class BatchRecord(LedgerModel):
+    batch_id: str
+    kind: str  # "csv" or "request"
+    source: str  # s3://bucket/key or the request id
+    input_name: str = ""
+    results_csv_key: str
+    summary_key: str
+    status: BatchStatus = BatchStatus.INGESTING
+    created_at: int
+    finished_at: int | None = None
+    chunk_count: int | None = None
+    chunks_finished: int = 0
+    rows_total: int = 0
+    rows_rejected: int = 0
+    rows_assigned: int = 0
+    rows_failed: int = 0
+    purchases_created: int = 0
+    purchases_adopted: int = 0
+    notes: str = ""
+    callback_url: str | None = None
+    error: str | None = None
+    extra_columns: list[str] = Field(default_factory=list)
+
+
+class ChunkRecord(LedgerModel):
+    batch_id: str
+    chunk_no: int
+    partner_name: str
+    program_name: str
+    quantity: int
+    rows_key: str  # S3 key of the chunk's recipients (JSON lines)
+    state: ChunkState = ChunkState.PENDING
+    lease_owner: str | None = None
+    lease_until: int | None = None
+    purchase_attempts: int = 0
+    purchase_code: str | None = None
+    purchase_id: str | None = None
+    purchased_at: int | None = None
+    deadline_at: int | None = None
+    poll_attempts: int = 0
+    adopted: bool = False
+    failure_reason: str | None = None
+
+
+class RecipientRecord(LedgerModel):
+    """One accepted recipient as planned into a chunk (stored in the chunk's S3 file)."""
+
+    row_number: int
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    external_id: str = ""
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+class AssignmentRecord(LedgerModel):
+    """The outcome for one recipient: the code it was given, or why it got none."""
+
+    batch_id: str
+    row_number: int
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    external_id: str = ""
+    partner_name: str
+    program_name: str
+    chunk_no: int
+    status: str  # "assigned" or "failed"
+    voucher_code: str = ""
+    purchase_code: str = ""
+    expires_utc: str = ""
+    reason: str = ""
+    extra: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""The pipeline's use cases: each wires the pure domain to the adapters for one handler."""

@@ -1,0 +1,337 @@
+"""Buy each chunk exactly once, wait for its codes, and give one code to each recipient.
+
+The purchase POST has no idempotency key. The protocol that keeps it exactly-once:
+
+1. A worker takes the chunk with a conditional write (PENDING → PURCHASING, or an expired
+   lease), counting the attempt in the same write. The lease outlives the function timeout, so
+   a crashed worker's POST is never still in flight when another worker takes over.
+2. From the second attempt on, the worker first looks for a purchase whose notes carry the
+   chunk's marker and adopts it instead of buying.
+3. After a POST whose outcome is unknown (timeout, 5xx, dropped reply) it looks again; if the
+   purchase is not there it leaves the lease to expire and lets SQS retry — the next attempt
+   looks again before buying.
+4. PURCHASING → PURCHASED only while the worker still holds the lease.
+
+Ending a chunk (codes assigned, or failed) is one transaction with the batch counters, so a
+replay never counts twice; the worker whose write ends the last chunk asks for the report.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from voucher_distributor.adapters.certiverse import (
+    CertiverseBadRequest,
+    CertiverseRecordLimitExceeded,
+    CertiverseServerError,
+    CertiverseUnauthorized,
+    PurchaseOutcomeUnknown,
+)
+from voucher_distributor.domain.assignment import assign_codes
+from voucher_distributor.domain.batches import find_marker, purchase_notes
+from voucher_distributor.domain.polling import next_poll_delay, readiness
+from voucher_distributor.models.certiverse import (
+    PartnerVoucherModel,
+    PartnerVoucherPurchaseModel,
+    PurchaseStatus,
+    VoucherPurchaseCreateCommand,
+)
+from voucher_distributor.models.ledger import (
+    AssignmentRecord,
+    ChunkRecord,
+    ChunkState,
+    RecipientRecord,
+)
+from voucher_distributor.pipeline.context import Services, log
+
+
+class ChunkBusy(RuntimeError):
+    """Another worker holds this chunk's purchase lease; SQS delivers the message again later."""
+
+
+class PurchaseNotConfirmed(RuntimeError):
+    """The POST's outcome is unknown and the purchase is not (yet) listed; retried later."""
+
+
+_rng = random.Random()  # noqa: S311 - poll jitter, not a secret
+
+
+# ---------------------------------------------------------------------- purchase
+
+
+def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
+    services: Services, batch_id: str, chunk_no: int, *, owner: str, receive_count: int = 1
+) -> str:
+    """Handle one purchase-queue message. Returns what happened, for logs and tests."""
+    chunk = services.ledger.get_chunk(batch_id, chunk_no)
+    if chunk is None:
+        log.warning("chunk %s/%05d does not exist; dropping the message", batch_id, chunk_no)
+        return "missing"
+    if chunk.state in {ChunkState.ASSIGNED, ChunkState.FAILED}:
+        return "already-final"
+    if chunk.state == ChunkState.PURCHASED:
+        return _check_then_schedule(services, chunk)
+
+    leased = services.ledger.acquire_purchase_lease(
+        batch_id,
+        chunk_no,
+        owner=owner,
+        now=services.now(),
+        lease_seconds=services.settings.purchase_lease_seconds,
+    )
+    if leased is None:
+        current = services.ledger.get_chunk(batch_id, chunk_no)
+        if current is not None and current.state == ChunkState.PURCHASING:
+            raise ChunkBusy(f"chunk {batch_id}/{chunk_no:05d} is being bought by another worker")
+        return purchase_chunk(
+            services, batch_id, chunk_no, owner=owner, receive_count=receive_count
+        )
+
+    final_attempt = receive_count >= services.settings.max_purchase_attempts
+    try:
+        purchase, adopted = _buy_or_adopt(services, leased)
+    except CertiverseBadRequest as exc:
+        return _fail(services, leased, f"Certiverse refused the purchase: {exc.api_message}")
+    except CertiverseUnauthorized as exc:
+        services.metrics.count("CertiverseUnauthorized")
+        return _fail(services, leased, str(exc))
+    except (CertiverseServerError, PurchaseNotConfirmed) as exc:
+        if not final_attempt:
+            raise
+        return _fail(
+            services,
+            leased,
+            f"Certiverse kept failing ({exc}); if a purchase with marker "
+            f"{purchase_notes('', batch_id, chunk_no).strip()} exists, run reconcile",
+        )
+
+    now = services.now()
+    recorded = services.ledger.record_purchase(
+        batch_id,
+        chunk_no,
+        owner=owner,
+        purchase_code=purchase.voucher_purchase_code,
+        purchase_id=purchase.id,
+        purchased_at=now,
+        deadline_at=now + services.settings.poll_deadline_seconds,
+        adopted=adopted,
+    )
+    if not recorded:
+        # Only possible if this invocation outlived its lease; the worker that took over looks
+        # for the marker before buying, so it adopts this purchase.
+        log.error("lost the lease of chunk %s/%05d after buying", batch_id, chunk_no)
+        return "lease-lost"
+    services.metrics.count("PurchasesAdopted" if adopted else "PurchasesCreated")
+    log.info(
+        "chunk %s/%05d %s purchase %s (%d vouchers)",
+        batch_id, chunk_no, "adopted" if adopted else "created",
+        purchase.voucher_purchase_code, purchase.quantity,
+    )  # fmt: skip
+    bought = services.ledger.get_chunk(batch_id, chunk_no)
+    assert bought is not None
+    return _check_then_schedule(services, bought)
+
+
+def _buy_or_adopt(
+    services: Services, chunk: ChunkRecord
+) -> tuple[PartnerVoucherPurchaseModel, bool]:
+    if chunk.purchase_attempts > 1:
+        found = find_chunk_purchase(services, chunk)
+        if found is not None:
+            return found, True
+    batch = services.ledger.get_batch(chunk.batch_id)
+    command = VoucherPurchaseCreateCommand(
+        notes=purchase_notes(batch.notes if batch else "", chunk.batch_id, chunk.chunk_no),
+        partner_name=chunk.partner_name,
+        program_name=chunk.program_name,
+        quantity=chunk.quantity,
+    )
+    try:
+        return services.certiverse.create_purchase(command), False
+    except PurchaseOutcomeUnknown as exc:
+        log.warning("purchase of chunk %s/%05d: %s", chunk.batch_id, chunk.chunk_no, exc)
+        found = find_chunk_purchase(services, chunk)
+        if found is not None:
+            return found, True
+        raise PurchaseNotConfirmed(str(exc)) from exc
+
+
+def find_chunk_purchase(
+    services: Services, chunk: ChunkRecord
+) -> PartnerVoucherPurchaseModel | None:
+    """The purchase whose notes carry this chunk's marker, if Certiverse has one."""
+    matches = [
+        p
+        for p in _purchases_of(services, chunk.partner_name, chunk.program_name)
+        if find_marker(p.notes, chunk.batch_id, chunk.chunk_no)
+    ]
+    if len(matches) > 1:
+        log.error(
+            "chunk %s/%05d has %d purchases with its marker; adopting the first",
+            chunk.batch_id, chunk.chunk_no, len(matches),
+        )  # fmt: skip
+    return min(matches, key=lambda p: p.purchase_date_utc) if matches else None
+
+
+def _purchases_of(
+    services: Services, partner: str, program: str
+) -> Iterator[PartnerVoucherPurchaseModel]:
+    client = services.certiverse
+    try:
+        yield from client.iter_purchases(partner_name=partner, program_name=program)
+    except CertiverseRecordLimitExceeded:
+        # Over 10,000 purchases for this pair: narrow by status, one status at a time.
+        for status in PurchaseStatus:
+            yield from client.iter_purchases(
+                partner_name=partner, program_name=program, status=status
+            )
+
+
+# ---------------------------------------------------------------------- polling
+
+
+def _check_then_schedule(services: Services, chunk: ChunkRecord) -> str:
+    """A short check inside this invocation, then hand over to delayed poll messages."""
+    budget = services.settings.initial_check_seconds
+    deadline = services.clock() + budget
+    wait = 0.5
+    while True:
+        outcome = check_codes(services, chunk)
+        if outcome is not None:
+            return outcome
+        if services.clock() + wait > deadline:
+            break
+        services.sleep(wait)
+        wait = min(wait * 2, 4.0)
+    _schedule_poll(services, chunk, attempt=1)
+    return "polling"
+
+
+def poll_chunk(services: Services, batch_id: str, chunk_no: int, attempt: int) -> str:
+    """Handle one poll-queue message."""
+    chunk = services.ledger.get_chunk(batch_id, chunk_no)
+    if chunk is None or chunk.state != ChunkState.PURCHASED:
+        return "not-waiting"
+    services.metrics.count("PollAttempts")
+    outcome = check_codes(services, chunk)
+    if outcome is not None:
+        return outcome
+    if chunk.deadline_at is not None and services.now() >= chunk.deadline_at:
+        hours = services.settings.poll_deadline_seconds / 3600
+        return _fail(
+            services,
+            chunk,
+            f"Certiverse had not generated the codes of purchase {chunk.purchase_code} "
+            f"within the {hours:g} h deadline",
+        )
+    _schedule_poll(services, chunk, attempt=attempt + 1)
+    return "polling"
+
+
+def _schedule_poll(services: Services, chunk: ChunkRecord, *, attempt: int) -> None:
+    settings = services.settings
+    delay = next_poll_delay(
+        attempt,
+        base_s=settings.poll_base_delay_seconds,
+        cap_s=settings.poll_max_delay_seconds,
+        rng=_rng,
+    )
+    if chunk.deadline_at is not None:
+        delay = max(0, min(delay, chunk.deadline_at - services.now()))
+    services.queues.send(
+        settings.poll_queue_url,
+        {"batchId": chunk.batch_id, "chunkNo": chunk.chunk_no, "attempt": attempt},
+        delay_seconds=delay,
+    )
+
+
+def check_codes(services: Services, chunk: ChunkRecord) -> str | None:
+    """Assign or fail the chunk when its purchase is decided; None while it is not."""
+    code = chunk.purchase_code
+    assert code is not None
+    client = services.certiverse
+    listed = [
+        p for p in client.list_purchases(purchase_code=code).data if p.voucher_purchase_code == code
+    ]
+    if not listed:
+        log.warning("purchase %s is not listed yet", code)
+        return None
+    purchase = listed[0]
+    vouchers = (
+        []
+        if purchase.has_failed
+        else [
+            v for v in client.iter_vouchers(purchase_code=code) if v.voucher_purchase_code == code
+        ]
+    )
+    decision = readiness(purchase, len(vouchers), chunk.quantity)
+    if decision == "failed":
+        return _fail(services, chunk, f"Certiverse purchase {code} ended {purchase.status}")
+    if decision == "ready":
+        return _assign(services, chunk, vouchers)
+    return None
+
+
+# ---------------------------------------------------------------------- endings
+
+
+def _outcome(
+    chunk: ChunkRecord,
+    recipient: RecipientRecord,
+    *,
+    voucher: PartnerVoucherModel | None = None,
+    reason: str = "",
+) -> AssignmentRecord:
+    return AssignmentRecord(
+        batch_id=chunk.batch_id,
+        row_number=recipient.row_number,
+        email=recipient.email,
+        first_name=recipient.first_name,
+        last_name=recipient.last_name,
+        external_id=recipient.external_id,
+        partner_name=chunk.partner_name,
+        program_name=chunk.program_name,
+        chunk_no=chunk.chunk_no,
+        status="assigned" if voucher else "failed",
+        voucher_code=voucher.voucher_code if voucher else "",
+        purchase_code=voucher.voucher_purchase_code if voucher else chunk.purchase_code or "",
+        expires_utc=(
+            voucher.expiration_date_utc.isoformat().replace("+00:00", "Z") if voucher else ""
+        ),
+        reason=reason,
+        extra=recipient.extra,
+    )
+
+
+def _assign(services: Services, chunk: ChunkRecord, vouchers: list[PartnerVoucherModel]) -> str:
+    recipients = sorted(
+        services.storage.read_recipients(chunk.rows_key), key=lambda r: r.row_number
+    )
+    records = [_outcome(chunk, r, voucher=v) for r, v in assign_codes(recipients, vouchers)]
+    services.ledger.put_assignments(records)
+    if services.ledger.finish_chunk(
+        chunk, state=ChunkState.ASSIGNED, assigned=len(records), failed=0
+    ):
+        services.metrics.count("VouchersAssigned", len(records))
+        _report_if_last(services, chunk.batch_id)
+    return "assigned"
+
+
+def _fail(services: Services, chunk: ChunkRecord, reason: str) -> str:
+    recipients = services.storage.read_recipients(chunk.rows_key)
+    records = [_outcome(chunk, r, reason=reason) for r in recipients]
+    services.ledger.put_assignments(records)
+    if services.ledger.finish_chunk(
+        chunk, state=ChunkState.FAILED, assigned=0, failed=len(records), reason=reason
+    ):
+        services.metrics.count("ChunksFailed")
+        log.error("chunk %s/%05d failed: %s", chunk.batch_id, chunk.chunk_no, reason)
+        _report_if_last(services, chunk.batch_id)
+    return "failed"
+
+
+def _report_if_last(services: Services, batch_id: str) -> None:
+    batch = services.ledger.get_batch(batch_id)
+    if batch and batch.chunk_count is not None and batch.chunks_finished >= batch.chunk_count:
+        services.queues.send(services.settings.report_queue_url, {"batchId": batch_id})

@@ -1,0 +1,163 @@
+"""Report: when every chunk of a batch has ended, write its results and announce them.
+
+The results CSV has one row per input row, in input order: assignments come from the ledger
+(already in row order), rejections from the batch's rejected-rows file (also in row order), and
+the two streams are merged without holding either in memory.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from voucher_distributor.adapters.callbacks import CallbackFailed, CallbackRefused
+from voucher_distributor.domain.batches import REJECTED_ROWS_FILE, work_key
+from voucher_distributor.domain.results_csv import ResultRow, ResultsCsvWriter
+from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState
+from voucher_distributor.pipeline.context import Services, log
+
+
+def report_batch(services: Services, batch_id: str) -> str:
+    batch = services.ledger.start_report(batch_id)
+    if batch is None:
+        return "already-reported"
+    counts: Counter[str] = Counter()
+    with tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv") as out:
+        writer = ResultsCsvWriter(out, batch.extra_columns)
+        for row in _result_rows(services, batch):
+            counts[row.status] += 1
+            writer.write(row)
+        out.flush()
+        services.storage.upload_file(
+            batch.results_csv_key, Path(out.name), content_type="text/csv; charset=utf-8"
+        )
+    finished_at = services.now()
+    summary = _summary(services, batch, counts, finished_at)
+    services.storage.put_json(batch.summary_key, summary)
+    _announce(services, batch, summary, completed=True)
+    services.ledger.update_batch(batch_id, status=BatchStatus.DONE.value, finished_at=finished_at)
+    services.metrics.count("BatchDurationSeconds", finished_at - batch.created_at, unit="Seconds")
+    log.info("batch %s reported: %s", batch_id, dict(counts))
+    return "reported"
+
+
+def fail_batch(services: Services, batch_id: str, reason: str) -> None:
+    """The input was unusable: record why under results/, announce it, buy nothing."""
+    batch = services.ledger.update_batch(
+        batch_id, status=BatchStatus.FAILED.value, error=reason, finished_at=services.now()
+    )
+    summary = _summary(services, batch, Counter(), services.now())
+    services.storage.put_json(batch.summary_key, summary)
+    _announce(services, batch, summary, completed=False)
+    log.error("batch %s failed: %s", batch_id, reason)
+
+
+def _result_rows(services: Services, batch: BatchRecord) -> Iterator[ResultRow]:
+    assigned = (
+        ResultRow(
+            row_number=a.row_number,
+            email=a.email,
+            first_name=a.first_name,
+            last_name=a.last_name,
+            external_id=a.external_id,
+            partner=a.partner_name,
+            program=a.program_name,
+            status="assigned" if a.status == "assigned" else "failed",
+            voucher_code=a.voucher_code,
+            purchase_code=a.purchase_code,
+            expires_utc=_parse_time(a.expires_utc),
+            reason=a.reason,
+            extra=a.extra,
+        )
+        for a in services.ledger.iter_assignments(batch.batch_id)
+    )
+    rejected = (
+        ResultRow(
+            row_number=int(r["row_number"]),
+            email=str(r.get("email", "")),
+            first_name=str(r.get("first_name", "")),
+            last_name=str(r.get("last_name", "")),
+            external_id=str(r.get("external_id", "")),
+            partner=str(r.get("partner_name", "")),
+            program=str(r.get("program_name", "")),
+            status="rejected",
+            reason=str(r.get("reason", "")),
+            extra={str(k): str(v) for k, v in (r.get("extra") or {}).items()},
+        )
+        for r in services.storage.iter_json_lines(work_key(batch.batch_id, REJECTED_ROWS_FILE))
+    )
+    return heapq.merge(assigned, rejected, key=lambda row: row.row_number)
+
+
+def _parse_time(value: str) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _summary(
+    services: Services, batch: BatchRecord, counts: Counter[str], finished_at: int
+) -> dict[str, Any]:
+    purchases = [
+        {
+            "chunk": c.chunk_no,
+            "partner": c.partner_name,
+            "program": c.program_name,
+            "quantity": c.quantity,
+            "purchaseCode": c.purchase_code,
+            "adopted": c.adopted,
+            "state": c.state.value,
+            **({"reason": c.failure_reason} if c.state == ChunkState.FAILED else {}),
+        }
+        for c in services.ledger.iter_chunks(batch.batch_id)
+    ]
+    return {
+        "batchId": batch.batch_id,
+        "source": batch.source,
+        "status": "failed" if batch.status == BatchStatus.FAILED else "completed",
+        "error": batch.error,
+        "counts": {
+            "rows": batch.rows_total,
+            "assigned": counts.get("assigned", 0),
+            "rejected": counts.get("rejected", 0),
+            "failed": counts.get("failed", 0),
+        },
+        "purchases": purchases,
+        "results": {
+            "bucket": services.storage.bucket,
+            "csv": batch.results_csv_key if batch.status != BatchStatus.FAILED else None,
+            "summary": batch.summary_key,
+        },
+        "timings": {
+            "createdAt": _iso(batch.created_at),
+            "finishedAt": _iso(finished_at),
+            "durationSeconds": finished_at - batch.created_at,
+        },
+    }
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _announce(
+    services: Services, batch: BatchRecord, summary: dict[str, Any], *, completed: bool
+) -> None:
+    detail = {k: summary[k] for k in ("batchId", "status", "counts", "results", "error")}
+    services.events.publish(
+        "Voucher Batch Completed" if completed else "Voucher Batch Failed", detail
+    )
+    if batch.callback_url and services.callbacks is not None:
+        body = json.dumps(detail, separators=(",", ":"), default=str).encode()
+        try:
+            services.callbacks.send(batch.callback_url, body)
+            services.metrics.count("CallbacksDelivered")
+        except (CallbackRefused, CallbackFailed) as exc:
+            services.metrics.count("CallbacksFailed")
+            log.error("callback of batch %s not delivered: %s", batch.batch_id, exc)

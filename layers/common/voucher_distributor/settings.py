@@ -1,0 +1,72 @@
+"""Settings of every function, read from the environment once at cold start and validated there,
+so a misconfigured deployment fails on its first invocation with a message naming the variable."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class SettingsError(RuntimeError):
+    """The function's environment is incomplete or invalid; fix the stack's configuration."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    ledger_table: str = Field(min_length=1)
+    inbox_bucket: str = Field(min_length=1)
+    purchase_queue_url: str = Field(min_length=1)
+    poll_queue_url: str = Field(min_length=1)
+    report_queue_url: str = Field(min_length=1)
+    event_bus_name: str = "default"
+    certiverse_base_url: str = Field(min_length=1)
+    #: Secrets Manager ARN of the token; empty means "read CERTIVERSE_TOKEN" (local runs).
+    certiverse_token_secret_arn: str = ""
+    callback_secret_arn: str = ""
+    default_partner_name: str = ""
+    default_program_name: str = ""
+    #: A purchase whose codes do not exist by then fails its chunk.
+    poll_deadline_seconds: int = Field(default=86_400, ge=1)
+    #: First delay of the poll continuation; doubles (with jitter) up to ``poll_max_delay_seconds``.
+    poll_base_delay_seconds: int = Field(default=15, ge=0, le=900)
+    poll_max_delay_seconds: int = Field(default=900, ge=0, le=900)
+    #: How long the purchase invocation itself waits for the codes before handing over to polling.
+    initial_check_seconds: float = Field(default=5.0, ge=0)
+    #: Lease on a chunk's "purchasing" state. Longer than the function timeout, so a crashed
+    #: buyer's POST can never still be in flight when another worker takes the chunk over.
+    purchase_lease_seconds: int = Field(default=180, ge=1)
+    #: Deliveries of one chunk message after which a chunk that still cannot be bought fails.
+    max_purchase_attempts: int = Field(default=6, ge=1)
+    #: Inline recipients accepted in one SQS request (larger lists: recipientsS3Uri).
+    max_inline_recipients: int = Field(default=1_000, ge=1)
+    #: Largest CSV accepted, in bytes.
+    max_csv_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+
+    @field_validator("certiverse_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        values = {name: env[name.upper()] for name in cls.model_fields if name.upper() in env}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise SettingsError(f"invalid function environment: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, validated once (cold start)."""
+    return Settings.from_environ()

@@ -1,0 +1,84 @@
+"""End-to-end fixtures: the whole pipeline through the local runner, Certiverse as the sandbox."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from voucher_distributor_local.local_run import LocalPipeline
+from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer
+
+TOKEN = "e2e-token"
+PARTNER = "Acme Corp"
+SPRING = "Spring Certification Drive"
+CLOUD = "Cloud Fundamentals Exam Vouchers"
+
+
+@dataclass
+class World:
+    sandbox: SandboxServer
+    pipeline: LocalPipeline
+    tmp: Path
+
+    def csv_file(self, rows: list[dict[str, str]], name: str = "people.csv") -> Path:
+        path = self.tmp / name
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        path.write_text(buffer.getvalue(), encoding="utf-8")
+        return path
+
+
+def people(count: int, program: str = SPRING, *, start: int = 1, domain: str = "acme.example"):
+    return [
+        {"email": f"person{n}@{domain}", "first_name": f"First{n}", "last_name": f"Last{n}",
+         "external_id": f"E{n:05d}", "program_name": program}
+        for n in range(start, start + count)
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
+    started: list[object] = []
+
+    def make(
+        *,
+        sandbox_token: str = TOKEN,
+        pipeline_token: str = TOKEN,
+        generation_delay_s: float = 0.3,
+        page_size: int = 100,
+        tuning: dict[str, str] | None = None,
+        default_program: str = "",
+    ) -> World:
+        sandbox = SandboxServer(
+            SandboxConfig(
+                token=sandbox_token,
+                generation_delay_s=generation_delay_s,
+                page_size=page_size,
+                seed=11,
+            ),
+            host="127.0.0.1",
+            port=0,
+        ).start()
+        started.append(sandbox)
+        pipeline = LocalPipeline(
+            certiverse_url=sandbox.base_url,
+            certiverse_token=pipeline_token,
+            default_partner=PARTNER,
+            default_program=default_program,
+            log_stream=(tmp_path / "handlers.log").open("a", encoding="utf-8"),
+            tuning={"INITIAL_CHECK_SECONDS": "0.5", **(tuning or {})},
+        ).start()
+        started.append(pipeline)
+        return World(sandbox, pipeline, tmp_path)
+
+    yield make
+    for thing in reversed(started):
+        thing.stop()  # type: ignore[attr-defined]
