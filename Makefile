@@ -18,6 +18,7 @@ AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_
 
 help:
 	@echo "make demo      run the main job locally (sandbox + embedded AWS), nothing to set up"
+	@echo "make e2e       only the end-to-end tests (the whole pipeline through the local runner)"
 	@echo "make test      lint, type-check, validate the template and run every test"
 	@echo "make sandbox   run the Certiverse sandbox on http://127.0.0.1:8080/api (token: sandbox-token)"
 	@echo "make clean     remove the virtual environments and build output"
@@ -66,8 +67,11 @@ pytest: venv
 
 test: lint typecheck template pytest
 
+# The main job on the embedded local default: events/sample-recipients.csv (2,500 rows, two
+# programs, some bad rows) through the whole pipeline; results land in local-results/.
 demo: venv
-	$(VPY) -m voucher_distributor_local.demo
+	$(VENV)/bin/voucher-distributor local run events/sample-recipients.csv \
+	    --partner "Acme Corp" --out local-results
 
 sandbox: venv
 	$(VENV)/bin/voucher-distributor sandbox --port 8080

@@ -15,9 +15,11 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 from pydantic import ValidationError
 
+from voucher_distributor_local.local_run import RunResult
 from voucher_distributor_local.sandbox import (
     CatalogError,
     FaultSettings,
@@ -234,8 +236,29 @@ def _run_local(args: argparse.Namespace) -> int:
     except (LocalRunError, RunTimeoutError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
         return 1
+    _show_outcome(result, sys.stderr)
     print(json.dumps(result.final_line(), ensure_ascii=False), flush=True)
     return 0 if result.summary.get("status") == "completed" else 1
+
+
+def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
+    """The rows that got no code, with why: what a person checks first."""
+    counts = result.summary.get("counts", {})
+    print(
+        f"batch {result.batch_id}: {counts.get('assigned', 0):,} assigned, "
+        f"{counts.get('rejected', 0):,} rejected, {counts.get('failed', 0):,} failed "
+        f"of {counts.get('rows', 0):,} rows",
+        file=out,
+    )
+    if result.summary.get("error"):
+        print(f"  the batch failed: {result.summary['error']}", file=out)
+    unassigned = [row for row in result.rows if row.get("status") != "assigned"]
+    for row in unassigned[:limit]:
+        print(f"  row {row['row']:>6}  {row['status']:<8}  {row['reason']}", file=out)
+    if len(unassigned) > limit:
+        print(f"  … and {len(unassigned) - limit:,} more in {result.results_csv}", file=out)
+    if result.results_csv:
+        print(f"results: {result.results_csv}", file=out)
 
 
 def build_parser() -> argparse.ArgumentParser:

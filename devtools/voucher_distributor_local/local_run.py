@@ -284,24 +284,42 @@ class LocalPipeline:
 
     @contextlib.contextmanager
     def _logs_routed(self) -> Iterator[None]:
-        """Send the handlers' structured logs and metrics to the log stream, not the terminal."""
+        """Send the handlers' structured logs and metrics to the log stream, not the terminal.
+
+        Powertools binds its logger to the stdout of the moment it is created, which may be
+        during this block (a cold start): so afterwards every handler pointing at the log
+        stream is pointed back at the terminal, whether it existed before or not.
+        """
         if self._log_stream is None:
             yield
             return
-        handlers = [
-            h
-            for name in ("voucher-distributor", "voucher_distributor")
-            for h in logging.getLogger(name).handlers
-            if isinstance(h, logging.StreamHandler)
-        ]
-        previous = [h.setStream(self._log_stream) for h in handlers]
+        terminal = sys.stdout
+        for handler in _pipeline_log_handlers():
+            if handler.stream is terminal or getattr(handler.stream, "closed", False):
+                _point(handler, self._log_stream)
         try:
             with contextlib.redirect_stdout(self._log_stream):
                 yield
         finally:
-            for handler, stream in zip(handlers, previous, strict=True):
-                if stream is not None:
-                    handler.setStream(stream)
+            for handler in _pipeline_log_handlers():
+                if handler.stream is self._log_stream:
+                    _point(handler, terminal)
+
+
+def _pipeline_log_handlers() -> list[logging.StreamHandler[Any]]:
+    return [
+        handler
+        for name in ("voucher-distributor", "voucher_distributor")
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, logging.StreamHandler)
+    ]
+
+
+def _point(handler: logging.StreamHandler[Any], stream: IO[str]) -> None:
+    if getattr(handler.stream, "closed", False):
+        handler.stream = stream  # setStream would flush the closed one first
+    else:
+        handler.setStream(stream)
 
 
 def _resource(stack: MotoStack, service: str) -> Any:

@@ -57,6 +57,8 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         tuning: dict[str, str] | None = None,
         default_program: str = "",
     ) -> World:
+        log = (tmp_path / "handlers.log").open("a", encoding="utf-8")
+        started.append(log)
         sandbox = SandboxServer(
             SandboxConfig(
                 token=sandbox_token,
@@ -73,7 +75,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
             certiverse_token=pipeline_token,
             default_partner=PARTNER,
             default_program=default_program,
-            log_stream=(tmp_path / "handlers.log").open("a", encoding="utf-8"),
+            log_stream=log,
             tuning={"INITIAL_CHECK_SECONDS": "0.5", **(tuning or {})},
         ).start()
         started.append(pipeline)
@@ -81,4 +83,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
 
     yield make
     for thing in reversed(started):
-        thing.stop()  # type: ignore[attr-defined]
+        if isinstance(thing, io.TextIOBase):
+            thing.close()
+        else:
+            thing.stop()  # type: ignore[attr-defined]

@@ -379,3 +379,53 @@ def test_results_never_trigger_ingest(make_world) -> None:
     assert counts.total == 0
     assert result.summary["results"]["csv"].startswith("results/")
     assert sqs is not None
+
+
+# ---------------------------------------------------------------------- announcements
+
+
+def test_completion_is_announced_on_eventbridge(make_world) -> None:
+    world = make_world()
+    stack = world.pipeline.stack
+    sqs, events = stack.client("sqs"), stack.client("events")
+    listener = sqs.create_queue(QueueName="batch-listener")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=listener, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events.put_rule(Name="batches", EventPattern=json.dumps({"source": ["voucher-distributor"]}))
+    events.put_targets(Rule="batches", Targets=[{"Id": "listener", "Arn": arn}])
+    result = run_csv(world, world.csv_file(people(4)))
+    messages = sqs.receive_message(QueueUrl=listener, MaxNumberOfMessages=10)["Messages"]
+    (event,) = [json.loads(m["Body"]) for m in messages]
+    assert event["detail-type"] == "Voucher Batch Completed"
+    assert event["detail"]["batchId"] == result.batch_id
+    assert event["detail"]["counts"]["assigned"] == 4
+    assert "@" not in json.dumps(event)  # no recipient e-mails in the announcement
+
+
+def test_callback_to_a_private_address_is_refused_but_the_batch_completes(make_world) -> None:
+    world = make_world()
+    batch_id = world.pipeline.submit_request(
+        {"requestId": "cb-1", "programName": SPRING, "callbackUrl": "https://127.0.0.1/hook",
+         "recipients": [{"email": "cb@acme.example"}]}
+    )  # fmt: skip
+    batch = world.pipeline.run_until_done(batch_id, timeout_s=60)
+    assert batch.status == BatchStatus.DONE
+    log = (world.tmp / "handlers.log").read_text(encoding="utf-8")
+    assert "non-public address" in log
+    assert "cb@acme.example" not in log
+
+
+def test_plain_http_callback_is_refused_at_the_door(make_world) -> None:
+    world = make_world()
+    world.pipeline.submit_request(
+        {"requestId": "cb-2", "programName": SPRING, "callbackUrl": "http://hooks.example/x",
+         "recipients": [{"email": "cb@acme.example"}]}
+    )  # fmt: skip
+    world.pipeline.run_until_idle(timeout_s=30)
+    s3 = world.pipeline.stack.client("s3")
+    listed = s3.list_objects_v2(Bucket=world.pipeline.bucket, Prefix="results/requests/invalid/")
+    (key,) = [o["Key"] for o in listed["Contents"]]
+    body = json.loads(s3.get_object(Bucket=world.pipeline.bucket, Key=key)["Body"].read())
+    assert any("https" in p["problem"] for p in body["problems"])
+    assert world.sandbox.purchases() == []

@@ -1,0 +1,133 @@
+"""The DynamoDB ledger against the template's own table in moto: conditional writes hold."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from voucher_distributor.adapters.ledger import Ledger
+from voucher_distributor.models.ledger import (
+    AssignmentRecord,
+    BatchRecord,
+    BatchStatus,
+    ChunkRecord,
+    ChunkState,
+)
+from voucher_distributor_local.runner import MotoStack
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    with MotoStack(TEMPLATE) as stack:
+        dynamodb = boto3.resource(
+            "dynamodb", endpoint_url=stack.endpoint_url, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        yield Ledger(stack.resource("LedgerTable").ref, dynamodb=dynamodb)
+
+
+def batch(batch_id: str = "f-1") -> BatchRecord:
+    return BatchRecord(
+        batch_id=batch_id, kind="csv", source="s3://b/incoming/x.csv",
+        results_csv_key="results/x.results.csv", summary_key="results/x.summary.json",
+        created_at=1_000,
+    )  # fmt: skip
+
+
+def chunk(no: int = 0, quantity: int = 3) -> ChunkRecord:
+    return ChunkRecord(
+        batch_id="f-1", chunk_no=no, partner_name="Acme Corp", program_name="Spring",
+        quantity=quantity, rows_key=f"work/f-1/chunks/{no:05d}.jsonl",
+    )  # fmt: skip
+
+
+def test_a_batch_is_created_once(ledger: Ledger) -> None:
+    assert ledger.create_batch(batch())
+    assert not ledger.create_batch(batch())  # the same source delivered again
+    assert ledger.get_batch("f-1").status == BatchStatus.INGESTING
+
+
+def test_only_one_worker_gets_the_lease(ledger: Ledger) -> None:
+    ledger.create_batch(batch())
+    assert ledger.put_chunk_if_absent(chunk())
+    assert not ledger.put_chunk_if_absent(chunk())  # re-planning keeps the existing record
+    first = ledger.acquire_purchase_lease("f-1", 0, owner="w1", now=100, lease_seconds=60)
+    second = ledger.acquire_purchase_lease("f-1", 0, owner="w2", now=130, lease_seconds=60)
+    assert first is not None
+    assert first.purchase_attempts == 1
+    assert second is None
+
+
+def test_an_expired_lease_is_taken_over_and_counts_the_attempt(ledger: Ledger) -> None:
+    ledger.create_batch(batch())
+    ledger.put_chunk_if_absent(chunk())
+    ledger.acquire_purchase_lease("f-1", 0, owner="w1", now=100, lease_seconds=60)
+    taken = ledger.acquire_purchase_lease("f-1", 0, owner="w2", now=161, lease_seconds=60)
+    assert taken is not None
+    assert taken.lease_owner == "w2"
+    assert taken.purchase_attempts == 2  # the new owner must look for w1's purchase first
+    # the old owner can no longer record a purchase
+    assert not ledger.record_purchase(
+        "f-1", 0, owner="w1", purchase_code="VP-1", purchase_id="1",
+        purchased_at=170, deadline_at=999, adopted=False,
+    )  # fmt: skip
+    assert ledger.record_purchase(
+        "f-1", 0, owner="w2", purchase_code="VP-1", purchase_id="1",
+        purchased_at=170, deadline_at=999, adopted=True,
+    )  # fmt: skip
+    recorded = ledger.get_chunk("f-1", 0)
+    assert (recorded.state, recorded.purchase_code, recorded.adopted) == (
+        ChunkState.PURCHASED, "VP-1", True,
+    )  # fmt: skip
+    assert recorded.lease_owner is None
+    # a purchased chunk cannot be leased again
+    assert ledger.acquire_purchase_lease("f-1", 0, owner="w3", now=10_000, lease_seconds=60) is None
+
+
+def test_finishing_a_chunk_counts_once(ledger: Ledger) -> None:
+    ledger.create_batch(batch())
+    ledger.update_batch("f-1", chunk_count=2)
+    for no in (0, 1):
+        ledger.put_chunk_if_absent(chunk(no))
+    done = ledger.get_chunk("f-1", 0)
+    assert ledger.finish_chunk(done, state=ChunkState.ASSIGNED, assigned=3, failed=0)
+    assert not ledger.finish_chunk(done, state=ChunkState.ASSIGNED, assigned=3, failed=0)
+    failed = ledger.get_chunk("f-1", 1)
+    assert ledger.finish_chunk(failed, state=ChunkState.FAILED, assigned=0, failed=3, reason="x")
+    record = ledger.get_batch("f-1")
+    assert (record.chunks_finished, record.rows_assigned, record.rows_failed) == (2, 3, 3)
+    assert ledger.get_chunk("f-1", 1).failure_reason == "x"
+    with pytest.raises(ValueError, match="not a final"):
+        ledger.finish_chunk(failed, state=ChunkState.PURCHASED, assigned=0, failed=0)
+
+
+def test_report_starts_once_the_batch_is_done(ledger: Ledger) -> None:
+    ledger.create_batch(batch())
+    assert ledger.start_report("f-1").status == BatchStatus.REPORTING
+    assert ledger.start_report("f-1") is not None  # a crashed report may run again
+    ledger.update_batch("f-1", status=BatchStatus.DONE.value)
+    assert ledger.start_report("f-1") is None
+
+
+def test_assignments_are_idempotent_ordered_and_found_by_email(ledger: Ledger) -> None:
+    records = [
+        AssignmentRecord(
+            batch_id="f-1", row_number=n, email=f"p{n % 3}@acme.example",
+            partner_name="Acme Corp", program_name="Spring", chunk_no=0, status="assigned",
+            voucher_code=f"C{n}", purchase_code="VP-1", extra={"Department": "Eng"},
+        )
+        for n in (12, 3, 7, 100)
+    ]  # fmt: skip
+    assert ledger.put_assignments(records) == 4
+    assert ledger.put_assignments(records) == 4  # a replay rewrites the same items
+    assert [a.row_number for a in ledger.iter_assignments("f-1")] == [3, 7, 12, 100]
+    assert {a.voucher_code for a in ledger.assignments_for_email("p0@acme.example")} == {
+        "C12",
+        "C3",
+    }
+    assert next(ledger.iter_assignments("f-1")).extra == {"Department": "Eng"}
