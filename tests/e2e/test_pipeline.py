@@ -14,6 +14,7 @@ from voucher_distributor.models.ledger import BatchStatus, ChunkState
 from voucher_distributor_local.local_run import RunResult
 from voucher_distributor_local.sandbox import FaultSettings
 
+from ..invariants import assert_consistent
 from .conftest import CLOUD, PARTNER, SPRING, World, people
 
 SAMPLE = Path(__file__).resolve().parents[2] / "events" / "sample-recipients.csv"
@@ -24,49 +25,6 @@ def run_csv(world: World, path: Path, **kwargs: object) -> RunResult:
     batch_id = world.pipeline.submit_csv(path, **kwargs)  # type: ignore[arg-type]
     world.pipeline.run_until_done(batch_id, timeout_s=120)
     return world.pipeline.result(batch_id)
-
-
-def assert_consistent(world: World, result: RunResult) -> None:
-    """The invariants every run keeps: sandbox, ledger and results agree; nothing given twice."""
-    ledger = world.pipeline.ledger
-    chunks = list(ledger.iter_chunks(result.batch_id))
-    purchases = world.sandbox.purchases()
-    bought_codes = {p.voucher_purchase_code for p in purchases}
-    # purchases created == chunks that reached Certiverse, one each
-    chunk_codes = [c.purchase_code for c in chunks if c.purchase_code]
-    assert len(chunk_codes) == len(set(chunk_codes))
-    assert set(chunk_codes) == bought_codes
-    for chunk in chunks:
-        if chunk.purchase_code:
-            (purchase,) = [p for p in purchases if p.voucher_purchase_code == chunk.purchase_code]
-            assert purchase.quantity == chunk.quantity
-    # every row ends assigned, rejected or failed, with a reason unless assigned
-    statuses = Counter(row["status"] for row in result.rows)
-    assert set(statuses) <= {"assigned", "rejected", "failed"}
-    assert all(row["reason"] for row in result.rows if row["status"] != "assigned")
-    assert [int(r["row"]) for r in result.rows] == sorted(int(r["row"]) for r in result.rows)
-    # no code given twice; every code belongs to the purchase named beside it
-    codes = [row["voucher_code"] for row in result.rows if row["status"] == "assigned"]
-    assert len(codes) == len(set(codes))
-    vouchers = {v.voucher_code: v.voucher_purchase_code for v in world.sandbox.vouchers()}
-    for row in result.rows:
-        if row["status"] == "assigned":
-            assert vouchers[row["voucher_code"]] == row["purchase_code"]
-    # no person given two codes for one program
-    pairs = [(r["email"], r["program"]) for r in result.rows if r["status"] == "assigned"]
-    assert len(pairs) == len(set(pairs))
-    # the ledger holds one assignment per accepted row, matching the results
-    ledger_rows = {a.row_number: a for a in ledger.iter_assignments(result.batch_id)}
-    for row in result.rows:
-        if row["status"] == "rejected":
-            assert int(row["row"]) not in ledger_rows
-        else:
-            record = ledger_rows[int(row["row"])]
-            assert (record.status, record.voucher_code) == (row["status"], row["voucher_code"])
-    summary_counts = result.summary["counts"]
-    assert summary_counts["assigned"] == statuses.get("assigned", 0)
-    assert summary_counts["rejected"] == statuses.get("rejected", 0)
-    assert summary_counts["failed"] == statuses.get("failed", 0)
 
 
 # ---------------------------------------------------------------------- the main paths

@@ -1,0 +1,123 @@
+"""The invariants every run keeps ("never a voucher bought twice, never a recipient lost"),
+shared by the end-to-end tests, the hostile-input catalogue and the fault-injection harness.
+
+``consistency_violations`` returns what is wrong (empty when all holds), so the reliability
+harness can count violations over thousands of runs; ``assert_consistent`` fails a test with them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from voucher_distributor.adapters.ledger import Ledger
+from voucher_distributor.domain.batches import chunk_marker, find_marker
+from voucher_distributor_local.local_run import RunResult
+
+
+class _Sandbox(Protocol):
+    def purchases(self) -> list[Any]: ...
+    def vouchers(self) -> list[Any]: ...
+
+
+def batch_purchases(purchases: Iterable[Any], batch_id: str) -> list[Any]:
+    """The sandbox purchases whose notes carry a marker of this batch."""
+    prefix = chunk_marker(batch_id, 0)[: -len("00000]")]
+    return [p for p in purchases if prefix in (p.notes or "")]
+
+
+def consistency_violations(
+    ledger: Ledger,
+    sandbox: _Sandbox,
+    result: RunResult,
+    *,
+    whole_sandbox: bool = True,
+    input_rows: int | None = None,
+) -> list[str]:
+    """Everything that disagrees between the sandbox, the DynamoDB ledger and the results.
+
+    ``whole_sandbox``: every purchase the sandbox holds must belong to this batch (one batch per
+    world); otherwise only purchases carrying this batch's marker are compared.
+    ``input_rows``: when given, the results must hold exactly rows 1..input_rows.
+    """
+    problems: list[str] = []
+    batch_id = result.batch_id
+    chunks = list(ledger.iter_chunks(batch_id))
+    all_purchases = sandbox.purchases()
+    purchases = all_purchases if whole_sandbox else batch_purchases(all_purchases, batch_id)
+    bought_codes = [p.voucher_purchase_code for p in purchases]
+    # purchases created == chunks that reached Certiverse, one each
+    chunk_codes = [c.purchase_code for c in chunks if c.purchase_code]
+    if len(chunk_codes) != len(set(chunk_codes)):
+        problems.append(f"two chunks recorded the same purchase: {chunk_codes}")
+    if sorted(set(chunk_codes)) != sorted(bought_codes):
+        problems.append(
+            f"purchases at Certiverse {sorted(bought_codes)} != purchases in the ledger "
+            f"{sorted(chunk_codes)}"
+        )
+    for chunk in chunks:
+        marked = [p for p in purchases if find_marker(p.notes, batch_id, chunk.chunk_no)]
+        if len(marked) > 1:
+            problems.append(f"chunk {chunk.chunk_no} bought {len(marked)} times")
+        if chunk.purchase_code:
+            same = [p for p in purchases if p.voucher_purchase_code == chunk.purchase_code]
+            if len(same) == 1 and same[0].quantity != chunk.quantity:
+                problems.append(
+                    f"chunk {chunk.chunk_no}: bought {same[0].quantity}, planned {chunk.quantity}"
+                )
+    if result.summary.get("status") == "failed" and purchases:
+        problems.append("a failed (refused) batch bought something")
+    rows = result.rows
+    # every row ends assigned, rejected or failed, with a reason unless assigned
+    statuses = Counter(row["status"] for row in rows)
+    if not set(statuses) <= {"assigned", "rejected", "failed"}:
+        problems.append(f"unknown row statuses {sorted(statuses)}")
+    if any(not row["reason"] for row in rows if row["status"] != "assigned"):
+        problems.append("a row without a code has no reason")
+    numbers = [int(r["row"]) for r in rows]
+    if numbers != sorted(numbers):
+        problems.append("results are not in row order")
+    expected = list(range(1, input_rows + 1)) if input_rows is not None else numbers
+    if result.summary.get("status") != "failed" and numbers != expected:
+        missing = sorted(set(expected) - set(numbers))
+        problems.append(f"results hold {len(numbers)} rows of {len(expected)}; missing {missing}")
+    # no code given twice; every code belongs to the purchase named beside it
+    codes = [row["voucher_code"] for row in rows if row["status"] == "assigned"]
+    if len(codes) != len(set(codes)):
+        problems.append("a voucher code was given twice")
+    vouchers = {v.voucher_code: v.voucher_purchase_code for v in sandbox.vouchers()}
+    for row in rows:
+        if (
+            row["status"] == "assigned"
+            and vouchers.get(row["voucher_code"]) != row["purchase_code"]
+        ):
+            problems.append(f"row {row['row']}: code not from purchase {row['purchase_code']}")
+    # no person given two codes for one program
+    pairs = [(r["email"].casefold(), r["program"]) for r in rows if r["status"] == "assigned"]
+    if len(pairs) != len(set(pairs)):
+        problems.append("a person got two codes for one program")
+    # the ledger holds one assignment per accepted row, matching the results
+    ledger_rows = {a.row_number: a for a in ledger.iter_assignments(batch_id)}
+    for row in rows:
+        number = int(row["row"])
+        if row["status"] == "rejected":
+            if number in ledger_rows:
+                problems.append(f"rejected row {number} has a ledger assignment")
+            continue
+        record = ledger_rows.get(number)
+        if record is None:
+            problems.append(f"row {number} ({row['status']}) is not in the ledger")
+        elif (record.status, record.voucher_code) != (row["status"], row["voucher_code"]):
+            problems.append(f"row {number}: ledger and results disagree")
+    counts = result.summary.get("counts") or {}
+    for status in ("assigned", "rejected", "failed"):
+        if counts.get(status, 0) != statuses.get(status, 0):
+            problems.append(f"summary counts {status}={counts.get(status)} != results")
+    return problems
+
+
+def assert_consistent(world: Any, result: RunResult, **kwargs: Any) -> None:
+    """Fail the test with every invariant the run broke."""
+    problems = consistency_violations(world.pipeline.ledger, world.sandbox, result, **kwargs)
+    assert not problems, "\n".join(problems)
