@@ -21,6 +21,7 @@ help:
 	@echo "make e2e       only the end-to-end tests (the whole pipeline through the local runner)"
 	@echo "make test      lint, type-check, validate the template and run every test"
 	@echo "make sandbox   run the Certiverse sandbox on http://127.0.0.1:8080/api (token: sandbox-token)"
+	@echo "make bench     benchmarks (API calls, cold start, memory, writes, e2e): see BENCHMARKS.md"
 	@echo "make clean     remove the virtual environments and build output"
 
 $(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt pyproject.toml
@@ -75,6 +76,11 @@ demo: venv
 
 sandbox: venv
 	$(VENV)/bin/voucher-distributor sandbox --port 8080
+
+# Benchmarks (not part of `make test`): prints a table, writes bench-results.json. ~10 min on 2 cores.
+.PHONY: bench
+bench: venv
+	$(VPY) -m bench
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) .aws-sam .mypy_cache .pytest_cache .ruff_cache local-results

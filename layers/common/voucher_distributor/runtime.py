@@ -1,26 +1,78 @@
 """What every Lambda handler shares: Powertools observability and the process's services.
 
-Built once per execution environment (cold start) and reused by every invocation.
+Built once per execution environment (cold start) and reused by every invocation. Import cost is
+cold-start latency, so this module does only what every invocation needs:
+
+- X-Ray is optional. With ``POWERTOOLS_TRACE_DISABLED=true`` (or under ``sam local``, where
+  Powertools disables it too) ``tracer`` is a no-op stand-in and the X-Ray SDK (~200 ms of
+  imports and patching) is never imported; otherwise it is Powertools' ``Tracer``.
+- The services (boto3 clients, the Certiverse client, settings) are built on first use.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
-from voucher_distributor.pipeline.context import Services, build_services
-from voucher_distributor.settings import get_settings
+if TYPE_CHECKING:
+    from voucher_distributor.pipeline.context import Services
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # An invocation that counted nothing (an s3:TestEvent, a duplicate) is normal, not a warning.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
+_TRUTHY = frozenset({"1", "true", "yes", "on", "y", "t"})
+
+
+def tracing_enabled(environ: dict[str, str] | None = None) -> bool:
+    """False when ``POWERTOOLS_TRACE_DISABLED`` is truthy or the code runs under ``sam local``."""
+    env = os.environ if environ is None else environ
+    if env.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in _TRUTHY:
+        return False
+    return env.get("AWS_SAM_LOCAL", "").strip().lower() not in _TRUTHY
+
+
+class NoTracer:
+    """The parts of Powertools' Tracer the handlers use, doing nothing (tracing off)."""
+
+    disabled = True
+
+    def capture_lambda_handler(self, handler: F | None = None, **_: Any) -> Any:
+        if handler is None:
+            return lambda fn: fn
+        return handler
+
+    def capture_method(self, method: F | None = None, **_: Any) -> Any:
+        if method is None:
+            return lambda fn: fn
+        return method
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        """Nothing to annotate without a trace."""
+
+    def put_metadata(self, key: str, value: Any, namespace: str | None = None) -> None:
+        """Nothing to record without a trace."""
+
+
+def _make_tracer() -> Any:
+    if not tracing_enabled():
+        return NoTracer()
+    from aws_lambda_powertools import Tracer  # noqa: PLC0415 - imports and patches X-Ray
+
+    return Tracer()
+
+
 logger = Logger()
-tracer = Tracer()
+tracer = _make_tracer()
 metrics = Metrics()
 # The library logs through the standard logging module; give it Powertools' JSON format and the
 # correlation id, so one batch reads as one story across functions.
@@ -35,4 +87,7 @@ class PowertoolsMetricSink:
 
 @lru_cache(maxsize=1)
 def services() -> Services:
+    from voucher_distributor.pipeline.context import build_services  # noqa: PLC0415
+    from voucher_distributor.settings import get_settings  # noqa: PLC0415
+
     return build_services(get_settings(), PowertoolsMetricSink())

@@ -1,0 +1,93 @@
+# ruff: noqa: S603 - the benchmark runs its own interpreter
+"""Streaming ingest: peak RSS of one ingest invocation, 1,000,000 rows against 10,000.
+
+The measured process holds only what the ingest Lambda holds: a fresh interpreter that builds
+the pipeline's services from the function's environment and runs ``upload_request`` + ``ingest``
+(the IngestCsvFunction's record handler minus Powertools) on a CSV already in the bucket. The AWS
+emulation (moto) and the Certiverse sandbox run in the parent process, reached over loopback
+through AWS_ENDPOINT_URL and CERTIVERSE_BASE_URL, so their memory is not counted. Peak RSS is
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at the end of the child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.workload import PARTNER, write_csv
+
+TOKEN = "bench-token"  # noqa: S105 - the local sandbox's throwaway token
+
+
+def child(key: str, version: str) -> None:
+    """Runs in the measured process (``python -m bench.ingest_rss KEY VERSION``)."""
+    import resource  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from voucher_distributor.pipeline.context import build_services  # noqa: PLC0415
+    from voucher_distributor.pipeline.ingest import ingest  # noqa: PLC0415
+    from voucher_distributor.pipeline.sources import upload_request  # noqa: PLC0415
+    from voucher_distributor.settings import get_settings  # noqa: PLC0415
+
+    services = build_services(get_settings())
+    request = upload_request(services, key, version or None)
+    assert request is not None, "the uploaded CSV is missing"
+    started = time.perf_counter()
+    outcome = ingest(services, request)
+    elapsed = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(
+        json.dumps(
+            {"rows": outcome.rows, "chunks": outcome.chunks, "rejected": outcome.rejected,
+             "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}
+        )
+    )  # fmt: skip
+
+
+def measure(sizes: tuple[int, ...] = (10_000, 1_000_000)) -> dict[int, dict[str, Any]]:
+    """Peak RSS and rows/s of an ingest of each size, each in its own fresh process."""
+    from voucher_distributor_local.local_run import LocalPipeline  # noqa: PLC0415
+    from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer  # noqa: PLC0415
+
+    results: dict[int, dict[str, Any]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
+        SandboxServer(SandboxConfig(token=TOKEN, seed=7), host="127.0.0.1", port=0) as sandbox,
+        LocalPipeline(
+            certiverse_url=sandbox.base_url, certiverse_token=TOKEN, default_partner=PARTNER
+        ) as pipeline,
+    ):
+        assert pipeline.lambdas is not None
+        env = {
+            **os.environ,
+            **pipeline.lambdas.environment("IngestCsvFunction"),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        }
+        for rows in sizes:
+            path = write_csv(Path(tmp) / f"ingest-{rows}.csv", rows)
+            key = f"bench/ingest-{rows}.csv"  # outside incoming/: nothing else picks it up
+            with path.open("rb") as body:
+                put = pipeline.stack.client("s3").put_object(
+                    Bucket=pipeline.bucket, Key=key, Body=body
+                )
+            path.unlink()
+            got = subprocess.run(
+                [sys.executable, "-m", "bench.ingest_rss", key, put.get("VersionId") or ""],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if got.returncode != 0:
+                raise RuntimeError(f"ingest of {rows} rows failed:\n{got.stderr[-3000:]}")
+            results[rows] = json.loads(got.stdout.strip().splitlines()[-1])
+    return results
+
+
+if __name__ == "__main__":
+    child(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "")

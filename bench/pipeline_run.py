@@ -1,0 +1,250 @@
+"""One batch through the real local pipeline (moto + in-process handlers + sandbox), measured.
+
+What is recorded: wall time from the upload to the batch being DONE, every Certiverse call (the
+sandbox's request log), and every DynamoDB item write, counted at the wire: each botocore
+DynamoDB call the process makes is inspected before it is sent (PutItem, UpdateItem, DeleteItem
+count 1; BatchWriteItem and TransactWriteItems count each item they carry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench.workload import PARTNER, write_csv
+from voucher_distributor_local.local_run import LocalPipeline
+from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer
+from voucher_distributor_local.sandbox.store import RequestRecord
+
+TOKEN = "bench-token"  # noqa: S105 - the local sandbox's throwaway token
+MAX_PURCHASE = 1000
+
+_SINGLE_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+
+
+# ---------------------------------------------------------------------- DynamoDB writes
+
+
+@dataclass
+class WriteCounter:
+    items: int = 0
+    by_operation: Counter[str] = field(default_factory=Counter)
+    #: Wall seconds spent inside any AWS call (the local emulation), DynamoDB or not.
+    aws_call_s: float = 0.0
+
+    def count(self, operation: str, params: dict[str, Any]) -> None:
+        if operation in _SINGLE_WRITES:
+            n = 1
+        elif operation == "BatchWriteItem":
+            n = sum(len(reqs) for reqs in params.get("RequestItems", {}).values())
+        elif operation == "TransactWriteItems":
+            n = sum(
+                1
+                for item in params.get("TransactItems", [])
+                if {"Put", "Update", "Delete"} & set(item)
+            )
+        else:
+            return
+        self.items += n
+        self.by_operation[operation] += n
+
+
+@contextlib.contextmanager
+def counting_dynamodb_writes() -> Iterator[WriteCounter]:
+    """Count DynamoDB item writes of every botocore client in this process while active."""
+    from botocore.client import BaseClient  # noqa: PLC0415
+
+    counter = WriteCounter()
+    original = BaseClient._make_api_call
+
+    def counted(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+        if self.meta.service_model.service_name == "dynamodb":
+            counter.count(operation_name, api_params)
+        started = time.perf_counter()
+        try:
+            return original(self, operation_name, api_params)
+        finally:
+            counter.aws_call_s += time.perf_counter() - started
+
+    BaseClient._make_api_call = counted
+    try:
+        yield counter
+    finally:
+        BaseClient._make_api_call = original
+
+
+# ---------------------------------------------------------------------- Certiverse calls
+
+
+@dataclass
+class ApiCalls:
+    """The sandbox's request log sorted into what the floor counts and what it does not."""
+
+    posts: int = 0
+    preflight: int = 0
+    voucher_pages: int = 0  # the one listing of each purchase that found all its codes
+    polls: int = 0  # status checks by purchase code, and listings made before the codes were ready
+    other: int = 0  # anything else (e.g. reconciliation searches by partner/program)
+
+    @property
+    def non_poll(self) -> int:
+        return self.posts + self.preflight + self.voucher_pages + self.other
+
+
+def classify(log: list[RequestRecord]) -> ApiCalls:
+    calls = ApiCalls()
+    listings: dict[str, list[int]] = {}  # purchase code -> page count of each listing, in order
+    for record in log:
+        path = urlsplit(record.path).path.rstrip("/")
+        query = {k.casefold(): v for k, v in record.query.items()}
+        if record.method == "POST" and path.endswith("/vouchers/purchases"):
+            calls.posts += 1
+        elif path.endswith(("/vouchers/partners", "/vouchers/programs")):
+            calls.preflight += 1
+        elif path.endswith("/vouchers/purchases") and "purchasecode" in query:
+            calls.polls += 1
+        elif path.endswith("/vouchers") and "purchasecode" in query:
+            pages = listings.setdefault(query["purchasecode"], [])
+            if query.get("page", "1") == "1" or not pages:
+                pages.append(1)
+            else:
+                pages[-1] += 1
+        else:
+            calls.other += 1
+    for pages in listings.values():
+        calls.voucher_pages += pages[-1]
+        calls.polls += sum(pages[:-1])
+    return calls
+
+
+def floor_calls(recipients_per_target: dict[str, int], page_size: int, lookups: int) -> int:
+    """ceil(n/1000) POSTs and ceil(n/page size) voucher pages per target, plus the look-ups."""
+    total = lookups
+    for n in recipients_per_target.values():
+        total += math.ceil(n / MAX_PURCHASE) + math.ceil(n / page_size)
+    return total
+
+
+# ---------------------------------------------------------------------- one run
+
+
+@dataclass
+class RunStats:
+    rows: int
+    wall_s: float
+    assigned: int
+    status: str
+    calls: ApiCalls
+    log: list[RequestRecord]
+    purchases: list[dict[str, Any]]
+    dynamodb_writes: WriteCounter
+
+
+def run_batch(
+    rows: int,
+    *,
+    generation_delay_s: float,
+    page_size: int = 100,
+    timeout_s: float = 1800,
+    workdir: Path | None = None,
+) -> RunStats:
+    """Upload a ``rows``-recipient CSV and run the local pipeline until the batch is done."""
+    with contextlib.ExitStack() as stack:
+        tmp = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        csv_path = write_csv(tmp / f"recipients-{rows}.csv", rows)
+        log_stream = stack.enter_context((tmp / "handlers.log").open("w", encoding="utf-8"))
+        sandbox = stack.enter_context(
+            SandboxServer(
+                SandboxConfig(
+                    token=TOKEN, generation_delay_s=generation_delay_s, page_size=page_size, seed=7
+                ),
+                host="127.0.0.1",
+                port=0,
+            )
+        )
+        pipeline = stack.enter_context(
+            LocalPipeline(
+                certiverse_url=sandbox.base_url,
+                certiverse_token=TOKEN,
+                default_partner=PARTNER,
+                log_stream=log_stream,
+            )
+        )
+        sandbox.clear_request_log()
+        with counting_dynamodb_writes() as writes:
+            started = time.perf_counter()
+            batch_id = pipeline.submit_csv(csv_path)
+            batch = pipeline.run_until_done(batch_id, timeout_s=timeout_s)
+            wall = time.perf_counter() - started
+        log = sandbox.request_log()
+        purchases = [
+            {
+                "code": p.voucher_purchase_code,
+                "partnerName": p.partner_name,
+                "programName": p.program_name,
+                "quantity": p.quantity,
+                "notes": p.notes,
+            }
+            for p in sandbox.purchases()
+        ]
+        return RunStats(
+            rows=rows,
+            wall_s=wall,
+            assigned=batch.rows_assigned,
+            status=batch.status.value,
+            calls=classify(log),
+            log=log,
+            purchases=purchases,
+            dynamodb_writes=writes,
+        )
+
+
+# ---------------------------------------------------------------------- the sandbox alone
+
+
+def replay(stats: RunStats, *, page_size: int = 100) -> float:
+    """Seconds a fresh sandbox needs to serve the run's Certiverse calls from a plain client.
+
+    The same requests in the same order over one keep-alive connection: POSTs re-create the
+    run's purchases (same partner, program, quantity, notes) and later requests that named a
+    purchase code name the replayed purchase's code instead. Generation delay is zero.
+    """
+    import httpx  # noqa: PLC0415
+
+    with (
+        SandboxServer(
+            SandboxConfig(token=TOKEN, generation_delay_s=0, page_size=page_size, seed=7),
+            host="127.0.0.1",
+            port=0,
+        ) as sandbox,
+        httpx.Client(
+            base_url=sandbox.root_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+        ) as client,
+    ):
+        bodies = iter(stats.purchases)
+        codes: dict[str, str] = {}
+        started = time.perf_counter()
+        for record in stats.log:
+            path = urlsplit(record.path).path
+            if record.method == "POST":
+                body = next(bodies)
+                got = client.post(
+                    path,
+                    json={k: body[k] for k in ("notes", "partnerName", "programName", "quantity")},
+                )
+                codes[body["code"]] = got.json()["voucherPurchaseCode"]
+                continue
+            query = {
+                k: (codes.get(v, v) if k.casefold() == "purchasecode" else v)
+                for k, v in record.query.items()
+            }
+            client.request(record.method, path, params=query)
+        return time.perf_counter() - started

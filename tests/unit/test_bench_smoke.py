@@ -1,0 +1,49 @@
+"""Smoke test of the benchmark code (no timing, no pipeline run): `make bench` stays out of CI."""
+
+from __future__ import annotations
+
+from bench.__main__ import _split
+from bench.pipeline_run import WriteCounter, classify, floor_calls
+
+from voucher_distributor_local.sandbox.store import RequestRecord
+
+
+def _get(path: str, **query: str) -> RequestRecord:
+    return RequestRecord("GET", path, query, 200)
+
+
+def test_calls_are_sorted_into_floor_and_polls() -> None:
+    log = [
+        _get("/api/vouchers/partners", partnerName="Acme Corp"),
+        _get("/api/vouchers/programs", programName="Spring"),
+        RequestRecord("POST", "/api/vouchers/purchases", {}, 200),
+        _get("/api/vouchers/purchases", purchaseCode="VP-1"),
+        _get("/api/vouchers", purchaseCode="VP-1"),  # before the codes: a poll
+        _get("/api/vouchers/purchases", purchaseCode="VP-1"),
+        _get("/api/vouchers", purchaseCode="VP-1"),
+        _get("/api/vouchers", purchaseCode="VP-1", page="2"),
+        _get("/api/vouchers/purchases", partnerName="Acme Corp", programName="Spring"),
+    ]
+    calls = classify(log)
+    assert (calls.posts, calls.preflight, calls.voucher_pages) == (1, 2, 2)
+    assert calls.polls == 3
+    assert calls.other == 1
+    assert calls.non_poll == 6
+
+
+def test_floor_and_split() -> None:
+    assert _split(10_000) == {
+        "Spring Certification Drive": 5_000,
+        "Cloud Fundamentals Exam Vouchers": 5_000,
+    }
+    assert floor_calls({"a": 5_000, "b": 5_000}, 100, 3) == 3 + 2 * (5 + 50)
+    assert floor_calls({"a": 1_001}, 100, 2) == 2 + 2 + 11
+
+
+def test_write_counter_counts_items() -> None:
+    counter = WriteCounter()
+    counter.count("PutItem", {})
+    counter.count("BatchWriteItem", {"RequestItems": {"t": [{}, {}, {}]}})
+    counter.count("TransactWriteItems", {"TransactItems": [{"Update": {}}, {"ConditionCheck": {}}]})
+    counter.count("GetItem", {})
+    assert counter.items == 5
