@@ -261,6 +261,13 @@ def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
         print(f"results: {result.results_csv}", file=out)
 
 
+def _add_ops(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``status``, ``find``, ``redrive``, ``reconcile``: against a deployed or the local stack."""
+    from voucher_distributor_local.ops import add_ops_arguments  # noqa: PLC0415
+
+    add_ops_arguments(subparsers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voucher-distributor",
@@ -269,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_sandbox(subparsers)
     _add_local(subparsers)
+    _add_ops(subparsers)
     return parser
 
 

@@ -66,6 +66,8 @@ class _Plan:
     open_chunks: dict[Target, list[RecipientRecord]] = field(default_factory=dict)
     chunk_numbers: list[int] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+    #: Rejected rows by reason class (metric name): a handful of billed metrics, no dimension.
+    rejected_by_class: dict[str, int] = field(default_factory=dict)
 
 
 def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
@@ -119,6 +121,8 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         services.queues.send(settings.report_queue_url, {"batchId": batch.batch_id})
     services.metrics.count("RowsReceived", plan.rows)
     services.metrics.count("RowsRejected", plan.rejected)
+    for name, count in sorted(plan.rejected_by_class.items()):
+        services.metrics.count(name, count)
     log.info(
         "batch %s planned: %d rows, %d rejected, %d chunks",
         batch.batch_id, plan.rows, plan.rejected, len(plan.chunk_numbers),
@@ -169,6 +173,8 @@ def _plan_rows(services: Services, request: IngestRequest, plan: _Plan) -> None:
         if reason is not None or target is None:
             plan.rejected += 1
             _write_rejected(plan.rejected_file, row, target, reason or "rejected")
+            name = _rejection_metric(row, target, reason)
+            plan.rejected_by_class[name] = plan.rejected_by_class.get(name, 0) + 1
             continue
         chunk = plan.open_chunks.setdefault(target, [])
         chunk.append(
@@ -204,6 +210,17 @@ def _flush(services: Services, batch: BatchRecord, target: Target, plan: _Plan) 
         )
     )
     plan.chunk_numbers.append(chunk_no)
+
+
+def _rejection_metric(row: InputRow, target: Target | None, reason: str | None) -> str:
+    """The reason class of a rejected row, as the name of its metric."""
+    if row.problem is not None:
+        return "RowsRejectedInvalid"  # malformed e-mail or row
+    if target is None:
+        return "RowsRejectedUnresolved"  # no partner/program to buy from
+    if (reason or "").startswith("duplicate:"):
+        return "RowsRejectedDuplicate"
+    return "RowsRejectedIneligible"  # partner/program refused, or e-mail outside its domains
 
 
 def _write_rejected(out: IO[str], row: InputRow, target: Target | None, reason: str) -> None:

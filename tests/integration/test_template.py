@@ -1,0 +1,462 @@
+"""template.yaml's wiring, checked against the code it deploys.
+
+Static checks read the template (the local runner's parser resolves its intrinsics); the policy
+check runs inputs through the local pipeline (the template's stack in moto), records every AWS
+call each function makes, and compares them with that function's IAM statements both ways:
+every call allowed, every granted action and resource used (or listed below with the reason).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.client
+import pytest
+
+from voucher_distributor.domain.batches import INCOMING_PREFIX, RESULTS_PREFIX, WORK_PREFIX
+from voucher_distributor.settings import Settings
+from voucher_distributor_local.local_run import DEFAULT_TEMPLATE, LocalPipeline
+from voucher_distributor_local.local_run import _forget_process_caches as forget_process_caches
+from voucher_distributor_local.runner import LocalLambdas, MotoStack, SamTemplate
+from voucher_distributor_local.sandbox import FaultSettings, SandboxConfig, SandboxServer
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINE_SOURCES = ROOT / "layers" / "common" / "voucher_distributor"
+TOKEN = "template-test-token"
+PARTNER = "Acme Corp"
+SPRING = "Spring Certification Drive"
+
+#: Granted but not exercised by the local scenarios, with why the grant is still needed.
+NOT_EXERCISED_LOCALLY = {
+    ("ReportFunction", "secretsmanager:GetSecretValue"): (
+        "reads the callback signing key only to sign an https:// callback to a public address, "
+        "which a loopback run cannot make"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> SamTemplate:
+    return SamTemplate.load(DEFAULT_TEMPLATE)
+
+
+def _functions(template: SamTemplate) -> dict[str, Any]:
+    return template.functions()
+
+
+# ---------------------------------------------------------------------------- static wiring
+
+
+def test_every_handler_module_exists_and_imports(template: SamTemplate) -> None:
+    # In a child process: importing the handlers here would leave their Powertools objects,
+    # built without the functions' environment, in this process's module cache.
+    handlers = {}
+    for logical_id, spec in _functions(template).items():
+        path = spec.code_uri / f"{spec.module_name}.py"
+        assert path.is_file(), f"{logical_id}: {path} missing"
+        handlers[logical_id] = [str(path), spec.attribute]
+    probe = (
+        "import importlib.util, json, sys\n"
+        "for lid, (path, attr) in json.loads(sys.argv[1]).items():\n"
+        "    sys.path.insert(0, path.rsplit('/', 1)[0])\n"
+        "    spec = importlib.util.spec_from_file_location('fn_' + lid, path)\n"
+        "    module = importlib.util.module_from_spec(spec)\n"
+        "    spec.loader.exec_module(module)\n"
+        "    assert callable(getattr(module, attr, None)), lid\n"
+        "    sys.path.pop(0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(handlers)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_functions_run_python312_on_arm64_with_tracing(template: SamTemplate) -> None:
+    glob = template.globals_function
+    assert glob["Runtime"] == "python3.12"
+    assert glob["Architectures"] == ["arm64"]
+    assert glob["Tracing"] == "Active"
+    env = glob["Environment"]["Variables"]
+    assert {
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_LOG_LEVEL",
+        "POWERTOOLS_METRICS_NAMESPACE",
+    } <= set(env)
+
+
+def test_every_setting_is_set_and_nothing_else(template: SamTemplate) -> None:
+    fields = {name.upper() for name in Settings.model_fields}
+    required = {name.upper() for name, f in Settings.model_fields.items() if f.is_required()}
+    # Production sets these too, though they have local defaults.
+    deployed = required | {
+        "EVENT_BUS_NAME",
+        "CERTIVERSE_TOKEN_SECRET_ARN",
+        "CALLBACK_SECRET_ARN",
+        "DEFAULT_PARTNER_NAME",
+        "DEFAULT_PROGRAM_NAME",
+        "POLL_DEADLINE_SECONDS",
+    }
+    for logical_id, spec in _functions(template).items():
+        names = set(spec.environment)
+        assert deployed <= names, f"{logical_id}: unset {sorted(deployed - names)}"
+        stray = {n for n in names - fields if not n.startswith("POWERTOOLS_")} - {"STAGE"}
+        assert not stray, f"{logical_id}: variables no code reads: {sorted(stray)}"
+
+
+def test_settings_validate_with_the_deployed_environment() -> None:
+    with MotoStack(DEFAULT_TEMPLATE) as stack:
+        for logical_id in stack.functions:
+            env = stack.function_environment(logical_id)
+            settings = Settings.from_environ(env)
+            assert settings.certiverse_base_url.startswith("https://")
+            assert (
+                settings.certiverse_token_secret_arn == stack.resource("CertiverseTokenSecret").ref
+            )
+
+
+def test_an_existing_token_secret_is_used_instead_of_creating_one() -> None:
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:mine-AbCdEf"
+    with MotoStack(DEFAULT_TEMPLATE, parameters={"CertiverseTokenSecretArn": arn}) as stack:
+        assert "CertiverseTokenSecret" not in stack.resources
+        for logical_id in stack.functions:
+            assert stack.function_environment(logical_id)["CERTIVERSE_TOKEN_SECRET_ARN"] == arn
+
+
+def _queue_id(expression: Any) -> str:
+    assert isinstance(expression, dict), expression
+    assert "Fn::GetAtt" in expression, expression
+    target = expression["Fn::GetAtt"]
+    logical_id, attribute = target if isinstance(target, list) else target.split(".", 1)
+    assert attribute == "Arn"
+    return str(logical_id)
+
+
+def test_every_source_queue_has_a_dlq_that_outlives_it(template: SamTemplate) -> None:
+    resources = template.resources
+    queues = {lid for lid, r in resources.items() if r.type == "AWS::SQS::Queue"}
+    dlqs = set()
+    for spec in _functions(template).values():
+        for event in spec.sqs_events:
+            source = resources[_queue_id(event.queue)]
+            redrive = source.properties.get("RedrivePolicy")
+            assert redrive, f"{source.logical_id} has no RedrivePolicy"
+            dlq = _queue_id(redrive["deadLetterTargetArn"])
+            assert dlq in queues
+            assert 1 <= int(redrive["maxReceiveCount"]) <= 10
+            retention = int(resources[dlq].properties["MessageRetentionPeriod"])
+            assert retention > int(source.properties["MessageRetentionPeriod"])
+            assert retention == 1_209_600
+            dlqs.add(dlq)
+    sources = {_queue_id(e.queue) for s in _functions(template).values() for e in s.sqs_events}
+    assert queues == sources | dlqs, "a queue is neither consumed nor a DLQ"
+    for queue in queues:
+        assert resources[queue].properties.get("SqsManagedSseEnabled") is True
+
+
+def test_visibility_timeouts_are_at_least_six_function_timeouts(template: SamTemplate) -> None:
+    resources = template.resources
+    for logical_id, spec in _functions(template).items():
+        for event in spec.sqs_events:
+            queue = resources[_queue_id(event.queue)]
+            visibility = int(queue.properties["VisibilityTimeout"])
+            assert visibility >= 6 * spec.timeout_s, (logical_id, queue.logical_id)
+            assert event.reports_batch_item_failures, logical_id
+
+
+def test_s3_trigger_cannot_match_results_or_work_files(template: SamTemplate) -> None:
+    bucket = template.resources["InboxBucket"].properties
+    configs = bucket["NotificationConfiguration"]["QueueConfigurations"]
+    assert configs
+    for config in configs:
+        rules = {r["Name"]: r["Value"] for r in config["Filter"]["S3Key"]["Rules"]}
+        prefix = rules.get("prefix", "")
+        assert prefix == INCOMING_PREFIX
+        for written in (RESULTS_PREFIX, WORK_PREFIX):
+            assert not written.startswith(prefix)
+            assert not prefix.startswith(written)
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    prefixes = {r.get("Prefix") for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert {INCOMING_PREFIX, WORK_PREFIX, RESULTS_PREFIX} <= prefixes
+
+
+def test_certiverse_concurrency_is_capped(template: SamTemplate) -> None:
+    resources = template.resources
+    for logical_id in ("PurchaseFunction", "PollFunction"):
+        for event in resources[logical_id].properties["Events"].values():
+            scaling = event["Properties"]["ScalingConfig"]
+            assert scaling == {"MaximumConcurrency": {"Ref": "CertiverseMaxConcurrency"}}
+    assert template.parameter_declarations["CertiverseMaxConcurrency"]["MinValue"] == 2
+
+
+def test_every_function_has_a_log_group_with_retention(template: SamTemplate) -> None:
+    resources = template.resources
+    groups = {
+        json.dumps(r.properties["LogGroupName"]): r
+        for r in resources.values()
+        if r.type == "AWS::Logs::LogGroup"
+    }
+    for logical_id in _functions(template):
+        name = resources[logical_id].properties["FunctionName"]["Fn::Sub"]
+        group = groups[json.dumps({"Fn::Sub": f"/aws/lambda/{name}"})]
+        assert group.properties["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def _emitted_metrics() -> set[str]:
+    names = set()
+    for path in PIPELINE_SOURCES.rglob("*.py"):
+        for first_argument in re.findall(r"metrics\.count\(([^,)]*)", path.read_text()):
+            names |= set(re.findall(r"\"(\w+)\"", first_argument))
+        # Per reason class: the names are returned by a helper, then counted.
+        names |= set(re.findall(r"return \"(RowsRejected\w+)\"", path.read_text()))
+    return names
+
+
+def test_alarms_and_dashboard_use_metrics_the_code_emits(template: SamTemplate) -> None:
+    emitted = _emitted_metrics()
+    assert {"ChunksFailed", "CertiverseUnauthorized", "RowsReceived"} <= emitted
+    resources = template.resources
+    alarms = [r for r in resources.values() if r.type == "AWS::CloudWatch::Alarm"]
+    custom = [a for a in alarms if "VoucherDistributor" in json.dumps(a.properties)]
+    assert {a.properties["MetricName"] for a in custom} <= emitted
+    alarmed_queues = {
+        a.properties["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for a in alarms
+        if a.properties.get("Namespace") == "AWS/SQS"
+    }
+    dlqs = {lid for lid in resources if lid.endswith("DeadLetterQueue")}
+    assert dlqs | {"PollQueue"} == alarmed_queues
+    for alarm in alarms:
+        assert alarm.properties["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    body = json.dumps(resources["Dashboard"].properties["DashboardBody"])
+    shown = set(re.findall(r'VoucherDistributor/\$\{Stage\}\\", \\"(\w+)', body))
+    assert shown
+    assert shown <= emitted
+    assert {"RowsReceived", "RowsRejected", "PurchasesCreated", "PurchasesAdopted"} <= shown
+    assert {"PollAttempts", "VouchersAssigned", "ChunksFailed", "BatchDurationSeconds"} <= shown
+    assert {"RowsRejectedInvalid", "RowsRejectedDuplicate", "RowsRejectedIneligible"} <= shown
+
+
+# ---------------------------------------------------------------------------- least privilege
+
+
+class CallRecorder:
+    """Every AWS API call made while a function is being invoked, by function."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.calls: dict[str, list[tuple[str, str, dict[str, Any]]]] = defaultdict(list)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        recorder = self
+        invoke = LocalLambdas._invoke
+        make_api_call = botocore.client.BaseClient._make_api_call
+
+        def _invoke(lambdas: LocalLambdas, function_id: str, event: Any) -> Any:
+            recorder.current = function_id
+            forget_process_caches()  # each function is its own process in AWS: no shared caches
+            try:
+                return invoke(lambdas, function_id, event)
+            finally:
+                recorder.current = None
+
+        def _make_api_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
+            if recorder.current is not None:
+                service = client.meta.service_model.service_name
+                recorder.calls[recorder.current].append((service, operation, dict(params)))
+            return make_api_call(client, operation, params)
+
+        monkeypatch.setattr(LocalLambdas, "_invoke", _invoke)
+        monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", _make_api_call)
+
+
+def _required(
+    stack: MotoStack, service: str, operation: str, p: dict[str, Any]
+) -> Iterator[tuple[str, str]]:
+    """The IAM (action, resource ARN) pairs one API call needs."""
+    account, region = stack.account_id, stack.region
+    if service == "s3":
+        obj = f"arn:aws:s3:::{p.get('Bucket')}/{p.get('Key')}"
+        if operation in {"GetObject", "HeadObject"}:
+            yield ("s3:GetObjectVersion" if p.get("VersionId") else "s3:GetObject"), obj
+        elif operation in {
+            "PutObject",
+            "CreateMultipartUpload",
+            "UploadPart",
+            "CompleteMultipartUpload",
+        }:
+            yield "s3:PutObject", obj
+        elif operation == "AbortMultipartUpload":
+            yield "s3:AbortMultipartUpload", obj
+        else:
+            yield f"s3:{operation}", f"arn:aws:s3:::{p.get('Bucket')}"
+    elif service == "dynamodb":
+        table = f"arn:aws:dynamodb:{region}:{account}:table/"
+        if operation == "TransactWriteItems":
+            verbs = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+                     "ConditionCheck": "ConditionCheckItem"}  # fmt: skip
+            for item in p["TransactItems"]:
+                ((kind, body),) = item.items()
+                yield f"dynamodb:{verbs[kind]}", table + body["TableName"]
+        elif operation == "BatchWriteItem":
+            for name in p["RequestItems"]:
+                yield "dynamodb:BatchWriteItem", table + name
+        else:
+            index = f"/index/{p['IndexName']}" if p.get("IndexName") else ""
+            yield f"dynamodb:{operation}", table + p["TableName"] + index
+    elif service == "sqs":
+        arns = {url: r.attributes["Arn"] for url, r in _queues_by_url(stack).items()}
+        action = "SendMessage" if operation in {"SendMessage", "SendMessageBatch"} else operation
+        yield f"sqs:{action}", arns[p["QueueUrl"]]
+    elif service == "secretsmanager":
+        yield f"secretsmanager:{operation}", p["SecretId"]
+    elif service == "events":
+        for entry in p["Entries"]:
+            bus = entry.get("EventBusName", "default")
+            yield "events:PutEvents", f"arn:aws:events:{region}:{account}:event-bus/{bus}"
+    else:
+        yield f"{service}:{operation}", "*"
+
+
+def _queues_by_url(stack: MotoStack) -> dict[str, Any]:
+    return {r.ref: r for r in stack.resources.values() if r.type == "AWS::SQS::Queue"}
+
+
+def _statements(stack: MotoStack, logical_id: str) -> list[dict[str, Any]]:
+    policies = stack.template.resources[logical_id].properties["Policies"]
+    statements = []
+    for policy in policies:
+        # Explicit statements only: SAM policy templates and managed policies grant more.
+        assert isinstance(policy, dict), logical_id
+        assert "Statement" in policy, logical_id
+        for statement in stack.resolve(policy["Statement"]):
+            assert statement["Effect"] == "Allow"
+            actions = statement["Action"]
+            resources = statement["Resource"]
+            statements.append(
+                {
+                    "Sid": statement.get("Sid"),
+                    "Action": [actions] if isinstance(actions, str) else actions,
+                    "Resource": [resources] if isinstance(resources, str) else resources,
+                }
+            )
+    return statements
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return fnmatch.fnmatchcase(value.lower(), pattern.lower())
+
+
+def _scenarios(pipeline: LocalPipeline, sandbox: SandboxServer, tmp_path: Path) -> None:
+    """Every path that touches AWS differently: what the policies are measured against."""
+
+    def csv_file(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def run(batch: str | None) -> None:
+        assert batch is not None
+        pipeline.run_until_done(batch, timeout_s=120)
+
+    # Codes ready within the purchase invocation's own check: it assigns and reports.
+    team = csv_file(
+        "team.csv",
+        "email,first_name,program_name\r\n"
+        f"ann@acme.example,Ann,{SPRING}\r\nbob@acme.example,Bob,{SPRING}\r\n"
+        f"not-an-email,Bad,{SPRING}\r\n",
+    )
+    run(pipeline.submit_csv(team, key="incoming/team/team.csv"))
+    # The same object announced again: ingest finds the batch and stops.
+    s3, sqs = pipeline.stack.client("s3"), pipeline.stack.client("sqs")
+    version = s3.head_object(Bucket=pipeline.bucket, Key="incoming/team/team.csv")["VersionId"]
+    notification = {"Records": [{"eventSource": "aws:s3", "s3": {
+        "bucket": {"name": pipeline.bucket},
+        "object": {"key": "incoming/team/team.csv", "versionId": version}}}]}  # fmt: skip
+    sqs.send_message(
+        QueueUrl=pipeline.queue_url("UploadQueue"), MessageBody=json.dumps(notification)
+    )
+    pipeline.run_until_idle(timeout_s=60)
+    # Unusable file; every row rejected (no purchase, straight to the report).
+    run(pipeline.submit_csv(csv_file("empty.csv", "")))
+    run(pipeline.submit_csv(csv_file("bad.csv", "email\r\nnope\r\n")))
+    # Slow code generation: the purchase hands over to the poll function.
+    sandbox.set_faults(FaultSettings(generation_delay_s=4))
+    request = {
+        "requestId": "template-req-1",
+        "partnerName": PARTNER,
+        "programName": SPRING,
+        "recipientsS3Uri": f"s3://{pipeline.bucket}/incoming/team/team.csv",
+    }
+    run(pipeline.submit_request(request))
+    sandbox.set_faults(FaultSettings())
+    run(pipeline.submit_request({**request, "requestId": "template-req-2",
+        "recipientsS3Uri": f"s3://{pipeline.bucket}/incoming/missing.csv"}))  # fmt: skip
+    run(pipeline.submit_request({"requestId": "template-req-3", "partnerName": PARTNER,
+        "programName": SPRING, "recipients": [{"email": "nope"}]}))  # fmt: skip
+    pipeline.submit_request("this is not json")
+    pipeline.submit_request(request)  # a repeat: the same batch, nothing new
+    pipeline.run_until_idle(timeout_s=60)
+
+
+def test_each_policy_grants_exactly_the_calls_its_function_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = CallRecorder()
+    recorder.install(monkeypatch)
+    with (
+        SandboxServer(
+            SandboxConfig(token=TOKEN, generation_delay_s=0.3, seed=5), host="127.0.0.1", port=0
+        ) as sandbox,
+        (tmp_path / "handlers.log").open("w", encoding="utf-8") as log,
+        LocalPipeline(
+            certiverse_url=sandbox.base_url,
+            certiverse_token=TOKEN,
+            default_partner=PARTNER,
+            log_stream=log,
+            tuning={"INITIAL_CHECK_SECONDS": "2"},
+        ) as pipeline,
+    ):
+        _scenarios(pipeline, sandbox, tmp_path)
+        stack = pipeline.stack
+        problems = []
+        for function_id in stack.functions:
+            statements = _statements(stack, function_id)
+            used: set[tuple[int, str, str]] = set()
+            for service, operation, params in recorder.calls[function_id]:
+                for action, arn in _required(stack, service, operation, params):
+                    grants = [
+                        (i, a, r)
+                        for i, s in enumerate(statements)
+                        for a in s["Action"]
+                        for r in s["Resource"]
+                        if _matches(a, action) and _matches(r, arn)
+                    ]
+                    if not grants:
+                        problems.append(f"{function_id}: {action} on {arn} is not allowed")
+                    used.update(grants)
+            for i, statement in enumerate(statements):
+                for action in statement["Action"]:
+                    if (function_id, action) in NOT_EXERCISED_LOCALLY:
+                        continue
+                    for resource in statement["Resource"]:
+                        if (i, action, resource) not in used:
+                            problems.append(
+                                f"{function_id}: {statement['Sid']} grants {action} on "
+                                f"{resource}, which no call used"
+                            )
+        assert recorder.calls.keys() == stack.functions.keys()
+        assert not problems, "\n".join(problems)
