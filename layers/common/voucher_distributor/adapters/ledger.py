@@ -187,6 +187,35 @@ class Ledger:
             raise
         return ChunkRecord.model_validate(_plain(got["Attributes"]))
 
+    def renew_purchase_lease(
+        self, batch_id: str, chunk_no: int, *, owner: str, now: int, lease_seconds: int
+    ) -> bool:
+        """Extend this worker's live lease to ``now + lease_seconds``, right before it POSTs.
+
+        False when the lease is over or held by another worker: then this worker must not POST,
+        since whoever holds the chunk now may be buying it.
+        """
+        try:
+            self._table.update_item(
+                Key={"pk": _batch_pk(batch_id), "sk": _chunk_sk(chunk_no)},
+                UpdateExpression="SET lease_until = :until",
+                ConditionExpression=(
+                    "#state = :purchasing AND lease_owner = :owner AND lease_until >= :now"
+                ),
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":purchasing": ChunkState.PURCHASING.value,
+                    ":owner": owner,
+                    ":now": now,
+                    ":until": now + lease_seconds,
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
     def record_purchase(
         self,
         batch_id: str,

@@ -448,7 +448,8 @@ def _no_email_column(names: list[str]) -> str:
     looks_like_data = next((n for n in names if is_valid_email(normalise_email(n))), None)
     if looks_like_data is not None:
         return (
-            f"the file has no header row (its first row holds the address {looks_like_data!r}): "
+            # The address itself stays out: this message is logged and announced.
+            "the file has no header row (its first row holds an e-mail address): "
             "add a first row naming the columns, e.g. email,first_name,last_name"
         )
     shown = ", ".join(repr(name[:40]) for name in names[:20])

@@ -31,3 +31,11 @@ def is_valid_email(address: str) -> bool:
 def email_domain(address: str) -> str:
     """The domain part, lower-cased."""
     return address.rpartition("@")[2].lower()
+
+
+_ANY_ADDRESS = re.compile(r"[^\s'\"<>(),;:@]+@[^\s'\"<>(),;:@]+")
+
+
+def redact_emails(text: str) -> str:
+    """``text`` with anything shaped like an e-mail address replaced, for logs and events."""
+    return _ANY_ADDRESS.sub("<e-mail>", text)

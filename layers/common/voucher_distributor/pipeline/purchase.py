@@ -39,6 +39,7 @@ from voucher_distributor.models.certiverse import (
 )
 from voucher_distributor.models.ledger import (
     AssignmentRecord,
+    BatchStatus,
     ChunkRecord,
     ChunkState,
     RecipientRecord,
@@ -48,6 +49,10 @@ from voucher_distributor.pipeline.context import Services, log
 
 class ChunkBusy(RuntimeError):
     """Another worker holds this chunk's purchase lease; SQS delivers the message again later."""
+
+
+class LeaseLost(RuntimeError):
+    """This worker's lease ended before it could buy; whoever holds the chunk now goes on."""
 
 
 class PurchaseNotConfirmed(RuntimeError):
@@ -69,6 +74,8 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
         log.warning("chunk %s/%05d does not exist; dropping the message", batch_id, chunk_no)
         return "missing"
     if chunk.state in {ChunkState.ASSIGNED, ChunkState.FAILED}:
+        # The worker that ended it may have died before asking for the report: ask again.
+        _report_if_last(services, batch_id)
         return "already-final"
     if chunk.state == ChunkState.PURCHASED:
         return _check_then_schedule(services, chunk)
@@ -83,7 +90,16 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
     if leased is None:
         current = services.ledger.get_chunk(batch_id, chunk_no)
         if current is not None and current.state == ChunkState.PURCHASING:
-            raise ChunkBusy(f"chunk {batch_id}/{chunk_no:05d} is being bought by another worker")
+            # Not a failure: look again once the lease is over, on a message of its own, so a
+            # chunk whose holder died never rides its last receive into the DLQ.
+            wait = (current.lease_until or 0) - services.now() + 1
+            services.queues.send(
+                services.settings.purchase_queue_url,
+                {"batchId": batch_id, "chunkNo": chunk_no},
+                delay_seconds=max(1, wait),
+            )
+            log.info("chunk %s/%05d is being bought by another worker", batch_id, chunk_no)
+            return "busy"
         return purchase_chunk(
             services, batch_id, chunk_no, owner=owner, receive_count=receive_count
         )
@@ -91,6 +107,15 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
     final_attempt = receive_count >= services.settings.max_purchase_attempts
     try:
         purchase, adopted = _buy_or_adopt(services, leased)
+    except LeaseLost as exc:
+        # Look again shortly: the chunk is then either taken by another worker or free to take.
+        log.warning("%s", exc)
+        services.queues.send(
+            services.settings.purchase_queue_url,
+            {"batchId": batch_id, "chunkNo": chunk_no},
+            delay_seconds=1,
+        )
+        return "lease-lost"
     except CertiverseBadRequest as exc:
         return _fail(services, leased, f"Certiverse refused the purchase: {exc.api_message}")
     except CertiverseUnauthorized as exc:
@@ -141,6 +166,17 @@ def _buy_or_adopt(
         if found is not None:
             return found, True
     batch = services.ledger.get_batch(chunk.batch_id)
+    # The look-up above may have taken a while (retries): buy only with a whole lease ahead, so
+    # no other worker can take the chunk over while this POST is in flight.
+    assert chunk.lease_owner is not None
+    if not services.ledger.renew_purchase_lease(
+        chunk.batch_id,
+        chunk.chunk_no,
+        owner=chunk.lease_owner,
+        now=services.now(),
+        lease_seconds=services.settings.purchase_lease_seconds,
+    ):
+        raise LeaseLost(f"chunk {chunk.batch_id}/{chunk.chunk_no:05d}: lease over before buying")
     command = VoucherPurchaseCreateCommand(
         notes=purchase_notes(batch.notes if batch else "", chunk.batch_id, chunk.chunk_no),
         partner_name=chunk.partner_name,
@@ -212,6 +248,8 @@ def poll_chunk(services: Services, batch_id: str, chunk_no: int, attempt: int) -
     """Handle one poll-queue message."""
     chunk = services.ledger.get_chunk(batch_id, chunk_no)
     if chunk is None or chunk.state != ChunkState.PURCHASED:
+        if chunk is not None and chunk.state in {ChunkState.ASSIGNED, ChunkState.FAILED}:
+            _report_if_last(services, batch_id)
         return "not-waiting"
     services.metrics.count("PollAttempts")
     outcome = check_codes(services, chunk)
@@ -251,20 +289,35 @@ def check_codes(services: Services, chunk: ChunkRecord) -> str | None:
     code = chunk.purchase_code
     assert code is not None
     client = services.certiverse
-    listed = [
-        p for p in client.list_purchases(purchase_code=code).data if p.voucher_purchase_code == code
-    ]
-    if not listed:
-        log.warning("purchase %s is not listed yet", code)
-        return None
-    purchase = listed[0]
-    vouchers = (
-        []
-        if purchase.has_failed
-        else [
-            v for v in client.iter_vouchers(purchase_code=code) if v.voucher_purchase_code == code
+    try:
+        listed = [
+            p
+            for p in client.list_purchases(purchase_code=code).data
+            if p.voucher_purchase_code == code
         ]
-    )
+        if not listed:
+            log.warning("purchase %s is not listed yet", code)
+            return None
+        purchase = listed[0]
+        vouchers = (
+            []
+            if purchase.has_failed
+            else [
+                v
+                for v in client.iter_vouchers(purchase_code=code)
+                if v.voucher_purchase_code == code
+            ]
+        )
+    except CertiverseUnauthorized as exc:
+        # A revoked token never heals by retrying the message: fail the chunk visibly now
+        # (retries would end in the DLQ with the chunk left PURCHASED and the batch unreported).
+        services.metrics.count("CertiverseUnauthorized")
+        return _fail(
+            services,
+            chunk,
+            f"{exc}; purchase {code} was made but its codes could not be read — "
+            "fix the token and reconcile",
+        )
     decision = readiness(purchase, len(vouchers), chunk.quantity)
     if decision == "failed":
         return _fail(services, chunk, f"Certiverse purchase {code} ended {purchase.status}")
@@ -333,5 +386,7 @@ def _fail(services: Services, chunk: ChunkRecord, reason: str) -> str:
 
 def _report_if_last(services: Services, batch_id: str) -> None:
     batch = services.ledger.get_batch(batch_id)
-    if batch and batch.chunk_count is not None and batch.chunks_finished >= batch.chunk_count:
+    if batch is None or batch.status == BatchStatus.DONE:
+        return
+    if batch.chunk_count is not None and batch.chunks_finished >= batch.chunk_count:
         services.queues.send(services.settings.report_queue_url, {"batchId": batch_id})

@@ -18,6 +18,7 @@ from typing import Any
 
 from voucher_distributor.adapters.callbacks import CallbackFailed, CallbackRefused
 from voucher_distributor.domain.batches import REJECTED_ROWS_FILE, work_key
+from voucher_distributor.domain.emails import redact_emails
 from voucher_distributor.domain.results_csv import ResultRow, ResultsCsvWriter
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState
 from voucher_distributor.pipeline.context import Services, log
@@ -55,7 +56,9 @@ def fail_batch(services: Services, batch_id: str, reason: str) -> None:
     summary = _summary(services, batch, Counter(), services.now())
     services.storage.put_json(batch.summary_key, summary)
     _announce(services, batch, summary, completed=False)
-    log.error("batch %s failed: %s", batch_id, reason)
+    # The reason may quote the file (e.g. an address where the header should be): the summary
+    # under results/ keeps it whole for the user; logs and announcements get it redacted.
+    log.error("batch %s failed: %s", batch_id, redact_emails(reason))
 
 
 def _result_rows(services: Services, batch: BatchRecord) -> Iterator[ResultRow]:
@@ -150,6 +153,8 @@ def _announce(
     services: Services, batch: BatchRecord, summary: dict[str, Any], *, completed: bool
 ) -> None:
     detail = {k: summary[k] for k in ("batchId", "status", "counts", "results", "error")}
+    if detail["error"]:
+        detail["error"] = redact_emails(str(detail["error"]))
     services.events.publish(
         "Voucher Batch Completed" if completed else "Voucher Batch Failed", detail
     )

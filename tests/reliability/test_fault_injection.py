@@ -1,0 +1,118 @@
+"""The seeded CI share of ``make reliability``, plus the fault scenarios that found bugs.
+
+``RELIABILITY_CI_RUNS`` (default 30) seeded runs go through the same harness as the full
+1,000-run suite; any broken invariant fails the test with the seed to replay:
+``.venv/bin/python -m tests.reliability.run --first-seed SEED --runs 1 --workers 1``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from voucher_distributor.models.ledger import ChunkState
+
+from .harness import PROGRAMS, Harness, Scenario, make_scenario
+
+CI_RUNS = int(os.environ.get("RELIABILITY_CI_RUNS", "30"))
+CI_FIRST_SEED = int(os.environ.get("RELIABILITY_CI_FIRST_SEED", "0"))
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    with Harness(tmp_path_factory.mktemp("reliability")) as started:
+        yield started
+
+
+@pytest.mark.parametrize("seed", range(CI_FIRST_SEED, CI_FIRST_SEED + CI_RUNS))
+def test_seeded_fault_run_keeps_every_invariant(harness: Harness, seed: int) -> None:
+    scenario = make_scenario(seed)
+    record = harness.run(scenario)
+    assert not record.violations, f"seed {seed} {scenario.faults}: {record.violations}"
+
+
+def targeted(seed: int, faults: list[str], *, programs: int = 2, **params: object) -> Scenario:
+    """A scenario with exactly these faults (rows drawn from the seed as usual)."""
+    base = make_scenario(seed)
+    rows = [
+        {"email": f"t{seed}.{n}@acme.example", "first_name": "T", "last_name": str(n),
+         "program_name": PROGRAMS[n % programs]}
+        for n in range(3 * programs)
+    ]  # fmt: skip
+    return Scenario(
+        seed=seed,
+        rows=rows,
+        via="csv",
+        faults=faults,
+        expected_rejected=set(),
+        params={**base.params, **params},
+    )
+
+
+# Each of these broke an invariant before the fix named beside it (layers/.../purchase.py).
+
+
+def test_crash_after_the_last_chunk_ended_still_reports(harness: Harness) -> None:
+    """The worker whose write ended the last chunk died before asking for the report: the
+    redelivered message finds the chunk final and asks again (was: batch never reported)."""
+    record = harness.run(targeted(900_001, ["wire:report-request:before:1"]))
+    assert record.fired["wire:report-request:before"] == 1
+    assert record.status == "done", record.violations
+    assert not record.violations
+
+
+def test_poll_crash_after_the_chunk_ended_still_reports(harness: Harness) -> None:
+    record = harness.run(
+        targeted(900_002, ["slow-generation", "wire:report-request:before:1"], programs=1)
+    )
+    assert record.status == "done", record.violations
+    assert not record.violations
+
+
+def test_token_revoked_while_polling_fails_the_chunk_visibly(harness: Harness) -> None:
+    """401 while waiting for the codes: the chunk fails with the purchase named (was: retried
+    into the DLQ, the chunk left PURCHASED and the batch never reported)."""
+    scenario = targeted(900_003, ["slow-generation", "token-revoked"], programs=1)
+    scenario.params["revoke_at_step"] = 2
+    record = harness.run(scenario)
+    assert record.fired["token-revoked"] == 1
+    assert record.status == "done", record.violations
+    assert not record.violations
+    result = harness.pipeline.result(harness_batch(harness, scenario))  # type: ignore[union-attr]
+    assert {r["status"] for r in result.rows} == {"failed"}
+    assert all("401" in r["reason"] and "VP-" in r["reason"] for r in result.rows)
+
+
+def test_worker_dead_right_after_taking_the_lease(harness: Harness) -> None:
+    """The next delivery may find the lease still held: it comes back later on a message of
+    its own instead of burning receives toward the DLQ (was: ChunkBusy until the DLQ)."""
+    scenario = targeted(900_004, ["wire:lease:after:1", "race"], programs=1)
+    record = harness.run(scenario)
+    assert record.status == "done", record.violations
+    assert not record.violations
+    (chunk,) = harness.ledger.iter_chunks(harness_batch(harness, scenario))
+    assert chunk.state == ChunkState.ASSIGNED
+
+
+def harness_batch(harness: Harness, scenario: Scenario) -> str:
+    from voucher_distributor.domain.batches import csv_batch_id
+
+    assert harness.pipeline is not None
+    key = f"incoming/reliability/run-{scenario.seed}.csv"
+    head = harness.pipeline.stack.client("s3").head_object(Bucket=harness.pipeline.bucket, Key=key)
+    version = head.get("VersionId") or str(head.get("ETag", "")).strip('"')
+    return csv_batch_id(harness.pipeline.bucket, key, version)
+
+
+def test_figures_table_ends_with_the_one_line(tmp_path: Path) -> None:
+    from .run import figures
+
+    records = [
+        {"seed": 1, "fired": {"drop": 2}, "status": "done", "faults": ["drop"],
+         "counts": {"assigned": 3}, "chunks": 1, "violations": [], "seconds": 1.0},
+    ]  # fmt: skip
+    table = figures(records, wall_s=1.0, workers=1, first=1)
+    assert table.splitlines()[-1] == "runs: 1, faults: 2, violations: 0"
