@@ -19,6 +19,7 @@ AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_
 help:
 	@echo "make demo      run the main job locally (sandbox + embedded AWS), nothing to set up"
 	@echo "make e2e       only the end-to-end tests (the whole pipeline through the local runner)"
+	@echo "make reliability  1,000 seeded fault-injection runs; figures and violations (~30 min)"
 	@echo "make test      lint, type-check, validate the template and run every test"
 	@echo "make sandbox   run the Certiverse sandbox on http://127.0.0.1:8080/api (token: sandbox-token)"
 	@echo "make bench     benchmarks (API calls, cold start, memory, writes, e2e): see BENCHMARKS.md"
@@ -64,6 +65,15 @@ integration: venv
 	$(VPY) -m pytest tests/integration -q
 e2e: venv
 	$(VPY) -m pytest tests/e2e -q
+
+# >=1,000 seeded fault-injection runs through the whole local pipeline (make test runs a seeded
+# share of 30); prints the figures table, ending "runs: N, faults: F, violations: V".
+RELIABILITY_RUNS ?= 1000
+RELIABILITY_WORKERS ?= 3
+.PHONY: reliability
+reliability: venv
+	$(VPY) -m tests.reliability.run --runs $(RELIABILITY_RUNS) --workers $(RELIABILITY_WORKERS) \
+	    --out local-results/reliability
 
 pytest: venv
 	$(VPY) -m pytest -q
