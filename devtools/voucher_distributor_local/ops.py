@@ -453,10 +453,11 @@ def reconcile(  # noqa: PLR0912 - one branch per kind of disagreement
                     }
                 )
     assigned_rows = _assigned_rows_by_chunk(target, batches)
+    created: dict[str, int] = {}
     for chunk in chunks:
         where = {"batchId": chunk.batch_id, "chunk": chunk.chunk_no}
         if chunk.purchase_code is None:
-            waited = now_s - _created_at(target, chunk.batch_id)
+            waited = now_s - _created_at(target, chunk.batch_id, created)
             if chunk.state in _BOUGHT or (
                 chunk.state in {ChunkState.PENDING, ChunkState.PURCHASING}
                 and waited > stale_after_s
@@ -534,14 +535,11 @@ def _assigned_rows_by_chunk(target: Target, batches: Iterable[str]) -> Counter[t
     return counts
 
 
-_created: dict[str, int] = {}
-
-
-def _created_at(target: Target, batch_id: str) -> int:
-    if batch_id not in _created:
+def _created_at(target: Target, batch_id: str, cache: dict[str, int]) -> int:
+    if batch_id not in cache:
         batch: BatchRecord | None = target.ledger.get_batch(batch_id)
-        _created[batch_id] = batch.created_at if batch else 0
-    return _created[batch_id]
+        cache[batch_id] = batch.created_at if batch else 0
+    return cache[batch_id]
 
 
 def format_reconciliation(report: Reconciliation) -> str:
