@@ -48,7 +48,7 @@ def targeted(seed: int, faults: list[str], *, programs: int = 2, **params: objec
         via="csv",
         faults=faults,
         expected_rejected=set(),
-        params={**base.params, **params},
+        params={"fault_seed": base.params["fault_seed"], **params},
     )
 
 

@@ -120,7 +120,14 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
         return _fail(services, leased, f"Certiverse refused the purchase: {exc.api_message}")
     except CertiverseUnauthorized as exc:
         services.metrics.count("CertiverseUnauthorized")
-        return _fail(services, leased, str(exc))
+        reason = str(exc)
+        if leased.purchase_attempts > 1:
+            # An earlier attempt may have bought it and we can no longer look: say so.
+            reason += (
+                "; an earlier attempt may have bought this chunk: once the token is fixed, run "
+                f"reconcile for marker {purchase_notes('', batch_id, chunk_no).strip()}"
+            )
+        return _fail(services, leased, reason)
     except (CertiverseServerError, PurchaseNotConfirmed) as exc:
         if not final_attempt:
             raise
