@@ -93,22 +93,29 @@ def _any(_: dict[str, Any]) -> bool:
     return True
 
 
+def _plain(value: object) -> object:
+    """A value as the resource layer gave it, or as the wire has it ({"S": ...})."""
+    if isinstance(value, dict) and len(value) == 1 and "S" in value:
+        return value["S"]
+    return value
+
+
 def _status_set(params: dict[str, Any]) -> object:
     """The status an ``update_batch(status=...)`` call sets, if it sets one."""
     if "#status = :status" not in str(params.get("UpdateExpression", "")):
         return None
-    return (params.get("ExpressionAttributeValues") or {}).get(":status")
+    return _plain((params.get("ExpressionAttributeValues") or {}).get(":status"))
+
+
+def _item_sk(params: dict[str, Any]) -> str:
+    return str(_plain((params.get("Item") or {}).get("sk", "")))
 
 
 WIRE_SEAMS: dict[str, tuple[str, str, WireMatch]] = {
     # ingest
-    "batch-create": ("dynamodb", "PutItem", lambda p: p.get("Item", {}).get("sk") == "BATCH"),
+    "batch-create": ("dynamodb", "PutItem", lambda p: _item_sk(p) == "BATCH"),
     "chunk-file": ("s3", "PutObject", _key("/chunks/")),
-    "chunk-record": (
-        "dynamodb",
-        "PutItem",
-        lambda p: str(p.get("Item", {}).get("sk", "")).startswith("C#"),
-    ),
+    "chunk-record": ("dynamodb", "PutItem", lambda p: _item_sk(p).startswith("C#")),
     "rejected-file": ("s3", "PutObject", _key("rejected.jsonl")),
     "batch-update": ("dynamodb", "UpdateItem", _update("#chunk_count")),
     "batch-planned": ("dynamodb", "UpdateItem", lambda p: _status_set(p) == "PLANNED"),
