@@ -37,9 +37,9 @@ LOCAL_TUNING = {
     "POLL_BASE_DELAY_SECONDS": "1",
     "POLL_MAX_DELAY_SECONDS": "4",
     "INITIAL_CHECK_SECONDS": "1",
-    # Shorter than the local retry delay (retry_visibility_s), as the deployed lease (180 s) is
-    # shorter than the queue's visibility timeout (720 s): a retry finds a dead worker's lease over.
-    "PURCHASE_LEASE_SECONDS": "1",
+    # The lease must outlive the time from its renewal to the end of the POST (deployed: 180 s
+    # against a 120 s function timeout); a delivery that finds it held is re-queued until then.
+    "PURCHASE_LEASE_SECONDS": "3",
     "POWERTOOLS_LOG_LEVEL": "INFO",
 }
 FINAL_STATUSES = frozenset({BatchStatus.DONE, BatchStatus.FAILED})
