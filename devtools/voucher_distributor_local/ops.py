@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -382,28 +381,7 @@ _BOUGHT = {ChunkState.PURCHASED, ChunkState.ASSIGNED}
 
 def iter_all_chunks(target: Target) -> Iterator[ChunkRecord]:
     """Every chunk of every batch (a filtered scan: an operator's read, not the pipeline's)."""
-    table = boto3.resource("dynamodb", **target.session_kwargs).Table(target.table_name)
-    kwargs: dict[str, Any] = {
-        "FilterExpression": "begins_with(sk, :chunk)",
-        "ExpressionAttributeValues": {":chunk": "C#"},
-    }
-    while True:
-        got = table.scan(**kwargs)
-        for item in got["Items"]:
-            yield ChunkRecord.model_validate(_plain(item))
-        if "LastEvaluatedKey" not in got:
-            return
-        kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+    return target.ledger.iter_all_chunks()
 
 
 def reconcile(  # noqa: PLR0912 - one branch per kind of disagreement

@@ -152,6 +152,20 @@ class Ledger:
         for item in self._query_prefix(batch_id, "C#"):
             yield ChunkRecord.model_validate(item)
 
+    def iter_all_chunks(self) -> Iterator[ChunkRecord]:
+        """Every chunk of every batch: a filtered scan for operators (reconcile)."""
+        kwargs: dict[str, Any] = {
+            "FilterExpression": "begins_with(sk, :chunk)",
+            "ExpressionAttributeValues": {":chunk": "C#"},
+        }
+        while True:
+            got = self._table.scan(**kwargs)
+            for item in got["Items"]:
+                yield ChunkRecord.model_validate(_plain(item))
+            if "LastEvaluatedKey" not in got:
+                return
+            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+
     def acquire_purchase_lease(
         self, batch_id: str, chunk_no: int, *, owner: str, now: int, lease_seconds: int
     ) -> ChunkRecord | None:
