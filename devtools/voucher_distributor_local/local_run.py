@@ -24,6 +24,7 @@ from typing import IO, Any, TextIO
 
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import csv_batch_id, request_batch_id
+from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState
 from voucher_distributor_local.runner import LocalLambdas, MotoStack
 from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer
@@ -204,6 +205,7 @@ class LocalPipeline:
             return Progress()
         chunks = list(self.ledger.iter_chunks(batch_id))
         bought = [c for c in chunks if c.purchase_code]
+        tally = tally_chunks(chunks)
         return Progress(
             status=batch.status.value.lower(),
             rows=batch.rows_total,
@@ -211,8 +213,8 @@ class LocalPipeline:
             chunks=batch.chunk_count if batch.chunk_count is not None else len(chunks),
             purchases=len(bought),
             vouchers_ready=sum(c.quantity for c in chunks if c.state == ChunkState.ASSIGNED),
-            assigned=batch.rows_assigned,
-            failed=batch.rows_failed,
+            assigned=tally.assigned,
+            failed=tally.failed,
         )
 
     def run_until_done(

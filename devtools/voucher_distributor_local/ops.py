@@ -25,6 +25,7 @@ from voucher_distributor.adapters.certiverse import (
     StaticToken,
 )
 from voucher_distributor.adapters.ledger import Ledger
+from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.models.certiverse import PartnerVoucherPurchaseModel, PurchaseStatus
 from voucher_distributor.models.ledger import BatchRecord, ChunkRecord, ChunkState
 
@@ -143,6 +144,7 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
     if batch is None:
         raise OpsError(f"no batch {batch_id} in {target.table_name}")
     chunks = list(target.ledger.iter_chunks(batch_id))
+    tally = tally_chunks(chunks)
     return {
         "batchId": batch.batch_id,
         "status": batch.status.value,
@@ -154,12 +156,12 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
         "counts": {
             "rows": batch.rows_total,
             "rejected": batch.rows_rejected,
-            "assigned": batch.rows_assigned,
-            "failed": batch.rows_failed,
+            "assigned": tally.assigned,
+            "failed": tally.failed,
             "chunks": batch.chunk_count,
-            "chunksFinished": batch.chunks_finished,
-            "purchasesCreated": batch.purchases_created,
-            "purchasesAdopted": batch.purchases_adopted,
+            "chunksFinished": tally.chunks_finished,
+            "purchasesCreated": tally.purchases_created,
+            "purchasesAdopted": tally.purchases_adopted,
         },
         "chunkStates": dict(Counter(c.state.value for c in chunks)),
         "chunks": [_chunk_view(c, now_s) for c in chunks],

@@ -99,9 +99,18 @@ def test_finishing_a_chunk_counts_once(ledger: Ledger) -> None:
     assert not ledger.finish_chunk(done, state=ChunkState.ASSIGNED, assigned=3, failed=0)
     failed = ledger.get_chunk("f-1", 1)
     assert ledger.finish_chunk(failed, state=ChunkState.FAILED, assigned=0, failed=3, reason="x")
-    record = ledger.get_batch("f-1")
-    assert (record.chunks_finished, record.rows_assigned, record.rows_failed) == (2, 3, 3)
+    ended = list(ledger.iter_chunks("f-1"))
+    assert [(c.state, c.assigned_count, c.failed_count) for c in ended] == [
+        (ChunkState.ASSIGNED, 3, 0),
+        (ChunkState.FAILED, 0, 3),
+    ]
     assert ledger.get_chunk("f-1", 1).failure_reason == "x"
+    # counting in the batch is idempotent: a replay or a second worker never counts twice
+    assert ledger.count_finished_chunk("f-1", 0).chunks_finished == 1
+    assert ledger.count_finished_chunk("f-1", 0).chunks_finished == 1
+    record = ledger.count_finished_chunk("f-1", 1)
+    assert (record.finished_chunks, record.chunks_finished) == ({0, 1}, 2)
+    assert ledger.get_batch("f-1").finished_chunks == {0, 1}
     with pytest.raises(ValueError, match="not a final"):
         ledger.finish_chunk(failed, state=ChunkState.PURCHASED, assigned=0, failed=0)
 

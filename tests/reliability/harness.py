@@ -8,7 +8,8 @@ Seams:
   come from) raises on the Nth call of one kind, *before* it is sent (the write never lands) or
   *after* its answer arrived (the write landed, the process died before the next step). This is
   the handler process dying at a step boundary: around the lease, the purchase record, the chunk
-  files, the assignments, the finishing transaction, the queue sends, the report's objects.
+  files, the outcome files, the assignments, the chunk's end and its count in the batch, the
+  queue sends, the report's objects.
 * **throttle** — DynamoDB answers ``ProvisionedThroughputExceededException`` at a rate (after
   the SDK's own retries), on any DynamoDB call.
 * **lambda** — an invocation that did its work but is reported as timed out (Lambda stopped it
@@ -127,8 +128,10 @@ WIRE_SEAMS: dict[str, tuple[str, str, WireMatch]] = {
     "record-purchase": ("dynamodb", "UpdateItem", _update("purchase_code = :code")),
     "poll-message": ("sqs", "SendMessage", lambda p: '"attempt"' in str(p.get("MessageBody"))),
     # assignment
+    "outcomes-file": ("s3", "PutObject", _key("/outcomes/")),
     "assignments": ("dynamodb", "BatchWriteItem", _any),
-    "finish-chunk": ("dynamodb", "TransactWriteItems", _any),
+    "finish-chunk": ("dynamodb", "UpdateItem", _update("assigned_count = :assigned")),
+    "count-chunk": ("dynamodb", "UpdateItem", _update("ADD finished_chunks")),
     "report-request": (
         "sqs",
         "SendMessage",

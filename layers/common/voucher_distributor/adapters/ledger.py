@@ -3,8 +3,9 @@
 Keys: ``pk = B#<batch>``; ``sk = BATCH`` (the batch), ``C#<chunk:05>`` (a chunk) or
 ``R#<row:09>`` (an assignment). Assignment items carry ``email``, the key of the ``by-email`` index.
 
-Chunk state only moves through conditional writes, and the move of a chunk to a final state and
-the batch counters it feeds are one transaction: replays never count twice.
+Chunk state only moves through conditional writes. An ended chunk carries its own counts and is
+added to the batch's ``finished_chunks`` number set, an idempotent write: replays never count
+twice, and no write touches more than one item (no transactions).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from voucher_distributor.models.ledger import (
+    FINAL_CHUNK_STATES,
     AssignmentRecord,
     BatchRecord,
     BatchStatus,
@@ -52,6 +54,8 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
+    if isinstance(value, set):
+        return {_plain(v) for v in value}
     return value
 
 
@@ -68,7 +72,6 @@ class Ledger:
     def __init__(self, table_name: str, *, dynamodb: Any = None) -> None:
         resource = dynamodb or boto3.resource("dynamodb")
         self._table = resource.Table(table_name)
-        self._client = self._table.meta.client
         self.table_name = table_name
 
     # ------------------------------------------------------------------ batches
@@ -288,51 +291,49 @@ class Ledger:
         failed: int,
         reason: str | None = None,
     ) -> bool:
-        """Move the chunk to its final state and count it in the batch, atomically, once."""
-        if state not in {ChunkState.ASSIGNED, ChunkState.FAILED}:
+        """Move the chunk to its final state with its counts, once; False if it had ended.
+
+        A single conditional write, not a transaction with the batch: the batch learns of it
+        through ``count_finished_chunk``, which is idempotent, so nothing is counted twice and a
+        worker that dies between the two writes is made good by the next delivery.
+        """
+        if state not in FINAL_CHUNK_STATES:
             raise ValueError(f"{state} is not a final chunk state")
-        table = self.table_name
-        chunk_update: dict[str, Any] = {
-            "TableName": table,
-            "Key": {"pk": _batch_pk(chunk.batch_id), "sk": _chunk_sk(chunk.chunk_no)},
-            "UpdateExpression": "SET #state = :final"
-            + (", failure_reason = :reason" if reason else "")
-            + " REMOVE lease_owner, lease_until",
-            "ConditionExpression": "NOT #state IN (:assigned, :failed)",
-            "ExpressionAttributeNames": {"#state": "state"},
-            "ExpressionAttributeValues": {
-                ":final": state.value,
-                ":assigned": ChunkState.ASSIGNED.value,
-                ":failed": ChunkState.FAILED.value,
-                **({":reason": reason} if reason else {}),
-            },
-        }
-        created = 1 if chunk.purchase_code and not chunk.adopted else 0
-        adopted = 1 if chunk.purchase_code and chunk.adopted else 0
-        batch_update: dict[str, Any] = {
-            "TableName": table,
-            "Key": {"pk": _batch_pk(chunk.batch_id), "sk": _BATCH_SK},
-            "UpdateExpression": (
-                "ADD chunks_finished :one, rows_assigned :assigned, rows_failed :failed, "
-                "purchases_created :created, purchases_adopted :adopted"
-            ),
-            "ExpressionAttributeValues": {
-                ":one": 1,
-                ":assigned": assigned,
-                ":failed": failed,
-                ":created": created,
-                ":adopted": adopted,
-            },
-        }
         try:
-            self._client.transact_write_items(
-                TransactItems=[{"Update": chunk_update}, {"Update": batch_update}]
+            self._table.update_item(
+                Key={"pk": _batch_pk(chunk.batch_id), "sk": _chunk_sk(chunk.chunk_no)},
+                UpdateExpression=(
+                    "SET #state = :final, assigned_count = :assigned, failed_count = :failed"
+                    + (", failure_reason = :reason" if reason else "")
+                    + " REMOVE lease_owner, lease_until"
+                ),
+                ConditionExpression="attribute_exists(pk) AND NOT #state IN (:done, :failed_state)",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":final": state.value,
+                    ":assigned": assigned,
+                    ":failed": failed,
+                    ":done": ChunkState.ASSIGNED.value,
+                    ":failed_state": ChunkState.FAILED.value,
+                    **({":reason": reason} if reason else {}),
+                },
             )
         except ClientError as exc:
             if _conditional_failed(exc):
                 return False
             raise
         return True
+
+    def count_finished_chunk(self, batch_id: str, chunk_no: int) -> BatchRecord:
+        """Add the chunk to the batch's set of ended chunks (a no-op when it is there)."""
+        got = self._table.update_item(
+            Key={"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
+            UpdateExpression="ADD finished_chunks :chunk",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":chunk": {chunk_no}},
+            ReturnValues="ALL_NEW",
+        )
+        return BatchRecord.model_validate(_plain(got["Attributes"]))
 
     # ------------------------------------------------------------------ assignments
 

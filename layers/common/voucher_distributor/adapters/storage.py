@@ -6,14 +6,16 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.exceptions import ClientError
+from pydantic import BaseModel
 
 from voucher_distributor.models.ledger import RecipientRecord
 
 READ_CHUNK_BYTES = 256 * 1024
+M = TypeVar("M", bound=BaseModel)
 
 
 class ObjectMissing(LookupError):
@@ -65,14 +67,21 @@ class Storage:
     def upload_file(self, key: str, path: Path, *, content_type: str) -> None:
         self._s3.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
 
-    def put_recipients(self, key: str, recipients: Iterable[RecipientRecord]) -> None:
-        lines = (r.model_dump_json() for r in recipients)
+    def put_records(self, key: str, records: Iterable[BaseModel]) -> None:
+        """A small file of records (a chunk's recipients or outcomes) as JSON lines."""
+        lines = (r.model_dump_json() for r in records)
         self.put_bytes(key, ("\n".join(lines) + "\n").encode(), content_type="application/x-ndjson")
 
-    def read_recipients(self, key: str) -> list[RecipientRecord]:
+    def read_records(self, key: str, model: type[M]) -> list[M]:
         stored = self.open(key)
         data = b"".join(stored.body)
-        return [RecipientRecord.model_validate_json(line) for line in data.splitlines() if line]
+        return [model.model_validate_json(line) for line in data.splitlines() if line.strip()]
+
+    def put_recipients(self, key: str, recipients: Iterable[RecipientRecord]) -> None:
+        self.put_records(key, recipients)
+
+    def read_recipients(self, key: str) -> list[RecipientRecord]:
+        return self.read_records(key, RecipientRecord)
 
     def iter_json_lines(self, key: str) -> Iterator[dict[str, Any]]:
         """Stream a JSON-lines object line by line (missing object: nothing)."""

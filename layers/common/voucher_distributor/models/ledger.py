@@ -27,7 +27,7 @@ FINAL_CHUNK_STATES = frozenset({ChunkState.ASSIGNED, ChunkState.FAILED})
 
 
 class LedgerModel(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class BatchRecord(LedgerModel):
@@ -41,9 +41,12 @@ class BatchRecord(LedgerModel):
     created_at: int
     finished_at: int | None = None
     chunk_count: int | None = None
-    chunks_finished: int = 0
+    #: Numbers of the chunks that have ended: a DynamoDB number set, so counting a chunk twice
+    #: (a replayed message, a worker that died after ending it) counts it once.
+    finished_chunks: set[int] = Field(default_factory=set)
     rows_total: int = 0
     rows_rejected: int = 0
+    #: Written by the report from the chunk records (``tally_chunks``); 0 until the batch is DONE.
     rows_assigned: int = 0
     rows_failed: int = 0
     purchases_created: int = 0
@@ -53,6 +56,10 @@ class BatchRecord(LedgerModel):
     error: str | None = None
     extra_columns: list[str] = Field(default_factory=list)
 
+    @property
+    def chunks_finished(self) -> int:
+        return len(self.finished_chunks)
+
 
 class ChunkRecord(LedgerModel):
     batch_id: str
@@ -61,6 +68,7 @@ class ChunkRecord(LedgerModel):
     program_name: str
     quantity: int
     rows_key: str  # S3 key of the chunk's recipients (JSON lines)
+    first_row: int | None = None  # the chunk's lowest row number (the report merges by it)
     state: ChunkState = ChunkState.PENDING
     lease_owner: str | None = None
     lease_until: int | None = None
@@ -72,6 +80,8 @@ class ChunkRecord(LedgerModel):
     poll_attempts: int = 0
     adopted: bool = False
     failure_reason: str | None = None
+    assigned_count: int = 0  # set when the chunk ends
+    failed_count: int = 0
 
 
 class RecipientRecord(LedgerModel):

@@ -207,6 +207,7 @@ def _flush(services: Services, batch: BatchRecord, target: Target, plan: _Plan) 
             program_name=target.program_name,
             quantity=len(recipients),
             rows_key=rows_key,
+            first_row=recipients[0].row_number,
         )
     )
     plan.chunk_numbers.append(chunk_no)

@@ -12,8 +12,9 @@ The purchase POST has no idempotency key. The protocol that keeps it exactly-onc
    looks again before buying.
 4. PURCHASING → PURCHASED only while the worker still holds the lease.
 
-Ending a chunk (codes assigned, or failed) is one transaction with the batch counters, so a
-replay never counts twice; the worker whose write ends the last chunk asks for the report.
+Ending a chunk (codes assigned, or failed) writes its outcome file and assignment items, moves
+the chunk to its final state with its counts (one conditional write), then adds the chunk to the
+batch's set of ended chunks (idempotent); whoever sees the set complete asks for the report.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from voucher_distributor.adapters.certiverse import (
     PurchaseOutcomeUnknown,
 )
 from voucher_distributor.domain.assignment import assign_codes
-from voucher_distributor.domain.batches import find_marker, purchase_notes
+from voucher_distributor.domain.batches import find_marker, purchase_notes, work_key
+from voucher_distributor.domain.outcomes import outcomes_file
 from voucher_distributor.domain.polling import next_poll_delay, readiness
 from voucher_distributor.models.certiverse import (
     PartnerVoucherModel,
@@ -74,8 +76,8 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
         log.warning("chunk %s/%05d does not exist; dropping the message", batch_id, chunk_no)
         return "missing"
     if chunk.state in {ChunkState.ASSIGNED, ChunkState.FAILED}:
-        # The worker that ended it may have died before asking for the report: ask again.
-        _report_if_last(services, batch_id)
+        # The worker that ended it may have died before counting it or asking for the report.
+        _report_if_last(services, batch_id, chunk_no)
         return "already-final"
     if chunk.state == ChunkState.PURCHASED:
         return _check_then_schedule(services, chunk)
@@ -256,7 +258,7 @@ def poll_chunk(services: Services, batch_id: str, chunk_no: int, attempt: int) -
     chunk = services.ledger.get_chunk(batch_id, chunk_no)
     if chunk is None or chunk.state != ChunkState.PURCHASED:
         if chunk is not None and chunk.state in {ChunkState.ASSIGNED, ChunkState.FAILED}:
-            _report_if_last(services, batch_id)
+            _report_if_last(services, batch_id, chunk_no)
         return "not-waiting"
     services.metrics.count("PollAttempts")
     outcome = check_codes(services, chunk)
@@ -369,31 +371,55 @@ def _assign(services: Services, chunk: ChunkRecord, vouchers: list[PartnerVouche
         services.storage.read_recipients(chunk.rows_key), key=lambda r: r.row_number
     )
     records = [_outcome(chunk, r, voucher=v) for r, v in assign_codes(recipients, vouchers)]
-    services.ledger.put_assignments(records)
-    if services.ledger.finish_chunk(
-        chunk, state=ChunkState.ASSIGNED, assigned=len(records), failed=0
-    ):
+    if _end_chunk(services, chunk, ChunkState.ASSIGNED, records):
         services.metrics.count("VouchersAssigned", len(records))
-        _report_if_last(services, chunk.batch_id)
     return "assigned"
 
 
 def _fail(services: Services, chunk: ChunkRecord, reason: str) -> str:
     recipients = services.storage.read_recipients(chunk.rows_key)
     records = [_outcome(chunk, r, reason=reason) for r in recipients]
-    services.ledger.put_assignments(records)
-    if services.ledger.finish_chunk(
-        chunk, state=ChunkState.FAILED, assigned=0, failed=len(records), reason=reason
-    ):
+    if _end_chunk(services, chunk, ChunkState.FAILED, records, reason=reason):
         services.metrics.count("ChunksFailed")
         log.error("chunk %s/%05d failed: %s", chunk.batch_id, chunk.chunk_no, reason)
-        _report_if_last(services, chunk.batch_id)
     return "failed"
 
 
-def _report_if_last(services: Services, batch_id: str) -> None:
-    batch = services.ledger.get_batch(batch_id)
-    if batch is None or batch.status == BatchStatus.DONE:
+def _end_chunk(
+    services: Services,
+    chunk: ChunkRecord,
+    state: ChunkState,
+    records: list[AssignmentRecord],
+    *,
+    reason: str | None = None,
+) -> bool:
+    """Write the chunk's outcomes, end it, and count it in the batch; True if this call ended it.
+
+    Order matters: the outcome file and the assignment items exist before the chunk reads as
+    ended, and the chunk is ended before the batch counts it, so whoever sees the last chunk
+    counted can report from the files.
+    """
+    records.sort(key=lambda r: r.row_number)
+    services.storage.put_records(
+        work_key(chunk.batch_id, outcomes_file(chunk.chunk_no, state)), records
+    )
+    services.ledger.put_assignments(records)
+    assigned = sum(1 for r in records if r.status == "assigned")
+    ended = services.ledger.finish_chunk(
+        chunk, state=state, assigned=assigned, failed=len(records) - assigned, reason=reason
+    )
+    _report_if_last(services, chunk.batch_id, chunk.chunk_no)
+    return ended
+
+
+def _report_if_last(services: Services, batch_id: str, chunk_no: int) -> None:
+    """Count the ended chunk in the batch (idempotent) and ask for the report if it was the last.
+
+    Called again on every later delivery for an ended chunk, so a worker that died between
+    ending the chunk and counting it (or before sending the report request) is made good.
+    """
+    batch = services.ledger.count_finished_chunk(batch_id, chunk_no)
+    if batch.status == BatchStatus.DONE:
         return
     if batch.chunk_count is not None and batch.chunks_finished >= batch.chunk_count:
         services.queues.send(services.settings.report_queue_url, {"batchId": batch_id})

@@ -1,8 +1,9 @@
 """Report: when every chunk of a batch has ended, write its results and announce them.
 
-The results CSV has one row per input row, in input order: assignments come from the ledger
-(already in row order), rejections from the batch's rejected-rows file (also in row order), and
-the two streams are merged without holding either in memory.
+The results CSV has one row per input row, in input order: outcomes come from each ended
+chunk's outcome file (merged by row, a chunk loaded only when the merge reaches it),
+rejections from the batch's rejected-rows file (in row order), and the streams are merged
+without holding the batch in memory. The batch's counts come from its chunk records.
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ from typing import Any
 from voucher_distributor.adapters.callbacks import CallbackFailed, CallbackRefused
 from voucher_distributor.domain.batches import REJECTED_ROWS_FILE, work_key
 from voucher_distributor.domain.emails import redact_emails
+from voucher_distributor.domain.outcomes import merge_outcomes, outcomes_file, tally_chunks
 from voucher_distributor.domain.results_csv import ResultRow, ResultsCsvWriter
-from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState
+from voucher_distributor.models.ledger import (
+    AssignmentRecord,
+    BatchRecord,
+    BatchStatus,
+    ChunkRecord,
+    ChunkState,
+)
 from voucher_distributor.pipeline.context import Services, log
 
 
@@ -28,10 +36,11 @@ def report_batch(services: Services, batch_id: str) -> str:
     batch = services.ledger.start_report(batch_id)
     if batch is None:
         return "already-reported"
+    chunks = list(services.ledger.iter_chunks(batch_id))
     counts: Counter[str] = Counter()
     with tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv") as out:
         writer = ResultsCsvWriter(out, batch.extra_columns)
-        for row in _result_rows(services, batch):
+        for row in _result_rows(services, batch, chunks):
             counts[row.status] += 1
             writer.write(row)
         out.flush()
@@ -39,10 +48,19 @@ def report_batch(services: Services, batch_id: str) -> str:
             batch.results_csv_key, Path(out.name), content_type="text/csv; charset=utf-8"
         )
     finished_at = services.now()
-    summary = _summary(services, batch, counts, finished_at)
+    summary = _summary(services, batch, chunks, counts, finished_at)
     services.storage.put_json(batch.summary_key, summary)
     _announce(services, batch, summary, completed=True)
-    services.ledger.update_batch(batch_id, status=BatchStatus.DONE.value, finished_at=finished_at)
+    tally = tally_chunks(chunks)
+    services.ledger.update_batch(
+        batch_id,
+        status=BatchStatus.DONE.value,
+        finished_at=finished_at,
+        rows_assigned=tally.assigned,
+        rows_failed=tally.failed,
+        purchases_created=tally.purchases_created,
+        purchases_adopted=tally.purchases_adopted,
+    )
     services.metrics.count("BatchDurationSeconds", finished_at - batch.created_at, unit="Seconds")
     log.info("batch %s reported: %s", batch_id, dict(counts))
     return "reported"
@@ -53,7 +71,8 @@ def fail_batch(services: Services, batch_id: str, reason: str) -> None:
     batch = services.ledger.update_batch(
         batch_id, status=BatchStatus.FAILED.value, error=reason, finished_at=services.now()
     )
-    summary = _summary(services, batch, Counter(), services.now())
+    chunks = list(services.ledger.iter_chunks(batch_id))
+    summary = _summary(services, batch, chunks, Counter(), services.now())
     services.storage.put_json(batch.summary_key, summary)
     _announce(services, batch, summary, completed=False)
     # The reason may quote the file (e.g. an address where the header should be): the summary
@@ -61,7 +80,13 @@ def fail_batch(services: Services, batch_id: str, reason: str) -> None:
     log.error("batch %s failed: %s", batch_id, redact_emails(reason))
 
 
-def _result_rows(services: Services, batch: BatchRecord) -> Iterator[ResultRow]:
+def _result_rows(
+    services: Services, batch: BatchRecord, chunks: list[ChunkRecord]
+) -> Iterator[ResultRow]:
+    def load(chunk: ChunkRecord) -> list[AssignmentRecord]:
+        name = outcomes_file(chunk.chunk_no, chunk.state)
+        return services.storage.read_records(work_key(batch.batch_id, name), AssignmentRecord)
+
     assigned = (
         ResultRow(
             row_number=a.row_number,
@@ -78,7 +103,7 @@ def _result_rows(services: Services, batch: BatchRecord) -> Iterator[ResultRow]:
             reason=a.reason,
             extra=a.extra,
         )
-        for a in services.ledger.iter_assignments(batch.batch_id)
+        for a in merge_outcomes(chunks, load)
     )
     rejected = (
         ResultRow(
@@ -105,7 +130,11 @@ def _parse_time(value: str) -> datetime | None:
 
 
 def _summary(
-    services: Services, batch: BatchRecord, counts: Counter[str], finished_at: int
+    services: Services,
+    batch: BatchRecord,
+    chunks: list[ChunkRecord],
+    counts: Counter[str],
+    finished_at: int,
 ) -> dict[str, Any]:
     purchases = [
         {
@@ -118,7 +147,7 @@ def _summary(
             "state": c.state.value,
             **({"reason": c.failure_reason} if c.state == ChunkState.FAILED else {}),
         }
-        for c in services.ledger.iter_chunks(batch.batch_id)
+        for c in chunks
     ]
     return {
         "batchId": batch.batch_id,
