@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
-
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from voucher_distributor.domain.batches import INCOMING_PREFIX
 from voucher_distributor.pipeline.ingest import ingest
 from voucher_distributor.pipeline.sources import upload_request
 from voucher_distributor.runtime import logger, metrics, services, tracer
+from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
 
-processor = BatchProcessor(event_type=EventType.SQS)
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SqsRecord) -> None:
     notification = json.loads(record.body)
     if notification.get("Event") == "s3:TestEvent":
         logger.info("ignoring the s3:TestEvent sent when the notification was configured")
@@ -45,7 +39,5 @@ def record_handler(record: SQSRecord) -> None:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialBatchResponse:  # noqa: ARG001
+    return process_sqs_batch(event, record_handler, logger=logger)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from voucher_distributor.models.messages import ChunkMessage
 from voucher_distributor.pipeline.purchase import purchase_chunk
 from voucher_distributor.runtime import logger, metrics, services, tracer
+from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
 
-processor = BatchProcessor(event_type=EventType.SQS)
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
-def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+def record_handler(record: SqsRecord, lambda_context: LambdaContext) -> None:
     message = ChunkMessage.model_validate_json(record.body)
     logger.set_correlation_id(message.batch_id)
     outcome = purchase_chunk(
@@ -27,7 +21,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
         message.batch_id,
         message.chunk_no,
         owner=f"{lambda_context.aws_request_id}/{record.message_id}",
-        receive_count=int(record.attributes.approximate_receive_count),
+        receive_count=record.approximate_receive_count,
     )
     logger.info("chunk %05d: %s", message.chunk_no, outcome)
 
@@ -35,7 +29,5 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialBatchResponse:
+    return process_sqs_batch(event, lambda record: record_handler(record, context), logger=logger)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from voucher_distributor.models.messages import ReportMessage
 from voucher_distributor.pipeline.report import report_batch
 from voucher_distributor.runtime import logger, metrics, services, tracer
+from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
 
-processor = BatchProcessor(event_type=EventType.SQS)
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SqsRecord) -> None:
     message = ReportMessage.model_validate_json(record.body)
     logger.set_correlation_id(message.batch_id)
     logger.info("report: %s", report_batch(services(), message.batch_id))
@@ -28,7 +22,5 @@ def record_handler(record: SQSRecord) -> None:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialBatchResponse:  # noqa: ARG001
+    return process_sqs_batch(event, record_handler, logger=logger)
