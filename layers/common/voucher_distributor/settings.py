@@ -14,7 +14,7 @@ class SettingsError(RuntimeError):
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     ledger_table: str = Field(min_length=1)
     inbox_bucket: str = Field(min_length=1)

@@ -91,6 +91,7 @@ class CertiverseModel(BaseModel):
         populate_by_name=True,
         extra="allow",
         frozen=False,
+        defer_build=True,
     )
 
     def to_wire(self) -> dict[str, object]:

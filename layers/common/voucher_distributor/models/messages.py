@@ -7,7 +7,9 @@ from pydantic.alias_generators import to_camel
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", defer_build=True
+    )
 
 
 class ChunkMessage(Message):
