@@ -88,13 +88,27 @@ def test_functions_run_python312_on_arm64_with_tracing(template: SamTemplate) ->
     glob = template.globals_function
     assert glob["Runtime"] == "python3.12"
     assert glob["Architectures"] == ["arm64"]
-    assert glob["Tracing"] == "Active"
+    assert glob["Tracing"] == {"Ref": "Tracing"}
+    tracing = template.parameter_declarations["Tracing"]
+    assert tracing["AllowedValues"] == ["Active", "PassThrough"]
+    assert tracing["Default"] == "PassThrough"
     env = glob["Environment"]["Variables"]
     assert {
         "POWERTOOLS_SERVICE_NAME",
         "POWERTOOLS_LOG_LEVEL",
         "POWERTOOLS_METRICS_NAMESPACE",
     } <= set(env)
+
+
+@pytest.mark.parametrize(("tracing", "disabled"), [("PassThrough", "true"), ("Active", "false")])
+def test_powertools_tracer_follows_the_tracing_parameter(tracing: str, disabled: str) -> None:
+    """Without X-Ray the handlers must not build Powertools' Tracer (its SDK costs ~200 ms)."""
+    with MotoStack(DEFAULT_TEMPLATE, parameters={"Tracing": tracing}) as stack:
+        for logical_id in stack.functions:
+            env = stack.function_environment(logical_id)
+            # runtime.tracing_enabled() reads it (not imported here: it builds Powertools
+            # objects from this process's environment).
+            assert env["POWERTOOLS_TRACE_DISABLED"] == disabled, logical_id
 
 
 def test_every_setting_is_set_and_nothing_else(template: SamTemplate) -> None:
