@@ -131,6 +131,7 @@ class LocalPipeline:
         self._retry_visibility_s = retry_visibility_s
         self._log_stream = log_stream
         self.lambdas: LocalLambdas | None = None
+        self._ledger: tuple[str, Ledger] | None = None  # (endpoint, ledger) once asked for
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -166,10 +167,14 @@ class LocalPipeline:
 
     @property
     def ledger(self) -> Ledger:
-        return Ledger(
-            self.stack.resource("LedgerTable").ref,
-            dynamodb=_resource(self.stack, "dynamodb"),
-        )
+        """The stack's ledger; built once per running stack (a boto3 resource costs ~10 ms)."""
+        endpoint = self.stack.endpoint_url
+        if self._ledger is None or self._ledger[0] != endpoint:
+            ledger = Ledger(
+                self.stack.resource("LedgerTable").ref, dynamodb=_resource(self.stack, "dynamodb")
+            )
+            self._ledger = (endpoint, ledger)
+        return self._ledger[1]
 
     def queue_url(self, logical_id: str) -> str:
         return self.stack.resource(logical_id).ref

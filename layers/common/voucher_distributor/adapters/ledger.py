@@ -1,7 +1,8 @@
 """The DynamoDB ledger: batches, chunks and assignments in one table.
 
 Keys: ``pk = B#<batch>``; ``sk = BATCH`` (the batch), ``C#<chunk:05>`` (a chunk) or
-``R#<row:09>`` (an assignment). Assignment items carry ``email``, the key of the ``by-email`` index.
+``R#<row:09>`` (an assignment). Assignment items carry ``email``, the key of the ``by-email`` index,
+and the code, purchase and status, but not the recipient's names or extra columns.
 
 Chunk state only moves through conditional writes. An ended chunk carries its own counts and is
 added to the batch's ``finished_chunks`` number set, an idempotent write: replays never count
@@ -61,6 +62,37 @@ def _plain(value: Any) -> Any:
 
 def _item(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if v is not None and v not in ({}, [])}
+
+
+#: What an assignment item holds besides its keys (pk = the batch, sk = the row).
+_ASSIGNMENT_FIELDS = (
+    "email",
+    "partner_name",
+    "program_name",
+    "chunk_no",
+    "status",
+    "voucher_code",
+    "purchase_code",
+    "expires_utc",
+    "reason",
+)
+
+
+def _assignment_item(record: AssignmentRecord) -> dict[str, Any]:
+    item: dict[str, Any] = {"pk": _batch_pk(record.batch_id), "sk": _row_sk(record.row_number)}
+    for name in _ASSIGNMENT_FIELDS:
+        value = getattr(record, name)
+        if value != "":
+            item[name] = value
+    return item
+
+
+def _assignment_record(item: Mapping[str, Any]) -> AssignmentRecord:
+    return AssignmentRecord(
+        batch_id=str(item["pk"]).removeprefix("B#"),
+        row_number=int(str(item["sk"]).removeprefix("R#")),
+        **{name: item[name] for name in _ASSIGNMENT_FIELDS if name in item},
+    )
 
 
 def _conditional_failed(exc: ClientError) -> bool:
@@ -338,23 +370,23 @@ class Ledger:
     # ------------------------------------------------------------------ assignments
 
     def put_assignments(self, records: Iterable[AssignmentRecord]) -> int:
-        """Write assignment items (25 per request); rewriting the same item is harmless."""
+        """Write assignment items (25 per request); rewriting the same item is harmless.
+
+        An item keeps what the ledger is for (who got which code from which purchase, or why
+        not), not a copy of the recipient's row: names, external ids and extra columns live in
+        the results file only. Fewer attributes also means cheaper writes.
+        """
         count = 0
         with self._table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as writer:
             for record in records:
-                item = {
-                    "pk": _batch_pk(record.batch_id),
-                    "sk": _row_sk(record.row_number),
-                    **record.model_dump(mode="json"),
-                }
-                writer.put_item(Item=_item(item))
+                writer.put_item(Item=_assignment_item(record))
                 count += 1
         return count
 
     def iter_assignments(self, batch_id: str) -> Iterator[AssignmentRecord]:
         """A batch's assignments in row order."""
         for item in self._query_prefix(batch_id, "R#"):
-            yield AssignmentRecord.model_validate(item)
+            yield _assignment_record(item)
 
     def assignments_for_email(self, email: str) -> list[AssignmentRecord]:
         records: list[AssignmentRecord] = []
@@ -365,7 +397,7 @@ class Ledger:
         }
         while True:
             got = self._table.query(**kwargs)
-            records.extend(AssignmentRecord.model_validate(_plain(i)) for i in got["Items"])
+            records.extend(_assignment_record(_plain(i)) for i in got["Items"])
             if "LastEvaluatedKey" not in got:
                 return records
             kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
