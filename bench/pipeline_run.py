@@ -39,6 +39,8 @@ class WriteCounter:
     by_operation: Counter[str] = field(default_factory=Counter)
     #: Wall seconds spent inside any AWS call (the local emulation), DynamoDB or not.
     aws_call_s: float = 0.0
+    #: The same by ``service.Operation`` (e.g. ``dynamodb.BatchWriteItem``).
+    aws_call_s_by_operation: Counter[str] = field(default_factory=Counter)
 
     def count(self, operation: str, params: dict[str, Any]) -> None:
         if operation in _SINGLE_WRITES:
@@ -72,7 +74,10 @@ def counting_dynamodb_writes() -> Iterator[WriteCounter]:
         try:
             return original(self, operation_name, api_params)
         finally:
-            counter.aws_call_s += time.perf_counter() - started
+            spent = time.perf_counter() - started
+            counter.aws_call_s += spent
+            name = f"{self.meta.service_model.service_name}.{operation_name}"
+            counter.aws_call_s_by_operation[name] += spent
 
     BaseClient._make_api_call = counted
     try:
