@@ -5,7 +5,10 @@ cold-start latency, so this module does only what every invocation needs:
 
 - X-Ray is optional. With ``POWERTOOLS_TRACE_DISABLED=true`` (or under ``sam local``, where
   Powertools disables it too) ``tracer`` is a no-op stand-in and the X-Ray SDK (~200 ms of
-  imports and patching) is never imported; otherwise it is Powertools' ``Tracer``.
+  imports and patching) is never imported; otherwise it is Powertools' ``Tracer``. The template
+  sets the variable from its ``Tracing`` parameter (``PassThrough``, the default: disabled).
+- Partial-batch responses come from :mod:`voucher_distributor.sqs_batch`, not Powertools' batch
+  utility (which imports asyncio and every event data class).
 - The services (boto3 clients, the Certiverse client, settings) are built on first use.
 """
 
