@@ -258,6 +258,26 @@ def test_hostile_csv(env: Env, case: Case) -> None:
         assert case.check(result) is not False
 
 
+def broken_after(good_rows: int) -> bytes:
+    """UTF-8 (decided by an early 'ü'), then, past the first 256 KiB read, a byte it cannot hold."""
+    filler = "".join(f"mid{n}@acme.example,Plain\r\n" for n in range(good_rows))
+    return (
+        f"{NAMES}\r\nfirst@acme.example,Müller\r\n{filler}".encode()
+        + b"last@acme.example,M\xfcller\r\n"
+    )
+
+
+def test_hostile_file_breaking_after_full_chunks_buys_nothing_and_leaves_nothing(
+    env: Env,
+) -> None:
+    """12,000 good rows (12 chunks planned), then damage: refused whole, no stray chunks."""
+    result = upload(env, broken_after(12_000), "incoming/hostile/broken-midway.csv")
+    refused(env, result, "after data row", "not valid utf-8")
+    assert result.summary["purchases"] == []
+    assert list(env.pipeline.ledger.iter_chunks(result.batch_id)) == []
+    consistent(env, result)
+
+
 def test_hostile_file_of_100_mb_is_refused_unread(env: Env) -> None:
     """Over the size limit (50 MB here, 200 MB deployed): refused before a byte is parsed."""
     line = b"someone.with.a.long.address@acme.example,First,Last\r\n"

@@ -407,6 +407,15 @@ def _scenarios(pipeline: LocalPipeline, sandbox: SandboxServer, tmp_path: Path) 
     # Unusable file; every row rejected (no purchase, straight to the report).
     run(pipeline.submit_csv(csv_file("empty.csv", "")))
     run(pipeline.submit_csv(csv_file("bad.csv", "email\r\nnope\r\n")))
+    # A file that breaks after a full chunk was planned: the planned chunk is dropped.
+    # (the 'ü' makes it UTF-8; the byte 0xFC beyond the first 256 KiB read is then damage)
+    filler = "".join(f"p{n}@acme.example,Plain,{SPRING}\r\n" for n in range(6_000))
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(
+        f"email,last_name,program_name\r\na@acme.example,Müller,{SPRING}\r\n{filler}".encode()
+        + b"z@x.example,\xfc\r\n"
+    )
+    run(pipeline.submit_csv(broken, key="incoming/team/broken.csv"))
     # Slow code generation: the purchase hands over to the poll function.
     sandbox.set_faults(FaultSettings(generation_delay_s=4))
     request = {
@@ -419,6 +428,8 @@ def _scenarios(pipeline: LocalPipeline, sandbox: SandboxServer, tmp_path: Path) 
     sandbox.set_faults(FaultSettings())
     run(pipeline.submit_request({**request, "requestId": "template-req-2",
         "recipientsS3Uri": f"s3://{pipeline.bucket}/incoming/missing.csv"}))  # fmt: skip
+    run(pipeline.submit_request({**request, "requestId": "template-req-4",
+        "recipientsS3Uri": f"s3://{pipeline.bucket}/incoming/team/broken.csv"}))  # fmt: skip
     run(pipeline.submit_request({"requestId": "template-req-3", "partnerName": PARTNER,
         "programName": SPRING, "recipients": [{"email": "nope"}]}))  # fmt: skip
     pipeline.submit_request("this is not json")

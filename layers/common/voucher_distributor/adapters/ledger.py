@@ -187,6 +187,31 @@ class Ledger:
         for item in self._query_prefix(batch_id, "C#"):
             yield ChunkRecord.model_validate(item)
 
+    def delete_pending_chunks(self, batch_id: str) -> int:
+        """Delete the batch's chunks that are still PENDING; how many went.
+
+        Only for an ingest that failed before handing its chunks to the purchase queue: such
+        chunks will never be bought, and left behind they would read as stuck work. A chunk a
+        worker has already taken (any other state) is kept.
+        """
+        deleted = 0
+        for chunk in list(self.iter_chunks(batch_id)):
+            if chunk.state != ChunkState.PENDING:
+                continue
+            try:
+                self._table.delete_item(
+                    Key={"pk": _batch_pk(batch_id), "sk": _chunk_sk(chunk.chunk_no)},
+                    ConditionExpression="#state = :pending",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues={":pending": ChunkState.PENDING.value},
+                )
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
+                continue
+            deleted += 1
+        return deleted
+
     def iter_all_chunks(self) -> Iterator[ChunkRecord]:
         """Every chunk of every batch: a filtered scan for operators (reconcile)."""
         kwargs: dict[str, Any] = {

@@ -88,10 +88,12 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         try:
             _plan_rows(services, request, plan)
         except CsvInputError as exc:
+            _discard_plan(services, batch.batch_id)
             fail_batch(services, batch.batch_id, f"the input file is unusable: {exc}")
             services.metrics.count("InputsRefused")
             return IngestOutcome(batch.batch_id, failed=str(exc))
         except CertiverseUnauthorized as exc:
+            _discard_plan(services, batch.batch_id)
             fail_batch(services, batch.batch_id, str(exc))
             services.metrics.count("CertiverseUnauthorized")
             return IngestOutcome(batch.batch_id, failed=str(exc))
@@ -130,6 +132,13 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
     return IngestOutcome(
         batch.batch_id, rows=plan.rows, rejected=plan.rejected, chunks=len(plan.chunk_numbers)
     )
+
+
+def _discard_plan(services: Services, batch_id: str) -> None:
+    """The input failed part-way: drop the chunks planned so far (none was handed out)."""
+    dropped = services.ledger.delete_pending_chunks(batch_id)
+    if dropped:
+        log.info("batch %s: dropped %d planned chunk(s); nothing was bought", batch_id, dropped)
 
 
 def _plan_rows(services: Services, request: IngestRequest, plan: _Plan) -> None:
