@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 
 def record_handler(record: SqsRecord) -> None:
+    logger.set_correlation_id(None)  # a record that fails to parse is not the previous batch's
     message = PollMessage.model_validate_json(record.body)
     logger.set_correlation_id(message.batch_id)
     outcome = poll_chunk(services(), message.batch_id, message.chunk_no, message.attempt)
