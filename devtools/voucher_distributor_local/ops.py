@@ -21,12 +21,11 @@ import boto3
 
 from voucher_distributor.adapters.certiverse import (
     CertiverseClient,
-    CertiverseRecordLimitExceeded,
     StaticToken,
 )
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.outcomes import tally_chunks
-from voucher_distributor.models.certiverse import PartnerVoucherPurchaseModel, PurchaseStatus
+from voucher_distributor.models.certiverse import PartnerVoucherPurchaseModel
 from voucher_distributor.models.ledger import BatchRecord, ChunkRecord, ChunkState
 
 _MARKER = re.compile(r"\[vd:(?P<batch>[a-z0-9-]+):(?P<chunk>\d{5})\]")
@@ -411,7 +410,7 @@ def reconcile(  # noqa: PLR0912 - one branch per kind of disagreement
     batches = {c.batch_id for c in chunks}
     purchases: dict[str, PartnerVoucherPurchaseModel] = {}
     for partner, program in sorted({(c.partner_name, c.program_name) for c in chunks}):
-        for purchase in _purchases_of(certiverse, partner, program):
+        for purchase in certiverse.iter_pair_purchases(partner_name=partner, program_name=program):
             purchases[purchase.voucher_purchase_code] = purchase
     report.purchases_seen = len(purchases)
     for code, purchase in sorted(purchases.items()):
@@ -492,18 +491,6 @@ def reconcile(  # noqa: PLR0912 - one branch per kind of disagreement
                     }
                 )
     return report
-
-
-def _purchases_of(
-    client: CertiverseClient, partner: str, program: str
-) -> Iterator[PartnerVoucherPurchaseModel]:
-    try:
-        yield from client.iter_purchases(partner_name=partner, program_name=program)
-    except CertiverseRecordLimitExceeded:
-        for status in PurchaseStatus:
-            yield from client.iter_purchases(
-                partner_name=partner, program_name=program, status=status
-            )
 
 
 def _assigned_rows_by_chunk(target: Target, batches: Iterable[str]) -> Counter[tuple[str, int]]:

@@ -452,6 +452,25 @@ def test_record_limit_422() -> None:
         sandbox.stop()
 
 
+def test_pair_purchases_past_the_record_limit_are_listed_by_status() -> None:
+    """Four purchases, a limit of two: the plain listing is a 422, each status fits."""
+    sandbox = start_sandbox(record_limit=2)
+    try:
+        with CertiverseClient(sandbox.base_url, StaticToken(TOKEN)) as api:
+            codes = [buy(api, 1, f"ready-{n}") for n in range(2)]
+            for code in codes:
+                wait_for_vouchers(api, code, 1)
+            sandbox.set_faults(FaultSettings(generation_delay_s=3600))
+            codes += [buy(api, 1, f"waiting-{n}") for n in range(2)]
+            with pytest.raises(CertiverseRecordLimitExceeded):
+                list(api.iter_purchases(partner_name=PARTNER, program_name=OPEN_PROGRAM))
+            listed = list(api.iter_pair_purchases(partner_name=PARTNER, program_name=OPEN_PROGRAM))
+    finally:
+        sandbox.stop()
+    assert sorted(p.voucher_purchase_code for p in listed) == sorted(codes)
+    assert {str(p.status) for p in listed} == {"Complete", "VoucherCreation"}
+
+
 def test_transient_faults_are_retried_honouring_retry_after(server: SandboxServer) -> None:
     sleep = RecordingSleep()
     server.set_faults(FaultSettings(fail_next=["503", "429", "500", "drop"], retry_after_s=2))

@@ -20,11 +20,9 @@ batch's set of ended chunks (idempotent); whoever sees the set complete asks for
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 from voucher_distributor.adapters.certiverse import (
     CertiverseBadRequest,
-    CertiverseRecordLimitExceeded,
     CertiverseServerError,
     CertiverseUnauthorized,
     PurchaseOutcomeUnknown,
@@ -36,7 +34,6 @@ from voucher_distributor.domain.polling import next_poll_delay, readiness
 from voucher_distributor.models.certiverse import (
     PartnerVoucherModel,
     PartnerVoucherPurchaseModel,
-    PurchaseStatus,
     VoucherPurchaseCreateCommand,
 )
 from voucher_distributor.models.ledger import (
@@ -208,7 +205,9 @@ def find_chunk_purchase(
     """The purchase whose notes carry this chunk's marker, if Certiverse has one."""
     matches = [
         p
-        for p in _purchases_of(services, chunk.partner_name, chunk.program_name)
+        for p in services.certiverse.iter_pair_purchases(
+            partner_name=chunk.partner_name, program_name=chunk.program_name
+        )
         if find_marker(p.notes, chunk.batch_id, chunk.chunk_no)
     ]
     if len(matches) > 1:
@@ -217,20 +216,6 @@ def find_chunk_purchase(
             chunk.batch_id, chunk.chunk_no, len(matches),
         )  # fmt: skip
     return min(matches, key=lambda p: p.purchase_date_utc) if matches else None
-
-
-def _purchases_of(
-    services: Services, partner: str, program: str
-) -> Iterator[PartnerVoucherPurchaseModel]:
-    client = services.certiverse
-    try:
-        yield from client.iter_purchases(partner_name=partner, program_name=program)
-    except CertiverseRecordLimitExceeded:
-        # Over 10,000 purchases for this pair: narrow by status, one status at a time.
-        for status in PurchaseStatus:
-            yield from client.iter_purchases(
-                partner_name=partner, program_name=program, status=status
-            )
 
 
 # ---------------------------------------------------------------------- polling

@@ -177,6 +177,22 @@ class CertiverseClient:
         )
         return self._iter_all(_PURCHASES, params, _PurchasePage)
 
+    def iter_pair_purchases(
+        self, *, partner_name: str, program_name: str
+    ) -> Iterator[PartnerVoucherPurchaseModel]:
+        """Every purchase of one partner/program pair, however many there are.
+
+        Over the API's 10,000-record limit (a 422) the listing is narrowed by status, one status
+        at a time, as the seed documents.
+        """
+        try:
+            yield from self.iter_purchases(partner_name=partner_name, program_name=program_name)
+        except CertiverseRecordLimitExceeded:
+            for status in PurchaseStatus:
+                yield from self.iter_purchases(
+                    partner_name=partner_name, program_name=program_name, status=status
+                )
+
     def create_purchase(self, command: VoucherPurchaseCreateCommand) -> PartnerVoucherPurchaseModel:
         """POST a $0 purchase. Raises :class:`PurchaseOutcomeUnknown` when it may have happened."""
         _validate_purchase(command)
