@@ -62,7 +62,6 @@ def test_merge_yields_every_row_once_in_order_loading_chunks_lazily(
     open_at_most = 0
 
     def load(chunk: ChunkRecord) -> list[AssignmentRecord]:
-        nonlocal open_at_most
         loaded.append(chunk.chunk_no)
         return [_record(chunk.chunk_no, row) for row in plan[chunk.chunk_no]]
 
