@@ -1,8 +1,12 @@
-"""The DynamoDB ledger: batches, chunks and assignments in one table.
+"""The DynamoDB ledger: batches, chunks, assignments and holdings in one table.
 
 Keys: ``pk = B#<batch>``; ``sk = BATCH`` (the batch), ``C#<chunk:05>`` (a chunk) or
 ``R#<row:09>`` (an assignment). Assignment items carry ``email``, the key of the ``by-email`` index,
 and the code, purchase and status, but not the recipient's names or extra columns.
+
+Holdings (one voucher per person per program): ``pk = H#<e-mail>``, ``sk = P#<partner>\t<program>``
+(names case-folded), so every holding of a person is one Query. A holding is claimed with a
+conditional write before anything is bought and points at the batch row that gets the code.
 
 Chunk state only moves through conditional writes. An ended chunk carries its own counts and is
 added to the batch's ``finished_chunks`` number set, an idempotent write: replays never count
@@ -11,11 +15,14 @@ twice, and no write touches more than one item (no transactions).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import boto3
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from voucher_distributor.models.ledger import (
@@ -25,6 +32,8 @@ from voucher_distributor.models.ledger import (
     BatchStatus,
     ChunkRecord,
     ChunkState,
+    HoldingRecord,
+    PreviousHolding,
 )
 
 EMAIL_INDEX = "by-email"
@@ -95,15 +104,50 @@ def _assignment_record(item: Mapping[str, Any]) -> AssignmentRecord:
     )
 
 
+def _holding_pk(email: str) -> str:
+    return f"H#{email}"
+
+
+def _holding_sk(partner_name: str, program_name: str) -> str:
+    return f"P#{partner_name.strip().casefold()}\t{program_name.strip().casefold()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A batch row asking for a person's voucher of one (partner, program)."""
+
+    email: str
+    partner_name: str
+    program_name: str
+    batch_id: str
+    row_number: int
+    reissue: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOutcome:
+    """``claimed``: the row gets a new code. ``reissued``: the same, replacing ``previous``.
+    ``held``: the person already holds one (``holding``); nothing is bought for the row."""
+
+    kind: Literal["claimed", "reissued", "held"]
+    holding: HoldingRecord | None = None
+    previous: PreviousHolding | None = None
+
+
 def _conditional_failed(exc: ClientError) -> bool:
     code = exc.response.get("Error", {}).get("Code", "")
     return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
 
 
 class Ledger:
-    def __init__(self, table_name: str, *, dynamodb: Any = None) -> None:
+    def __init__(self, table_name: str, *, dynamodb: Any = None, claim_workers: int = 16) -> None:
         resource = dynamodb or boto3.resource("dynamodb")
         self._table = resource.Table(table_name)
+        # The resource's client takes plain Python values and, unlike the resource, is safe to
+        # share between threads: claims go out on it in parallel.
+        self._client = self._table.meta.client
+        self._claim_workers = max(1, claim_workers)
+        self._pool: ThreadPoolExecutor | None = None
         self.table_name = table_name
 
     # ------------------------------------------------------------------ batches
@@ -427,6 +471,229 @@ class Ledger:
                 return records
             kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
 
+    def get_assignments(
+        self, keys: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], AssignmentRecord]:
+        """Assignment items by (batch, row), 100 keys a request; missing ones are left out."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[tuple[str, int], AssignmentRecord] = {}
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": [
+                        {"pk": _batch_pk(b), "sk": _row_sk(r)}
+                        for b, r in wanted[start : start + 100]
+                    ],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                got = self._client.batch_get_item(RequestItems=request)
+                for item in got["Responses"].get(self.table_name, []):
+                    record = _assignment_record(_plain(item))
+                    found[(record.batch_id, record.row_number)] = record
+                request = got.get("UnprocessedKeys") or {}
+        return found
+
+    # ------------------------------------------------------------------ holdings
+
+    def claim_holdings(self, claims: Sequence[Claim], *, now: int) -> list[ClaimOutcome]:
+        """Claim each person's voucher of a program, in parallel; outcomes in ``claims`` order.
+
+        Race-free: every claim is one conditional write, so of two batches claiming the same
+        person at the same moment exactly one gets ``claimed`` and the other ``held``. A batch
+        claiming again what it already holds (a replayed ingest) gets its claim back.
+        """
+        if len(claims) <= 1 or self._claim_workers == 1:
+            return [self._claim(c, now) for c in claims]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._claim_workers, thread_name_prefix="claim")
+        return list(self._pool.map(lambda c: self._claim(c, now), claims))
+
+    def _claim(self, claim: Claim, now: int) -> ClaimOutcome:
+        while True:
+            if claim.reissue:
+                current = self.get_holding(claim.email, claim.partner_name, claim.program_name)
+                if current is not None:
+                    outcome = self._reissue(claim, current, now)
+                    if outcome is not None:
+                        return outcome
+                    continue  # the holding changed under us: look again
+            try:
+                self._client.update_item(
+                    TableName=self.table_name,
+                    Key=self._holding_key(claim),
+                    UpdateExpression=(
+                        "SET holder = :email, partner_name = :partner, program_name = :program, "
+                        "batch_id = :batch, row_number = :row, claimed_at = :now"
+                    ),
+                    ConditionExpression="attribute_not_exists(pk) OR batch_id = :batch",
+                    ExpressionAttributeValues={
+                        ":email": claim.email,
+                        ":partner": claim.partner_name,
+                        ":program": claim.program_name,
+                        ":batch": claim.batch_id,
+                        ":row": claim.row_number,
+                        ":now": now,
+                    },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
+                old = exc.response.get("Item")  # wire-typed: errors skip the resource's decoding
+                holding = _holding_record(_untyped(old)) if old else None
+                if holding is None:
+                    holding = self.get_holding(claim.email, claim.partner_name, claim.program_name)
+                if holding is None:
+                    continue  # released in between: try again
+                if claim.reissue:
+                    continue  # taken in between: reissue against what is there now
+                return ClaimOutcome("held", holding=holding)
+            return ClaimOutcome("claimed")
+
+    def _reissue(self, claim: Claim, current: HoldingRecord, now: int) -> ClaimOutcome | None:
+        """Point the holding at this row, keeping the one it replaces; None if it moved."""
+        if current.batch_id == claim.batch_id:
+            last = current.history[-1] if current.history else None
+            previous = last if last is not None and last.replaced_by == claim.batch_id else None
+            return ClaimOutcome("reissued", holding=current, previous=previous)
+        old = self.get_assignments([(current.batch_id, current.row_number)]).get(
+            (current.batch_id, current.row_number)
+        )
+        previous = PreviousHolding(
+            batch_id=current.batch_id,
+            row_number=current.row_number,
+            voucher_code=old.voucher_code if old and old.status == "assigned" else "",
+            purchase_code=old.purchase_code if old and old.status == "assigned" else "",
+            replaced_at=now,
+            replaced_by=claim.batch_id,
+        )
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key=self._holding_key(claim),
+                UpdateExpression=(
+                    "SET batch_id = :batch, row_number = :row, claimed_at = :now, "
+                    "history = list_append(if_not_exists(history, :empty), :previous)"
+                ),
+                ConditionExpression="batch_id = :old_batch AND row_number = :old_row",
+                ExpressionAttributeValues={
+                    ":batch": claim.batch_id,
+                    ":row": claim.row_number,
+                    ":now": now,
+                    ":empty": [],
+                    ":previous": [previous.model_dump(mode="json")],
+                    ":old_batch": current.batch_id,
+                    ":old_row": current.row_number,
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return ClaimOutcome("reissued", holding=current, previous=previous)
+
+    def release_holding(self, claim: Claim) -> bool:
+        """Give up this row's claim (nothing was bought for it); False if it holds none.
+
+        A reissue's claim gives the holding back to the voucher it replaced; a first claim
+        removes the holding. Safe to repeat.
+        """
+        current = self.get_holding(claim.email, claim.partner_name, claim.program_name)
+        if (
+            current is None
+            or current.batch_id != claim.batch_id
+            or current.row_number != claim.row_number
+        ):
+            return False
+        mine = "batch_id = :batch AND row_number = :row"
+        values: dict[str, Any] = {":batch": claim.batch_id, ":row": claim.row_number}
+        last = current.history[-1] if current.history else None
+        try:
+            if last is not None and last.replaced_by == claim.batch_id:
+                self._client.update_item(
+                    TableName=self.table_name,
+                    Key=self._holding_key(claim),
+                    UpdateExpression=(
+                        f"SET batch_id = :old_batch, row_number = :old_row "
+                        f"REMOVE history[{len(current.history) - 1}]"
+                    ),
+                    ConditionExpression=mine,
+                    ExpressionAttributeValues={
+                        **values,
+                        ":old_batch": last.batch_id,
+                        ":old_row": last.row_number,
+                    },
+                )
+            else:
+                self._client.delete_item(
+                    TableName=self.table_name,
+                    Key=self._holding_key(claim),
+                    ConditionExpression=mine,
+                    ExpressionAttributeValues=values,
+                )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def release_holdings(self, claims: Sequence[Claim]) -> int:
+        """``release_holding`` for many rows, in parallel; how many were released."""
+        if not claims:
+            return 0
+        if self._claim_workers == 1 or len(claims) == 1:
+            return sum(self.release_holding(c) for c in claims)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._claim_workers, thread_name_prefix="claim")
+        return sum(self._pool.map(self.release_holding, claims))
+
+    def get_holding(self, email: str, partner_name: str, program_name: str) -> HoldingRecord | None:
+        got = self._client.get_item(
+            TableName=self.table_name,
+            Key={"pk": _holding_pk(email), "sk": _holding_sk(partner_name, program_name)},
+            ConsistentRead=True,
+        )
+        item = got.get("Item")
+        return _holding_record(item) if item else None
+
+    def holdings_for_email(self, email: str) -> list[HoldingRecord]:
+        """Every voucher this person holds, one per (partner, program): one Query."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+            "ExpressionAttributeValues": {":pk": _holding_pk(email), ":p": "P#"},
+            "ConsistentRead": True,
+        }
+        holdings: list[HoldingRecord] = []
+        while True:
+            got = self._table.query(**kwargs)
+            holdings.extend(_holding_record(i) for i in got["Items"])
+            if "LastEvaluatedKey" not in got:
+                return holdings
+            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+
+    def iter_holdings(self) -> Iterator[HoldingRecord]:
+        """Every holding in the table: a filtered scan, for operators and checks."""
+        kwargs: dict[str, Any] = {
+            "FilterExpression": "begins_with(pk, :h)",
+            "ExpressionAttributeValues": {":h": "H#"},
+        }
+        while True:
+            got = self._table.scan(**kwargs)
+            for item in got["Items"]:
+                yield _holding_record(item)
+            if "LastEvaluatedKey" not in got:
+                return
+            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+
+    @staticmethod
+    def _holding_key(claim: Claim) -> dict[str, str]:
+        return {
+            "pk": _holding_pk(claim.email),
+            "sk": _holding_sk(claim.partner_name, claim.program_name),
+        }
+
     # ------------------------------------------------------------------ helpers
 
     def _query_prefix(self, batch_id: str, prefix: str) -> Iterator[dict[str, Any]]:
@@ -442,3 +709,18 @@ class Ledger:
             if "LastEvaluatedKey" not in got:
                 return
             kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+
+
+_deserializer = TypeDeserializer()
+
+
+def _untyped(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def _holding_record(item: Mapping[str, Any]) -> HoldingRecord:
+    # Stored as ``holder``, not ``email``: an ``email`` attribute would put the holding in the
+    # by-email index of assignments.
+    values = _plain(dict(item))
+    values["email"] = values.pop("holder", "")
+    return HoldingRecord.model_validate(values)

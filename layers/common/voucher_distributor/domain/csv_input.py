@@ -45,7 +45,7 @@ from types import MappingProxyType
 from typing import Final
 
 from voucher_distributor.domain.emails import is_valid_email, normalise_email
-from voucher_distributor.domain.recipients import KNOWN_FIELDS, InputRow
+from voucher_distributor.domain.recipients import KNOWN_FIELDS, REISSUE_NO, REISSUE_YES, InputRow
 
 
 class CsvInputError(ValueError):
@@ -61,6 +61,7 @@ HEADER_ALIASES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "external_id": ("external_id", "externalid", "employee_id", "employee_number"),
         "partner_name": ("partner", "partner_name"),
         "program_name": ("program", "program_name", "programme", "programme_name"),
+        "reissue": ("reissue", "re-issue", "reissue_voucher", "new_voucher"),
     }
 )
 
@@ -597,7 +598,7 @@ class _RowReader:
         if max(map(len, cells)) > self._max_field_chars:
             problems.extend(self._empty_oversize_cells(cells))
         cells.append("")  # the cell of every field the file has no column for
-        email_at, first_at, last_at, external_at, partner_at, program_at = self._indices
+        email_at, first_at, last_at, external_at, partner_at, program_at, reissue_at = self._indices
         email = cells[email_at].strip()
         if not email:
             problems.append("no e-mail address")
@@ -605,6 +606,12 @@ class _RowReader:
             email = normalised
         else:
             problems.append("malformed e-mail address")
+        reissue_cell = cells[reissue_at].strip().casefold()
+        if reissue_cell not in REISSUE_YES | REISSUE_NO:
+            problems.append(
+                f"reissue is {cells[reissue_at].strip()!r}: write yes, true or 1 to buy a new "
+                "voucher, or leave it blank"
+            )
         return InputRow(
             row_number=self._row_number,
             email=email,
@@ -615,6 +622,7 @@ class _RowReader:
             program_name=cells[program_at].strip() or None,
             extra={name: cells[index] for index, name in layout.extra},
             problem=problems[0] if problems else None,
+            reissue=reissue_cell in REISSUE_YES,
         )
 
     def _empty_oversize_cells(self, cells: list[str]) -> list[str]:

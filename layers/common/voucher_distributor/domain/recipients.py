@@ -17,7 +17,12 @@ KNOWN_FIELDS = (
     "external_id",
     "partner_name",
     "program_name",
+    "reissue",
 )
+
+#: Cell values of a ``reissue`` column that ask for a new voucher, and those that do not.
+REISSUE_YES = frozenset({"yes", "true", "1", "y"})
+REISSUE_NO = frozenset({"", "no", "false", "0", "n"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,8 @@ class InputRow:
     extra: dict[str, str]
     #: None while the row is acceptable; else why it is rejected, in words a person can act on.
     problem: str | None = None
+    #: The row asks for a new voucher even though the person may hold one for the program.
+    reissue: bool = False
 
     @property
     def acceptable(self) -> bool:

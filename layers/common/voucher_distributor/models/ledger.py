@@ -12,7 +12,7 @@ class BatchStatus(StrEnum):
     PLANNED = "PLANNED"  # every chunk is planned and handed to the purchase queue
     REPORTING = "REPORTING"  # every chunk ended; the report is being written
     DONE = "DONE"  # results written and announced
-    FAILED = "FAILED"  # the input was unusable; nothing was bought
+    FAILED = "FAILED"  # the input was unusable, or Certiverse could not be used; nothing bought
 
 
 class ChunkState(StrEnum):
@@ -55,6 +55,15 @@ class BatchRecord(LedgerModel):
     callback_url: str | None = None
     error: str | None = None
     extra_columns: list[str] = Field(default_factory=list)
+    #: Rows whose person already held a voucher (``existing``) and rows that failed before any
+    #: purchase (Certiverse unusable during pre-flight); set when ingest ends.
+    rows_existing: int = 0
+    rows_failed_early: int = 0
+    #: The whole input asks for new vouchers (object metadata ``reissue: true``).
+    reissue: bool = False
+    #: ``retry-failed``: the batch whose failed rows this one retries, and the reverse links.
+    retry_of: str | None = None
+    retried_by: list[str] = Field(default_factory=list)
 
     @property
     def chunks_finished(self) -> int:
@@ -93,6 +102,8 @@ class RecipientRecord(LedgerModel):
     last_name: str = ""
     external_id: str = ""
     extra: dict[str, str] = Field(default_factory=dict)
+    #: Said in the row's reason once it is assigned (e.g. a reissue naming the previous code).
+    note: str = ""
 
 
 class AssignmentRecord(LedgerModel):
@@ -113,3 +124,31 @@ class AssignmentRecord(LedgerModel):
     expires_utc: str = ""
     reason: str = ""
     extra: dict[str, str] = Field(default_factory=dict)
+
+
+class PreviousHolding(LedgerModel):
+    """A voucher a person held before a reissue replaced it."""
+
+    batch_id: str
+    row_number: int
+    voucher_code: str = ""
+    purchase_code: str = ""
+    replaced_at: int
+    replaced_by: str  # the batch that reissued
+
+
+class HoldingRecord(LedgerModel):
+    """A person's claim on one voucher of a (partner, program): at most one per person.
+
+    Made (conditionally) at ingest, before anything is bought, and pointing at the batch row that
+    gets or got the code: the code itself lives in that row's assignment item, so a claim costs
+    one write and the outcome one more. ``history`` keeps what earlier reissues replaced.
+    """
+
+    email: str
+    partner_name: str
+    program_name: str
+    batch_id: str
+    row_number: int
+    claimed_at: int
+    history: list[PreviousHolding] = Field(default_factory=list)

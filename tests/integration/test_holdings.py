@@ -1,0 +1,111 @@
+"""Holdings in the ledger (moto, the template's table): one voucher per person per program."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from voucher_distributor.adapters.ledger import Claim, Ledger
+from voucher_distributor.models.ledger import AssignmentRecord
+from voucher_distributor_local.runner import MotoStack
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    with MotoStack(TEMPLATE) as stack:
+        dynamodb = boto3.resource(
+            "dynamodb", endpoint_url=stack.endpoint_url, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        yield Ledger(stack.resource("LedgerTable").ref, dynamodb=dynamodb, claim_workers=8)
+
+
+def claim(batch: str, row: int, email: str = "ann@acme.example", **kw: object) -> Claim:
+    return Claim(email, "Acme Corp", "Spring Drive", batch, row, **kw)  # type: ignore[arg-type]
+
+
+def assigned(batch: str, row: int, code: str) -> AssignmentRecord:
+    return AssignmentRecord(
+        batch_id=batch, row_number=row, email="ann@acme.example", partner_name="Acme Corp",
+        program_name="Spring Drive", chunk_no=0, status="assigned", voucher_code=code,
+        purchase_code="VP-1", expires_utc="2027-01-01T00:00:00Z",
+    )  # fmt: skip
+
+
+def test_first_claim_wins_and_a_replay_gets_its_claim_back(ledger: Ledger) -> None:
+    assert [o.kind for o in ledger.claim_holdings([claim("f-a", 1)], now=10)] == ["claimed"]
+    assert ledger.claim_holdings([claim("f-a", 1)], now=11)[0].kind == "claimed"
+    other = ledger.claim_holdings([claim("f-b", 4)], now=12)[0]
+    assert other.kind == "held"
+    assert other.holding is not None
+    assert (other.holding.batch_id, other.holding.row_number) == ("f-a", 1)
+    # Names compare case-insensitively: the same program, whatever the spelling.
+    spelled = Claim("ann@acme.example", "ACME CORP", "spring drive", "f-c", 2)
+    assert ledger.claim_holdings([spelled], now=13)[0].kind == "held"
+
+
+def test_concurrent_claims_of_the_same_people_buy_once_per_person(ledger: Ledger) -> None:
+    people = [f"p{i}@acme.example" for i in range(40)]
+    outcomes: dict[str, list[str]] = {}
+
+    def run(batch: str) -> None:
+        got = ledger.claim_holdings([claim(batch, i, p) for i, p in enumerate(people)], now=1)
+        outcomes[batch] = [o.kind for o in got]
+
+    threads = [threading.Thread(target=run, args=(f"f-{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for index in range(len(people)):
+        kinds = [outcomes[f"f-{n}"][index] for n in range(4)]
+        assert sorted(kinds) == ["claimed", "held", "held", "held"], people[index]
+    assert len(list(ledger.iter_holdings())) == 40
+    assert len(ledger.holdings_for_email("p7@acme.example")) == 1
+
+
+def test_reissue_moves_the_holding_and_keeps_history(ledger: Ledger) -> None:
+    ledger.claim_holdings([claim("f-a", 1)], now=10)
+    ledger.put_assignments([assigned("f-a", 1, "OLD-CODE")])
+    outcome = ledger.claim_holdings([claim("f-b", 3, reissue=True)], now=20)[0]
+    assert outcome.kind == "reissued"
+    assert outcome.previous is not None
+    assert outcome.previous.voucher_code == "OLD-CODE"
+    # Replayed: the same answer, history not doubled.
+    again = ledger.claim_holdings([claim("f-b", 3, reissue=True)], now=21)[0]
+    assert again.kind == "reissued"
+    assert again.previous is not None
+    assert again.previous.voucher_code == "OLD-CODE"
+    holding = ledger.get_holding("ann@acme.example", "Acme Corp", "Spring Drive")
+    assert holding is not None
+    assert (holding.batch_id, holding.row_number) == ("f-b", 3)
+    assert [h.voucher_code for h in holding.history] == ["OLD-CODE"]
+
+    # The reissue failed: the holding goes back to the voucher it replaced.
+    assert ledger.release_holding(claim("f-b", 3))
+    assert not ledger.release_holding(claim("f-b", 3))
+    holding = ledger.get_holding("ann@acme.example", "Acme Corp", "Spring Drive")
+    assert holding is not None
+    assert (holding.batch_id, holding.row_number, holding.history) == ("f-a", 1, [])
+
+
+def test_release_removes_a_first_claim_only_for_its_own_row(ledger: Ledger) -> None:
+    ledger.claim_holdings([claim("f-a", 1)], now=10)
+    assert not ledger.release_holding(claim("f-b", 1))
+    assert ledger.release_holdings([claim("f-a", 1)]) == 1
+    assert ledger.get_holding("ann@acme.example", "Acme Corp", "Spring Drive") is None
+    assert ledger.claim_holdings([claim("f-b", 1)], now=11)[0].kind == "claimed"
+
+
+def test_holdings_stay_out_of_the_assignment_index(ledger: Ledger) -> None:
+    ledger.claim_holdings([claim("f-a", 1)], now=10)
+    ledger.put_assignments([assigned("f-a", 1, "CODE-1")])
+    found = ledger.assignments_for_email("ann@acme.example")
+    assert [a.voucher_code for a in found] == ["CODE-1"]
+    assert ledger.get_assignments([("f-a", 1), ("f-a", 2)]).keys() == {("f-a", 1)}
