@@ -69,9 +69,9 @@ def consistency_violations(
     if result.summary.get("status") == "failed" and purchases:
         problems.append("a failed (refused) batch bought something")
     rows = result.rows
-    # every row ends assigned, rejected or failed, with a reason unless assigned
+    # every row ends assigned, existing, rejected or failed, with a reason unless assigned
     statuses = Counter(row["status"] for row in rows)
-    if not set(statuses) <= {"assigned", "rejected", "failed"}:
+    if not set(statuses) <= {"assigned", "existing", "rejected", "failed"}:
         problems.append(f"unknown row statuses {sorted(statuses)}")
     if any(not row["reason"] for row in rows if row["status"] != "assigned"):
         problems.append("a row without a code has no reason")
@@ -79,7 +79,7 @@ def consistency_violations(
     if numbers != sorted(numbers):
         problems.append("results are not in row order")
     expected = list(range(1, input_rows + 1)) if input_rows is not None else numbers
-    if result.summary.get("status") != "failed" and numbers != expected:
+    if (rows or result.summary.get("status") != "failed") and numbers != expected:
         missing = sorted(set(expected) - set(numbers))
         problems.append(f"results hold {len(numbers)} rows of {len(expected)}; missing {missing}")
     # no code given twice; every code belongs to the purchase named beside it
@@ -98,22 +98,67 @@ def consistency_violations(
     if len(pairs) != len(set(pairs)):
         problems.append("a person got two codes for one program")
     # the ledger holds one assignment per accepted row, matching the results
+    # (rows that failed before any purchase, like rejected and existing ones, have none)
     ledger_rows = {a.row_number: a for a in ledger.iter_assignments(batch_id)}
     for row in rows:
         number = int(row["row"])
-        if row["status"] == "rejected":
-            if number in ledger_rows:
-                problems.append(f"rejected row {number} has a ledger assignment")
-            continue
         record = ledger_rows.get(number)
+        if row["status"] in {"rejected", "existing"}:
+            if record is not None:
+                problems.append(f"{row['status']} row {number} has a ledger assignment")
+            continue
         if record is None:
-            problems.append(f"row {number} ({row['status']}) is not in the ledger")
+            if row["status"] == "assigned":
+                problems.append(f"row {number} ({row['status']}) is not in the ledger")
         elif (record.status, record.voucher_code) != (row["status"], row["voucher_code"]):
             problems.append(f"row {number}: ledger and results disagree")
+        if row["status"] == "assigned":
+            holding = ledger.get_holding(row["email"], row["partner"], row["program"])
+            if holding is None:
+                problems.append(f"assigned row {number} holds no claim")
+    # an existing row shows a code its person was given in an earlier (or concurrent) batch
+    for row in rows:
+        if row["status"] != "existing":
+            continue
+        given = [
+            a for a in ledger.assignments_for_email(row["email"])
+            if a.status == "assigned" and a.voucher_code == row["voucher_code"]
+        ]  # fmt: skip
+        if not given or given[0].program_name != row["program"] or given[0].batch_id == batch_id:
+            problems.append(f"existing row {row['row']} shows a code its person was not given")
     counts = result.summary.get("counts") or {}
-    for status in ("assigned", "rejected", "failed"):
+    for status in ("assigned", "existing", "rejected", "failed"):
         if counts.get(status, 0) != statuses.get(status, 0):
             problems.append(f"summary counts {status}={counts.get(status)} != results")
+    return problems
+
+
+def holdings_violations(results: Iterable[RunResult]) -> list[str]:
+    """Across every batch of a run: nobody holds two codes for one (partner, program) unless a
+    reissue was asked, and an ``existing`` row shows the code its person holds."""
+    problems: list[str] = []
+    given: dict[tuple[str, str, str], list[tuple[str, dict[str, str]]]] = {}
+    for result in results:
+        for row in result.rows:
+            if row["status"] == "assigned":
+                key = (
+                    row["email"].casefold(),
+                    row["partner"].casefold(),
+                    row["program"].casefold(),
+                )
+                given.setdefault(key, []).append((result.batch_id, row))
+    for key, rows in given.items():
+        unasked = [r for _, r in rows[1:] if not r["reason"].startswith("reissued")]
+        if unasked:
+            problems.append(f"{key[0]} holds {len(rows)} codes for {key[2]!r} without a reissue")
+    for result in results:
+        for row in result.rows:
+            if row["status"] != "existing":
+                continue
+            key = (row["email"].casefold(), row["partner"].casefold(), row["program"].casefold())
+            codes = [r["voucher_code"] for _, r in given.get(key, [])]
+            if codes and row["voucher_code"] not in codes:
+                problems.append(f"existing row {row['row']} of {result.batch_id}: unknown code")
     return problems
 
 

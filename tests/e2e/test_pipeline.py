@@ -35,7 +35,7 @@ def test_sample_csv_two_programs_several_purchases(make_world) -> None:
     result = run_csv(world, SAMPLE)
     assert_consistent(world, result)
     counts = result.summary["counts"]
-    assert counts == {"rows": 2500, "assigned": 2486, "rejected": 14, "failed": 0}
+    assert counts == {"rows": 2500, "assigned": 2486, "existing": 0, "rejected": 14, "failed": 0}
     quantities = sorted((p.program_name, p.quantity) for p in world.sandbox.purchases())
     assert quantities == [
         (CLOUD, 56), (CLOUD, 1000), ("Example Corp Employee Upskilling", 20),
@@ -68,7 +68,13 @@ def test_sqs_request_inline_recipients(make_world) -> None:
     world.pipeline.run_until_done(batch_id, timeout_s=60)
     result = world.pipeline.result(batch_id)
     assert_consistent(world, result)
-    assert result.summary["counts"] == {"rows": 26, "assigned": 25, "rejected": 1, "failed": 0}
+    assert result.summary["counts"] == {
+        "rows": 26,
+        "assigned": 25,
+        "existing": 0,
+        "rejected": 1,
+        "failed": 0,
+    }
     (purchase,) = world.sandbox.purchases()
     assert (purchase.program_name, purchase.quantity) == (CLOUD, 25)
     assert purchase.notes.startswith("November onboarding cohort [vd:")
@@ -237,7 +243,13 @@ def test_generation_failure_fails_the_chunk_visibly(make_world) -> None:
     world.sandbox.set_faults(FaultSettings(generation_failure_rate=1.0))
     result = run_csv(world, world.csv_file(people(8)))
     assert_consistent(world, result)
-    assert result.summary["counts"] == {"rows": 8, "assigned": 0, "rejected": 0, "failed": 8}
+    assert result.summary["counts"] == {
+        "rows": 8,
+        "assigned": 0,
+        "existing": 0,
+        "rejected": 0,
+        "failed": 8,
+    }
     assert all("CheckoutFailed" in r["reason"] for r in result.rows)
     (chunk,) = world.pipeline.ledger.iter_chunks(result.batch_id)
     assert chunk.state == ChunkState.FAILED

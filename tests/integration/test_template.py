@@ -325,9 +325,9 @@ def _required(
             for item in p["TransactItems"]:
                 ((kind, body),) = item.items()
                 yield f"dynamodb:{verbs[kind]}", table + body["TableName"]
-        elif operation == "BatchWriteItem":
+        elif operation in {"BatchWriteItem", "BatchGetItem"}:
             for name in p["RequestItems"]:
-                yield "dynamodb:BatchWriteItem", table + name
+                yield f"dynamodb:{operation}", table + name
         else:
             index = f"/index/{p['IndexName']}" if p.get("IndexName") else ""
             yield f"dynamodb:{operation}", table + p["TableName"] + index

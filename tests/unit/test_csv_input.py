@@ -51,10 +51,24 @@ ALIAS_CASES = [(field, alias) for field, aliases in HEADER_ALIASES.items() for a
 def test_every_alias_names_its_field(field, alias):
     assert canonical_field(alias) == field
     header = [alias] if field == "email" else ["email", alias]
-    values = ["Ada@Example.com"] if field == "email" else ["ada@example.com", "Value"]
+    cell = "Yes" if field == "reissue" else "Value"
+    values = ["Ada@Example.com"] if field == "email" else ["ada@example.com", cell]
     (row,) = read(csv_bytes([header, values]))
     assert row.extra == {}
-    assert getattr(row, field) == ("ada@example.com" if field == "email" else "Value")
+    expected = {"email": "ada@example.com", "reissue": True}.get(field, "Value")
+    assert getattr(row, field) == expected
+
+
+@pytest.mark.parametrize(
+    ("cell", "reissue", "problem"),
+    [("yes", True, None), ("TRUE", True, None), ("1", True, None), ("", False, None),
+     ("no", False, None), ("0", False, None), ("perhaps", False, "reissue is 'perhaps'")],
+)  # fmt: skip
+def test_reissue_column_asks_for_a_new_voucher(cell, reissue, problem):
+    (row,) = read(csv_bytes([["email", "Reissue"], ["ada@example.com", cell]]))
+    assert row.reissue is reissue
+    assert (row.problem or "").startswith(problem or "")
+    assert (row.problem is None) is (problem is None)
 
 
 def test_header_aliases_lists_the_required_spellings():

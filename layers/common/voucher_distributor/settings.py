@@ -44,6 +44,10 @@ class Settings(BaseModel):
     max_inline_recipients: int = Field(default=1_000, ge=1)
     #: Largest CSV accepted, in bytes.
     max_csv_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    #: How long a report waits before looking again for codes another batch is still buying.
+    report_wait_seconds: int = Field(default=60, ge=1, le=900)
+    #: Holdings claimed at once while ingesting (one conditional write each, in parallel).
+    claim_concurrency: int = Field(default=16, ge=1, le=64)
 
     @field_validator("certiverse_base_url")
     @classmethod

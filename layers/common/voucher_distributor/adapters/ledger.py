@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from voucher_distributor.models.ledger import (
@@ -141,7 +142,10 @@ def _conditional_failed(exc: ClientError) -> bool:
 
 class Ledger:
     def __init__(self, table_name: str, *, dynamodb: Any = None, claim_workers: int = 16) -> None:
-        resource = dynamodb or boto3.resource("dynamodb")
+        # Room in the connection pool for every claim worker (botocore keeps 10 by default).
+        resource = dynamodb or boto3.resource(
+            "dynamodb", config=Config(max_pool_connections=max(10, claim_workers + 2))
+        )
         self._table = resource.Table(table_name)
         # The resource's client takes plain Python values and, unlike the resource, is safe to
         # share between threads: claims go out on it in parallel.
@@ -184,17 +188,34 @@ class Ledger:
         )
         return BatchRecord.model_validate(_plain(got["Attributes"]))
 
+    def link_retry(self, batch_id: str, retry_batch_id: str) -> BatchRecord | None:
+        """Record that ``retry_batch_id`` retries this batch's failed rows (once); the batch."""
+        try:
+            got = self._table.update_item(
+                Key={"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
+                UpdateExpression="SET retried_by = list_append(if_not_exists(retried_by, :e), :r)",
+                ConditionExpression="attribute_exists(pk) AND NOT contains(retried_by, :id)",
+                ExpressionAttributeValues={":e": [], ":r": [retry_batch_id], ":id": retry_batch_id},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return self.get_batch(batch_id)
+            raise
+        return BatchRecord.model_validate(_plain(got["Attributes"]))
+
     def start_report(self, batch_id: str) -> BatchRecord | None:
-        """Move the batch to REPORTING unless it is already DONE; None when it is DONE."""
+        """Move the batch to REPORTING unless it has ended (DONE/FAILED); None when it has."""
         try:
             got = self._table.update_item(
                 Key={"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
                 UpdateExpression="SET #s = :reporting",
-                ConditionExpression="attribute_exists(pk) AND #s <> :done",
+                ConditionExpression="attribute_exists(pk) AND NOT #s IN (:done, :failed)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":reporting": BatchStatus.REPORTING.value,
                     ":done": BatchStatus.DONE.value,
+                    ":failed": BatchStatus.FAILED.value,
                 },
                 ReturnValues="ALL_NEW",
             )
@@ -219,6 +240,20 @@ class Ledger:
                 return False
             raise
         return True
+
+    def replace_pending_chunk(self, chunk: ChunkRecord) -> None:
+        """Plan a chunk anew while no worker has taken it (a replayed ingest planned it again)."""
+        item = {
+            "pk": _batch_pk(chunk.batch_id),
+            "sk": _chunk_sk(chunk.chunk_no),
+            **chunk.model_dump(mode="json"),
+        }
+        self._table.put_item(
+            Item=_item(item),
+            ConditionExpression="#state = :pending",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":pending": ChunkState.PENDING.value},
+        )
 
     def get_chunk(self, batch_id: str, chunk_no: int) -> ChunkRecord | None:
         got = self._table.get_item(

@@ -70,6 +70,14 @@ class Storage:
         body = json.dumps(document, indent=2, ensure_ascii=False, default=str).encode("utf-8")
         self.put_bytes(key, body, content_type="application/json")
 
+    def get_json(self, key: str) -> Any:
+        """A JSON object's document, or None when there is no such object."""
+        try:
+            stored = self.open(key)
+        except ObjectMissing:
+            return None
+        return json.loads(b"".join(stored.body))
+
     def upload_file(self, key: str, path: Path, *, content_type: str) -> None:
         self._s3.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
 

@@ -13,6 +13,8 @@ RESULTS_PREFIX = "results/"
 WORK_PREFIX = "work/"
 #: Per batch, under work/: the rejected rows as JSON lines, in row order.
 REJECTED_ROWS_FILE = "rejected.jsonl"
+#: Per batch, under work/: rows whose person already holds a voucher, with the holding's row.
+EXISTING_ROWS_FILE = "existing.jsonl"
 
 _MARKER = re.compile(r"\[vd:(?P<batch>[a-z0-9-]+):(?P<chunk>\d{5})\]")
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._ -]")

@@ -37,7 +37,8 @@ RESULT_COLUMNS: Final = (
     "reason",
 )
 
-ResultStatus = Literal["assigned", "rejected", "failed"]
+#: ``existing``: the person already held a voucher for the program; it is shown, none bought.
+ResultStatus = Literal["assigned", "existing", "rejected", "failed"]
 
 #: Cell starts a spreadsheet may treat as a formula (OWASP "CSV Injection").
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")

@@ -30,6 +30,8 @@ class RequestRecipient(Message):
     first_name: str = ""
     last_name: str = ""
     external_id: str = ""
+    #: Buy a new voucher even if this person already holds one for the program.
+    reissue: bool = False
 
 
 class DistributionRequest(Message):

@@ -62,7 +62,7 @@ def build_services(settings: Settings, metrics: MetricSink | None = None) -> Ser
     )
     return Services(
         settings=settings,
-        ledger=Ledger(settings.ledger_table),
+        ledger=Ledger(settings.ledger_table, claim_workers=settings.claim_concurrency),
         storage=Storage(settings.inbox_bucket),
         queues=Queues(),
         events=Events(settings.event_bus_name),

@@ -1,12 +1,16 @@
 """Ingest: turn an input (an uploaded CSV or an HR request) into planned chunks.
 
-Streaming: rows are read one at a time; accepted rows wait in one open chunk per
-(partner, program) of at most 1000 and are written out as soon as it fills; rejected rows go to
-a temporary JSON-lines file. Nothing is bought here. Chunk messages are sent only after the
-whole input was read, so a file that turns out unusable half-way buys nothing.
+Streaming: rows are read one at a time. An accepted row claims its person's holding for the
+(partner, program) — one conditional write, sent in parallel for a few hundred rows at a time —
+before it joins one open chunk per (partner, program) of at most 1000, written out as soon as
+it fills. A person who already holds a voucher is not bought for: the row is ``existing`` and
+gets the held code in the report. Rejected and failed rows go to a temporary JSON-lines file,
+existing ones to another. Nothing is bought here. Chunk messages are sent only after the whole
+input was read, so a file that turns out unusable half-way buys nothing (and gives back its
+claims).
 
 Re-running ingest for the same batch (a redelivered event after a crash) plans the same chunks
-with the same numbers; existing chunk records are kept as they are.
+with the same numbers: its claims come back to it, and existing chunk records are kept.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from pathlib import Path
 from typing import IO
 
 from voucher_distributor.adapters.certiverse import CertiverseUnauthorized
-from voucher_distributor.domain.batches import REJECTED_ROWS_FILE, work_key
+from voucher_distributor.adapters.ledger import Claim, ClaimOutcome
+from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
 from voucher_distributor.domain.chunking import MAX_CHUNK, DuplicateTracker, Target, resolve_target
 from voucher_distributor.domain.csv_input import CsvInputError
 from voucher_distributor.domain.eligibility import email_refusal
@@ -28,6 +33,7 @@ from voucher_distributor.models.ledger import (
     BatchRecord,
     BatchStatus,
     ChunkRecord,
+    ChunkState,
     RecipientRecord,
 )
 from voucher_distributor.pipeline.context import Services, log
@@ -45,6 +51,10 @@ class IngestRequest:
     metadata_program: str | None = None
 
 
+#: Accepted rows claimed together (in parallel) before they join their chunks.
+CLAIM_BATCH = 256
+
+
 @dataclass
 class IngestOutcome:
     batch_id: str
@@ -53,6 +63,15 @@ class IngestOutcome:
     rows: int = 0
     rejected: int = 0
     chunks: int = 0
+    existing: int = 0
+    failed_rows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    row: InputRow
+    target: Target
+    reissue: bool
 
 
 @dataclass
@@ -60,9 +79,15 @@ class _Plan:
     """Open chunks and counters while the input streams by."""
 
     rejected_file: IO[str]
+    existing_file: IO[str]
+    claims_file: IO[str]
+    replay: bool = False  # an earlier attempt at this batch was interrupted
     next_chunk: int = 0
     rows: int = 0
     rejected: int = 0
+    existing: int = 0
+    failed: int = 0
+    pending: list[_Accepted] = field(default_factory=list)
     open_chunks: dict[Target, list[RecipientRecord]] = field(default_factory=dict)
     chunk_numbers: list[int] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
@@ -73,7 +98,8 @@ class _Plan:
 def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
     batch = request.batch
     ledger = services.ledger
-    if not ledger.create_batch(batch):
+    replay = not ledger.create_batch(batch)
+    if replay:
         existing = ledger.get_batch(batch.batch_id)
         if existing is not None and existing.status != BatchStatus.INGESTING:
             log.info(
@@ -83,35 +109,57 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             return IngestOutcome(batch.batch_id, duplicate=True)
         log.warning("batch %s was interrupted while ingesting: planning it again", batch.batch_id)
 
-    with tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".jsonl") as rejected_file:
-        plan = _Plan(rejected_file=rejected_file)
+    with (
+        tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".jsonl") as rejected_file,
+        tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".jsonl") as existing_file,
+        tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".tsv") as claims_file,
+    ):
+        plan = _Plan(
+            rejected_file=rejected_file,
+            existing_file=existing_file,
+            claims_file=claims_file,
+            replay=replay,
+        )
+        preflight = Preflight(services.certiverse)
         try:
-            _plan_rows(services, request, plan)
+            _plan_rows(services, request, plan, preflight)
         except CsvInputError as exc:
-            _discard_plan(services, batch.batch_id)
+            _give_back(services, batch.batch_id, plan)
             fail_batch(services, batch.batch_id, f"the input file is unusable: {exc}")
             services.metrics.count("InputsRefused")
             return IngestOutcome(batch.batch_id, failed=str(exc))
         except CertiverseUnauthorized as exc:
-            _discard_plan(services, batch.batch_id)
+            _give_back(services, batch.batch_id, plan)
             fail_batch(services, batch.batch_id, str(exc))
             services.metrics.count("CertiverseUnauthorized")
             return IngestOutcome(batch.batch_id, failed=str(exc))
         for target in list(plan.open_chunks):
             _flush(services, batch, target, plan)
-        rejected_file.flush()
-        services.storage.upload_file(
-            work_key(batch.batch_id, REJECTED_ROWS_FILE),
-            Path(rejected_file.name),
-            content_type="application/x-ndjson",
+        for file, name in (
+            (rejected_file, REJECTED_ROWS_FILE),
+            (existing_file, EXISTING_ROWS_FILE),
+        ):
+            file.flush()
+            services.storage.upload_file(
+                work_key(batch.batch_id, name),
+                Path(file.name),
+                content_type="application/x-ndjson",
+            )
+    if preflight.failure is not None:
+        services.metrics.count(
+            "CertiverseUnauthorized" if preflight.misconfigured else "PreflightFailures"
         )
+        log.error("batch %s: Certiverse could not be used: %s", batch.batch_id, preflight.failure)
 
     ledger.update_batch(
         batch.batch_id,
         chunk_count=len(plan.chunk_numbers),
         rows_total=plan.rows,
         rows_rejected=plan.rejected,
+        rows_existing=plan.existing,
+        rows_failed_early=plan.failed,
         extra_columns=plan.extra_columns,
+        **({"error": preflight.failure} if preflight.failure else {}),
     )
     settings = services.settings
     services.queues.send_many(
@@ -119,31 +167,67 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         ({"batchId": batch.batch_id, "chunkNo": n} for n in plan.chunk_numbers),
     )
     ledger.update_batch(batch.batch_id, status=BatchStatus.PLANNED.value)
+    if batch.retry_of:
+        _link_retry(services, batch.retry_of, batch.batch_id)
     if not plan.chunk_numbers:
         services.queues.send(settings.report_queue_url, {"batchId": batch.batch_id})
     services.metrics.count("RowsReceived", plan.rows)
     services.metrics.count("RowsRejected", plan.rejected)
+    services.metrics.count("RowsExisting", plan.existing)
     for name, count in sorted(plan.rejected_by_class.items()):
         services.metrics.count(name, count)
     log.info(
-        "batch %s planned: %d rows, %d rejected, %d chunks",
-        batch.batch_id, plan.rows, plan.rejected, len(plan.chunk_numbers),
+        "batch %s planned: %d rows, %d rejected, %d existing, %d failed, %d chunks",
+        batch.batch_id, plan.rows, plan.rejected, plan.existing, plan.failed,
+        len(plan.chunk_numbers),
     )  # fmt: skip
     return IngestOutcome(
-        batch.batch_id, rows=plan.rows, rejected=plan.rejected, chunks=len(plan.chunk_numbers)
+        batch.batch_id,
+        rows=plan.rows,
+        rejected=plan.rejected,
+        chunks=len(plan.chunk_numbers),
+        existing=plan.existing,
+        failed_rows=plan.failed,
     )
 
 
-def _discard_plan(services: Services, batch_id: str) -> None:
-    """The input failed part-way: drop the chunks planned so far (none was handed out)."""
+def _link_retry(services: Services, original_id: str, batch_id: str) -> None:
+    """``retry-failed``: name this batch in the original's record and summary."""
+    original = services.ledger.link_retry(original_id, batch_id)
+    if original is None:
+        log.warning("batch %s retries unknown batch %s", batch_id, original_id)
+        return
+    summary = services.storage.get_json(original.summary_key)
+    if isinstance(summary, dict) and summary.get("batchId") == original_id:
+        summary["retriedBy"] = original.retried_by
+        services.storage.put_json(original.summary_key, summary)
+
+
+def _give_back(services: Services, batch_id: str, plan: _Plan) -> None:
+    """The input failed part-way: give back its claims and drop its planned chunks.
+
+    None was handed out (chunk messages go only after the whole input was read), so nothing
+    was bought; every claim this run made is released for other batches.
+    """
+    plan.claims_file.flush()
+    plan.claims_file.seek(0)
+    claims = []
+    for line in plan.claims_file:
+        email, partner, program, row = line.rstrip("\n").split("\t")
+        claims.append(Claim(email, partner, program, batch_id, int(row)))
+    released = services.ledger.release_holdings(claims)
     dropped = services.ledger.delete_pending_chunks(batch_id)
-    if dropped:
-        log.info("batch %s: dropped %d planned chunk(s); nothing was bought", batch_id, dropped)
+    if dropped or released:
+        log.info(
+            "batch %s: dropped %d planned chunk(s), released %d claim(s); nothing was bought",
+            batch_id, dropped, released,
+        )  # fmt: skip
 
 
-def _plan_rows(services: Services, request: IngestRequest, plan: _Plan) -> None:
+def _plan_rows(
+    services: Services, request: IngestRequest, plan: _Plan, preflight: Preflight
+) -> None:
     settings = services.settings
-    preflight = Preflight(services.certiverse)
     duplicates = DuplicateTracker()
     seen_extra = False
     for row in request.rows:
@@ -159,6 +243,7 @@ def _plan_rows(services: Services, request: IngestRequest, plan: _Plan) -> None:
             default_program=settings.default_program_name or None,
         )
         reason = row.problem
+        failure: str | None = None
         if reason is None and target is None:
             reason = (
                 "no partner or program: give partner_name and program_name columns, object "
@@ -167,6 +252,11 @@ def _plan_rows(services: Services, request: IngestRequest, plan: _Plan) -> None:
         if reason is None and target is not None:
             verdict = preflight.check(target)
             reason = verdict.refusal
+            failure = verdict.failure
+            if failure is not None:
+                plan.failed += 1
+                _write_rejected(plan.rejected_file, row, target, failure, status="failed")
+                continue
             if reason is None and verdict.program is not None:
                 reason = email_refusal(verdict.program, row.email)
             if reason is None:
@@ -185,19 +275,69 @@ def _plan_rows(services: Services, request: IngestRequest, plan: _Plan) -> None:
             name = _rejection_metric(row, target, reason)
             plan.rejected_by_class[name] = plan.rejected_by_class.get(name, 0) + 1
             continue
-        chunk = plan.open_chunks.setdefault(target, [])
-        chunk.append(
-            RecipientRecord(
-                row_number=row.row_number,
-                email=row.email,
-                first_name=row.first_name,
-                last_name=row.last_name,
-                external_id=row.external_id,
-                extra=row.extra,
-            )
+        plan.pending.append(_Accepted(row, target, row.reissue or request.batch.reissue))
+        if len(plan.pending) >= CLAIM_BATCH:
+            _settle_claims(services, request.batch, plan)
+    _settle_claims(services, request.batch, plan)
+
+
+def _settle_claims(services: Services, batch: BatchRecord, plan: _Plan) -> None:
+    """Claim the pending rows' holdings, then plan each row by what its claim found."""
+    if not plan.pending:
+        return
+    claims = [
+        Claim(
+            a.row.email,
+            a.target.partner_name,
+            a.target.program_name,
+            batch.batch_id,
+            a.row.row_number,
+            reissue=a.reissue,
         )
-        if len(chunk) >= MAX_CHUNK:
-            _flush(services, request.batch, target, plan)
+        for a in plan.pending
+    ]
+    outcomes = services.ledger.claim_holdings(claims, now=services.now())
+    for accepted, claim, outcome in zip(plan.pending, claims, outcomes, strict=True):
+        if outcome.kind == "held":
+            plan.existing += 1
+            _write_existing(plan.existing_file, accepted, outcome)
+            continue
+        plan.claims_file.write(
+            f"{claim.email}\t{claim.partner_name}\t{claim.program_name}\t{claim.row_number}\n"
+        )
+        _add_to_chunk(services, batch, plan, accepted, _reissue_note(outcome))
+    plan.pending.clear()
+
+
+def _reissue_note(outcome: ClaimOutcome) -> str:
+    if outcome.kind != "reissued":
+        return ""
+    previous = outcome.previous
+    if previous is None:
+        return "reissued as asked"
+    if previous.voucher_code:
+        return f"reissued as asked; replaces voucher {previous.voucher_code}"
+    return f"reissued as asked; replaces the voucher of batch {previous.batch_id}"
+
+
+def _add_to_chunk(
+    services: Services, batch: BatchRecord, plan: _Plan, accepted: _Accepted, note: str
+) -> None:
+    row, target = accepted.row, accepted.target
+    chunk = plan.open_chunks.setdefault(target, [])
+    chunk.append(
+        RecipientRecord(
+            row_number=row.row_number,
+            email=row.email,
+            first_name=row.first_name,
+            last_name=row.last_name,
+            external_id=row.external_id,
+            extra=row.extra,
+            note=note,
+        )
+    )
+    if len(chunk) >= MAX_CHUNK:
+        _flush(services, batch, target, plan)
 
 
 def _flush(services: Services, batch: BatchRecord, target: Target, plan: _Plan) -> None:
@@ -207,19 +347,52 @@ def _flush(services: Services, batch: BatchRecord, target: Target, plan: _Plan) 
     chunk_no = plan.next_chunk
     plan.next_chunk += 1
     rows_key = work_key(batch.batch_id, f"chunks/{chunk_no:05d}.jsonl")
-    services.storage.put_recipients(rows_key, recipients)
-    services.ledger.put_chunk_if_absent(
-        ChunkRecord(
-            batch_id=batch.batch_id,
-            chunk_no=chunk_no,
-            partner_name=target.partner_name,
-            program_name=target.program_name,
-            quantity=len(recipients),
-            rows_key=rows_key,
-            first_row=recipients[0].row_number,
-        )
+    record = ChunkRecord(
+        batch_id=batch.batch_id,
+        chunk_no=chunk_no,
+        partner_name=target.partner_name,
+        program_name=target.program_name,
+        quantity=len(recipients),
+        rows_key=rows_key,
+        first_row=recipients[0].row_number,
     )
+    if plan.replay and not _replan_chunk(services, record):
+        plan.chunk_numbers.append(chunk_no)
+        return
+    services.storage.put_recipients(rows_key, recipients)
+    services.ledger.put_chunk_if_absent(record)
     plan.chunk_numbers.append(chunk_no)
+
+
+class PlanChanged(RuntimeError):
+    """A replayed ingest planned a chunk differently from one already being bought."""
+
+
+def _replan_chunk(services: Services, record: ChunkRecord) -> bool:
+    """On a replayed ingest: may this chunk's file and record be (re)written?
+
+    A claim another batch held the first time may have been released since, so a replay can
+    plan a chunk differently. A chunk nobody has taken yet (PENDING) is planned anew; one a
+    worker took is kept exactly as it was bought, and must not have changed.
+    """
+    current = services.ledger.get_chunk(record.batch_id, record.chunk_no)
+    if current is None:
+        return True
+    same = (current.quantity, current.first_row, current.program_name) == (
+        record.quantity,
+        record.first_row,
+        record.program_name,
+    )
+    if current.state == ChunkState.PENDING:
+        if not same:
+            services.ledger.replace_pending_chunk(record)
+        return True
+    if not same:
+        raise PlanChanged(
+            f"chunk {record.batch_id}/{record.chunk_no:05d} is {current.state} for "
+            f"{current.quantity} rows but would now hold {record.quantity}"
+        )
+    return False
 
 
 def _rejection_metric(row: InputRow, target: Target | None, reason: str | None) -> str:
@@ -233,8 +406,16 @@ def _rejection_metric(row: InputRow, target: Target | None, reason: str | None) 
     return "RowsRejectedIneligible"  # partner/program refused, or e-mail outside its domains
 
 
-def _write_rejected(out: IO[str], row: InputRow, target: Target | None, reason: str) -> None:
+def _write_rejected(
+    out: IO[str],
+    row: InputRow,
+    target: Target | None,
+    reason: str,
+    *,
+    status: str = "rejected",
+) -> None:
     record = {
+        "status": status,
         "row_number": row.row_number,
         "email": row.email,
         "first_name": row.first_name,
@@ -244,5 +425,26 @@ def _write_rejected(out: IO[str], row: InputRow, target: Target | None, reason: 
         "program_name": target.program_name if target else (row.program_name or ""),
         "reason": reason,
         "extra": row.extra,
+    }
+    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _write_existing(out: IO[str], accepted: _Accepted, outcome: ClaimOutcome) -> None:
+    """The row, and which batch row holds the person's voucher (resolved by the report)."""
+    holding = outcome.holding
+    assert holding is not None
+    row = accepted.row
+    record = {
+        "row_number": row.row_number,
+        "email": row.email,
+        "first_name": row.first_name,
+        "last_name": row.last_name,
+        "external_id": row.external_id,
+        "partner_name": accepted.target.partner_name,
+        "program_name": accepted.target.program_name,
+        "extra": row.extra,
+        "holder_batch": holding.batch_id,
+        "holder_row": holding.row_number,
+        "claimed_at": holding.claimed_at,
     }
     out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,4 +1,11 @@
-"""Pre-flight: once per (partner, program), check that the API would sell us $0 vouchers."""
+"""Pre-flight: once per (partner, program), check that the API would sell us $0 vouchers.
+
+Two kinds of "no": a **refusal** is about the input (unknown, priced or inactive program, partner
+not allowed) and rejects its rows; a **failure** is the system's (Certiverse unreachable or 5xx
+after the retries, a 401, a base URL that is not the API) and fails its rows, so they can be
+retried once the cause is fixed. After a failure no further look-up is tried: every later target
+fails with the same reason instead of waiting out the retries again.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,11 @@ from voucher_distributor.adapters.certiverse import (
     AmbiguousName,
     CertiverseBadRequest,
     CertiverseClient,
+    CertiverseMisconfigured,
+    CertiverseServerError,
+    CertiverseUnauthorized,
     NameNotFound,
+    TokenUnavailable,
 )
 from voucher_distributor.domain.chunking import Target
 from voucher_distributor.domain.eligibility import purchase_refusal
@@ -24,7 +35,8 @@ class Verdict:
 
     partner: PartnerVoucherPartnerModel | None = None
     program: PartnerVoucherProgramModel | None = None
-    refusal: str | None = None
+    refusal: str | None = None  # the input's fault: rows `rejected`
+    failure: str | None = None  # the system's fault: rows `failed`, retry once fixed
 
 
 class Preflight:
@@ -36,13 +48,32 @@ class Preflight:
         self._programs: dict[str, PartnerVoucherProgramModel | str] = {}
         self._verdicts: dict[Target, Verdict] = {}
         self.lookups = 0
+        #: Why Certiverse could not be used, once it could not: the batch's error.
+        self.failure: str | None = None
+        #: The failure was a 401 or a wrong base URL (not a passing outage).
+        self.misconfigured = False
 
     def check(self, target: Target) -> Verdict:
         verdict = self._verdicts.get(target)
         if verdict is None:
-            verdict = self._decide(target)
+            if self.failure is not None:
+                return Verdict(failure=self.failure)
+            try:
+                verdict = self._decide(target)
+            except (CertiverseMisconfigured, CertiverseUnauthorized, TokenUnavailable) as exc:
+                self.misconfigured = True
+                return self._failed(str(exc))
+            except CertiverseServerError as exc:
+                return self._failed(
+                    f"Certiverse could not be reached during pre-flight ({exc}); nothing was "
+                    "bought for this row — run retry-failed once Certiverse answers again"
+                )
             self._verdicts[target] = verdict
         return verdict
+
+    def _failed(self, reason: str) -> Verdict:
+        self.failure = reason
+        return Verdict(failure=reason)
 
     def _decide(self, target: Target) -> Verdict:
         partner = self._partner(target.partner_name)
@@ -60,6 +91,8 @@ class Preflight:
             self.lookups += 1
             try:
                 self._partners[key] = self._client.find_partner(name)
+            except CertiverseMisconfigured:
+                raise
             except (NameNotFound, AmbiguousName, CertiverseBadRequest) as exc:
                 self._partners[key] = _reason(exc, "partner")
         return self._partners[key]
@@ -70,6 +103,8 @@ class Preflight:
             self.lookups += 1
             try:
                 self._programs[key] = self._client.find_program(name)
+            except CertiverseMisconfigured:
+                raise
             except (NameNotFound, AmbiguousName, CertiverseBadRequest) as exc:
                 self._programs[key] = _reason(exc, "program")
         return self._programs[key]

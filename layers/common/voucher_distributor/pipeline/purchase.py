@@ -27,6 +27,7 @@ from voucher_distributor.adapters.certiverse import (
     CertiverseUnauthorized,
     PurchaseOutcomeUnknown,
 )
+from voucher_distributor.adapters.ledger import Claim
 from voucher_distributor.domain.assignment import assign_codes
 from voucher_distributor.domain.batches import find_marker, purchase_notes, work_key
 from voucher_distributor.domain.outcomes import outcomes_file
@@ -73,8 +74,7 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
         log.warning("chunk %s/%05d does not exist; dropping the message", batch_id, chunk_no)
         return "missing"
     if chunk.state in {ChunkState.ASSIGNED, ChunkState.FAILED}:
-        # The worker that ended it may have died before counting it or asking for the report.
-        _report_if_last(services, batch_id, chunk_no)
+        _settle_ended(services, chunk)
         return "already-final"
     if chunk.state == ChunkState.PURCHASED:
         return _check_then_schedule(services, chunk)
@@ -243,7 +243,7 @@ def poll_chunk(services: Services, batch_id: str, chunk_no: int, attempt: int) -
     chunk = services.ledger.get_chunk(batch_id, chunk_no)
     if chunk is None or chunk.state != ChunkState.PURCHASED:
         if chunk is not None and chunk.state in {ChunkState.ASSIGNED, ChunkState.FAILED}:
-            _report_if_last(services, batch_id, chunk_no)
+            _settle_ended(services, chunk)
         return "not-waiting"
     services.metrics.count("PollAttempts")
     outcome = check_codes(services, chunk)
@@ -346,7 +346,7 @@ def _outcome(
         expires_utc=(
             voucher.expiration_date_utc.isoformat().replace("+00:00", "Z") if voucher else ""
         ),
-        reason=reason,
+        reason=reason if not voucher else recipient.note,
         extra=recipient.extra,
     )
 
@@ -367,7 +367,41 @@ def _fail(services: Services, chunk: ChunkRecord, reason: str) -> str:
     if _end_chunk(services, chunk, ChunkState.FAILED, records, reason=reason):
         services.metrics.count("ChunksFailed")
         log.error("chunk %s/%05d failed: %s", chunk.batch_id, chunk.chunk_no, reason)
+        _release_claims(services, chunk, recipients)
+        return "failed"
+    # Another worker ended it first, maybe with its codes assigned: release only if it failed.
+    ended = services.ledger.get_chunk(chunk.batch_id, chunk.chunk_no)
+    if ended is not None and ended.state == ChunkState.FAILED:
+        _release_claims(services, ended, recipients)
     return "failed"
+
+
+def _settle_ended(services: Services, chunk: ChunkRecord) -> None:
+    """A delivery for an ended chunk: the worker that ended it may have died before releasing
+    its claims, counting it in the batch or asking for the report; do what it left."""
+    if chunk.state == ChunkState.FAILED:
+        _release_claims(services, chunk)
+    _report_if_last(services, chunk.batch_id, chunk.chunk_no)
+
+
+def _release_claims(
+    services: Services, chunk: ChunkRecord, recipients: list[RecipientRecord] | None = None
+) -> None:
+    """A failed chunk bought nothing for its rows: give their people's claims back.
+
+    Idempotent, and repeated on every later delivery for the failed chunk, so a worker that died
+    after ending the chunk but before releasing is made good.
+    """
+    if recipients is None:
+        recipients = services.storage.read_recipients(chunk.rows_key)
+    released = services.ledger.release_holdings(
+        [
+            Claim(r.email, chunk.partner_name, chunk.program_name, chunk.batch_id, r.row_number)
+            for r in recipients
+        ]
+    )
+    if released:
+        log.info("chunk %s/%05d: released %d claim(s)", chunk.batch_id, chunk.chunk_no, released)
 
 
 def _end_chunk(

@@ -2,8 +2,14 @@
 
 The results CSV has one row per input row, in input order: outcomes come from each ended
 chunk's outcome file (merged by row, a chunk loaded only when the merge reaches it),
-rejections from the batch's rejected-rows file (in row order), and the streams are merged
+rejections and early failures from the batch's rejected-rows file, and rows whose person
+already held a voucher from its existing-rows file, each in row order; the streams are merged
 without holding the batch in memory. The batch's counts come from its chunk records.
+
+An ``existing`` row shows the code its person holds, read from the assignment of the batch row
+that holds it. When that row is still being bought (two lists with the same people at once),
+the report waits for it: it asks again later on a delayed message. When it was not bought after
+all, the row is ``failed`` and ``retry-failed`` gives it a voucher.
 """
 
 from __future__ import annotations
@@ -12,16 +18,16 @@ import heapq
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from voucher_distributor.adapters.callbacks import CallbackFailed, CallbackRefused
-from voucher_distributor.domain.batches import REJECTED_ROWS_FILE, work_key
+from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
 from voucher_distributor.domain.emails import redact_emails
 from voucher_distributor.domain.outcomes import merge_outcomes, outcomes_file, tally_chunks
-from voucher_distributor.domain.results_csv import ResultRow, ResultsCsvWriter
+from voucher_distributor.domain.results_csv import ResultRow, ResultsCsvWriter, ResultStatus
 from voucher_distributor.models.ledger import (
     AssignmentRecord,
     BatchRecord,
@@ -32,6 +38,10 @@ from voucher_distributor.models.ledger import (
 from voucher_distributor.pipeline.context import Services, log
 
 
+class HoldersPending(RuntimeError):
+    """A row's person holds a voucher another batch is still buying; report once it is bought."""
+
+
 def report_batch(services: Services, batch_id: str) -> str:
     batch = services.ledger.start_report(batch_id)
     if batch is None:
@@ -40,21 +50,33 @@ def report_batch(services: Services, batch_id: str) -> str:
     counts: Counter[str] = Counter()
     with tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv") as out:
         writer = ResultsCsvWriter(out, batch.extra_columns)
-        for row in _result_rows(services, batch, chunks):
-            counts[row.status] += 1
-            writer.write(row)
+        try:
+            for row in _result_rows(services, batch, chunks):
+                counts[row.status] += 1
+                writer.write(row)
+        except HoldersPending as exc:
+            wait = services.settings.report_wait_seconds
+            services.queues.send(
+                services.settings.report_queue_url, {"batchId": batch_id}, delay_seconds=wait
+            )
+            log.info("batch %s: %s; reporting again in %d s", batch_id, exc, wait)
+            return "waiting-for-holders"
         out.flush()
         services.storage.upload_file(
             batch.results_csv_key, Path(out.name), content_type="text/csv; charset=utf-8"
         )
     finished_at = services.now()
-    summary = _summary(services, batch, chunks, counts, finished_at)
+    # Nothing could be done at all (Certiverse unusable from the first look-up): the batch
+    # failed, though its results list every row as failed for retry-failed.
+    failed = bool(batch.error) and not chunks and counts.get("existing", 0) == 0
+    status = BatchStatus.FAILED if failed else BatchStatus.DONE
+    summary = _summary(services, batch, chunks, counts, finished_at, status=status)
     services.storage.put_json(batch.summary_key, summary)
-    _announce(services, batch, summary, completed=True)
+    _announce(services, batch, summary, completed=not failed)
     tally = tally_chunks(chunks)
     services.ledger.update_batch(
         batch_id,
-        status=BatchStatus.DONE.value,
+        status=status.value,
         finished_at=finished_at,
         rows_assigned=tally.assigned,
         rows_failed=tally.failed,
@@ -106,21 +128,113 @@ def _result_rows(
         for a in merge_outcomes(chunks, load)
     )
     rejected = (
-        ResultRow(
-            row_number=int(r["row_number"]),
-            email=str(r.get("email", "")),
-            first_name=str(r.get("first_name", "")),
-            last_name=str(r.get("last_name", "")),
-            external_id=str(r.get("external_id", "")),
-            partner=str(r.get("partner_name", "")),
-            program=str(r.get("program_name", "")),
-            status="rejected",
-            reason=str(r.get("reason", "")),
-            extra={str(k): str(v) for k, v in (r.get("extra") or {}).items()},
-        )
+        _plain_row(r, "failed" if r.get("status") == "failed" else "rejected")
         for r in services.storage.iter_json_lines(work_key(batch.batch_id, REJECTED_ROWS_FILE))
     )
-    return heapq.merge(assigned, rejected, key=lambda row: row.row_number)
+    existing = ExistingRows(services).rows(
+        services.storage.iter_json_lines(work_key(batch.batch_id, EXISTING_ROWS_FILE))
+    )
+    return heapq.merge(assigned, rejected, existing, key=lambda row: row.row_number)
+
+
+def _plain_row(r: dict[str, Any], status: ResultStatus, **values: Any) -> ResultRow:
+    """A result row from a work-file record (rejected, failed early or existing)."""
+    fields: dict[str, Any] = {
+        "row_number": int(r["row_number"]),
+        "email": str(r.get("email", "")),
+        "first_name": str(r.get("first_name", "")),
+        "last_name": str(r.get("last_name", "")),
+        "external_id": str(r.get("external_id", "")),
+        "partner": str(r.get("partner_name", "")),
+        "program": str(r.get("program_name", "")),
+        "status": status,
+        "reason": str(r.get("reason", "")),
+        "extra": {str(k): str(v) for k, v in (r.get("extra") or {}).items()},
+    }
+    fields.update(values)
+    return ResultRow(**fields)
+
+
+class ExistingRows:
+    """Turns existing-row records into result rows with the code each person holds."""
+
+    BLOCK = 100  # one BatchGetItem per block
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._batches: dict[str, BatchRecord | None] = {}
+
+    def rows(self, records: Iterable[dict[str, Any]]) -> Iterator[ResultRow]:
+        block: list[dict[str, Any]] = []
+        for record in records:
+            block.append(record)
+            if len(block) >= self.BLOCK:
+                yield from self._resolve(block)
+                block = []
+        yield from self._resolve(block)
+
+    def _resolve(self, block: list[dict[str, Any]]) -> Iterator[ResultRow]:
+        if not block:
+            return
+        holders = self._services.ledger.get_assignments(
+            (str(r["holder_batch"]), int(r["holder_row"])) for r in block
+        )
+        for record in block:
+            found = holders.get((str(record["holder_batch"]), int(record["holder_row"])))
+            if found is not None and found.status == "assigned":
+                yield self._existing(record, found, int(record.get("claimed_at") or 0))
+            else:
+                yield self._look_again(record, found)
+
+    def _look_again(self, record: dict[str, Any], found: AssignmentRecord | None) -> ResultRow:
+        """The recorded holder has no code: who holds the person's voucher now?"""
+        ledger = self._services.ledger
+        holding = ledger.get_holding(
+            str(record["email"]), str(record["partner_name"]), str(record["program_name"])
+        )
+        holder = (str(record["holder_batch"]), int(record["holder_row"]))
+        if holding is not None and (holding.batch_id, holding.row_number) != holder:
+            holder = (holding.batch_id, holding.row_number)
+            found = ledger.get_assignments([holder]).get(holder)
+            if found is not None and found.status == "assigned":
+                return self._existing(record, found, holding.claimed_at)
+        if holding is not None and found is None:
+            holder_batch = self._batch(holder[0])
+            if holder_batch is not None and holder_batch.status != BatchStatus.FAILED:
+                raise HoldersPending(f"batch {holder[0]} is still buying row {holder[1]}")
+        why = f" ({found.reason})" if found is not None and found.reason else ""
+        return _plain_row(
+            record,
+            "failed",
+            reason=(
+                f"this person's voucher was being bought in batch {holder[0]}, which did not "
+                f"get it{why}; nothing was bought here — run retry-failed for this batch"
+            ),
+        )
+
+    def _existing(
+        self, record: dict[str, Any], holder: AssignmentRecord, claimed_at: int
+    ) -> ResultRow:
+        given_in = self._batch(holder.batch_id)
+        source = f", {given_in.input_name}" if given_in is not None and given_in.input_name else ""
+        when = _iso(claimed_at)[:10] if claimed_at else "an earlier date"
+        return _plain_row(
+            record,
+            "existing",
+            voucher_code=holder.voucher_code,
+            purchase_code=holder.purchase_code,
+            expires_utc=_parse_time(holder.expires_utc),
+            reason=(
+                f"already holds voucher {holder.voucher_code} for {holder.program_name!r}, "
+                f"given in batch {holder.batch_id}{source} on {when}; nothing bought (add "
+                "reissue=yes to buy a new one)"
+            ),
+        )
+
+    def _batch(self, batch_id: str) -> BatchRecord | None:
+        if batch_id not in self._batches:
+            self._batches[batch_id] = self._services.ledger.get_batch(batch_id)
+        return self._batches[batch_id]
 
 
 def _parse_time(value: str) -> datetime | None:
@@ -135,6 +249,8 @@ def _summary(
     chunks: list[ChunkRecord],
     counts: Counter[str],
     finished_at: int,
+    *,
+    status: BatchStatus | None = None,
 ) -> dict[str, Any]:
     purchases = [
         {
@@ -152,11 +268,12 @@ def _summary(
     return {
         "batchId": batch.batch_id,
         "source": batch.source,
-        "status": "failed" if batch.status == BatchStatus.FAILED else "completed",
+        "status": "failed" if (status or batch.status) == BatchStatus.FAILED else "completed",
         "error": batch.error,
         "counts": {
             "rows": batch.rows_total,
             "assigned": counts.get("assigned", 0),
+            "existing": counts.get("existing", 0),
             "rejected": counts.get("rejected", 0),
             "failed": counts.get("failed", 0),
         },
@@ -166,6 +283,8 @@ def _summary(
             "csv": batch.results_csv_key if batch.status != BatchStatus.FAILED else None,
             "summary": batch.summary_key,
         },
+        **({"retryOf": batch.retry_of} if batch.retry_of else {}),
+        **({"retriedBy": batch.retried_by} if batch.retried_by else {}),
         "timings": {
             "createdAt": _iso(batch.created_at),
             "finishedAt": _iso(finished_at),

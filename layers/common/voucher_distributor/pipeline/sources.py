@@ -13,7 +13,7 @@ from voucher_distributor.domain.batches import (
 )
 from voucher_distributor.domain.csv_input import CsvInputError, read_rows
 from voucher_distributor.domain.emails import is_valid_email, normalise_email
-from voucher_distributor.domain.recipients import InputRow
+from voucher_distributor.domain.recipients import REISSUE_YES, InputRow
 from voucher_distributor.models.ledger import BatchRecord
 from voucher_distributor.models.messages import DistributionRequest
 from voucher_distributor.pipeline.context import Services
@@ -22,6 +22,10 @@ from voucher_distributor.pipeline.ingest import IngestRequest
 #: Object metadata keys (x-amz-meta-*) that name the partner and program of a whole file.
 PARTNER_METADATA_KEYS = ("partner", "partner-name", "partner_name", "partnername")
 PROGRAM_METADATA_KEYS = ("program", "program-name", "program_name", "programname")
+#: ``x-amz-meta-reissue: true``: every row of the file gets a new voucher.
+REISSUE_METADATA_KEYS = ("reissue",)
+#: ``x-amz-meta-retry-of: <batch id>``: the file holds another batch's failed rows (retry-failed).
+RETRY_METADATA_KEYS = ("retry-of", "retry_of", "retryof")
 
 
 def upload_request(services: Services, key: str, version: str | None) -> IngestRequest | None:
@@ -32,6 +36,7 @@ def upload_request(services: Services, key: str, version: str | None) -> IngestR
     except ObjectMissing:
         return None
     keys = result_keys_for_upload(key)
+    reissue = (_first(stored.metadata, REISSUE_METADATA_KEYS) or "").casefold()
     batch = BatchRecord(
         batch_id=csv_batch_id(storage.bucket, key, stored.version),
         kind="csv",
@@ -41,6 +46,8 @@ def upload_request(services: Services, key: str, version: str | None) -> IngestR
         summary_key=keys.summary_json,
         created_at=services.now(),
         notes=f"voucher-distributor {key.rsplit('/', 1)[-1]}"[:200],
+        reissue=reissue in REISSUE_YES,
+        retry_of=_first(stored.metadata, RETRY_METADATA_KEYS),
     )
     limit = services.settings.max_csv_bytes
     rows: Iterator[InputRow]
@@ -108,6 +115,7 @@ def _inline_rows(request: DistributionRequest) -> Iterator[InputRow]:
             program_name=None,
             extra={},
             problem=None if valid else "malformed e-mail address",
+            reissue=recipient.reissue,
         )
 
 

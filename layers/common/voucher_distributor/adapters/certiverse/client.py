@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from voucher_distributor.adapters.certiverse.errors import (
     AmbiguousName,
     CertiverseBadRequest,
+    CertiverseMisconfigured,
     CertiverseRecordLimitExceeded,
     CertiverseServerError,
     CertiverseUnauthorized,
@@ -82,6 +83,9 @@ class CertiverseClient:
             raise CertiverseValidationError(
                 f"the Certiverse base URL must be an http(s) URL, got {base_url!r}"
             )
+        if base.path == "/":
+            # The document writes every path as /api/vouchers/...: the host alone means that.
+            base = base.join("api/")
         self._base = base
         self._tokens = tokens
         self._retry = retry or RetryPolicy()
@@ -199,7 +203,7 @@ class CertiverseClient:
         response = self._send(
             "POST", self._base.join(_PURCHASES), json=command.to_wire(), idempotent=False
         )
-        return _parse(PartnerVoucherPurchaseModel, response)
+        return _parse(PartnerVoucherPurchaseModel, response, self._base)
 
     # ------------------------------------------------------------------ vouchers
 
@@ -310,7 +314,7 @@ class CertiverseClient:
     def _get_page(
         self, path: str, params: Mapping[str, str], model: type[Page[ModelT]]
     ) -> Page[ModelT]:
-        return _parse(model, self._send("GET", self._base.join(path), params=params))
+        return _parse(model, self._send("GET", self._base.join(path), params=params), self._base)
 
     def _iter_all(
         self, path: str, params: Mapping[str, str], model: type[Page[ModelT]]
@@ -320,7 +324,7 @@ class CertiverseClient:
         seen: set[str] = set()
         while True:
             seen.add(str(url))
-            page = _parse(model, self._send("GET", url))
+            page = _parse(model, self._send("GET", url), self._base)
             yield from page.data
             if not page.next_link:
                 return
@@ -385,7 +389,7 @@ class CertiverseClient:
                     token = self._tokens.get_token(refresh=True)
                     attempt -= 1
                     continue
-                _raise_for_final_status(response, idempotent=idempotent)
+                _raise_for_final_status(response, idempotent=idempotent, base=self._base)
                 failure = f"Certiverse answered {status_code}"
                 retry_after = response.headers.get("Retry-After")
             wait = policy.delay(attempt, retry_after)
@@ -415,10 +419,19 @@ _PurchasePage = Page[PartnerVoucherPurchaseModel]
 _M = TypeVar("_M", bound=CertiverseModel)
 
 
-def _parse(model: type[_M], response: httpx.Response) -> _M:
+def _parse(model: type[_M], response: httpx.Response, base: httpx.URL) -> _M:
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
+        if _json_or_none(response) is None:
+            # An HTML page or plain text where the API answers JSON: not the API at all.
+            kind = response.headers.get("content-type") or "non-JSON"
+            raise CertiverseMisconfigured(
+                f"{response.status_code} with a {kind} body, not the API's JSON",
+                status_code=response.status_code,
+                url=f"{response.request.method} {_without_query(response.request.url)}",
+                base_url=str(base),
+            ) from exc
         raise CertiverseServerError(
             f"Certiverse answered {response.request.url.path} with a body we cannot read: "
             f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']} at "
@@ -427,9 +440,21 @@ def _parse(model: type[_M], response: httpx.Response) -> _M:
         ) from exc
 
 
-def _raise_for_final_status(response: httpx.Response, *, idempotent: bool) -> None:
+def _without_query(url: httpx.URL) -> str:
+    return str(url.copy_with(query=None))
+
+
+def _raise_for_final_status(response: httpx.Response, *, idempotent: bool, base: httpx.URL) -> None:
     """Raise the typed error of a failed response unless it is worth retrying."""
     status_code = response.status_code
+    if status_code in {404, 405}:
+        # No operation of the API answers 404/405 to a well-formed call: the path is wrong.
+        raise CertiverseMisconfigured(
+            f"{status_code} {response.reason_phrase}",
+            status_code=status_code,
+            url=f"{response.request.method} {_without_query(response.request.url)}",
+            base_url=str(base),
+        )
     if status_code == 401:
         raise CertiverseUnauthorized(_error_message(response))
     if status_code == 422:

@@ -24,6 +24,23 @@ class CertiverseBadRequest(CertiverseError):
         self.body = body
 
 
+class CertiverseMisconfigured(CertiverseBadRequest):
+    """404/405 or a reply that is not the API's JSON: the base URL does not point at the API."""
+
+    def __init__(self, message: str, *, status_code: int, url: str, base_url: str) -> None:
+        super().__init__(message, status_code=status_code)
+        self.url = url
+        self.base_url = base_url
+
+    def __str__(self) -> str:
+        return (
+            f"the Certiverse base URL looks wrong: {self.url} answered {self.api_message}. "
+            f"Tried base URL {self.base_url}; expected the Voucher Partner API's base, "
+            "https://HOST/api (the host alone also works). Fix CertiverseBaseUrl (or "
+            "--certiverse-url), then run retry-failed for this batch"
+        )
+
+
 class CertiverseUnauthorized(CertiverseError):
     """401: the token is missing, wrong, expired or lacks PartnerManageVouchers."""
 
