@@ -62,8 +62,8 @@ def _high_water_mark_kib() -> int:
 
 def measure(sizes: tuple[int, ...] = (10_000, 1_000_000)) -> dict[int, dict[str, Any]]:
     """Peak RSS and rows/s of an ingest of each size, each in its own fresh process."""
-    from voucher_distributor_local.local_run import LocalPipeline  # noqa: PLC0415
-    from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer  # noqa: PLC0415
+    from voucher_distributor_cli.local.run import LocalPipeline  # noqa: PLC0415
+    from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer  # noqa: PLC0415
 
     results: dict[int, dict[str, Any]] = {}
     with (

@@ -20,9 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.workload import PARTNER, write_csv
-from voucher_distributor_local.local_run import LocalPipeline
-from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer
-from voucher_distributor_local.sandbox.store import RequestRecord
+from voucher_distributor_cli.local.run import LocalPipeline
+from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
+from voucher_distributor_cli.sandbox.store import RequestRecord
 
 TOKEN = "bench-token"  # noqa: S105 - the local sandbox's throwaway token
 MAX_PURCHASE = 1000

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import chunk_marker, find_marker
-from voucher_distributor_local.local_run import RunResult
+from voucher_distributor_cli.local.run import RunResult
 
 
 class _Sandbox(Protocol):

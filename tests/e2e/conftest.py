@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from voucher_distributor_local.local_run import LocalPipeline
-from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer
+from voucher_distributor_cli.local.run import LocalPipeline
+from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
 TOKEN = "e2e-token"
 PARTNER = "Acme Corp"

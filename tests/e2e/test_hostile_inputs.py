@@ -24,8 +24,8 @@ import pytest
 from voucher_distributor.domain.batches import csv_batch_id
 from voucher_distributor.domain.results_csv import FORMULA_PREFIXES
 from voucher_distributor.models.ledger import BatchStatus
-from voucher_distributor_local.local_run import LocalPipeline, RunResult
-from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer
+from voucher_distributor_cli.local.run import LocalPipeline, RunResult
+from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
 from ..invariants import batch_purchases, consistency_violations
 

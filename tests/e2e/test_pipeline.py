@@ -11,8 +11,8 @@ import boto3
 import pytest
 
 from voucher_distributor.models.ledger import BatchStatus, ChunkState
-from voucher_distributor_local.local_run import RunResult
-from voucher_distributor_local.sandbox import FaultSettings
+from voucher_distributor_cli.local.run import RunResult
+from voucher_distributor_cli.sandbox import FaultSettings
 
 from ..invariants import assert_consistent
 from .conftest import CLOUD, PARTNER, SPRING, World, people

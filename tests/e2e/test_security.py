@@ -34,7 +34,7 @@ from voucher_distributor.domain.batches import (
     result_keys_for_request,
     result_keys_for_upload,
 )
-from voucher_distributor_local.sandbox import FaultSettings
+from voucher_distributor_cli.sandbox import FaultSettings
 
 from ..invariants import assert_consistent
 from .conftest import TOKEN, World, people

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer
+from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
 SANDBOX_TOKEN = "sandbox-token"
 

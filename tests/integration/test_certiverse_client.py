@@ -27,7 +27,7 @@ from voucher_distributor.adapters.certiverse import (
     UnsafeNextLink,
 )
 from voucher_distributor.models.certiverse import VoucherPurchaseCreateCommand
-from voucher_distributor_local.sandbox import FaultSettings, SandboxConfig, SandboxServer
+from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
 
 TOKEN = "contract-token"
 OPEN_PROGRAM = "Spring Certification Drive"
@@ -147,7 +147,7 @@ def test_find_program_picks_the_exact_name(client: CertiverseClient) -> None:
 
 
 def test_find_program_ambiguous_by_case(tmp_path) -> None:
-    from voucher_distributor_local.sandbox import load_catalog
+    from voucher_distributor_cli.sandbox import load_catalog
 
     catalog = load_catalog(None)
     data = {

@@ -16,7 +16,7 @@ from voucher_distributor.models.ledger import (
     ChunkRecord,
     ChunkState,
 )
-from voucher_distributor_local.runner import MotoStack
+from voucher_distributor_cli.local.runner import MotoStack
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 

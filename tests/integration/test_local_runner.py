@@ -15,7 +15,7 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from voucher_distributor_local.runner import (
+from voucher_distributor_cli.local.runner import (
     LocalLambdas,
     MotoStack,
     PhysicalResource,

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from voucher_distributor_local.cli import main
-from voucher_distributor_local.local_run import LocalPipeline
-from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer
+from voucher_distributor_cli.local.run import LocalPipeline
+from voucher_distributor_cli.main import main
+from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
 TOKEN = "ops-token"
 PARTNER = "Acme Corp"

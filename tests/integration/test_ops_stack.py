@@ -16,8 +16,8 @@ from moto import mock_aws
 
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.models.ledger import BatchRecord, ChunkRecord, ChunkState
-from voucher_distributor_local.cli import main
-from voucher_distributor_local.ops import Target
+from voucher_distributor_cli.main import main
+from voucher_distributor_cli.ops import Target
 
 STACK = "voucher-distributor-prod"
 REGION = "eu-west-1"

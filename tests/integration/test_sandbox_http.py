@@ -26,7 +26,7 @@ from voucher_distributor.models.certiverse import (
     PartnerVoucherModel,
     PartnerVoucherPurchaseModel,
 )
-from voucher_distributor_local.sandbox import (
+from voucher_distributor_cli.sandbox import (
     CatalogError,
     FaultSettings,
     SandboxConfig,
@@ -292,7 +292,7 @@ def test_voucher_filters(api: httpx.Client) -> None:
 
 def test_seeded_history_from_a_data_file(tmp_path: Path) -> None:
     """A data file may start the sandbox with purchases and used/assigned vouchers."""
-    bundled = resources.files("voucher_distributor_local.sandbox").joinpath("data", "sample.json")
+    bundled = resources.files("voucher_distributor_cli.sandbox").joinpath("data", "sample.json")
     sample = json.loads(bundled.read_text(encoding="utf-8"))
     sample["purchases"] = [
         {
@@ -805,7 +805,7 @@ def _start_cli(args: list[str], token_env: str | None) -> tuple[subprocess.Popen
     ("command", "stop_signal", "token_env"),
     [
         ([str(Path(sys.executable).parent / "voucher-distributor")], signal.SIGTERM, None),
-        ([sys.executable, "-m", "voucher_distributor_local.cli"], signal.SIGINT, "env-secret"),
+        ([sys.executable, "-m", "voucher_distributor_cli.main"], signal.SIGINT, "env-secret"),
     ],
     ids=["console-script-sigterm", "python-m-sigint-env-token"],
 )
@@ -845,7 +845,7 @@ def test_cli_rejects_a_bad_data_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("[]")
     result = subprocess.run(
-        [sys.executable, "-m", "voucher_distributor_local.cli", "sandbox", "--data", str(bad)],
+        [sys.executable, "-m", "voucher_distributor_cli.main", "sandbox", "--data", str(bad)],
         capture_output=True,
         text=True,
         timeout=30,

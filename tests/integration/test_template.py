@@ -24,10 +24,10 @@ import pytest
 
 from voucher_distributor.domain.batches import INCOMING_PREFIX, RESULTS_PREFIX, WORK_PREFIX
 from voucher_distributor.settings import Settings
-from voucher_distributor_local.local_run import DEFAULT_TEMPLATE, LocalPipeline
-from voucher_distributor_local.local_run import _forget_process_caches as forget_process_caches
-from voucher_distributor_local.runner import LocalLambdas, MotoStack, SamTemplate
-from voucher_distributor_local.sandbox import FaultSettings, SandboxConfig, SandboxServer
+from voucher_distributor_cli.local.run import DEFAULT_TEMPLATE, LocalPipeline
+from voucher_distributor_cli.local.run import _forget_process_caches as forget_process_caches
+from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack, SamTemplate
+from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_SOURCES = ROOT / "layers" / "common" / "voucher_distributor"

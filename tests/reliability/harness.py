@@ -46,8 +46,8 @@ from botocore.exceptions import ClientError
 
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.models.ledger import BatchStatus
-from voucher_distributor_local.local_run import LocalPipeline, RunResult
-from voucher_distributor_local.sandbox import FaultSettings, SandboxConfig, SandboxServer
+from voucher_distributor_cli.local.run import LocalPipeline, RunResult
+from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
 
 from ..invariants import batch_purchases, consistency_violations
 
@@ -377,7 +377,7 @@ class Harness:
 
     def start(self) -> Harness:
         # The runner logs every failed invocation with its traceback: into the log, not stderr.
-        runner_log = logging.getLogger("voucher_distributor_local.runner")
+        runner_log = logging.getLogger("voucher_distributor_cli.local.runner")
         runner_log.propagate = False
         runner_log.handlers = [logging.StreamHandler(self.log)]
         self.hooks.register()

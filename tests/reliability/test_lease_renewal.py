@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from voucher_distributor.adapters.ledger import Ledger
-from voucher_distributor_local.runner import MotoStack
+from voucher_distributor_cli.local.runner import MotoStack
 
 from ..integration.test_ledger import TEMPLATE, batch, chunk
 

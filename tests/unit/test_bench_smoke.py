@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.__main__ import _split
 from bench.pipeline_run import WriteCounter, classify, floor_calls
 
-from voucher_distributor_local.sandbox.store import RequestRecord
+from voucher_distributor_cli.sandbox.store import RequestRecord
 
 
 def _get(path: str, **query: str) -> RequestRecord:

@@ -5,10 +5,10 @@ It is the local default for the pipeline, the peer of the client's tests and a d
 accepts is exactly what our pre-flight lets through.
 """
 
-from voucher_distributor_local.sandbox.catalog import Catalog, CatalogError, load_catalog
-from voucher_distributor_local.sandbox.config import FaultSettings, SandboxConfig
-from voucher_distributor_local.sandbox.server import SandboxServer
-from voucher_distributor_local.sandbox.store import RequestRecord
+from voucher_distributor_cli.sandbox.catalog import Catalog, CatalogError, load_catalog
+from voucher_distributor_cli.sandbox.config import FaultSettings, SandboxConfig
+from voucher_distributor_cli.sandbox.server import SandboxServer
+from voucher_distributor_cli.sandbox.store import RequestRecord
 
 __all__ = [
     "Catalog",

@@ -52,7 +52,7 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     if path is None:
         source = "bundled sample.json"
         text = (
-            resources.files("voucher_distributor_local.sandbox")
+            resources.files("voucher_distributor_cli.sandbox")
             .joinpath("data", "sample.json")
             .read_text(encoding="utf-8")
         )

@@ -5,7 +5,7 @@
 Lambda event-source mapping does. Together they run the pipeline with no AWS account.
 """
 
-from voucher_distributor_local.runner.lambdas import (
+from voucher_distributor_cli.local.runner.lambdas import (
     EventSource,
     InvocationFailure,
     LambdaContext,
@@ -14,7 +14,7 @@ from voucher_distributor_local.runner.lambdas import (
     RunTimeoutError,
     sqs_record,
 )
-from voucher_distributor_local.runner.stack import (
+from voucher_distributor_cli.local.runner.stack import (
     DUMMY_CREDENTIALS,
     MotoStack,
     PhysicalResource,
@@ -22,7 +22,7 @@ from voucher_distributor_local.runner.stack import (
     StackError,
     stack_queue_summary,
 )
-from voucher_distributor_local.runner.template import (
+from voucher_distributor_cli.local.runner.template import (
     FunctionSpec,
     Resolver,
     SamTemplate,

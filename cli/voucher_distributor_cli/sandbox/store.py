@@ -30,8 +30,8 @@ from voucher_distributor.models.certiverse import (
     PartnerVoucherPurchaseModel,
     PurchaseStatus,
 )
-from voucher_distributor_local.sandbox.catalog import Catalog
-from voucher_distributor_local.sandbox.config import FaultSettings, SandboxConfig
+from voucher_distributor_cli.sandbox.catalog import Catalog
+from voucher_distributor_cli.sandbox.config import FaultSettings, SandboxConfig
 
 #: How the document attributes purchases made through the API ("Certiverse API").
 API_USER_FIRST_NAME = "Certiverse"

@@ -27,8 +27,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from voucher_distributor_local.runner.stack import MotoStack, stack_queue_summary
-from voucher_distributor_local.runner.template import FunctionSpec, SqsEventSpec
+from voucher_distributor_cli.local.runner.stack import MotoStack, stack_queue_summary
+from voucher_distributor_cli.local.runner.template import FunctionSpec, SqsEventSpec
 
 __all__ = [
     "EventSource",

@@ -26,11 +26,11 @@ from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import csv_batch_id, request_batch_id
 from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState
-from voucher_distributor_local.runner import LocalLambdas, MotoStack
-from voucher_distributor_local.sandbox import SandboxConfig, SandboxServer
+from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack
+from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
-#: The repository's template: devtools/voucher_distributor_local/ -> repository root.
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+#: The repository's template: cli/voucher_distributor_cli/ -> repository root.
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 SANDBOX_TOKEN = "local-sandbox-token"  # noqa: S105 - the local sandbox's throwaway token
 
 #: Local timings: seconds instead of the deployed minutes, same code paths.

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import ValidationError
 
 from voucher_distributor.models.certiverse import PartnerVoucherModel, PartnerVoucherPurchaseModel
-from voucher_distributor_local.sandbox.api import (
+from voucher_distributor_cli.sandbox.api import (
     API_PREFIX,
     ApiRequest,
     ApiResponse,
@@ -33,9 +33,9 @@ from voucher_distributor_local.sandbox.api import (
     problem,
     validation_problem,
 )
-from voucher_distributor_local.sandbox.catalog import Catalog, load_catalog
-from voucher_distributor_local.sandbox.config import FaultSettings, SandboxConfig
-from voucher_distributor_local.sandbox.store import RequestRecord, SandboxStore
+from voucher_distributor_cli.sandbox.catalog import Catalog, load_catalog
+from voucher_distributor_cli.sandbox.config import FaultSettings, SandboxConfig
+from voucher_distributor_cli.sandbox.store import RequestRecord, SandboxStore
 
 _log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from voucher_distributor.models.certiverse import (
     VoucherPurchaseCreateCommand,
     parse_status,
 )
-from voucher_distributor_local.sandbox.config import SandboxConfig
-from voucher_distributor_local.sandbox.store import SandboxStore, SearchResult
+from voucher_distributor_cli.sandbox.config import SandboxConfig
+from voucher_distributor_cli.sandbox.store import SandboxStore, SearchResult
 
 API_PREFIX = "/api"
 PARTNERS_PATH = "/api/vouchers/partners"

@@ -36,7 +36,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.server import ThreadedMotoServer
 
-from voucher_distributor_local.runner.template import (
+from voucher_distributor_cli.local.runner.template import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_REGION,
     FunctionSpec,

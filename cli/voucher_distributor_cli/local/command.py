@@ -1,0 +1,86 @@
+"""``voucher-distributor local run``: a CSV or an HR request through the whole local pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from voucher_distributor_cli.arguments import seconds
+
+if TYPE_CHECKING:
+    from voucher_distributor_cli.local.run import RunResult
+
+
+def add_local_commands(subparsers: Any) -> None:
+    local = subparsers.add_parser(
+        "local", help="run the pipeline on this machine (AWS emulated, Certiverse sandboxed)"
+    )
+    local_commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+    run = local_commands.add_parser(
+        "run",
+        help="run a recipient CSV (or an HR request .json) through the whole local pipeline",
+        description=(
+            "Creates the stack of template.yaml in an embedded AWS emulation (moto on loopback), "
+            "uploads FILE under incoming/ (a .json file is sent as an HR request instead), "
+            "delivers the events to the handlers until the batch ends, copies the results to "
+            "--out and prints one JSON line summarising the batch. Certiverse is the built-in "
+            "sandbox unless --certiverse-url names a compatible server (token: CERTIVERSE_TOKEN)."
+        ),
+    )
+    run.add_argument("file", type=Path, metavar="FILE", help="a recipient CSV or a request JSON")
+    run.add_argument("--partner", help="partner for rows that name none (stack default)")
+    run.add_argument("--program", help="program for rows that name none (stack default)")
+    run.add_argument("--certiverse-url", help="a Certiverse-compatible API base URL (…/api)")
+    run.add_argument(
+        "--out", type=Path, default=Path("local-results"), help="where results are copied"
+    )
+    run.add_argument(
+        "--timeout", type=seconds, default=900.0, help="give up after this many seconds"
+    )
+    run.set_defaults(handler=_run_local)
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    # Imported here: the sandbox command must not pay for moto and the pipeline.
+    from voucher_distributor_cli.local.run import LocalRunError, run_file  # noqa: PLC0415
+    from voucher_distributor_cli.local.runner import RunTimeoutError  # noqa: PLC0415
+
+    try:
+        result = run_file(
+            args.file,
+            partner=args.partner,
+            program=args.program,
+            certiverse_url=args.certiverse_url,
+            out_dir=args.out,
+            timeout_s=args.timeout,
+            show=sys.stderr,
+        )
+    except (LocalRunError, RunTimeoutError) as exc:
+        print(f"voucher-distributor: {exc}", file=sys.stderr)
+        return 1
+    _show_outcome(result, sys.stderr)
+    print(json.dumps(result.final_line(), ensure_ascii=False), flush=True)
+    return 0 if result.summary.get("status") == "completed" else 1
+
+
+def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
+    """The rows that got no code, with why: what a person checks first."""
+    counts = result.summary.get("counts", {})
+    print(
+        f"batch {result.batch_id}: {counts.get('assigned', 0):,} assigned, "
+        f"{counts.get('rejected', 0):,} rejected, {counts.get('failed', 0):,} failed "
+        f"of {counts.get('rows', 0):,} rows",
+        file=out,
+    )
+    if result.summary.get("error"):
+        print(f"  the batch failed: {result.summary['error']}", file=out)
+    unassigned = [row for row in result.rows if row.get("status") != "assigned"]
+    for row in unassigned[:limit]:
+        print(f"  row {row['row']:>6}  {row['status']:<8}  {row['reason']}", file=out)
+    if len(unassigned) > limit:
+        print(f"  … and {len(unassigned) - limit:,} more in {result.results_csv}", file=out)
+    if result.results_csv:
+        print(f"results: {result.results_csv}", file=out)

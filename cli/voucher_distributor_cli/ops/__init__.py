@@ -1,0 +1,169 @@
+"""Operating a stack: ``voucher-distributor status|find|redrive|reconcile``.
+
+Each command is a module (``status``, ``find``, ``redrive``, ``reconcile``); which stack they
+work on is :mod:`.target`'s job. Every command only reads, except ``redrive``, which moves
+messages from dead-letter queues back to their sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from voucher_distributor_cli.ops.find import find_recipient, format_found
+from voucher_distributor_cli.ops.reconcile import (
+    Reconciliation,
+    format_reconciliation,
+    iter_all_chunks,
+    reconcile,
+)
+from voucher_distributor_cli.ops.redrive import RedriveReport, redrive
+from voucher_distributor_cli.ops.status import batch_status, format_status
+from voucher_distributor_cli.ops.target import (
+    LOCAL_STACK_NAME,
+    OpsError,
+    Target,
+    add_stack_options,
+)
+
+__all__ = [
+    "COMMANDS",
+    "LOCAL_STACK_NAME",
+    "OpsError",
+    "Reconciliation",
+    "RedriveReport",
+    "Target",
+    "add_ops_arguments",
+    "add_stack_options",
+    "batch_status",
+    "find_recipient",
+    "format_reconciliation",
+    "format_status",
+    "iter_all_chunks",
+    "reconcile",
+    "redrive",
+]
+
+#: The command names, for the grouped ``--help``.
+COMMANDS = ("status", "find", "redrive", "reconcile")
+
+
+def add_ops_arguments(subparsers: Any) -> None:
+    """Register ``status``, ``find``, ``redrive`` and ``reconcile`` (main.py's groups)."""
+    where = argparse.ArgumentParser(add_help=False)
+    add_stack_options(where, suppress_defaults=True)
+    where.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    status = subparsers.add_parser(
+        "status", parents=[where], help="a batch's state: per-chunk state, counts, ages"
+    )
+    status.add_argument("batch_id", metavar="BATCH")
+    status.set_defaults(handler=_run_status)
+
+    find = subparsers.add_parser(
+        "find", parents=[where], help="every voucher one person was given, across batches"
+    )
+    find.add_argument("email", metavar="EMAIL")
+    find.set_defaults(handler=_run_find)
+
+    move = subparsers.add_parser(
+        "redrive",
+        parents=[where],
+        help="move dead-letter messages back to their source queue (after a fix)",
+    )
+    move.add_argument("--queue", help="one DLQ or its source queue, by logical id (default: all)")
+    move.add_argument("--dry-run", action="store_true", help="count and show, move nothing")
+    move.add_argument("--max", type=int, dest="limit", help="move at most this many per queue")
+    move.set_defaults(handler=_run_redrive)
+
+    check = subparsers.add_parser(
+        "reconcile",
+        parents=[where],
+        help="compare the ledger with Certiverse's purchases and vouchers",
+    )
+    check.add_argument("--batch", dest="batch_id", help="only this batch's chunks")
+    check.add_argument(
+        "--certiverse-url", help="API base URL (default: the deployed functions' setting)"
+    )
+    check.add_argument(
+        "--stale-after",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="report chunks still unbought after this long (default 3600)",
+    )
+    check.set_defaults(handler=_run_reconcile)
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
+    print(json.dumps(document, default=str, indent=2) if args.json else text, flush=True)
+
+
+def _guarded(run: Command) -> Command:
+    """Exit status 2 with a one-line message for what an operator can fix (not a traceback)."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return int(run(args))
+        except (OpsError, ClientError, BotoCoreError) as exc:
+            print(f"voucher-distributor {args.command}: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapper
+
+
+@_guarded
+def _run_status(args: argparse.Namespace) -> int:
+    view = batch_status(Target.from_args(args), args.batch_id)
+    _emit(args, view, format_status(view))
+    return 0
+
+
+@_guarded
+def _run_find(args: argparse.Namespace) -> int:
+    found = find_recipient(Target.from_args(args), args.email)
+    _emit(args, found, format_found(found, args.email))
+    return 0 if found else 1
+
+
+@_guarded
+def _run_redrive(args: argparse.Namespace) -> int:
+    reports = redrive(
+        Target.from_args(args), queue=args.queue, dry_run=args.dry_run, limit=args.limit
+    )
+    document = [
+        {
+            "deadLetterQueue": r.dead_letter_queue,
+            "sourceQueue": r.source_queue,
+            "found": r.found,
+            "moved": r.moved,
+            "sample": r.sample,
+        }
+        for r in reports
+    ]
+    text = "\n".join(
+        r.line(dry_run=args.dry_run)
+        + "".join(f"\n    {body}" for body in (r.sample if args.dry_run else []))
+        for r in reports
+    )
+    _emit(args, document, text)
+    return 0
+
+
+@_guarded
+def _run_reconcile(args: argparse.Namespace) -> int:
+    target = Target.from_args(args)
+    token = os.environ.get("CERTIVERSE_TOKEN") or None
+    client = target.certiverse(args.certiverse_url, token)
+    report = reconcile(target, client, batch_id=args.batch_id, stale_after_s=args.stale_after)
+    _emit(args, report.as_dict(), format_reconciliation(report))
+    return 0 if report.clean else 1

@@ -1,0 +1,101 @@
+"""``voucher-distributor status BATCH``: a batch's state, per-chunk state, counts and ages."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from voucher_distributor.domain.outcomes import tally_chunks
+from voucher_distributor.models.ledger import ChunkRecord
+from voucher_distributor_cli.ops.target import OpsError, Target
+
+
+def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> dict[str, Any]:
+    """The batch, its counts and each chunk's state, with ages in seconds."""
+    now_s = int(time.time() if now is None else now)
+    batch = target.ledger.get_batch(batch_id)
+    if batch is None:
+        raise OpsError(f"no batch {batch_id} in {target.table_name}")
+    chunks = list(target.ledger.iter_chunks(batch_id))
+    tally = tally_chunks(chunks)
+    return {
+        "batchId": batch.batch_id,
+        "status": batch.status.value,
+        "source": batch.source,
+        "ageSeconds": now_s - batch.created_at,
+        "finishedAfterSeconds": (
+            batch.finished_at - batch.created_at if batch.finished_at else None
+        ),
+        "counts": {
+            "rows": batch.rows_total,
+            "rejected": batch.rows_rejected,
+            "assigned": tally.assigned,
+            "failed": tally.failed,
+            "chunks": batch.chunk_count,
+            "chunksFinished": tally.chunks_finished,
+            "purchasesCreated": tally.purchases_created,
+            "purchasesAdopted": tally.purchases_adopted,
+        },
+        "chunkStates": dict(Counter(c.state.value for c in chunks)),
+        "chunks": [_chunk_view(c, now_s) for c in chunks],
+        "results": {"csv": batch.results_csv_key, "summary": batch.summary_key},
+        **({"error": batch.error} if batch.error else {}),
+    }
+
+
+def _chunk_view(chunk: ChunkRecord, now_s: int) -> dict[str, Any]:
+    return {
+        "chunk": chunk.chunk_no,
+        "state": chunk.state.value,
+        "partner": chunk.partner_name,
+        "program": chunk.program_name,
+        "quantity": chunk.quantity,
+        "purchaseCode": chunk.purchase_code,
+        "adopted": chunk.adopted,
+        "purchaseAttempts": chunk.purchase_attempts,
+        "pollAttempts": chunk.poll_attempts,
+        "sincePurchaseSeconds": now_s - chunk.purchased_at if chunk.purchased_at else None,
+        **({"reason": chunk.failure_reason} if chunk.failure_reason else {}),
+    }
+
+
+def format_status(view: Mapping[str, Any]) -> str:
+    counts = view["counts"]
+    lines = [
+        f"batch {view['batchId']}  {view['status']}  age {_age(view['ageSeconds'])}"
+        + (
+            f"  (took {_age(view['finishedAfterSeconds'])})" if view["finishedAfterSeconds"] else ""
+        ),
+        f"  source   {view['source']}",
+        f"  rows     {counts['rows']:,}: {counts['assigned']:,} assigned, "
+        f"{counts['rejected']:,} rejected, {counts['failed']:,} failed",
+        f"  chunks   {counts['chunksFinished']}/{counts['chunks']} finished "
+        + ", ".join(f"{n} {s}" for s, n in sorted(view["chunkStates"].items())),
+        f"  results  {view['results']['csv']}",
+    ]
+    if view.get("error"):
+        lines.append(f"  error    {view['error']}")
+    lines.append(
+        f"  {'chunk':>5}  {'state':<11} {'qty':>5}  {'purchase':<14} {'tries':>5} {'polls':>5}  "
+        "since purchase  program"
+    )
+    for c in view["chunks"]:
+        since = _age(c["sincePurchaseSeconds"]) if c["sincePurchaseSeconds"] is not None else "-"
+        lines.append(
+            f"  {c['chunk']:>5}  {c['state']:<11} {c['quantity']:>5}  "
+            f"{(c['purchaseCode'] or '-'):<14} {c['purchaseAttempts']:>5} {c['pollAttempts']:>5}  "
+            f"{since:>14}  {c['program']}" + (f"  ({c['reason']})" if c.get("reason") else "")
+        )
+    return "\n".join(lines)
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
