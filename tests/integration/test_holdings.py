@@ -11,7 +11,7 @@ import pytest
 
 from voucher_distributor.adapters.ledger import Claim, Ledger
 from voucher_distributor.models.ledger import AssignmentRecord
-from voucher_distributor_local.runner import MotoStack
+from voucher_distributor_cli.local.runner import MotoStack
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 

@@ -30,7 +30,18 @@ def add_local_commands(subparsers: Any) -> None:
             "sandbox unless --certiverse-url names a compatible server (token: CERTIVERSE_TOKEN)."
         ),
     )
-    run.add_argument("file", type=Path, metavar="FILE", help="a recipient CSV or a request JSON")
+    run.add_argument(
+        "files",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="recipient CSVs or request JSONs, run in order through one local stack",
+    )
+    run.add_argument(
+        "--together",
+        action="store_true",
+        help="send every FILE at once (as lists arriving in the same second would be)",
+    )
     run.add_argument("--partner", help="partner for rows that name none (stack default)")
     run.add_argument("--program", help="program for rows that name none (stack default)")
     run.add_argument("--certiverse-url", help="a Certiverse-compatible API base URL (…/api)")
@@ -45,25 +56,28 @@ def add_local_commands(subparsers: Any) -> None:
 
 def _run_local(args: argparse.Namespace) -> int:
     # Imported here: the sandbox command must not pay for moto and the pipeline.
-    from voucher_distributor_cli.local.run import LocalRunError, run_file  # noqa: PLC0415
+    from voucher_distributor_cli.local.run import LocalRunError, run_files  # noqa: PLC0415
     from voucher_distributor_cli.local.runner import RunTimeoutError  # noqa: PLC0415
 
     try:
-        result = run_file(
-            args.file,
+        results = run_files(
+            args.files,
             partner=args.partner,
             program=args.program,
             certiverse_url=args.certiverse_url,
             out_dir=args.out,
             timeout_s=args.timeout,
             show=sys.stderr,
+            together=args.together,
         )
     except (LocalRunError, RunTimeoutError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
         return 1
-    _show_outcome(result, sys.stderr)
-    print(json.dumps(result.final_line(), ensure_ascii=False), flush=True)
-    return 0 if result.summary.get("status") == "completed" else 1
+    for result in results:
+        _show_outcome(result, sys.stderr)
+    for result in results:
+        print(json.dumps(result.final_line(), ensure_ascii=False), flush=True)
+    return 0 if all(r.summary.get("status") == "completed" for r in results) else 1
 
 
 def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
@@ -71,13 +85,13 @@ def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
     counts = result.summary.get("counts", {})
     print(
         f"batch {result.batch_id}: {counts.get('assigned', 0):,} assigned, "
-        f"{counts.get('rejected', 0):,} rejected, {counts.get('failed', 0):,} failed "
-        f"of {counts.get('rows', 0):,} rows",
+        f"{counts.get('existing', 0):,} existing, {counts.get('rejected', 0):,} rejected, "
+        f"{counts.get('failed', 0):,} failed of {counts.get('rows', 0):,} rows",
         file=out,
     )
     if result.summary.get("error"):
         print(f"  the batch failed: {result.summary['error']}", file=out)
-    unassigned = [row for row in result.rows if row.get("status") != "assigned"]
+    unassigned = [row for row in result.rows if row.get("status") not in {"assigned", "existing"}]
     for row in unassigned[:limit]:
         print(f"  row {row['row']:>6}  {row['status']:<8}  {row['reason']}", file=out)
     if len(unassigned) > limit:

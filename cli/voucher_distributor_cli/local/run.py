@@ -26,7 +26,7 @@ from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import csv_batch_id, request_batch_id
 from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState
-from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack
+from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack, moto_fixes
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
 #: The repository's template: cli/voucher_distributor_cli/ -> repository root.
@@ -42,6 +42,10 @@ LOCAL_TUNING = {
     # against a 120 s function timeout); a delivery that finds it held is re-queued until then.
     "PURCHASE_LEASE_SECONDS": "3",
     "POWERTOOLS_LOG_LEVEL": "INFO",
+    # Claims go to the in-process moto server, which shares this process's GIL: a few suffice.
+    "CLAIM_CONCURRENCY": "4",
+    # A report waiting for codes another batch is still buying looks again after a second.
+    "REPORT_WAIT_SECONDS": "1",
 }
 FINAL_STATUSES = frozenset({BatchStatus.DONE, BatchStatus.FAILED})
 
@@ -62,12 +66,15 @@ class Progress:
     vouchers_ready: int = 0
     assigned: int = 0
     failed: int = 0
+    existing: int = 0
 
     def line(self) -> str:
         return (
             f"[{self.status:>10}] rows read {self.rows:,} | rejected {self.rejected:,} | "
-            f"purchases {self.purchases}/{self.chunks} | vouchers ready {self.vouchers_ready:,} | "
-            f"assigned {self.assigned:,}" + (f" | failed {self.failed:,}" if self.failed else "")
+            + (f"existing {self.existing:,} | " if self.existing else "")
+            + f"purchases {self.purchases}/{self.chunks} | "
+            f"vouchers ready {self.vouchers_ready:,} | assigned {self.assigned:,}"
+            + (f" | failed {self.failed:,}" if self.failed else "")
         )
 
 
@@ -100,6 +107,7 @@ class RunResult:
                 "summary": str(self.summary_json) if self.summary_json else None,
             },
             **({"error": self.summary["error"]} if self.summary.get("error") else {}),
+            **{k: self.summary[k] for k in ("retryOf", "retriedBy") if self.summary.get(k)},
         }
 
 
@@ -132,10 +140,12 @@ class LocalPipeline:
         self._log_stream = log_stream
         self.lambdas: LocalLambdas | None = None
         self._ledger: tuple[str, Ledger] | None = None  # (endpoint, ledger) once asked for
+        self._copies: dict[str, tuple[Path, Path]] = {}  # batch -> its copies in out dirs
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> LocalPipeline:
+        moto_fixes.apply()
         self.stack.start()
         _forget_process_caches()
         self.lambdas = LocalLambdas(
@@ -215,11 +225,12 @@ class LocalPipeline:
             status=batch.status.value.lower(),
             rows=batch.rows_total,
             rejected=batch.rows_rejected,
+            existing=batch.rows_existing,
+            failed=tally.failed + batch.rows_failed_early,
             chunks=batch.chunk_count if batch.chunk_count is not None else len(chunks),
             purchases=len(bought),
             vouchers_ready=sum(c.quantity for c in chunks if c.state == ChunkState.ASSIGNED),
             assigned=tally.assigned,
-            failed=tally.failed,
         )
 
     def run_until_done(
@@ -270,22 +281,62 @@ class LocalPipeline:
         summary_bytes = s3.get_object(Bucket=self.bucket, Key=batch.summary_key)["Body"].read()
         summary = json.loads(summary_bytes)
         csv_bytes: bytes | None = None
-        if batch.status == BatchStatus.DONE:
+        if (summary.get("results") or {}).get("csv"):
             csv_bytes = s3.get_object(Bucket=self.bucket, Key=batch.results_csv_key)["Body"].read()
         results_path = summary_path = None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            summary_path = out_dir / Path(batch.summary_key).name
+            summary_path, results_path = self._copy_names(out_dir, batch)
             summary_path.write_bytes(summary_bytes)
             if csv_bytes is not None:
-                results_path = out_dir / Path(batch.results_csv_key).name
                 results_path.write_bytes(csv_bytes)
+            else:
+                results_path = None
         rows = (
             list(csv.DictReader(io.StringIO(csv_bytes.decode("utf-8-sig"))))
             if csv_bytes is not None
             else []
         )
         return RunResult(batch_id, summary, results_path, summary_path, rows)
+
+    def _copy_names(self, out_dir: Path, batch: BatchRecord) -> tuple[Path, Path]:
+        """Where a batch's summary and results go in ``out_dir``: the same batch always to the
+        same files, and never over another batch's copies from this run (two inputs may share
+        a name): ``people.results.csv``, then ``people-2.results.csv``, …"""
+        known = self._copies.get(batch.batch_id)
+        if known is not None:
+            return known
+        summary_name = Path(batch.summary_key).name
+        results_name = Path(batch.results_csv_key).name
+        stem = results_name.removesuffix(".results.csv")
+        taken = {p for pair in self._copies.values() for p in pair}
+        number = 1
+        while True:
+            suffix = "" if number == 1 else f"-{number}"
+            pair = (
+                out_dir / summary_name.replace(stem, stem + suffix, 1),
+                out_dir / f"{stem}{suffix}.results.csv",
+            )
+            if not taken & set(pair):
+                self._copies[batch.batch_id] = pair
+                return pair
+            number += 1
+
+    # ------------------------------------------------------------------ operating
+
+    def retry_failed(self, batch_id: str) -> str:
+        """``voucher-distributor retry-failed`` on this stack: the retry batch's id."""
+        from voucher_distributor_cli.ops.retry import retry_failed  # noqa: PLC0415
+
+        started = retry_failed(self.ledger, self.stack.client("s3"), self.bucket, batch_id)
+        return started.batch_id
+
+    def set_certiverse_url(self, url: str) -> None:
+        """Point the functions at another Certiverse URL (as a redeploy with a fixed
+        ``CertiverseBaseUrl`` would); their settings are read again on the next invocation."""
+        assert self.lambdas is not None, "start() first"
+        self.lambdas.env_overrides["CERTIVERSE_BASE_URL"] = url
+        _forget_process_caches()
 
     # ------------------------------------------------------------------ logs
 
@@ -359,8 +410,8 @@ def _forget_process_caches() -> None:
 # ---------------------------------------------------------------------- the `local run` command
 
 
-def run_file(
-    path: Path,
+def run_files(
+    paths: list[Path],
     *,
     partner: str | None,
     program: str | None,
@@ -368,10 +419,17 @@ def run_file(
     out_dir: Path,
     timeout_s: float,
     show: TextIO,
-) -> RunResult:
-    """Run one CSV (or an HR request JSON) through the local pipeline, end to end."""
-    if not path.is_file():
-        raise LocalRunError(f"{path}: no such file")
+    together: bool = False,
+) -> list[RunResult]:
+    """Run CSVs (and HR request JSONs) through one local pipeline, end to end.
+
+    In order, each input to its end before the next is sent; with ``together`` all are sent
+    at once and run side by side (two lists of the same people arriving in the same second).
+    One result per input, in input order, each with its own copies in ``out_dir``.
+    """
+    for path in paths:
+        if not path.is_file():
+            raise LocalRunError(f"{path}: no such file")
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "local-run.log"
     with contextlib.ExitStack() as stack:
@@ -401,22 +459,66 @@ def run_file(
         print(
             f"AWS emulation (moto) on {pipeline.stack.endpoint_url}; logs in {log_path}", file=show
         )
+        keys = _upload_keys(paths, together=together)
+        batch_ids: list[str] = []
+        for path, key in zip(paths, keys, strict=True):
+            batch_id = _submit(pipeline, path, key, partner, program, show, log_path, timeout_s)
+            batch_ids.append(batch_id)
+            if not together:
+                pipeline.run_until_done(batch_id, timeout_s=timeout_s, show=show)
+        if together:
+            for batch_id in batch_ids:
+                pipeline.run_until_done(batch_id, timeout_s=timeout_s, show=show)
+        return [pipeline.result(batch_id, out_dir) for batch_id in batch_ids]
+
+
+def run_file(path: Path, **kwargs: Any) -> RunResult:
+    """``run_files`` for one input."""
+    (result,) = run_files([path], **kwargs)
+    return result
+
+
+def _upload_keys(paths: list[Path], *, together: bool) -> list[str | None]:
+    """The incoming/ key of each CSV (None for a request). Run in order, a name seen before is
+    uploaded again under the same key (a new version, as a user re-uploading would); sent
+    together, a repeated name gets a folder of its own so their results never share a key."""
+    keys: list[str | None] = []
+    seen: Counter[str] = Counter()
+    for path in paths:
         if path.suffix.lower() == ".json":
-            request = json.loads(path.read_text(encoding="utf-8"))
-            if partner and not request.get("partnerName"):
-                request["partnerName"] = partner
-            if program and not request.get("programName"):
-                request["programName"] = program
-            batch_id = pipeline.submit_request(request)
-            if batch_id is None:
-                pipeline.run_until_idle(timeout_s=timeout_s)
-                raise LocalRunError(f"{path}: not a valid request (no requestId); see {log_path}")
-            print(f"request {request.get('requestId')} sent to the request queue", file=show)
-        else:
-            batch_id = pipeline.submit_csv(path)
-            print(f"uploaded {path.name} to s3://{pipeline.bucket}/incoming/{path.name}", file=show)
-        pipeline.run_until_done(batch_id, timeout_s=timeout_s, show=show)
-        return pipeline.result(batch_id, out_dir)
+            keys.append(None)
+            continue
+        seen[path.name] += 1
+        folder = f"{seen[path.name]}/" if together and seen[path.name] > 1 else ""
+        keys.append(f"incoming/{folder}{path.name}")
+    return keys
+
+
+def _submit(
+    pipeline: LocalPipeline,
+    path: Path,
+    key: str | None,
+    partner: str | None,
+    program: str | None,
+    show: TextIO,
+    log_path: Path,
+    timeout_s: float,
+) -> str:
+    if key is None:
+        request = json.loads(path.read_text(encoding="utf-8"))
+        if partner and not request.get("partnerName"):
+            request["partnerName"] = partner
+        if program and not request.get("programName"):
+            request["programName"] = program
+        batch_id = pipeline.submit_request(request)
+        if batch_id is None:
+            pipeline.run_until_idle(timeout_s=timeout_s)
+            raise LocalRunError(f"{path}: not a valid request (no requestId); see {log_path}")
+        print(f"request {request.get('requestId')} sent to the request queue", file=show)
+        return batch_id
+    batch_id = pipeline.submit_csv(path, key=key)
+    print(f"uploaded {path.name} to s3://{pipeline.bucket}/{key}", file=show)
+    return batch_id
 
 
 def summarise_rows(rows: list[dict[str, str]]) -> Counter[str]:

@@ -24,6 +24,7 @@ from voucher_distributor_cli.ops.reconcile import (
     reconcile,
 )
 from voucher_distributor_cli.ops.redrive import RedriveReport, redrive
+from voucher_distributor_cli.ops.retry import RetryStarted, retry_failed
 from voucher_distributor_cli.ops.status import batch_status, format_status
 from voucher_distributor_cli.ops.target import (
     LOCAL_STACK_NAME,
@@ -38,6 +39,7 @@ __all__ = [
     "OpsError",
     "Reconciliation",
     "RedriveReport",
+    "RetryStarted",
     "Target",
     "add_ops_arguments",
     "add_stack_options",
@@ -48,10 +50,11 @@ __all__ = [
     "iter_all_chunks",
     "reconcile",
     "redrive",
+    "retry_failed",
 ]
 
 #: The command names, for the grouped ``--help``.
-COMMANDS = ("status", "find", "redrive", "reconcile")
+COMMANDS = ("status", "find", "retry-failed", "redrive", "reconcile")
 
 
 def add_ops_arguments(subparsers: Any) -> None:
@@ -71,6 +74,19 @@ def add_ops_arguments(subparsers: Any) -> None:
     )
     find.add_argument("email", metavar="EMAIL")
     find.set_defaults(handler=_run_find)
+
+    retry = subparsers.add_parser(
+        "retry-failed",
+        parents=[where],
+        help="after fixing the cause, a new batch of a batch's failed rows (never bought twice)",
+        description=(
+            "Uploads the batch's failed rows as a new input under incoming/retries/, linked to "
+            "the batch in both summaries. A person who got a voucher meanwhile comes back "
+            "'existing' instead of being bought another."
+        ),
+    )
+    retry.add_argument("batch_id", metavar="BATCH", help="the batch whose failed rows to retry")
+    retry.set_defaults(handler=_run_retry_failed)
 
     move = subparsers.add_parser(
         "redrive",
@@ -133,6 +149,22 @@ def _run_find(args: argparse.Namespace) -> int:
     found = find_recipient(Target.from_args(args), args.email)
     _emit(args, found, format_found(found, args.email))
     return 0 if found else 1
+
+
+@_guarded
+def _run_retry_failed(args: argparse.Namespace) -> int:
+    target = Target.from_args(args)
+    if not target.bucket:
+        raise OpsError("the stack has no InboxBucket")
+    started = retry_failed(target.ledger, target.client("s3"), target.bucket, args.batch_id)
+    _emit(
+        args,
+        started.as_dict(),
+        f"batch {started.batch_id}: retrying {started.rows:,} failed row(s) of "
+        f"{started.retry_of} (uploaded s3://{target.bucket}/{started.key}); follow it with "
+        f"`voucher-distributor status {started.batch_id}`",
+    )
+    return 0
 
 
 @_guarded

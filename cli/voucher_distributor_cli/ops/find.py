@@ -8,11 +8,21 @@ from voucher_distributor_cli.ops.target import Target
 
 
 def find_recipient(target: Target, email: str) -> list[dict[str, Any]]:
-    """Every assignment record for this e-mail, across batches (the by-email index)."""
+    """Every assignment record for this e-mail, across batches (the by-email index).
+
+    ``holds`` marks the voucher the person holds now for its (partner, program) — their holding
+    points at it; an earlier one replaced by a reissue, or a failed row, holds nothing.
+    """
     wanted = email.strip()
     seen: dict[tuple[str, int], dict[str, Any]] = {}
+    ledger = target.ledger
+    held = {
+        (h.batch_id, h.row_number)
+        for candidate in dict.fromkeys([wanted, wanted.lower()])
+        for h in ledger.holdings_for_email(candidate)
+    }
     for candidate in dict.fromkeys([wanted, wanted.lower()]):
-        for record in target.ledger.assignments_for_email(candidate):
+        for record in ledger.assignments_for_email(candidate):
             seen[(record.batch_id, record.row_number)] = {
                 "batchId": record.batch_id,
                 "row": record.row_number,
@@ -23,6 +33,8 @@ def find_recipient(target: Target, email: str) -> list[dict[str, Any]]:
                 "partner": record.partner_name,
                 "program": record.program_name,
                 "expiresUtc": record.expires_utc,
+                "holds": (record.batch_id, record.row_number) in held
+                and record.status == "assigned",
                 **({"reason": record.reason} if record.reason else {}),
             }
     return sorted(seen.values(), key=lambda r: (r["batchId"], r["row"]))
@@ -30,9 +42,12 @@ def find_recipient(target: Target, email: str) -> list[dict[str, Any]]:
 
 def format_found(found: list[dict[str, Any]], email: str) -> str:
     text = "\n".join(
-        f"{r['batchId']}  row {r['row']:>6}  {r['status']:<8}  {r['voucherCode'] or '-':<16}  "
+        f"{'*' if r.get('holds') else ' '} {r['batchId']}  row {r['row']:>6}  {r['status']:<8}  "
+        f"{r['voucherCode'] or '-':<16}  "
         f"{r['purchaseCode'] or '-':<14}  {r['program']}  expires {r['expiresUtc'] or '-'}"
         + (f"  ({r['reason']})" if r.get("reason") else "")
         for r in found
     )
-    return text or f"no voucher recorded for {email}"
+    if not text:
+        return f"no voucher recorded for {email}"
+    return text + "\n(* the voucher held now for its program)"

@@ -71,6 +71,8 @@ class Target:
     endpoint_url: str | None = None
     #: The functions' environment (Certiverse URL and token secret) when known.
     function_env: dict[str, str] = field(default_factory=dict)
+    #: The inbox bucket (uploads, results), when the stack has one.
+    bucket: str = ""
 
     def client(self, service: str) -> Any:
         return self.session.client(service, endpoint_url=self.endpoint_url)
@@ -143,6 +145,7 @@ class Target:
             session=session,
             endpoint_url=endpoint_url,
             function_env=env,
+            bucket=physical.get("InboxBucket", ""),
         )
 
     # ------------------------------------------------------------------ Certiverse

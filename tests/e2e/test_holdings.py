@@ -1,0 +1,174 @@
+"""People, not messages: one voucher per person per program, across files, requests and channels.
+
+Each test runs several inputs through one local stack (the sandbox plays Certiverse) and checks,
+besides each batch's own invariants, that nobody holds two codes for one program unless a reissue
+was asked, and that every ``existing`` row shows the code its person holds.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+from voucher_distributor_cli.local.run import RunResult
+
+from ..invariants import assert_consistent, holdings_violations
+from .conftest import PARTNER, SPRING, World, people
+
+
+def finish(world: World, batch_ids: list[str]) -> list[RunResult]:
+    for batch_id in batch_ids:
+        world.pipeline.run_until_done(batch_id, timeout_s=120)
+    results = [world.pipeline.result(b) for b in batch_ids]
+    for result in results:
+        assert_consistent(world, result, whole_sandbox=False)
+    assert not holdings_violations(results), holdings_violations(results)
+    return results
+
+
+def statuses(result: RunResult) -> Counter[str]:
+    return Counter(row["status"] for row in result.rows)
+
+
+def four_uploads(world: World, *, together: bool) -> list[RunResult]:
+    """The same 30 people: a CSV, the same CSV again, a copy of it, and an HR request."""
+    crowd = people(30)
+    path = world.csv_file(crowd)
+    copy = world.tmp / "people (1).csv"
+    shutil.copy(path, copy)
+    request = {
+        "requestId": "hr-same-thirty",
+        "partnerName": PARTNER,
+        "programName": SPRING,
+        "recipients": [{"email": p["email"], "firstName": p["first_name"]} for p in crowd],
+    }
+    pipeline = world.pipeline
+    submit = [
+        lambda: pipeline.submit_csv(path),
+        lambda: pipeline.submit_csv(path),  # a new S3 version of the same key
+        lambda: pipeline.submit_csv(copy),
+        lambda: pipeline.submit_request(request),
+    ]
+    if together:
+        return finish(world, [s() for s in submit])  # type: ignore[misc]
+    results = []
+    for s in submit:
+        results.extend(finish(world, [s()]))  # type: ignore[list-item]
+    return results
+
+
+def test_the_same_thirty_people_four_times_buy_thirty_vouchers(make_world) -> None:
+    world = make_world()
+    first, *later = four_uploads(world, together=False)
+    assert sum(p.quantity for p in world.sandbox.purchases()) == 30
+    assert statuses(first) == {"assigned": 30}
+    codes = {row["email"]: row["voucher_code"] for row in first.rows}
+    for result in later:
+        assert statuses(result) == {"existing": 30}
+        assert result.summary["counts"]["existing"] == 30
+        assert result.summary["purchases"] == []
+        for row in result.rows:
+            assert row["voucher_code"] == codes[row["email"]]
+            assert row["purchase_code"]
+            assert row["expires_utc"]
+            assert f"given in batch {first.batch_id}" in row["reason"]
+
+
+def test_the_same_people_sent_together_still_buy_once_each(make_world) -> None:
+    world = make_world()
+    results = four_uploads(world, together=True)
+    assert sum(p.quantity for p in world.sandbox.purchases()) == 30
+    by_email: dict[str, set[str]] = {}
+    for result in results:
+        for row in result.rows:
+            assert row["status"] in {"assigned", "existing"}
+            by_email.setdefault(row["email"], set()).add(row["voucher_code"])
+    # every person: one code, the same in all four results files
+    assert len(by_email) == 30
+    assert all(len(codes) == 1 for codes in by_email.values())
+    assert sum(statuses(r)["assigned"] for r in results) == 30
+
+
+def test_overlapping_files_buy_only_for_the_new_half(make_world) -> None:
+    world = make_world()
+    (old,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(20)))])
+    mixed = people(10, start=11) + people(10, start=21)  # 10 known, 10 new
+    (new,) = finish(world, [world.pipeline.submit_csv(world.csv_file(mixed, "mixed.csv"))])
+    assert statuses(old) == {"assigned": 20}
+    assert statuses(new) == {"existing": 10, "assigned": 10}
+    assert sorted(p.quantity for p in world.sandbox.purchases()) == [10, 20]
+    assert {r["email"] for r in new.rows if r["status"] == "assigned"} == {
+        f"person{n}@acme.example" for n in range(21, 31)
+    }
+
+
+def test_reissue_buys_exactly_the_rows_that_ask(make_world) -> None:
+    world = make_world()
+    (first,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(6)))])
+    old_codes = {r["email"]: r["voucher_code"] for r in first.rows}
+    again = people(6)
+    for row in again[:2]:
+        row["reissue"] = "yes"
+    (second,) = finish(world, [world.pipeline.submit_csv(world.csv_file(again, "again.csv"))])
+    assert statuses(second) == {"assigned": 2, "existing": 4}
+    assert sorted(p.quantity for p in world.sandbox.purchases()) == [2, 6]
+    for row in second.rows[:2]:
+        assert row["status"] == "assigned"
+        assert row["voucher_code"] != old_codes[row["email"]]
+        assert f"replaces voucher {old_codes[row['email']]}" in row["reason"]
+    holding = world.pipeline.ledger.get_holding(again[0]["email"], PARTNER, SPRING)
+    assert holding is not None
+    assert holding.batch_id == second.batch_id
+    assert [h.voucher_code for h in holding.history] == [old_codes[again[0]["email"]]]
+    # a list sent after the reissue hands back the new code
+    (third,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(6), "third.csv"))])
+    assert third.rows[0]["voucher_code"] == second.rows[0]["voucher_code"]
+
+
+def test_reissue_of_a_whole_file_by_object_metadata(make_world) -> None:
+    world = make_world()
+    finish(world, [world.pipeline.submit_csv(world.csv_file(people(3)))])
+    path = world.csv_file(people(3), "again.csv")
+    (second,) = finish(world, [world.pipeline.submit_csv(path, metadata={"reissue": "true"})])
+    assert statuses(second) == {"assigned": 3}
+    assert all(r["reason"].startswith("reissued") for r in second.rows)
+
+
+def test_a_wrong_certiverse_url_fails_the_batch_then_retry_failed_assigns_every_row(
+    make_world,
+) -> None:
+    world = make_world()
+    world.pipeline.set_certiverse_url(world.sandbox.base_url.removesuffix("/api") + "/wrong")
+    batch_id = world.pipeline.submit_csv(world.csv_file([*people(12), {"email": "bad@@x"}]))
+    world.pipeline.run_until_done(batch_id, timeout_s=60)
+    failed = world.pipeline.result(batch_id)
+    assert_consistent(world, failed, whole_sandbox=False)
+    assert failed.summary["status"] == "failed"
+    assert "base URL looks wrong" in failed.summary["error"]
+    assert "/wrong/" in failed.summary["error"]
+    assert "https://HOST/api" in failed.summary["error"]
+    assert statuses(failed) == {"failed": 12, "rejected": 1}
+    assert world.sandbox.purchases() == []
+    assert all("retry-failed" in r["reason"] for r in failed.rows if r["status"] == "failed")
+
+    # The host alone is a right URL too: the documented /api base path is added.
+    world.pipeline.set_certiverse_url(world.sandbox.base_url.removesuffix("/api"))
+    retry_id = world.pipeline.retry_failed(batch_id)
+    (retried,) = finish(world, [retry_id])
+    assert statuses(retried) == {"assigned": 12}
+    assert retried.summary["retryOf"] == batch_id
+    assert world.pipeline.result(batch_id).summary["retriedBy"] == [retry_id]
+    assert {r["original_row"] for r in retried.rows} == {str(n) for n in range(1, 13)}
+
+
+def test_retry_failed_never_buys_for_someone_who_got_a_voucher_meanwhile(make_world) -> None:
+    world = make_world()
+    world.pipeline.set_certiverse_url(world.sandbox.base_url.removesuffix("/api") + "/wrong")
+    batch_id = world.pipeline.submit_csv(world.csv_file(people(4)))
+    world.pipeline.run_until_done(batch_id, timeout_s=60)
+    world.pipeline.set_certiverse_url(world.sandbox.base_url)
+    (meanwhile,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(2), "b.csv"))])
+    (retried,) = finish(world, [world.pipeline.retry_failed(batch_id)])
+    assert statuses(retried) == {"existing": 2, "assigned": 2}
+    assert sorted(p.quantity for p in world.sandbox.purchases()) == [2, 2]
+    assert meanwhile.rows[0]["voucher_code"] == retried.rows[0]["voucher_code"]
