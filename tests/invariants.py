@@ -113,7 +113,9 @@ def consistency_violations(
         elif (record.status, record.voucher_code) != (row["status"], row["voucher_code"]):
             problems.append(f"row {number}: ledger and results disagree")
         if row["status"] == "assigned":
-            holding = ledger.get_holding(row["email"], row["partner"], row["program"])
+            holding = ledger.get_holding(
+                _cell(row["email"]), _cell(row["partner"]), _cell(row["program"])
+            )
             if holding is None:
                 problems.append(f"assigned row {number} holds no claim")
     # an existing row shows a code its person was given in an earlier (or concurrent) batch
@@ -121,7 +123,7 @@ def consistency_violations(
         if row["status"] != "existing":
             continue
         given = [
-            a for a in ledger.assignments_for_email(row["email"])
+            a for a in ledger.assignments_for_email(_cell(row["email"]))
             if a.status == "assigned" and a.voucher_code == row["voucher_code"]
         ]  # fmt: skip
         if not given or given[0].program_name != row["program"] or given[0].batch_id == batch_id:
@@ -131,6 +133,11 @@ def consistency_violations(
         if counts.get(status, 0) != statuses.get(status, 0):
             problems.append(f"summary counts {status}={counts.get(status)} != results")
     return problems
+
+
+def _cell(value: str) -> str:
+    """A results cell as it was before the formula guard (a leading ')."""
+    return value[1:] if value.startswith("'") and value[1:2] in {"=", "+", "-", "@"} else value
 
 
 def holdings_violations(results: Iterable[RunResult]) -> list[str]:
