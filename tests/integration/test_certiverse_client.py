@@ -16,6 +16,7 @@ from voucher_distributor.adapters.certiverse import (
     AmbiguousName,
     CertiverseBadRequest,
     CertiverseClient,
+    CertiverseMisconfigured,
     CertiverseRecordLimitExceeded,
     CertiverseServerError,
     CertiverseUnauthorized,
@@ -582,3 +583,57 @@ def test_post_timeout_is_an_unknown_outcome(server: SandboxServer) -> None:
     ):
         buy(api)
     assert len([r for r in server.request_log() if r.method == "POST"]) == 1
+
+
+# ------------------------------------------------------------------------ base URL
+
+
+def test_the_host_alone_means_the_documented_api_base(server: SandboxServer) -> None:
+    host = server.base_url.removesuffix("/api")
+    with CertiverseClient(host, StaticToken(TOKEN), retry=make_policy()) as api:
+        assert api.base_url == server.base_url + "/"
+        assert api.find_partner(PARTNER).name == PARTNER
+    with CertiverseClient(host + "/", StaticToken(TOKEN), retry=make_policy()) as api:
+        assert api.base_url == server.base_url + "/"
+
+
+def test_a_wrong_base_path_is_a_configuration_error_naming_the_url(server: SandboxServer) -> None:
+    wrong = server.base_url.removesuffix("/api") + "/v2"
+    sleep = RecordingSleep()
+    with CertiverseClient(wrong, StaticToken(TOKEN), retry=make_policy(sleep=sleep)) as api:
+        with pytest.raises(CertiverseMisconfigured) as caught:
+            api.find_partner(PARTNER)
+    message = str(caught.value)
+    assert caught.value.status_code == 404
+    assert f"GET {wrong}/vouchers/partners" in message
+    assert "https://HOST/api" in message
+    assert "retry-failed" in message
+    assert sleep.waits == []  # not retried: it will not heal
+
+
+class _HtmlSite(http.server.BaseHTTPRequestHandler):
+    """A web site where the API was expected: 200 with an HTML page."""
+
+    def do_GET(self) -> None:
+        body = b"<!doctype html><title>Certiverse</title><p>Welcome</p>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_a_reply_that_is_not_the_apis_json_is_a_configuration_error() -> None:
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlSite)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{site.server_address[1]}/portal"
+        with CertiverseClient(url, StaticToken(TOKEN), retry=make_policy()) as api:
+            with pytest.raises(CertiverseMisconfigured, match="text/html body"):
+                api.find_program(OPEN_PROGRAM)
+    finally:
+        site.shutdown()

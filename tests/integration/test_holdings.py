@@ -11,13 +11,15 @@ import pytest
 
 from voucher_distributor.adapters.ledger import Claim, Ledger
 from voucher_distributor.models.ledger import AssignmentRecord
-from voucher_distributor_cli.local.runner import MotoStack
+from voucher_distributor_cli.local.runner import MotoStack, moto_fixes
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
-@pytest.fixture
-def ledger() -> Iterator[Ledger]:
+@pytest.fixture(params=["moto", "moto-with-runner-fixes"])
+def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    if request.param == "moto-with-runner-fixes":
+        moto_fixes.apply()  # what the local runner runs on (once per process)
     with MotoStack(TEMPLATE) as stack:
         dynamodb = boto3.resource(
             "dynamodb", endpoint_url=stack.endpoint_url, region_name="us-east-1",

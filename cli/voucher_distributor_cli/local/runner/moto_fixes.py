@@ -4,13 +4,27 @@
   object's version id in ``s3.object.versionId`` (and a ``sequencer``), so two uploads of one
   key in the same second are two batches. moto 5 leaves both out, so ingest would read the
   newest version for both events. Patched in the moto server's process (it runs in ours).
+- **A transaction deep-copies every table it touches** (its rollback plan), so its cost grows
+  with the table: claims go 100 to a transaction, and a 100,000-row run would copy the ledger a
+  thousand times. A transaction of only puts — what claims are — is decided the way DynamoDB
+  decides it instead: every condition is checked first, and then either all puts land or none
+  does (``TransactionCanceledException`` with a reason per item, the old item where asked).
+  Any other transaction goes the original way.
+- **A conditional write is not atomic across threads**: moto checks the condition, then
+  writes, and its server answers requests on threads. DynamoDB decides each conditional write
+  (and each transaction) on its own; here one lock serialises them, so two batches claiming the
+  same person at once cannot both win.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from typing import Any
 
 _applied = False
+_writes = threading.RLock()
 
 
 def apply() -> None:
@@ -31,4 +45,72 @@ def apply() -> None:
         return event
 
     notifications._get_s3_event = with_version
+    _patch_put_transactions()
     _applied = True
+
+
+def _patch_put_transactions() -> None:
+    from moto.dynamodb.comparisons import get_filter_expression  # noqa: PLC0415
+    from moto.dynamodb.exceptions import (  # noqa: PLC0415
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+    )
+    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415
+
+    original = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        if not transact_items or any(set(item) != {"Put"} for item in transact_items):
+            original(self, transact_items)
+            return
+        if len(transact_items) > 100:
+            raise TooManyTransactionsException()
+        seen: set[tuple[str, str]] = set()
+        errors: list[tuple[Any, Any, Any]] = []
+        for item in transact_items:
+            put = item["Put"]
+            table = self.get_table(put["TableName"])
+            attrs = put["Item"]
+            key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+            if table.range_key_attr is not None:
+                key[table.range_key_attr] = attrs[table.range_key_attr]
+            unique = (put["TableName"], str(sorted(key.items())))
+            if unique in seen:
+                raise MultipleTransactionsException()
+            seen.add(unique)
+            condition = put.get("ConditionExpression")
+            if condition is None:
+                errors.append((None, None, None))
+                continue
+            current = self.get_item(put["TableName"], key)
+            holds = get_filter_expression(
+                condition,
+                put.get("ExpressionAttributeNames"),
+                put.get("ExpressionAttributeValues"),
+            ).expr(current)
+            if holds:
+                errors.append((None, None, None))
+                continue
+            old = None
+            if put.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                old = current.to_json()["Attributes"]
+            errors.append(("ConditionalCheckFailed", "The conditional request failed", old))
+        if any(code is not None for code, _, _ in errors):
+            raise TransactionCanceledException(errors)
+        for item in transact_items:
+            put = item["Put"]
+            self.put_item(put["TableName"], put["Item"])
+
+    setattr(DynamoDBBackend, "transact_write_items", transact_write_items)  # noqa: B010
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        setattr(DynamoDBBackend, name, _serialised(getattr(DynamoDBBackend, name)))
+
+
+def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _writes:
+            return method(*args, **kwargs)
+
+    return locked
