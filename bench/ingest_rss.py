@@ -31,6 +31,7 @@ def child(key: str, version: str) -> None:
     """Runs in the measured process (``python -m bench.ingest_rss KEY VERSION``)."""
     import time  # noqa: PLC0415
 
+    from bench.aws_calls import counting_dynamodb_writes  # noqa: PLC0415
     from voucher_distributor.pipeline.context import build_services  # noqa: PLC0415
     from voucher_distributor.pipeline.ingest import ingest  # noqa: PLC0415
     from voucher_distributor.pipeline.sources import upload_request  # noqa: PLC0415
@@ -39,14 +40,19 @@ def child(key: str, version: str) -> None:
     services = build_services(get_settings())
     request = upload_request(services, key, version or None)
     assert request is not None, "the uploaded CSV is missing"
-    started = time.perf_counter()
-    outcome = ingest(services, request)
-    elapsed = time.perf_counter() - started
+    with counting_dynamodb_writes() as counter:
+        started = time.perf_counter()
+        cpu = time.process_time()
+        outcome = ingest(services, request)
+        elapsed = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu
     peak_kib = _high_water_mark_kib()
     print(
         json.dumps(
             {"rows": outcome.rows, "chunks": outcome.chunks, "rejected": outcome.rejected,
-             "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}
+             "seconds": elapsed, "cpu_seconds": cpu_s, "aws_call_seconds": counter.aws_call_s,
+             "calls": dict(counter.calls), "dynamodb_item_writes": counter.items,
+             "peak_rss_mib": peak_kib / 1024}
         )
     )  # fmt: skip
 

@@ -12,13 +12,12 @@ import contextlib
 import math
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.aws_calls import WriteCounter, counting_dynamodb_writes
 from bench.workload import PARTNER, write_csv
 from voucher_distributor_cli.local.run import LocalPipeline
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
@@ -26,65 +25,6 @@ from voucher_distributor_cli.sandbox.store import RequestRecord
 
 TOKEN = "bench-token"  # noqa: S105 - the local sandbox's throwaway token
 MAX_PURCHASE = 1000
-
-_SINGLE_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
-
-
-# ---------------------------------------------------------------------- DynamoDB writes
-
-
-@dataclass
-class WriteCounter:
-    items: int = 0
-    by_operation: Counter[str] = field(default_factory=Counter)
-    #: Wall seconds spent inside any AWS call (the local emulation), DynamoDB or not.
-    aws_call_s: float = 0.0
-    #: The same by ``service.Operation`` (e.g. ``dynamodb.BatchWriteItem``).
-    aws_call_s_by_operation: Counter[str] = field(default_factory=Counter)
-
-    def count(self, operation: str, params: dict[str, Any]) -> None:
-        if operation in _SINGLE_WRITES:
-            n = 1
-        elif operation == "BatchWriteItem":
-            n = sum(len(reqs) for reqs in params.get("RequestItems", {}).values())
-        elif operation == "TransactWriteItems":
-            n = sum(
-                1
-                for item in params.get("TransactItems", [])
-                if {"Put", "Update", "Delete"} & set(item)
-            )
-        else:
-            return
-        self.items += n
-        self.by_operation[operation] += n
-
-
-@contextlib.contextmanager
-def counting_dynamodb_writes() -> Iterator[WriteCounter]:
-    """Count DynamoDB item writes of every botocore client in this process while active."""
-    from botocore.client import BaseClient  # noqa: PLC0415
-
-    counter = WriteCounter()
-    original = BaseClient._make_api_call
-
-    def counted(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
-        if self.meta.service_model.service_name == "dynamodb":
-            counter.count(operation_name, api_params)
-        started = time.perf_counter()
-        try:
-            return original(self, operation_name, api_params)
-        finally:
-            spent = time.perf_counter() - started
-            counter.aws_call_s += spent
-            name = f"{self.meta.service_model.service_name}.{operation_name}"
-            counter.aws_call_s_by_operation[name] += spent
-
-    BaseClient._make_api_call = counted
-    try:
-        yield counter
-    finally:
-        BaseClient._make_api_call = original
-
 
 # ---------------------------------------------------------------------- Certiverse calls
 
