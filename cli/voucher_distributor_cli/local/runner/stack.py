@@ -276,8 +276,10 @@ class MotoStack:
         self._endpoint: str | None = None
         self._resources: dict[str, PhysicalResource] = {}
         self._ignored: dict[str, str] = {}
-        self._outputs: dict[str, str] = {}
-        self._functions: dict[str, FunctionSpec] = {}
+        #: The stack's ``Outputs``, resolved (once started).
+        self.outputs: dict[str, str] = {}
+        #: Every function of the stack: configuration, environment, SQS event sources.
+        self.functions: dict[str, FunctionSpec] = {}
         self._clients: dict[str, Any] = {}
 
     def start(self) -> MotoStack:
@@ -358,16 +360,6 @@ class MotoStack:
         """Logical id → type of the resources the local stack does not emulate."""
         return dict(self._ignored)
 
-    @property
-    def outputs(self) -> dict[str, str]:
-        """The stack's ``Outputs``, resolved."""
-        return dict(self._outputs)
-
-    @property
-    def functions(self) -> dict[str, FunctionSpec]:
-        """Every function of the stack: configuration, environment, SQS event sources."""
-        return dict(self._functions)
-
     def resource(self, logical_id: str) -> PhysicalResource:
         """Physical info of one resource (KeyError explains ignored/unknown ids)."""
         if logical_id in self._resources:
@@ -406,7 +398,7 @@ class MotoStack:
     def function_environment(self, logical_id: str) -> dict[str, str]:
         """The function's ``Environment.Variables`` as the stack resolved them."""
         try:
-            return dict(self._functions[logical_id].environment)
+            return dict(self.functions[logical_id].environment)
         except KeyError:
             raise KeyError(f"no function {logical_id!r} in the stack") from None
 
@@ -463,8 +455,8 @@ class MotoStack:
                 self._resources[lid] = self._physical(lid, kind, str(properties["PhysicalId"]))
             else:
                 self._follow_up(lid, properties)
-        self._outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-        self._functions = self._read_functions()
+        self.outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        self.functions = self._read_functions()
         if self._ignored:
             log.info(
                 "local stack does not emulate: %s",
