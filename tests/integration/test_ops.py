@@ -82,6 +82,42 @@ def test_status_shows_chunks_counts_and_ages(ran: Ran, capsys: pytest.CaptureFix
     assert chunk["purchaseCode"] in text
 
 
+def test_stack_options_work_before_or_after_the_command(
+    ran: Ran, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = ["--stack", "voucher-distributor-local", "--region", "us-east-1"]
+    for args in (
+        [*ran.where, *stack, "status", ran.batch_id, "--json"],  # before: once, at the top
+        [*ran.where, "status", ran.batch_id, *stack, "--json"],  # split around the command
+    ):
+        code, out = _run(args, capsys)
+        assert code == 0, args
+        assert json.loads(out)["batchId"] == ran.batch_id
+    # After the command wins over before it: the wrong stack name fails clearly.
+    args = ["--stack", "voucher-distributor-local", "status", ran.batch_id, *ran.where]
+    assert main([*args, "--stack", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_a_command_without_a_stack_says_what_to_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "f-1"]) == 2
+    assert "--stack NAME" in capsys.readouterr().err
+
+
+def test_help_groups_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    operate, local, sandbox = (
+        out.index("operate a deployed or local stack:"),
+        out.index("run the pipeline locally:"),
+        out.index("Certiverse sandbox:"),
+    )
+    assert operate < out.index("  reconcile") < local < out.index("  local run") < sandbox
+    for option in ("--stack", "--endpoint-url", "--region", "--profile"):
+        assert option in out
+
+
 def test_status_of_an_unknown_batch_is_a_clear_error(
     ran: Ran, capsys: pytest.CaptureFixture[str]
 ) -> None:

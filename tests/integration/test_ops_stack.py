@@ -1,8 +1,9 @@
 """The ops commands' ``--stack NAME`` mode: a deployed stack found through CloudFormation.
 
-moto cannot run the SAM transform, so the stack here is plain CloudFormation holding what
-``Target.deployed`` reads of the real one: the ledger table, the queues with their redrive
-policies (by the template's logical ids) and the purchase function's environment.
+The stack here is small plain CloudFormation in another region, holding what ``Target.deployed``
+reads of the real one: the ledger table, the queues with their redrive policies (by the
+template's logical ids) and the purchase function's environment. (The whole template, through
+the SAM transform, is what test_ops.py reaches with ``--endpoint-url``.)
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """template.yaml's wiring, checked against the code it deploys.
 
-Static checks read the template (the local runner's parser resolves its intrinsics); the policy
-check runs inputs through the local pipeline (the template's stack in moto), records every AWS
-call each function makes, and compares them with that function's IAM statements both ways:
-every call allowed, every granted action and resource used (or listed below with the reason).
+Static checks read the template as written and the functions as the SAM transform and moto's
+CloudFormation make them; the policy check runs inputs through the local pipeline (the
+template's stack in moto), records every AWS call each function makes, and compares them with
+that function's IAM statements (its role's inline policies, as created) both ways: every call
+allowed, every granted action and resource used (or listed below with the reason).
 """
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import os
@@ -26,7 +28,7 @@ from voucher_distributor.domain.batches import INCOMING_PREFIX, RESULTS_PREFIX, 
 from voucher_distributor.settings import Settings
 from voucher_distributor_cli.local.run import DEFAULT_TEMPLATE, LocalPipeline
 from voucher_distributor_cli.local.run import _forget_process_caches as forget_process_caches
-from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack, SamTemplate
+from voucher_distributor_cli.local.runner import FunctionSpec, LocalLambdas, MotoStack, SamTemplate
 from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,18 +51,21 @@ def template() -> SamTemplate:
     return SamTemplate.load(DEFAULT_TEMPLATE)
 
 
-def _functions(template: SamTemplate) -> dict[str, Any]:
-    return template.functions()
+@pytest.fixture(scope="module")
+def functions() -> dict[str, FunctionSpec]:
+    """The functions as the created stack holds them (their specs outlive the stack)."""
+    with MotoStack(DEFAULT_TEMPLATE) as stack:
+        return stack.functions
 
 
 # ---------------------------------------------------------------------------- static wiring
 
 
-def test_every_handler_module_exists_and_imports(template: SamTemplate) -> None:
+def test_every_handler_module_exists_and_imports(functions: dict[str, FunctionSpec]) -> None:
     # In a child process: importing the handlers here would leave their Powertools objects,
     # built without the functions' environment, in this process's module cache.
     handlers = {}
-    for logical_id, spec in _functions(template).items():
+    for logical_id, spec in functions.items():
         path = spec.code_uri / f"{spec.module_name}.py"
         assert path.is_file(), f"{logical_id}: {path} missing"
         handlers[logical_id] = [str(path), spec.attribute]
@@ -111,7 +116,7 @@ def test_powertools_tracer_follows_the_tracing_parameter(tracing: str, disabled:
             assert env["POWERTOOLS_TRACE_DISABLED"] == disabled, logical_id
 
 
-def test_every_setting_is_set_and_nothing_else(template: SamTemplate) -> None:
+def test_every_setting_is_set_and_nothing_else(functions: dict[str, FunctionSpec]) -> None:
     fields = {name.upper() for name in Settings.model_fields}
     required = {name.upper() for name, f in Settings.model_fields.items() if f.is_required()}
     # Production sets these too, though they have local defaults.
@@ -123,7 +128,7 @@ def test_every_setting_is_set_and_nothing_else(template: SamTemplate) -> None:
         "DEFAULT_PROGRAM_NAME",
         "POLL_DEADLINE_SECONDS",
     }
-    for logical_id, spec in _functions(template).items():
+    for logical_id, spec in functions.items():
         names = set(spec.environment)
         assert deployed <= names, f"{logical_id}: unset {sorted(deployed - names)}"
         stray = {n for n in names - fields if not n.startswith("POWERTOOLS_")} - {"STAGE"}
@@ -158,13 +163,15 @@ def _queue_id(expression: Any) -> str:
     return str(logical_id)
 
 
-def test_every_source_queue_has_a_dlq_that_outlives_it(template: SamTemplate) -> None:
+def test_every_source_queue_has_a_dlq_that_outlives_it(
+    template: SamTemplate, functions: dict[str, FunctionSpec]
+) -> None:
     resources = template.resources
     queues = {lid for lid, r in resources.items() if r.type == "AWS::SQS::Queue"}
     dlqs = set()
-    for spec in _functions(template).values():
+    for spec in functions.values():
         for event in spec.sqs_events:
-            source = resources[_queue_id(event.queue)]
+            source = resources[event.queue_id]
             redrive = source.properties.get("RedrivePolicy")
             assert redrive, f"{source.logical_id} has no RedrivePolicy"
             dlq = _queue_id(redrive["deadLetterTargetArn"])
@@ -174,17 +181,19 @@ def test_every_source_queue_has_a_dlq_that_outlives_it(template: SamTemplate) ->
             assert retention > int(source.properties["MessageRetentionPeriod"])
             assert retention == 1_209_600
             dlqs.add(dlq)
-    sources = {_queue_id(e.queue) for s in _functions(template).values() for e in s.sqs_events}
+    sources = {e.queue_id for s in functions.values() for e in s.sqs_events}
     assert queues == sources | dlqs, "a queue is neither consumed nor a DLQ"
     for queue in queues:
         assert resources[queue].properties.get("SqsManagedSseEnabled") is True
 
 
-def test_visibility_timeouts_are_at_least_six_function_timeouts(template: SamTemplate) -> None:
+def test_visibility_timeouts_are_at_least_six_function_timeouts(
+    template: SamTemplate, functions: dict[str, FunctionSpec]
+) -> None:
     resources = template.resources
-    for logical_id, spec in _functions(template).items():
+    for logical_id, spec in functions.items():
         for event in spec.sqs_events:
-            queue = resources[_queue_id(event.queue)]
+            queue = resources[event.queue_id]
             visibility = int(queue.properties["VisibilityTimeout"])
             assert visibility >= 6 * spec.timeout_s, (logical_id, queue.logical_id)
             assert event.reports_batch_item_failures, logical_id
@@ -216,14 +225,16 @@ def test_certiverse_concurrency_is_capped(template: SamTemplate) -> None:
     assert template.parameter_declarations["CertiverseMaxConcurrency"]["MinValue"] == 2
 
 
-def test_every_function_has_a_log_group_with_retention(template: SamTemplate) -> None:
+def test_every_function_has_a_log_group_with_retention(
+    template: SamTemplate, functions: dict[str, FunctionSpec]
+) -> None:
     resources = template.resources
     groups = {
         json.dumps(r.properties["LogGroupName"]): r
         for r in resources.values()
         if r.type == "AWS::Logs::LogGroup"
     }
-    for logical_id in _functions(template):
+    for logical_id in functions:
         name = resources[logical_id].properties["FunctionName"]["Fn::Sub"]
         group = groups[json.dumps({"Fn::Sub": f"/aws/lambda/{name}"})]
         assert group.properties["RetentionInDays"] == {"Ref": "LogRetentionDays"}
@@ -350,13 +361,17 @@ def _queues_by_url(stack: MotoStack) -> dict[str, Any]:
 
 
 def _statements(stack: MotoStack, logical_id: str) -> list[dict[str, Any]]:
-    policies = stack.template.resources[logical_id].properties["Policies"]
-    statements = []
-    for policy in policies:
-        # Explicit statements only: SAM policy templates and managed policies grant more.
+    # Explicit statements only: SAM policy templates and managed policies grant more.
+    for policy in stack.template.resources[logical_id].properties["Policies"]:
         assert isinstance(policy, dict), logical_id
         assert "Statement" in policy, logical_id
-        for statement in stack.resolve(policy["Statement"]):
+    iam, role = stack.client("iam"), stack.resource(f"{logical_id}Role").ref
+    statements = []
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        if isinstance(document, str):  # moto keeps a CloudFormation role's policy as a repr
+            document = ast.literal_eval(document)
+        for statement in document["Statement"]:
             assert statement["Effect"] == "Allow"
             actions = statement["Action"]
             resources = statement["Resource"]

@@ -1,8 +1,9 @@
-"""Local runner: the SAM template's resources in a loopback moto server, its handlers in-process.
+"""Local runner: template.yaml's stack in a loopback moto server, its handlers in-process.
 
-``MotoStack`` creates the template's queues, buckets, tables and secrets in moto;
-``LocalLambdas`` imports each function's handler and delivers its SQS events the way the
-Lambda event-source mapping does. Together they run the pipeline with no AWS account.
+``MotoStack`` runs the SAM transform and creates the result in moto's CloudFormation (plus what
+moto leaves out: see :mod:`.stack`); ``LocalLambdas`` imports each function's handler and
+delivers its SQS events the way the Lambda event-source mapping does. Together they run the
+pipeline with no AWS account.
 """
 
 from voucher_distributor_cli.local.runner.lambdas import (
@@ -16,20 +17,14 @@ from voucher_distributor_cli.local.runner.lambdas import (
 )
 from voucher_distributor_cli.local.runner.stack import (
     DUMMY_CREDENTIALS,
+    FunctionSpec,
     MotoStack,
     PhysicalResource,
     QueueCounts,
-    StackError,
-    stack_queue_summary,
-)
-from voucher_distributor_cli.local.runner.template import (
-    FunctionSpec,
-    Resolver,
     SamTemplate,
     SqsEventSpec,
-    TemplateError,
-    UnresolvedReferenceError,
-    load_yaml,
+    StackError,
+    stack_queue_summary,
 )
 
 __all__ = [
@@ -43,14 +38,10 @@ __all__ = [
     "PhysicalResource",
     "PumpReport",
     "QueueCounts",
-    "Resolver",
     "RunTimeoutError",
     "SamTemplate",
     "SqsEventSpec",
     "StackError",
-    "TemplateError",
-    "UnresolvedReferenceError",
-    "load_yaml",
     "sqs_record",
     "stack_queue_summary",
 ]

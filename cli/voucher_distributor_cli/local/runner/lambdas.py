@@ -27,8 +27,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from voucher_distributor_cli.local.runner.stack import MotoStack, stack_queue_summary
-from voucher_distributor_cli.local.runner.template import FunctionSpec, SqsEventSpec
+from voucher_distributor_cli.local.runner.stack import (
+    FunctionSpec,
+    MotoStack,
+    SqsEventSpec,
+    stack_queue_summary,
+)
 
 __all__ = [
     "EventSource",
@@ -206,10 +210,8 @@ class LocalLambdas:
             for event in spec.sqs_events:
                 if not event.enabled:
                     continue
-                arn = str(stack.resolve(event.queue))
-                self.event_sources.append(
-                    EventSource(function_id, event, stack.queue_url_for_arn(arn), arn)
-                )
+                url = stack.queue_url_for_arn(event.queue)
+                self.event_sources.append(EventSource(function_id, event, url, event.queue))
 
     # ---------------------------------------------------------------- runtime
 
