@@ -28,7 +28,10 @@ GOALS = {
     "api_calls_ratio": 1.05,
     "cold_start_ratio": 2.0,
     "ingest_rss_ratio": 1.2,
-    "dynamodb_writes_per_recipient": 1.1,
+    # The floor is 2 per assigned recipient: the holding's claim and the assignment item.
+    "dynamodb_writes_per_recipient": 2.05,
+    # Lambda's limit: a 1,000,000-row file must be ingested by one invocation.
+    "ingest_1m_lambda_estimate_s": 900.0,
     "e2e_overhead_ratio": 2.0,
 }
 
@@ -98,6 +101,9 @@ def run() -> dict[str, Any]:
     small, big = ingest[base_rows], ingest[big_rows]
     results["ingest_rss_ratio"] = round(big["peak_rss_mib"] / small["peak_rss_mib"], 2)
     results["ingest_rows_per_s"] = round(big["rows"] / big["seconds"])
+    estimate = ingest_rss.lambda_estimate(big)
+    results["ingest_1m_lambda_estimate_s"] = round(estimate["seconds"] * 1_000_000 / big["rows"])
+    details["ingest_lambda_estimate"] = estimate
     details["ingest"] = {str(k): v for k, v in ingest.items()}
 
     # -- API calls and DynamoDB writes: one real local run
@@ -168,6 +174,7 @@ def _end_to_end(results: dict[str, Any], step: Callable[[str], None]) -> None:
 def table(results: dict[str, Any]) -> str:
     d = results["details"]
     api, cold, ing, e2e = d["api"], d["cold_start"], d["ingest"], d["e2e"]
+    est = d["ingest_lambda_estimate"]
     big = max(ing, key=int)
     small = min(ing, key=int)
     rows = [
@@ -184,7 +191,11 @@ def table(results: dict[str, Any]) -> str:
          f"{ing[big]['peak_rss_mib']:.0f} MiB at {int(big):,} rows vs "
          f"{ing[small]['peak_rss_mib']:.0f} MiB at {int(small):,}"),
         ("ingest_rows_per_s", results["ingest_rows_per_s"], "-", f"{int(big):,}-row ingest"),
-        ("dynamodb_writes_per_recipient", results["dynamodb_writes_per_recipient"], "<= 1.1",
+        ("ingest_1m_lambda_estimate_s", results["ingest_1m_lambda_estimate_s"], "<= 900",
+         f"{est['claim_calls']:,} claim transactions, {est['other_calls']:,} other calls; "
+         f"CPU {est['cpu_s']:.0f} s x {est['cpu_factor']} + waiting {est['wait_s']:.0f} s "
+         "(latencies assumed: BENCHMARKS.md)"),
+        ("dynamodb_writes_per_recipient", results["dynamodb_writes_per_recipient"], "<= 2.05",
          f"{api['dynamodb_item_writes']:,} item writes for {api['rows']:,} recipients"),
         ("e2e_overhead_ratio", results["e2e_overhead_ratio"], "<= 2",
          f"{e2e['wall_s']} s vs sandbox replay {e2e['sandbox_replay_s']} s "

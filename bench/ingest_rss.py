@@ -57,6 +57,64 @@ def child(key: str, version: str) -> None:
     )  # fmt: skip
 
 
+#: Assumed per-call latency in AWS (same region, warm connections), in seconds. Medians of what
+#: AWS documents and what the SDKs see: DynamoDB single-item reads and writes take single-digit
+#: milliseconds; a transaction of 100 conditional puts is charged and coordinated per item, so
+#: it is taken as 30 ms; an S3 PUT of a ~100 KB chunk file 50 ms; SQS sends 15 ms. Set high on
+#: purpose: the estimate should not flatter.
+LATENCY_S = {
+    "dynamodb.TransactWriteItems": 0.030,
+    "dynamodb.PutItem": 0.008,
+    "dynamodb.UpdateItem": 0.008,
+    "dynamodb.DeleteItem": 0.008,
+    "dynamodb.GetItem": 0.005,
+    "dynamodb.BatchGetItem": 0.010,
+    "dynamodb.Query": 0.010,
+    "s3.PutObject": 0.050,
+    "s3.GetObject": 0.030,
+    "s3.CreateMultipartUpload": 0.050,
+    "s3.UploadPart": 0.100,
+    "s3.CompleteMultipartUpload": 0.050,
+    "sqs.SendMessage": 0.015,
+    "sqs.SendMessageBatch": 0.015,
+}
+#: Claim transactions in flight at once (CLAIM_BATCH / 100 in pipeline/ingest.py).
+CLAIM_PARALLELISM = 10
+#: A Lambda vCPU (arm64, 1,769 MB) taken as 1.5x slower than this machine's core for our code.
+CPU_FACTOR = 1.5
+#: Reading the CSV from S3 in the same region.
+S3_READ_BYTES_PER_S = 50e6
+
+
+def lambda_estimate(measured: dict[str, Any]) -> dict[str, Any]:
+    """How long the measured ingest would take in Lambda: its own CPU time here (our work and
+    the SDK's, moto excluded: it runs in another process) scaled by ``CPU_FACTOR``, plus every
+    call it made waiting ``LATENCY_S`` (claims ``CLAIM_PARALLELISM`` at a time), plus reading
+    the file. The calls are counted, not assumed."""
+    calls: dict[str, int] = measured["calls"]
+    claims = calls.get("dynamodb.TransactWriteItems", 0)
+    wait = claims * LATENCY_S["dynamodb.TransactWriteItems"] / CLAIM_PARALLELISM
+    other = 0
+    for name, count in calls.items():
+        if name == "dynamodb.TransactWriteItems":
+            continue
+        other += count
+        wait += count * LATENCY_S.get(name, 0.030)
+    read = measured.get("file_bytes", 0) / S3_READ_BYTES_PER_S
+    cpu = measured["cpu_seconds"]
+    return {
+        "seconds": cpu * CPU_FACTOR + wait + read,
+        "cpu_s": cpu,
+        "cpu_factor": CPU_FACTOR,
+        "wait_s": wait + read,
+        "claim_calls": claims,
+        "other_calls": other,
+        "rows": measured["rows"],
+        "latency_s": LATENCY_S,
+        "claim_parallelism": CLAIM_PARALLELISM,
+    }
+
+
 def _high_water_mark_kib() -> int:
     """Peak resident set of this process image (resets at exec, unlike ru_maxrss)."""
     with open("/proc/self/status", encoding="ascii") as status:
@@ -87,6 +145,7 @@ def measure(sizes: tuple[int, ...] = (10_000, 1_000_000)) -> dict[int, dict[str,
         }
         for rows in sizes:
             path = write_csv(Path(tmp) / f"ingest-{rows}.csv", rows)
+            size = path.stat().st_size
             key = f"bench/ingest-{rows}.csv"  # outside incoming/: nothing else picks it up
             with path.open("rb") as body:
                 put = pipeline.stack.client("s3").put_object(
@@ -103,6 +162,7 @@ def measure(sizes: tuple[int, ...] = (10_000, 1_000_000)) -> dict[int, dict[str,
             if got.returncode != 0:
                 raise RuntimeError(f"ingest of {rows} rows failed:\n{got.stderr[-3000:]}")
             results[rows] = json.loads(got.stdout.strip().splitlines()[-1])
+            results[rows]["file_bytes"] = size
     return results
 
 
