@@ -6,9 +6,10 @@
   newest version for both events. Patched in the moto server's process (it runs in ours).
 - **A transaction deep-copies every table it touches** (its rollback plan), so its cost grows
   with the table: claims go 100 to a transaction, and a 100,000-row run would copy the ledger a
-  thousand times. A transaction of only puts — what claims are — is decided the way DynamoDB
-  decides it instead: every condition is checked first, and then either all puts land or none
-  does (``TransactionCanceledException`` with a reason per item, the old item where asked).
+  thousand times. A transaction of only puts, or only deletes — what claims and their release
+  are — is decided the way DynamoDB decides it instead: every condition is checked first, and
+  then either all writes land or none does (``TransactionCanceledException`` with a reason per
+  item, the old item where asked).
   Any other transaction goes the original way.
 - **A conditional write is not atomic across threads**: moto checks the condition, then
   writes, and its server answers requests on threads. DynamoDB decides each conditional write
@@ -60,8 +61,12 @@ def _patch_put_transactions() -> None:
 
     original = DynamoDBBackend.transact_write_items
 
-    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        if not transact_items or any(set(item) != {"Put"} for item in transact_items):
+    def transact_write_items(  # noqa: PLR0912 - DynamoDB's rules, one branch each
+        self: Any, transact_items: list[dict[str, Any]]
+    ) -> None:
+        if not transact_items or any(
+            set(item) not in ({"Put"}, {"Delete"}) for item in transact_items
+        ):
             original(self, transact_items)
             return
         if len(transact_items) > 100:
@@ -69,12 +74,15 @@ def _patch_put_transactions() -> None:
         seen: set[tuple[str, str]] = set()
         errors: list[tuple[Any, Any, Any]] = []
         for item in transact_items:
-            put = item["Put"]
+            put = item.get("Put") or item["Delete"]
             table = self.get_table(put["TableName"])
-            attrs = put["Item"]
-            key = {table.hash_key_attr: attrs[table.hash_key_attr]}
-            if table.range_key_attr is not None:
-                key[table.range_key_attr] = attrs[table.range_key_attr]
+            if "Put" in item:
+                attrs = put["Item"]
+                key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = attrs[table.range_key_attr]
+            else:
+                key = put["Key"]
             unique = (put["TableName"], str(sorted(key.items())))
             if unique in seen:
                 raise MultipleTransactionsException()
@@ -99,8 +107,10 @@ def _patch_put_transactions() -> None:
         if any(code is not None for code, _, _ in errors):
             raise TransactionCanceledException(errors)
         for item in transact_items:
-            put = item["Put"]
-            self.put_item(put["TableName"], put["Item"])
+            if "Put" in item:
+                self.put_item(item["Put"]["TableName"], item["Put"]["Item"])
+            else:
+                self.delete_item(item["Delete"]["TableName"], item["Delete"]["Key"])
 
     setattr(DynamoDBBackend, "transact_write_items", transact_write_items)  # noqa: B010
     for name in ("put_item", "update_item", "delete_item", "transact_write_items"):

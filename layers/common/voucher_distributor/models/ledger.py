@@ -104,6 +104,8 @@ class RecipientRecord(LedgerModel):
     extra: dict[str, str] = Field(default_factory=dict)
     #: Said in the row's reason once it is assigned (e.g. a reissue naming the previous code).
     note: str = ""
+    #: The row's claim replaced a voucher the person held (a reissue): giving it back restores it.
+    reissue: bool = False
 
 
 class AssignmentRecord(LedgerModel):

@@ -214,8 +214,8 @@ def _give_back(services: Services, batch_id: str, plan: _Plan) -> None:
     plan.claims_file.seek(0)
     claims = []
     for line in plan.claims_file:
-        email, partner, program, row = line.rstrip("\n").split("\t")
-        claims.append(Claim(email, partner, program, batch_id, int(row)))
+        email, partner, program, row, reissued = line.rstrip("\n").split("\t")
+        claims.append(Claim(email, partner, program, batch_id, int(row), reissue=reissued == "1"))
     released = services.ledger.release_holdings(claims)
     dropped = services.ledger.delete_pending_chunks(batch_id)
     if dropped or released:
@@ -303,10 +303,12 @@ def _settle_claims(services: Services, batch: BatchRecord, plan: _Plan) -> None:
             plan.existing += 1
             _write_existing(plan.existing_file, accepted, outcome)
             continue
+        reissued = outcome.kind == "reissued"
         plan.claims_file.write(
-            f"{claim.email}\t{claim.partner_name}\t{claim.program_name}\t{claim.row_number}\n"
+            f"{claim.email}\t{claim.partner_name}\t{claim.program_name}\t{claim.row_number}"
+            f"\t{int(reissued)}\n"
         )
-        _add_to_chunk(services, batch, plan, accepted, _reissue_note(outcome))
+        _add_to_chunk(services, batch, plan, accepted, _reissue_note(outcome), reissued)
     plan.pending.clear()
 
 
@@ -322,7 +324,12 @@ def _reissue_note(outcome: ClaimOutcome) -> str:
 
 
 def _add_to_chunk(
-    services: Services, batch: BatchRecord, plan: _Plan, accepted: _Accepted, note: str
+    services: Services,
+    batch: BatchRecord,
+    plan: _Plan,
+    accepted: _Accepted,
+    note: str,
+    reissued: bool,
 ) -> None:
     row, target = accepted.row, accepted.target
     chunk = plan.open_chunks.setdefault(target, [])
@@ -335,6 +342,7 @@ def _add_to_chunk(
             external_id=row.external_id,
             extra=row.extra,
             note=note,
+            reissue=reissued,
         )
     )
     if len(chunk) >= MAX_CHUNK:

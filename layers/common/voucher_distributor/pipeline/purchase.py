@@ -396,7 +396,14 @@ def _release_claims(
         recipients = services.storage.read_recipients(chunk.rows_key)
     released = services.ledger.release_holdings(
         [
-            Claim(r.email, chunk.partner_name, chunk.program_name, chunk.batch_id, r.row_number)
+            Claim(
+                r.email,
+                chunk.partner_name,
+                chunk.program_name,
+                chunk.batch_id,
+                r.row_number,
+                reissue=r.reissue,
+            )
             for r in recipients
         ]
     )
