@@ -11,6 +11,7 @@ import shutil
 from collections import Counter
 
 from voucher_distributor_cli.local.run import RunResult
+from voucher_distributor_cli.sandbox import FaultSettings
 
 from ..invariants import assert_consistent, holdings_violations
 from .conftest import PARTNER, SPRING, World, people
@@ -172,3 +173,51 @@ def test_retry_failed_never_buys_for_someone_who_got_a_voucher_meanwhile(make_wo
     assert statuses(retried) == {"existing": 2, "assigned": 2}
     assert sorted(p.quantity for p in world.sandbox.purchases()) == [2, 2]
     assert meanwhile.rows[0]["voucher_code"] == retried.rows[0]["voucher_code"]
+
+
+def test_an_hr_request_can_reissue_one_recipient(make_world) -> None:
+    world = make_world()
+    crowd = people(3)
+    (first,) = finish(world, [world.pipeline.submit_csv(world.csv_file(crowd))])
+    request = {
+        "requestId": "hr-reissue-one",
+        "partnerName": PARTNER,
+        "programName": SPRING,
+        "recipients": [
+            {"email": crowd[0]["email"], "reissue": True},
+            {"email": crowd[1]["email"]},
+        ],
+    }
+    (second,) = finish(world, [world.pipeline.submit_request(request)])  # type: ignore[list-item]
+    assert [r["status"] for r in second.rows] == ["assigned", "existing"]
+    assert first.rows[0]["voucher_code"] in second.rows[0]["reason"]
+    assert second.rows[1]["voucher_code"] == first.rows[1]["voucher_code"]
+
+
+def test_certiverse_down_during_preflight_fails_the_rows_and_retry_assigns_them(
+    make_world,
+) -> None:
+    world = make_world()
+    world.sandbox.set_faults(FaultSettings(error_503_rate=1.0, retry_after_s=0))
+    batch_id = world.pipeline.submit_csv(world.csv_file(people(5)))
+    world.pipeline.run_until_done(batch_id, timeout_s=120)
+    down = world.pipeline.result(batch_id)
+    assert_consistent(world, down, whole_sandbox=False)
+    assert statuses(down) == {"failed": 5}
+    assert all("could not be reached" in r["reason"] for r in down.rows)
+    assert down.summary["status"] == "failed"
+    assert world.sandbox.purchases() == []
+    world.sandbox.set_faults(FaultSettings())
+    (retried,) = finish(world, [world.pipeline.retry_failed(batch_id)])
+    assert statuses(retried) == {"assigned": 5}
+
+
+def test_a_failed_chunk_gives_its_claims_back(make_world) -> None:
+    world = make_world()
+    world.sandbox.set_faults(FaultSettings(generation_failure_rate=1.0))
+    (failed,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(4)))])
+    assert statuses(failed) == {"failed": 4}
+    assert list(world.pipeline.ledger.iter_holdings()) == []
+    world.sandbox.set_faults(FaultSettings())
+    (again,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(4), "b.csv"))])
+    assert statuses(again) == {"assigned": 4}

@@ -297,9 +297,13 @@ def test_unauthorized_token_fails_fast_and_buys_nothing(make_world) -> None:
     assert batch.status == BatchStatus.FAILED
     assert "401" in (batch.error or "")
     assert world.sandbox.purchases() == []
-    summary = world.pipeline.result(batch_id).summary
+    result = world.pipeline.result(batch_id)
+    summary = result.summary
     assert summary["status"] == "failed"
     assert "PartnerManageVouchers" in summary["error"]
+    # every row failed (not rejected), saying what to fix, so retry-failed can take them
+    assert [r["status"] for r in result.rows] == ["failed"] * 3
+    assert all("401" in r["reason"] and "retry-failed" in r["reason"] for r in result.rows)
 
 
 @pytest.mark.parametrize(

@@ -60,9 +60,15 @@ class Preflight:
                 return Verdict(failure=self.failure)
             try:
                 verdict = self._decide(target)
-            except (CertiverseMisconfigured, CertiverseUnauthorized, TokenUnavailable) as exc:
+            except CertiverseMisconfigured as exc:
                 self.misconfigured = True
                 return self._failed(str(exc))
+            except (CertiverseUnauthorized, TokenUnavailable) as exc:
+                self.misconfigured = True
+                return self._failed(
+                    f"{str(exc).rstrip('.')}. Nothing was bought: run retry-failed for this "
+                    "batch once the token is fixed"
+                )
             except CertiverseServerError as exc:
                 return self._failed(
                     f"Certiverse could not be reached during pre-flight ({exc}); nothing was "
