@@ -460,15 +460,21 @@ def run_files(
             f"AWS emulation (moto) on {pipeline.stack.endpoint_url}; logs in {log_path}", file=show
         )
         keys = _upload_keys(paths, together=together)
-        batch_ids: list[str] = []
-        for path, key in zip(paths, keys, strict=True):
-            batch_id = _submit(pipeline, path, key, partner, program, show, log_path, timeout_s)
-            batch_ids.append(batch_id)
-            if not together:
+        if not together:
+            # Each result is read as soon as its batch ends: a later upload of the same name
+            # writes its results under the same key.
+            results = []
+            for path, key in zip(paths, keys, strict=True):
+                batch_id = _submit(pipeline, path, key, partner, program, show, log_path, timeout_s)
                 pipeline.run_until_done(batch_id, timeout_s=timeout_s, show=show)
-        if together:
-            for batch_id in batch_ids:
-                pipeline.run_until_done(batch_id, timeout_s=timeout_s, show=show)
+                results.append(pipeline.result(batch_id, out_dir))
+            return results
+        batch_ids = [
+            _submit(pipeline, path, key, partner, program, show, log_path, timeout_s)
+            for path, key in zip(paths, keys, strict=True)
+        ]
+        for batch_id in batch_ids:
+            pipeline.run_until_done(batch_id, timeout_s=timeout_s, show=show)
         return [pipeline.result(batch_id, out_dir) for batch_id in batch_ids]
 
 
