@@ -324,17 +324,8 @@ class Ledger:
 
     def iter_all_chunks(self) -> Iterator[ChunkRecord]:
         """Every chunk of every batch: a filtered scan for operators (reconcile)."""
-        kwargs: dict[str, Any] = {
-            "FilterExpression": "begins_with(sk, :chunk)",
-            "ExpressionAttributeValues": {":chunk": "C#"},
-        }
-        while True:
-            got = self._table.scan(**kwargs)
-            for item in got["Items"]:
-                yield ChunkRecord.model_validate(_plain(item))
-            if "LastEvaluatedKey" not in got:
-                return
-            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+        for item in self._scan_prefix("sk", "C#"):
+            yield ChunkRecord.model_validate(_plain(item))
 
     def acquire_purchase_lease(
         self, batch_id: str, chunk_no: int, *, owner: str, now: int, lease_seconds: int
@@ -524,18 +515,15 @@ class Ledger:
             yield _assignment_record(item)
 
     def assignments_for_email(self, email: str) -> list[AssignmentRecord]:
-        records: list[AssignmentRecord] = []
-        kwargs: dict[str, Any] = {
-            "IndexName": EMAIL_INDEX,
-            "KeyConditionExpression": "email = :email",
-            "ExpressionAttributeValues": {":email": email},
-        }
-        while True:
-            got = self._table.query(**kwargs)
-            records.extend(_assignment_record(_plain(i)) for i in got["Items"])
-            if "LastEvaluatedKey" not in got:
-                return records
-            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+        return [
+            _assignment_record(_plain(item))
+            for item in self._pages(
+                self._table.query,
+                IndexName=EMAIL_INDEX,
+                KeyConditionExpression="email = :email",
+                ExpressionAttributeValues={":email": email},
+            )
+        ]
 
     def get_assignments(
         self, keys: Iterable[tuple[str, int]]
@@ -855,32 +843,20 @@ class Ledger:
 
     def holdings_for_email(self, email: str) -> list[HoldingRecord]:
         """Every voucher this person holds, one per (partner, program): one Query."""
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
-            "ExpressionAttributeValues": {":pk": _holding_pk(email), ":p": "P#"},
-            "ConsistentRead": True,
-        }
-        holdings: list[HoldingRecord] = []
-        while True:
-            got = self._table.query(**kwargs)
-            holdings.extend(_holding_record(i) for i in got["Items"])
-            if "LastEvaluatedKey" not in got:
-                return holdings
-            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+        return [
+            _holding_record(item)
+            for item in self._pages(
+                self._table.query,
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+                ExpressionAttributeValues={":pk": _holding_pk(email), ":p": "P#"},
+                ConsistentRead=True,
+            )
+        ]
 
     def iter_holdings(self) -> Iterator[HoldingRecord]:
         """Every holding in the table: a filtered scan, for operators and checks."""
-        kwargs: dict[str, Any] = {
-            "FilterExpression": "begins_with(pk, :h)",
-            "ExpressionAttributeValues": {":h": "H#"},
-        }
-        while True:
-            got = self._table.scan(**kwargs)
-            for item in got["Items"]:
-                yield _holding_record(item)
-            if "LastEvaluatedKey" not in got:
-                return
-            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+        for item in self._scan_prefix("pk", "H#"):
+            yield _holding_record(item)
 
     @staticmethod
     def _holding_key(claim: Claim) -> dict[str, str]:
@@ -892,15 +868,28 @@ class Ledger:
     # ------------------------------------------------------------------ helpers
 
     def _query_prefix(self, batch_id: str, prefix: str) -> Iterator[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": _batch_pk(batch_id), ":prefix": prefix},
-            "ConsistentRead": True,
-        }
+        for item in self._pages(
+            self._table.query,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": _batch_pk(batch_id), ":prefix": prefix},
+            ConsistentRead=True,
+        ):
+            yield _plain(item)
+
+    def _scan_prefix(self, key: str, prefix: str) -> Iterator[dict[str, Any]]:
+        """Items whose ``key`` starts with ``prefix``: a filtered scan (operators, checks)."""
+        return self._pages(
+            self._table.scan,
+            FilterExpression=f"begins_with({key}, :prefix)",
+            ExpressionAttributeValues={":prefix": prefix},
+        )
+
+    @staticmethod
+    def _pages(read: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a Query or Scan, page after page."""
         while True:
-            got = self._table.query(**kwargs)
-            for item in got["Items"]:
-                yield _plain(item)
+            got = read(**kwargs)
+            yield from got["Items"]
             if "LastEvaluatedKey" not in got:
                 return
             kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
