@@ -148,7 +148,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             )
     if preflight.failure is not None:
         services.metrics.count(
-            "CertiverseUnauthorized" if preflight.misconfigured else "PreflightFailures"
+            "CertiverseUnauthorized" if preflight.unauthorized else "PreflightFailures"
         )
         log.error("batch %s: Certiverse could not be used: %s", batch.batch_id, preflight.failure)
 

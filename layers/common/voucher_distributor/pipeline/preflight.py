@@ -50,8 +50,8 @@ class Preflight:
         self.lookups = 0
         #: Why Certiverse could not be used, once it could not: the batch's error.
         self.failure: str | None = None
-        #: The failure was a 401 or a wrong base URL (not a passing outage).
-        self.misconfigured = False
+        #: The failure was a 401 (or no token): the CertiverseUnauthorized alarm's business.
+        self.unauthorized = False
 
     def check(self, target: Target) -> Verdict:
         verdict = self._verdicts.get(target)
@@ -61,10 +61,9 @@ class Preflight:
             try:
                 verdict = self._decide(target)
             except CertiverseMisconfigured as exc:
-                self.misconfigured = True
                 return self._failed(str(exc))
             except (CertiverseUnauthorized, TokenUnavailable) as exc:
-                self.misconfigured = True
+                self.unauthorized = True
                 return self._failed(
                     f"{str(exc).rstrip('.')}. Nothing was bought: run retry-failed for this "
                     "batch once the token is fixed"
