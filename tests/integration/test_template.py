@@ -431,16 +431,48 @@ def _scenarios(pipeline: LocalPipeline, sandbox: SandboxServer, tmp_path: Path) 
         + b"z@x.example,\xfc\r\n"
     )
     run(pipeline.submit_csv(broken, key="incoming/team/broken.csv"))
-    # Slow code generation: the purchase hands over to the poll function.
+    # Slow code generation: the purchase hands over to the poll function. New people, from a
+    # CSV the request names (outside incoming/: no upload batch of its own).
+    s3.put_object(
+        Bucket=pipeline.bucket, Key="hr/request.csv",
+        Body=f"email,program_name\r\ncarol@acme.example,{SPRING}\r\n".encode(),
+    )  # fmt: skip
     sandbox.set_faults(FaultSettings(generation_delay_s=4))
     request = {
         "requestId": "template-req-1",
         "partnerName": PARTNER,
         "programName": SPRING,
-        "recipientsS3Uri": f"s3://{pipeline.bucket}/incoming/team/team.csv",
+        "recipientsS3Uri": f"s3://{pipeline.bucket}/hr/request.csv",
     }
     run(pipeline.submit_request(request))
+    # Failed generation, seen by the purchase's own check, then by a poll: the chunks fail and
+    # give their people's claims back.
+    sandbox.set_faults(FaultSettings(generation_failure_rate=1.0))
+    run(
+        pipeline.submit_csv(
+            csv_file("fail.csv", f"email,program_name\r\nerin@acme.example,{SPRING}\r\n")
+        )
+    )
+    sandbox.set_faults(FaultSettings(generation_failure_rate=1.0, generation_delay_s=4))
+    run(pipeline.submit_request({"requestId": "template-req-5", "partnerName": PARTNER,
+        "programName": SPRING, "recipients": [{"email": "frank@acme.example"}]}))  # fmt: skip
     sandbox.set_faults(FaultSettings())
+    # The same people again, one asking for a new voucher: a reissue, and existing rows whose
+    # codes the report reads from the earlier batch; the same by HR request.
+    run(pipeline.submit_csv(csv_file("team.csv", "email,program_name,reissue\r\n"
+        f"ann@acme.example,{SPRING},yes\r\nbob@acme.example,{SPRING},\r\n"),
+        key="incoming/team/team.csv"))  # fmt: skip
+    run(pipeline.submit_request({"requestId": "template-req-6", "partnerName": PARTNER,
+        "programName": SPRING, "recipients": [{"email": "bob@acme.example", "reissue": True},
+        {"email": "ann@acme.example"}]}))  # fmt: skip
+    # Certiverse down during pre-flight: the rows fail; retry-failed links the retry to them.
+    sandbox.set_faults(FaultSettings(error_503_rate=1.0, retry_after_s=0))
+    down = pipeline.submit_csv(
+        csv_file("down.csv", f"email,program_name\r\ngina@acme.example,{SPRING}\r\n")
+    )
+    run(down)
+    sandbox.set_faults(FaultSettings())
+    run(pipeline.retry_failed(down))
     run(pipeline.submit_request({**request, "requestId": "template-req-2",
         "recipientsS3Uri": f"s3://{pipeline.bucket}/incoming/missing.csv"}))  # fmt: skip
     run(pipeline.submit_request({**request, "requestId": "template-req-4",
