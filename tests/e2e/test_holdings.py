@@ -221,3 +221,16 @@ def test_a_failed_chunk_gives_its_claims_back(make_world) -> None:
     world.sandbox.set_faults(FaultSettings())
     (again,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(4), "b.csv"))])
     assert statuses(again) == {"assigned": 4}
+
+
+def test_a_report_stops_waiting_for_a_holder_that_never_ends(make_world) -> None:
+    """The holder's codes take longer than the report may wait: the rows fail, saying where
+    the person's voucher is being bought; nothing is bought for them here."""
+    world = make_world(generation_delay_s=30, tuning={"HOLDER_WAIT_SECONDS": "3"})
+    holder = world.pipeline.submit_csv(world.csv_file(people(2)))
+    late = world.pipeline.submit_csv(world.csv_file(people(2), "again.csv"))
+    world.pipeline.run_until_done(late, timeout_s=60)
+    result = world.pipeline.result(late)
+    assert statuses(result) == {"failed": 2}
+    assert all(f"still being bought in batch {holder}" in r["reason"] for r in result.rows)
+    assert sum(p.quantity for p in world.sandbox.purchases()) == 2

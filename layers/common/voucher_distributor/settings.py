@@ -46,6 +46,9 @@ class Settings(BaseModel):
     max_csv_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     #: How long a report waits before looking again for codes another batch is still buying.
     report_wait_seconds: int = Field(default=60, ge=1, le=900)
+    #: After this long (from the batch's start) it stops waiting for them: those rows fail. The
+    #: default outlasts the poll deadline (24 h) by an hour.
+    holder_wait_seconds: int = Field(default=90_000, ge=1)
     #: Holdings claimed at once while ingesting (one conditional write each, in parallel).
     claim_concurrency: int = Field(default=16, ge=1, le=64)
 

@@ -131,7 +131,8 @@ def _result_rows(
         _plain_row(r, "failed" if r.get("status") == "failed" else "rejected")
         for r in services.storage.iter_json_lines(work_key(batch.batch_id, REJECTED_ROWS_FILE))
     )
-    existing = ExistingRows(services).rows(
+    waited = services.now() - batch.created_at
+    existing = ExistingRows(services, wait=waited < services.settings.holder_wait_seconds).rows(
         services.storage.iter_json_lines(work_key(batch.batch_id, EXISTING_ROWS_FILE))
     )
     return heapq.merge(assigned, rejected, existing, key=lambda row: row.row_number)
@@ -160,8 +161,9 @@ class ExistingRows:
 
     BLOCK = 100  # one BatchGetItem per block
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, wait: bool = True) -> None:
         self._services = services
+        self._wait = wait
         self._batches: dict[str, BatchRecord | None] = {}
 
     def rows(self, records: Iterable[dict[str, Any]]) -> Iterator[ResultRow]:
@@ -201,7 +203,17 @@ class ExistingRows:
         if holding is not None and found is None:
             holder_batch = self._batch(holder[0])
             if holder_batch is not None and holder_batch.status != BatchStatus.FAILED:
-                raise HoldersPending(f"batch {holder[0]} is still buying row {holder[1]}")
+                if self._wait:
+                    raise HoldersPending(f"batch {holder[0]} is still buying row {holder[1]}")
+                return _plain_row(
+                    record,
+                    "failed",
+                    reason=(
+                        f"this person's voucher is still being bought in batch {holder[0]} "
+                        f"({holder_batch.status.value}), past the poll deadline: see that "
+                        "batch's status; nothing was bought here — run retry-failed later"
+                    ),
+                )
         why = f" ({found.reason})" if found is not None and found.reason else ""
         return _plain_row(
             record,
