@@ -31,9 +31,10 @@ def _grouped_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     helps = {action.dest: action.help or "" for action in subparsers._choices_actions}
     helps["local run"] = "a recipient CSV or an HR request through the whole local pipeline"
     lines = []
+    width = max(len(name) for _, names in GROUPS for name in names)
     for heading, names in GROUPS:
         lines.append(f"{heading}:")
-        lines.extend(f"  {name:<11} {helps.get(name, '')}" for name in names)
+        lines.extend(f"  {name:<{width}}  {helps.get(name, '')}" for name in names)
         lines.append("")
     lines.append("`voucher-distributor COMMAND --help` for a command's options.")
     return "\n".join(lines)

@@ -24,9 +24,11 @@ def add_local_commands(subparsers: Any) -> None:
         help="run a recipient CSV (or an HR request .json) through the whole local pipeline",
         description=(
             "Creates the stack of template.yaml in an embedded AWS emulation (moto on loopback), "
-            "uploads FILE under incoming/ (a .json file is sent as an HR request instead), "
-            "delivers the events to the handlers until the batch ends, copies the results to "
-            "--out and prints one JSON line summarising the batch. Certiverse is the built-in "
+            "uploads each FILE under incoming/ (a .json file is sent as an HR request instead), "
+            "delivers the events to the handlers until its batch ends (with --together: sends "
+            "them all, then runs them side by side), copies the results to --out and prints one "
+            "JSON line per FILE summarising its batch. One stack for all: a person in two files "
+            "gets one voucher, the second file's row is 'existing'. Certiverse is the built-in "
             "sandbox unless --certiverse-url names a compatible server (token: CERTIVERSE_TOKEN)."
         ),
     )
@@ -44,7 +46,10 @@ def add_local_commands(subparsers: Any) -> None:
     )
     run.add_argument("--partner", help="partner for rows that name none (stack default)")
     run.add_argument("--program", help="program for rows that name none (stack default)")
-    run.add_argument("--certiverse-url", help="a Certiverse-compatible API base URL (…/api)")
+    run.add_argument(
+        "--certiverse-url",
+        help="a Certiverse-compatible API base URL (https://HOST/api, or the host alone)",
+    )
     run.add_argument(
         "--out", type=Path, default=Path("local-results"), help="where results are copied"
     )
