@@ -9,7 +9,9 @@ Seams:
   *after* its answer arrived (the write landed, the process died before the next step). This is
   the handler process dying at a step boundary: around the lease, the purchase record, the chunk
   files, the outcome files, the assignments, the chunk's end and its count in the batch, the
-  queue sends, the report's objects.
+  queue sends, the report's objects, and the holdings: a person's claim, a reissue's claim,
+  a claim given back (deleted, or restored to the voucher a reissue replaced), the existing
+  rows' file.
 * **throttle** — DynamoDB answers ``ProvisionedThroughputExceededException`` at a rate (after
   the SDK's own retries), on any DynamoDB call.
 * **lambda** — an invocation that did its work but is reported as timed out (Lambda stopped it
@@ -20,13 +22,24 @@ Seams:
   its reply lost, slow generation, generation beyond the deadline, failed generation, codes
   listed after the status says Complete, the token revoked mid-batch.
 
-A run ends when its batch is DONE or FAILED and every queue is drained; a chunk left behind (a
-message in a DLQ, a batch that never ends) is a violation like a voucher bought twice.
+A share of the seeds (``MULTI_SHARE``) sends several inputs holding the same people on purpose:
+the same CSV uploaded twice at once (two versions of one key) and/or a copy under another key;
+HR requests sent together with half their people in common; or the same people again once the
+first batch ended, a few rows asking for a reissue. Faults apply across all of them. People are
+otherwise unique to their seed, so runs never share anyone.
+
+A run ends when every batch of it is DONE or FAILED and every queue is drained; a chunk left
+behind (a message in a DLQ, a batch that never ends) is a violation like a voucher bought twice.
+Besides each batch's own invariants, across the run's batches: nobody holds two codes for one
+(partner, program) unless a reissue was asked, every existing row shows a code its person was
+given, and Certiverse sold exactly one voucher per (person, program) given one plus one per
+reissue given.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import io
 import json
@@ -45,11 +58,12 @@ import boto3
 from botocore.exceptions import ClientError
 
 from voucher_distributor.adapters.ledger import Ledger
-from voucher_distributor.models.ledger import BatchStatus
+from voucher_distributor.domain.batches import find_marker
+from voucher_distributor.models.ledger import BatchStatus, ChunkState
 from voucher_distributor_cli.local.run import LocalPipeline, RunResult
 from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
 
-from ..invariants import batch_purchases, consistency_violations
+from ..invariants import batch_purchases, consistency_violations, holdings_violations
 
 TOKEN = "reliability-token"
 PARTNER = "Acme Corp"
@@ -114,6 +128,11 @@ def _item_sk(params: dict[str, Any]) -> str:
     return str(_plain((params.get("Item") or {}).get("sk", "")))
 
 
+def _key_pk(params: dict[str, Any]) -> str:
+    key = params.get("Key")
+    return str(_plain(key.get("pk", ""))) if isinstance(key, dict) else ""
+
+
 WIRE_SEAMS: dict[str, tuple[str, str, WireMatch]] = {
     # ingest
     "batch-create": ("dynamodb", "PutItem", lambda p: _item_sk(p) == "BATCH"),
@@ -142,6 +161,12 @@ WIRE_SEAMS: dict[str, tuple[str, str, WireMatch]] = {
     "results-csv": ("s3", "PutObject", _key(".results.csv")),
     "summary-json": ("s3", "PutObject", _key(".summary.json")),
     "batch-done": ("dynamodb", "UpdateItem", lambda p: _status_set(p) == "DONE"),
+    # holdings (one person, one voucher per program, across batches)
+    "claim": ("dynamodb", "UpdateItem", _update("holder = :email")),
+    "reissue-claim": ("dynamodb", "UpdateItem", _update("list_append")),
+    "release": ("dynamodb", "DeleteItem", lambda p: _key_pk(p).startswith("H#")),
+    "release-restore": ("dynamodb", "UpdateItem", _update("SET batch_id = :old_batch")),
+    "existing-file": ("s3", "PutObject", _key("existing.jsonl")),
 }
 
 
@@ -199,13 +224,22 @@ class WireHooks:
     def __init__(self) -> None:
         self.plan = WirePlan()
         self._params: threading.local = threading.local()
+        #: (key, version id) of every object written under results/, in the order written:
+        #: which version of a shared results key is whose (two uploads of one key share it).
+        self.results_writes: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
 
     def before(self, params: dict[str, Any], event_name: str, **_: Any) -> None:
         self._params.last = params
         self.plan._match("before", event_name, params)
 
-    def after(self, event_name: str, **_: Any) -> None:
+    def after(self, event_name: str, parsed: Any = None, **_: Any) -> None:
         params = getattr(self._params, "last", {}) or {}
+        key = str(params.get("Key", ""))
+        if event_name.endswith("s3.PutObject") and key.startswith("results/"):
+            version = (parsed or {}).get("VersionId") if isinstance(parsed, dict) else None
+            with self._lock:
+                self.results_writes.append((key, str(version or "")))
         self.plan._match("after", event_name.replace("after-call", "x"), params)
 
     def register(self) -> None:
@@ -248,6 +282,30 @@ FAULT_KINDS = (
 )
 
 
+#: The share of seeds whose run sends several inputs (the same people on purpose).
+MULTI_SHARE = 0.35
+MULTI_KINDS = ("duplicate-uploads", "overlapping-requests", "re-upload")
+
+
+@dataclass
+class Upload:
+    """One input of a run: a CSV upload or an HR request."""
+
+    rows: list[dict[str, str]]
+    via: str  # "csv" | "request"
+    name: str  # the CSV's file name under incoming/reliability/, or the request's requestId
+    expected_rejected: set[int] = field(default_factory=set)
+    program: str | None = None  # the request's programName
+    metadata: dict[str, str] = field(default_factory=dict)  # the upload's object metadata
+    wave: int = 0  # 0: sent at the start; 1: sent once every batch of wave 0 ended
+
+    def asks_reissue(self, number: int) -> bool:
+        """Does row ``number`` (1-based) ask for a new voucher?"""
+        if self.metadata.get("reissue") == "true":
+            return True
+        return 0 < number <= len(self.rows) and self.rows[number - 1].get("reissue") == "yes"
+
+
 @dataclass
 class Scenario:
     seed: int
@@ -257,14 +315,29 @@ class Scenario:
     expected_rejected: set[int]
     program: str | None = None  # the request's programName
     params: dict[str, Any] = field(default_factory=dict)
+    multi: str = ""  # one of MULTI_KINDS when the run sends more inputs than the first
+    more: list[Upload] = field(default_factory=list)  # the inputs after the first
 
     @property
     def kinds(self) -> list[str]:
         return [f.split(":", 1)[0] for f in self.faults]
 
+    @property
+    def inputs(self) -> list[Upload]:
+        """Every input of the run, the first one first."""
+        first = Upload(
+            rows=self.rows,
+            via=self.via,
+            name=f"run-{self.seed}.csv" if self.via == "csv" else f"rel-{self.seed}",
+            expected_rejected=self.expected_rejected,
+            program=self.program,
+        )
+        return [first, *self.more]
+
 
 def make_scenario(seed: int) -> Scenario:
-    """A small batch and one to three faults, all drawn from ``seed``."""
+    """A small batch and one to three faults, all drawn from ``seed``; for a share of seeds,
+    more inputs holding the same people (drawn last, so the first input stays as it was)."""
     rng = random.Random(seed)
     via = "request" if rng.random() < 0.25 else "csv"
     programs = (
@@ -275,7 +348,7 @@ def make_scenario(seed: int) -> Scenario:
     big = via == "csv" and rng.random() < 0.02
     for program in programs:
         count = 1001 + rng.randint(0, 5) if big and program == programs[0] else rng.randint(1, 6)
-        domain = "example.com" if program == EXAMPLE else "acme.example"
+        domain = _domain(program)
         for n in range(count):
             rows.append(
                 {"email": f"s{seed}.p{n}.{len(rows)}@{domain}", "first_name": f"F{n}",
@@ -300,7 +373,7 @@ def make_scenario(seed: int) -> Scenario:
     if "token-revoked" in faults:
         params["revoke_at_step"] = rng.randint(0, 2)
     params["fault_seed"] = rng.randrange(2**31)
-    return Scenario(
+    scenario = Scenario(
         seed=seed,
         rows=rows,
         via=via,
@@ -309,6 +382,76 @@ def make_scenario(seed: int) -> Scenario:
         program=programs[0] if via == "request" else None,
         params=params,
     )
+    if not big and rng.random() < MULTI_SHARE:
+        scenario.multi = rng.choice(MULTI_KINDS)
+        scenario.more = _more_inputs(rng, scenario)
+    return scenario
+
+
+def _domain(program: str) -> str:
+    return "example.com" if program == EXAMPLE else "acme.example"
+
+
+def _people(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The valid rows, each (person, program) once."""
+    seen: set[tuple[str, str]] = set()
+    people = []
+    for row in rows:
+        key = (row["email"], row["program_name"])
+        if "@" in row["email"] and key not in seen:
+            seen.add(key)
+            people.append(dict(row))
+    return people
+
+
+def _more_inputs(rng: random.Random, scenario: Scenario) -> list[Upload]:
+    """The inputs sent besides the first: the same people, on purpose."""
+    first = scenario.inputs[0]
+    seed, people = scenario.seed, _people(scenario.rows)
+    if scenario.multi == "duplicate-uploads":
+        if first.via == "request":  # the same list sent again under another requestId
+            return [dataclasses.replace(first, name=f"rel-{seed}-dup")]
+        # the same file uploaded again at once (a second version of its key), and/or a copy
+        shape = rng.choice(("same-key", "copy", "both"))
+        more = [] if shape == "copy" else [dataclasses.replace(first)]
+        if shape != "same-key":
+            more.append(dataclasses.replace(first, name=f"run-{seed}-copy.csv"))
+        return more
+    if scenario.multi == "overlapping-requests":
+        # Requests sent together, each with half its people in common with the one before.
+        program = first.program or people[0]["program_name"]
+        base = [p for p in people if p["program_name"] == program]
+        a = _overlapping(rng, seed, "a", program, base)
+        if first.via == "request":
+            return [a]
+        return [a, _overlapping(rng, seed, "b", program, a.rows)]
+    # re-upload: the same people once the first batch ended, a few asking for a new voucher
+    again = [{**p, "reissue": ""} for p in people]
+    metadata: dict[str, str] = {}
+    if rng.random() < 0.5:
+        for row in rng.sample(again, rng.randint(1, min(2, len(again)))):
+            row["reissue"] = "yes"
+    elif first.via == "csv" and rng.random() < 0.2:
+        metadata["reissue"] = "true"  # the whole file, by object metadata
+    if first.via == "request":
+        name = f"rel-{seed}-again"
+    else:
+        name = first.name if rng.random() < 0.5 else f"run-{seed}-again.csv"
+    return [Upload(again, first.via, name, program=first.program, metadata=metadata, wave=1)]
+
+
+def _overlapping(
+    rng: random.Random, seed: int, tag: str, program: str, people: list[dict[str, str]]
+) -> Upload:
+    common = people[: max(1, len(people) // 2)]
+    fresh = [
+        {"email": f"s{seed}.{tag}{n}@{_domain(program)}", "first_name": f"N{n}",
+         "last_name": tag, "program_name": program}
+        for n in range(max(1, len(people) - len(common)))
+    ]  # fmt: skip
+    rows = [dict(r) for r in common + fresh]
+    rng.shuffle(rows)
+    return Upload(rows, "request", f"rel-{seed}-{tag}", program=program)
 
 
 def sandbox_faults(scenario: Scenario) -> FaultSettings:
@@ -350,6 +493,9 @@ class RunRecord:
     counts: dict[str, int]
     violations: list[str]
     seconds: float
+    multi: str = ""
+    inputs: int = 1
+    statuses: list[str] = field(default_factory=list)  # one per batch, in submission order
 
 
 class Harness:
@@ -372,6 +518,7 @@ class Harness:
         self._scenario: Scenario | None = None
         self._fired: Counter[str] = Counter()
         self._rng = random.Random()
+        self._step = 0
 
     # -------------------------------------------------------------- lifecycle
 
@@ -491,6 +638,7 @@ class Harness:
         self._scenario = scenario
         self._fired = Counter()
         self._armed_timeouts = Counter()
+        self._step = 0
         self._rng = random.Random(scenario.params["fault_seed"])
         plan = WirePlan(rng=random.Random(scenario.params["fault_seed"] + 1))
         for fault in scenario.faults:
@@ -501,14 +649,23 @@ class Harness:
             # Throttles that outlasted the SDK's own retries: rare, but they reach the handler.
             plan.throttle_rate = 0.02
         self.hooks.plan = plan
+        with self.hooks._lock:
+            self.hooks.results_writes.clear()
         self.sandbox.set_token(TOKEN)
         self.sandbox.set_faults(sandbox_faults(scenario))
         self.sandbox.clear_request_log()
         violations: list[str] = []
-        batch_id = self._submit(scenario)
-        status = "timeout"
+        inputs = scenario.inputs
+        batch_ids: list[str] = []
+        statuses: dict[str, str] = {}
         try:
-            status = self._pump(scenario, batch_id)
+            # Every input of a wave is sent at once, then pumped until each of its batches ended.
+            for wave in sorted({u.wave for u in inputs}):
+                ids = [self._submit(scenario, u) for u in inputs if u.wave == wave]
+                batch_ids += ids
+                statuses.update(self._pump(scenario, ids))
+                if any(statuses[b] not in {"done", "failed"} for b in ids):
+                    break
         except Exception as exc:  # the harness reports, never stops
             violations.append(f"the run did not end: {type(exc).__name__}: {exc}")
         finally:
@@ -529,27 +686,84 @@ class Harness:
                 fired[f"wire:{fault.seam}:{fault.when}"] += fault.fired
         if plan.throttled:
             fired["throttle"] += plan.throttled
-        fired.update(self._sandbox_faults_seen(scenario, batch_id))
-        if status not in {"done", "failed"}:
-            violations.append(f"the batch did not end within {RUN_TIMEOUT_S:g}s ({status})")
-        counts: dict[str, int] = {}
-        chunks = len(list(self.ledger.iter_chunks(batch_id)))
-        if status in {"done", "failed"}:
-            result = self.pipeline.result(batch_id)
-            counts = dict(result.summary.get("counts") or {})
-            violations += self._check(scenario, result, fired)
+        fired.update(self._sandbox_faults_seen(scenario, batch_ids))
+        ended = len(batch_ids) == len(inputs) and all(
+            statuses.get(b) in {"done", "failed"} for b in batch_ids
+        )
+        if not ended:
+            left = [statuses.get(b, "not sent") for b in batch_ids]
+            violations.append(f"the batches did not end within {RUN_TIMEOUT_S:g}s ({left})")
+        counts: Counter[str] = Counter()
+        chunks = sum(len(list(self.ledger.iter_chunks(b))) for b in batch_ids)
+        if ended:
+            results = self._results(batch_ids)
+            for result in results:
+                counts.update(result.summary.get("counts") or {})
+            violations += self._check(scenario, results, fired)
+        final = [statuses.get(b, "timeout") for b in batch_ids]
+        status = "timeout" if not ended else ("failed" if "failed" in final else "done")
         return RunRecord(
             seed=scenario.seed,
             via=scenario.via,
-            rows=len(scenario.rows),
+            rows=sum(len(u.rows) for u in inputs),
             chunks=chunks,
             faults=scenario.faults,
             fired=fired,
             status=status,
-            counts=counts,
+            counts=dict(counts),
             violations=violations,
             seconds=time.monotonic() - started,
+            multi=scenario.multi,
+            inputs=len(inputs),
+            statuses=final,
         )
+
+    def _results(self, batch_ids: list[str]) -> list[RunResult]:
+        """Each batch's own results, in submission order (two uploads of one key write their
+        results to one key: each batch's versions are picked out of what was written)."""
+        assert self.pipeline is not None
+        batches = {b: self.ledger.get_batch(b) for b in batch_ids}
+        keys = Counter(b.summary_key for b in batches.values() if b is not None)
+        results = []
+        for batch_id in batch_ids:
+            batch = batches[batch_id]
+            if batch is not None and keys[batch.summary_key] > 1:
+                results.append(self._versioned_result(batch_id, batch.summary_key,
+                                                      batch.results_csv_key))  # fmt: skip
+            else:
+                results.append(self.pipeline.result(batch_id))
+        return results
+
+    def _versioned_result(self, batch_id: str, summary_key: str, csv_key: str) -> RunResult:
+        """The batch's last summary version, and the results CSV version written before it
+        (a report writes the CSV, then the summary; reports run one at a time)."""
+        assert self.pipeline is not None
+        s3 = self.pipeline.stack.client("s3")
+        bucket = self.pipeline.bucket
+
+        def body(key: str, version: str) -> bytes:
+            got = s3.get_object(Bucket=bucket, Key=key, VersionId=version)
+            return bytes(got["Body"].read())
+
+        with self.hooks._lock:
+            writes = list(self.hooks.results_writes)
+        summary: dict[str, Any] | None = None
+        csv_version = ""
+        last_csv = ""
+        for key, version in writes:
+            if key == csv_key:
+                last_csv = version
+            elif key == summary_key:
+                document = json.loads(body(key, version))
+                if document.get("batchId") == batch_id:
+                    summary, csv_version = document, last_csv
+        if summary is None:
+            raise RuntimeError(f"no summary of {batch_id} was written to {summary_key}")
+        rows: list[dict[str, str]] = []
+        if (summary.get("results") or {}).get("csv") and csv_version:
+            text = body(csv_key, csv_version).decode("utf-8-sig")
+            rows = list(csv.DictReader(io.StringIO(text)))
+        return RunResult(batch_id, summary, None, None, rows)
 
     def _reconcile_flagged(
         self, problems: list[str], result: RunResult, fired: Counter[str]
@@ -578,7 +792,7 @@ class Harness:
         fired["flagged-for-reconcile"] += len(flagged)
         return [p for p in problems if not p.startswith("purchases at Certiverse")]
 
-    def _sandbox_faults_seen(self, scenario: Scenario, batch_id: str) -> Counter[str]:
+    def _sandbox_faults_seen(self, scenario: Scenario, batch_ids: list[str]) -> Counter[str]:
         """What the sandbox actually did wrong during the run."""
         seen: Counter[str] = Counter()
         for request in self.sandbox.request_log():
@@ -590,36 +804,43 @@ class Harness:
         kinds = set(scenario.kinds)
         if "latency" in kinds:
             seen["latency"] += 1
-        bought = len(batch_purchases(self.sandbox.purchases(), batch_id))
+        purchases = self.sandbox.purchases()
+        bought = sum(len(batch_purchases(purchases, b)) for b in batch_ids)
         for kind in ("slow-generation", "late-codes", "deadline", "generation-failure"):
             if kind in kinds and bought:
                 seen[kind] += bought
         return seen
 
-    def _submit(self, scenario: Scenario) -> str:
+    def _submit(self, scenario: Scenario, upload: Upload) -> str:
         assert self.pipeline is not None
-        if scenario.via == "request":
+        if upload.via == "request":
             batch_id = self.pipeline.submit_request(
                 {
-                    "requestId": f"rel-{scenario.seed}",
-                    "programName": scenario.program,
-                    "recipients": [{"email": r["email"], "firstName": r["first_name"]}
-                                   for r in scenario.rows],
+                    "requestId": upload.name,
+                    "programName": upload.program,
+                    "recipients": [
+                        {"email": r["email"], "firstName": r["first_name"],
+                         **({"reissue": True} if r.get("reissue") == "yes" else {})}
+                        for r in upload.rows
+                    ],
                 }
             )  # fmt: skip
             assert batch_id is not None
             return batch_id
         path = self.workdir / f"run-{scenario.seed}.csv"
         columns = ["email", "first_name", "last_name", "program_name"]
-        lines = [",".join(columns)] + [",".join(r[c] for c in columns) for r in scenario.rows]
+        if any("reissue" in r for r in upload.rows):
+            columns.append("reissue")
+        lines = [",".join(columns)] + [",".join(r.get(c, "") for c in columns) for r in upload.rows]
         path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
         try:
-            key = f"incoming/reliability/run-{scenario.seed}.csv"
-            return self.pipeline.submit_csv(path, key=key)
+            key = f"incoming/reliability/{upload.name}"
+            return self.pipeline.submit_csv(path, key=key, metadata=upload.metadata)
         finally:
             path.unlink()
 
-    def _pump(self, scenario: Scenario, batch_id: str) -> str:
+    def _pump(self, scenario: Scenario, batch_ids: list[str]) -> dict[str, str]:
+        """Deliver events until every one of these batches is DONE or FAILED (or time is up)."""
         assert self.pipeline is not None
         assert self.pipeline.lambdas is not None
         lambdas = self.pipeline.lambdas
@@ -627,12 +848,15 @@ class Harness:
         revoke_at = scenario.params.get("revoke_at_step", 0)
         if "token-revoked" not in scenario.kinds:
             revoke_at = None
-        step = 0
+        statuses = dict.fromkeys(batch_ids, "timeout")
         while time.monotonic() < deadline:
-            batch = self.ledger.get_batch(batch_id)
-            if batch is not None and batch.status in {BatchStatus.DONE, BatchStatus.FAILED}:
-                return batch.status.value.lower()
-            if revoke_at is not None and step == revoke_at:
+            for batch_id in batch_ids:
+                batch = self.ledger.get_batch(batch_id)
+                if batch is not None and batch.status in {BatchStatus.DONE, BatchStatus.FAILED}:
+                    statuses[batch_id] = batch.status.value.lower()
+            if all(s != "timeout" for s in statuses.values()):
+                return statuses
+            if revoke_at is not None and self._step == revoke_at:
                 self.sandbox.set_token("rotated-elsewhere")
                 self._fired["token-revoked"] += 1
             self.hooks.plan.armed = True
@@ -643,10 +867,10 @@ class Harness:
                         thread.join(timeout=30)
             finally:
                 self.hooks.plan.armed = False
-            step += 1
+            self._step += 1
             if not report.delivered:
                 time.sleep(0.05)
-        return "timeout"
+        return statuses
 
     @contextlib.contextmanager
     def _routed(self) -> Iterator[None]:
@@ -671,14 +895,29 @@ class Harness:
                 stack.client("sqs").purge_queue(QueueUrl=url)
         return problems
 
-    def _check(self, scenario: Scenario, result: RunResult, fired: Counter[str]) -> list[str]:
+    def _check(
+        self, scenario: Scenario, results: list[RunResult], fired: Counter[str]
+    ) -> list[str]:
+        """Each batch's invariants, then those across every batch of the run."""
+        inputs = scenario.inputs
+        problems: list[str] = []
+        for upload, result in zip(inputs, results, strict=True):
+            found = self._check_batch(scenario, upload, result, fired)
+            problems += [f"[{upload.name}] {p}" for p in found] if len(inputs) > 1 else found
+        problems += holdings_violations(results)
+        problems += self._check_people(scenario, results)
+        return problems
+
+    def _check_batch(
+        self, scenario: Scenario, upload: Upload, result: RunResult, fired: Counter[str]
+    ) -> list[str]:
         assert self.pipeline is not None
         problems = consistency_violations(
             self.ledger,
             self.sandbox,
             result,
             whole_sandbox=False,
-            input_rows=len(scenario.rows),
+            input_rows=len(upload.rows),
         )
         legit_failure = set(scenario.kinds) & FAILING_FAULTS
         problems = self._reconcile_flagged(problems, result, fired)
@@ -688,25 +927,66 @@ class Harness:
             return problems
         for row in result.rows:
             number = int(row["row"])
-            if number in scenario.expected_rejected and row["status"] != "rejected":
+            if number in upload.expected_rejected and row["status"] != "rejected":
                 problems.append(f"row {number} should be rejected, is {row['status']}")
-            if number not in scenario.expected_rejected and row["status"] == "rejected":
+            if number not in upload.expected_rejected and row["status"] == "rejected":
                 problems.append(f"row {number} rejected: {row['reason']}")
+            # Also a row whose person another batch row was buying, when that row failed.
             if row["status"] == "failed" and not legit_failure:
                 problems.append(f"row {number} failed without a failing fault: {row['reason']}")
+            if row["status"] == "existing" and upload.asks_reissue(number):
+                problems.append(f"row {number} asked for a reissue but is existing")
         codes = [r["voucher_code"] for r in result.rows if r["status"] == "assigned"]
         again = self._given_codes.intersection(codes)
         if again:
-            problems.append(f"{len(again)} code(s) already given in an earlier run")
+            problems.append(f"{len(again)} code(s) already given in an earlier batch or run")
         self._given_codes.update(codes)
         bought = batch_purchases(self.sandbox.purchases(), result.batch_id)
         if (
             fired
             and not bought
             and not legit_failure
-            and any(r["status"] != "rejected" for r in result.rows)
+            and any(r["status"] not in {"rejected", "existing"} for r in result.rows)
         ):
             problems.append("rows were accepted but nothing was bought")
+        return problems
+
+    def _check_people(self, scenario: Scenario, results: list[RunResult]) -> list[str]:
+        """Across the run's batches: every existing row shows a code its person was given in
+        this run, and Certiverse sold one voucher per (person, program) given one, plus one per
+        reissue asked and given — nothing bought twice for a person."""
+        problems: list[str] = []
+        given: dict[tuple[str, str], set[str]] = {}
+        reissued = 0
+        for result in results:
+            for row in result.rows:
+                if row["status"] == "assigned":
+                    key = (row["email"].casefold(), row["program"])
+                    given.setdefault(key, set()).add(row["voucher_code"])
+                    reissued += row["reason"].startswith("reissued")
+        for result in results:
+            for row in result.rows:
+                key = (row["email"].casefold(), row["program"])
+                if row["status"] == "existing" and row["voucher_code"] not in given.get(key, ()):
+                    problems.append(
+                        f"existing row {row['row']} of {result.batch_id} shows a code its person "
+                        "was not given in this run"
+                    )
+        purchases = self.sandbox.purchases()
+        sold = 0
+        for result in results:
+            mine = batch_purchases(purchases, result.batch_id)
+            for chunk in self.ledger.iter_chunks(result.batch_id):
+                if chunk.state == ChunkState.FAILED:
+                    continue  # bought, but its codes never came: nobody got one
+                marked = [p for p in mine if find_marker(p.notes, result.batch_id, chunk.chunk_no)]
+                sold += sum(p.quantity for p in marked)
+        expected = len(given) + reissued
+        if sold != expected:
+            problems.append(
+                f"Certiverse sold {sold} voucher(s) for the run's people; {len(given)} "
+                f"(person, program) pair(s) were given one and {reissued} reissue(s): {expected}"
+            )
         return problems
 
 

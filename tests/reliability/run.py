@@ -47,10 +47,13 @@ def figures(records: list[dict[str, Any]], *, wall_s: float, workers: int, first
         for name, count in record["fired"].items():
             fired[name] += count
             runs_with[name] += 1
-    statuses = Counter(r["status"] for r in records)
+    # One status per batch (a run of several inputs has several batches).
+    statuses = Counter(s for r in records for s in (r.get("statuses") or [r["status"]]))
+    never_ended = sum(1 for r in records if r["status"] not in {"done", "failed"})
+    multi = Counter(r.get("multi") or "" for r in records)
     rows: Counter[str] = Counter()
     for record in records:
-        for status in ("assigned", "rejected", "failed"):
+        for status in ("assigned", "existing", "rejected", "failed"):
             rows[status] += record["counts"].get(status, 0)
     chunks = sum(r["chunks"] for r in records)
     violations = [r for r in records if r["violations"]]
@@ -71,11 +74,14 @@ def figures(records: list[dict[str, Any]], *, wall_s: float, workers: int, first
         f"| batches completed | {statuses.get('done', 0)} |",
         f"| batches refused (input unusable, e.g. token revoked at ingest) | "
         f"{statuses.get('failed', 0)} |",
-        f"| batches that never ended | "
-        f"{runs - statuses.get('done', 0) - statuses.get('failed', 0)} |",
+        f"| runs whose batches never all ended | {never_ended} |",
+        f"| runs of several inputs: duplicate uploads / overlapping requests / re-uploads | "
+        f"{multi['duplicate-uploads']} / {multi['overlapping-requests']} / "
+        f"{multi['re-upload']} |",
         f"| chunks planned | {chunks} |",
         f"| rows assigned / rejected / failed | {rows['assigned']} / {rows['rejected']} / "
         f"{rows['failed']} |",
+        f"| rows existing (the person already held a code: nothing bought) | {rows['existing']} |",
         f"| runs with a violated invariant | {len(violations)} |",
         "",
     ]

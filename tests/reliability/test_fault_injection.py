@@ -116,3 +116,15 @@ def test_figures_table_ends_with_the_one_line(tmp_path: Path) -> None:
     ]  # fmt: skip
     table = figures(records, wall_s=1.0, workers=1, first=1)
     assert table.splitlines()[-1] == "runs: 1, faults: 2, violations: 0"
+    records.append(
+        {"seed": 2, "fired": {}, "status": "done", "faults": [], "multi": "re-upload",
+         "statuses": ["done", "done"], "counts": {"assigned": 2, "existing": 3}, "chunks": 2,
+         "violations": [], "seconds": 2.0},
+    )  # fmt: skip
+    table = figures(records, wall_s=1.0, workers=1, first=1)
+    assert "| batches completed | 3 |" in table
+    assert (
+        "| runs of several inputs: duplicate uploads / overlapping requests / re-uploads "
+        "| 0 / 0 / 1 |" in table
+    )
+    assert "| rows existing (the person already held a code: nothing bought) | 3 |" in table
