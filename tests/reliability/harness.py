@@ -128,9 +128,13 @@ def _item_sk(params: dict[str, Any]) -> str:
     return str(_plain((params.get("Item") or {}).get("sk", "")))
 
 
-def _key_pk(params: dict[str, Any]) -> str:
-    key = params.get("Key")
+def _key_pk(params: dict[str, Any], field: str = "Key") -> str:
+    key = params.get(field)
     return str(_plain(key.get("pk", ""))) if isinstance(key, dict) else ""
+
+
+def _transact(params: dict[str, Any], kind: str) -> bool:
+    return any(kind in item for item in params.get("TransactItems") or [])
 
 
 WIRE_SEAMS: dict[str, tuple[str, str, WireMatch]] = {
@@ -162,9 +166,12 @@ WIRE_SEAMS: dict[str, tuple[str, str, WireMatch]] = {
     "summary-json": ("s3", "PutObject", _key(".summary.json")),
     "batch-done": ("dynamodb", "UpdateItem", lambda p: _status_set(p) == "DONE"),
     # holdings (one person, one voucher per program, across batches)
-    "claim": ("dynamodb", "UpdateItem", _update("holder = :email")),
+    # claims: 100 conditional puts to a transaction (a reissue's own put or update)
+    "claim": ("dynamodb", "TransactWriteItems", lambda p: _transact(p, "Put")),
+    "claim-one": ("dynamodb", "PutItem", lambda p: _key_pk(p, "Item").startswith("H#")),
     "reissue-claim": ("dynamodb", "UpdateItem", _update("list_append")),
-    "release": ("dynamodb", "DeleteItem", lambda p: _key_pk(p).startswith("H#")),
+    # giving claims back: 100 conditional deletes to a transaction (a reissue's restore)
+    "release": ("dynamodb", "TransactWriteItems", lambda p: _transact(p, "Delete")),
     "release-restore": ("dynamodb", "UpdateItem", _update("SET batch_id = :old_batch")),
     "existing-file": ("s3", "PutObject", _key("existing.jsonl")),
 }

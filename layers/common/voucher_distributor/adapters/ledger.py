@@ -112,14 +112,18 @@ def _assignment_record(item: Mapping[str, Any]) -> AssignmentRecord:
     )
 
 
-def _plain_client(resource_client: Any, pool: int) -> Any:
+def _plain_client(resource_client: Any, pool: int, *, own_session: bool) -> Any:
     """A DynamoDB client like the resource's (endpoint, region, credentials) without boto3's
-    value conversion, and without parameter validation (our requests are built, not typed)."""
+    value conversion, and without parameter validation (our requests are built, not typed).
+
+    From boto3's default session, as the resource is, unless the caller brought a resource of
+    its own (another session's credentials): then from those credentials.
+    """
     meta = resource_client.meta
     config = meta.config.merge(Config(parameter_validation=False, max_pool_connections=pool))
     signer = getattr(resource_client, "_request_signer", None)
     credentials = getattr(signer, "_credentials", None)
-    if credentials is None:
+    if not own_session or credentials is None:
         return boto3.client(
             "dynamodb", endpoint_url=meta.endpoint_url, region_name=meta.region_name, config=config
         )
@@ -180,7 +184,9 @@ class Ledger:
         # Claims, the one write per recipient at ingest, go out on a plain client with values
         # already in DynamoDB's wire form and no parameter validation: a third of the client
         # CPU of the resource's client, which walks every request to convert it.
-        self._wire = _plain_client(self._client, max(10, claim_workers + 2))
+        self._wire = _plain_client(
+            self._client, max(10, claim_workers + 2), own_session=dynamodb is not None
+        )
         self._claim_workers = max(1, claim_workers)
         self._pool: ThreadPoolExecutor | None = None
         self.table_name = table_name
