@@ -128,3 +128,18 @@ def test_figures_table_ends_with_the_one_line(tmp_path: Path) -> None:
         "| 0 / 0 / 1 |" in table
     )
     assert "| rows existing (the person already held a code: nothing bought) | 3 |" in table
+
+
+def test_replayed_ingest_that_fails_preflight_drops_the_first_attempts_plan(
+    harness: Harness,
+) -> None:
+    """Seed 452: ingest died after planning a chunk; by the replay the token was revoked, so
+    every row failed at pre-flight. The first attempt's chunk and claims were left behind
+    (was: the report waited for a PENDING chunk until the DLQ; the claims were never given
+    back). A replay now drops chunks past its own plan and releases claims it did not make;
+    one that finds the plan recorded only hands it out again."""
+    record = harness.run(make_scenario(452))
+    assert record.fired["wire:rejected-file:after"] == 1
+    assert not record.violations
+    people = {row["email"] for row in make_scenario(452).rows}
+    assert not [h for h in harness.ledger.iter_holdings() if h.email in people]

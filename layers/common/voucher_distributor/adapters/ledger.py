@@ -303,7 +303,7 @@ class Ledger:
         for item in self._query_prefix(batch_id, "C#"):
             yield ChunkRecord.model_validate(item)
 
-    def delete_pending_chunks(self, batch_id: str) -> int:
+    def delete_pending_chunks(self, batch_id: str, *, from_chunk: int = 0) -> int:
         """Delete the batch's chunks that are still PENDING; how many went.
 
         Only for an ingest that failed before handing its chunks to the purchase queue: such
@@ -312,7 +312,7 @@ class Ledger:
         """
         deleted = 0
         for chunk in list(self.iter_chunks(batch_id)):
-            if chunk.state != ChunkState.PENDING:
+            if chunk.state != ChunkState.PENDING or chunk.chunk_no < from_chunk:
                 continue
             try:
                 self._table.delete_item(

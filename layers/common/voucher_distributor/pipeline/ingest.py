@@ -89,6 +89,9 @@ class _Plan:
     existing: int = 0
     failed: int = 0
     pending: list[_Accepted] = field(default_factory=list)
+    #: On a replay: rows with a target that this attempt did not claim (their earlier claims,
+    #: if any, are given back). Checked one by one: a replay is rare.
+    unclaimed: list[Claim] = field(default_factory=list)
     open_chunks: dict[Target, list[RecipientRecord]] = field(default_factory=dict)
     chunk_numbers: list[int] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
@@ -108,6 +111,12 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             )
             services.metrics.count("DuplicateDeliveries")
             return IngestOutcome(batch.batch_id, duplicate=True)
+        if existing is not None and existing.chunk_count is not None:
+            # The earlier attempt recorded its whole plan (its files were written before): its
+            # chunks may be bought already, so the plan stands; only hand it out again.
+            log.warning("batch %s was interrupted after planning: handing it out", batch.batch_id)
+            _hand_out(services, batch.batch_id, list(range(existing.chunk_count)))
+            return IngestOutcome(batch.batch_id, chunks=existing.chunk_count)
         log.warning("batch %s was interrupted while ingesting: planning it again", batch.batch_id)
 
     with (
@@ -136,6 +145,8 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             return IngestOutcome(batch.batch_id, failed=str(exc))
         for target in list(plan.open_chunks):
             _flush(services, batch, target, plan)
+        if replay:
+            _forget_earlier_attempt(services, batch.batch_id, plan)
         for file, name in (
             (rejected_file, REJECTED_ROWS_FILE),
             (existing_file, EXISTING_ROWS_FILE),
@@ -152,6 +163,9 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         )
         log.error("batch %s: Certiverse could not be used: %s", batch.batch_id, preflight.failure)
 
+    if batch.retry_of:
+        _link_retry(services, batch.retry_of, batch.batch_id)
+    # The plan is recorded in one write; from here a replay hands it out as it stands.
     ledger.update_batch(
         batch.batch_id,
         chunk_count=len(plan.chunk_numbers),
@@ -162,16 +176,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         extra_columns=plan.extra_columns,
         **({"error": preflight.failure} if preflight.failure else {}),
     )
-    settings = services.settings
-    services.queues.send_many(
-        settings.purchase_queue_url,
-        ({"batchId": batch.batch_id, "chunkNo": n} for n in plan.chunk_numbers),
-    )
-    ledger.update_batch(batch.batch_id, status=BatchStatus.PLANNED.value)
-    if batch.retry_of:
-        _link_retry(services, batch.retry_of, batch.batch_id)
-    if not plan.chunk_numbers:
-        services.queues.send(settings.report_queue_url, {"batchId": batch.batch_id})
+    _hand_out(services, batch.batch_id, plan.chunk_numbers)
     services.metrics.count("RowsReceived", plan.rows)
     services.metrics.count("RowsRejected", plan.rejected)
     services.metrics.count("RowsExisting", plan.existing)
@@ -192,6 +197,18 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
     )
 
 
+def _hand_out(services: Services, batch_id: str, chunk_numbers: list[int]) -> None:
+    """Send the planned chunks to the purchase queue (or, with none, ask for the report)."""
+    settings = services.settings
+    services.queues.send_many(
+        settings.purchase_queue_url,
+        ({"batchId": batch_id, "chunkNo": n} for n in chunk_numbers),
+    )
+    services.ledger.update_batch(batch_id, status=BatchStatus.PLANNED.value)
+    if not chunk_numbers:
+        services.queues.send(settings.report_queue_url, {"batchId": batch_id})
+
+
 def _link_retry(services: Services, original_id: str, batch_id: str) -> None:
     """``retry-failed``: name this batch in the original's record and summary."""
     original = services.ledger.link_retry(original_id, batch_id)
@@ -202,6 +219,22 @@ def _link_retry(services: Services, original_id: str, batch_id: str) -> None:
     if isinstance(summary, dict) and summary.get("batchId") == original_id:
         summary["retriedBy"] = original.retried_by
         services.storage.put_json(original.summary_key, summary)
+
+
+def _forget_earlier_attempt(services: Services, batch_id: str, plan: _Plan) -> None:
+    """A replay planned afresh: drop what only the interrupted attempt had planned.
+
+    Pre-flight can answer otherwise the second time (a token revoked, Certiverse down): chunks
+    numbered past this plan's are dropped (none was handed out: the plan was never recorded),
+    and rows this attempt did not claim give back what the earlier one claimed for them.
+    """
+    dropped = services.ledger.delete_pending_chunks(batch_id, from_chunk=plan.next_chunk)
+    released = services.ledger.release_holdings(plan.unclaimed)
+    if dropped or released:
+        log.info(
+            "batch %s: the earlier attempt's %d chunk(s) and %d claim(s) dropped",
+            batch_id, dropped, released,
+        )  # fmt: skip
 
 
 def _give_back(services: Services, batch_id: str, plan: _Plan) -> None:
@@ -257,6 +290,7 @@ def _plan_rows(
             if failure is not None:
                 plan.failed += 1
                 _write_rejected(plan.rejected_file, row, target, failure, status="failed")
+                _unclaimed(plan, request.batch, row, target)
                 continue
             if reason is None and verdict.program is not None:
                 reason = email_refusal(verdict.program, row.email)
@@ -271,6 +305,7 @@ def _plan_rows(
                         f"{target.program_name!r}"
                     )
         if reason is not None or target is None:
+            _unclaimed(plan, request.batch, row, target)
             plan.rejected += 1
             _write_rejected(plan.rejected_file, row, target, reason or "rejected")
             name = _rejection_metric(row, target, reason)
@@ -280,6 +315,20 @@ def _plan_rows(
         if len(plan.pending) >= CLAIM_BATCH:
             _settle_claims(services, request.batch, plan)
     _settle_claims(services, request.batch, plan)
+
+
+def _unclaimed(plan: _Plan, batch: BatchRecord, row: InputRow, target: Target | None) -> None:
+    if plan.replay and target is not None and row.problem is None:
+        plan.unclaimed.append(
+            Claim(
+                row.email,
+                target.partner_name,
+                target.program_name,
+                batch.batch_id,
+                row.row_number,
+                reissue=True,  # looked up one by one: a reissue's claim restores what it replaced
+            )
+        )
 
 
 def _settle_claims(services: Services, batch: BatchRecord, plan: _Plan) -> None:
