@@ -1,0 +1,86 @@
+"""Issue 15, the front door: what a newcomer sees from ``local run`` for each mistake, and the
+exit code. One test per finding of the issue (the CSV-level ones against the reader, the
+others through ``main([...])`` on the built-in sandbox)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from voucher_distributor_cli.local.command import EXIT_NOTHING_TO_DO
+from voucher_distributor_cli.main import main
+
+SPRING = "Spring Certification Drive"
+
+
+def run(tmp_path: Path, *args: str) -> tuple[int, Path]:
+    out = tmp_path / "out"
+    return main(["local", "run", *args, "--out", str(out), "--timeout", "60"]), out
+
+
+def request_file(path: Path, **fields: object) -> Path:
+    body = {
+        "requestId": "hr-front-1",
+        "partnerName": "Acme Corp",
+        "programName": SPRING,
+        "recipients": [{"email": "ann@acme.example"}],
+        **fields,
+    }
+    path.write_text(json.dumps({k: v for k, v in body.items() if v is not None}), "utf-8")
+    return path
+
+
+def test_1_a_refused_request_is_said_at_once_and_copied_to_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = request_file(tmp_path / "hook.json", callbackUrl="http://localhost:9000/hook")
+    started = time.monotonic()
+    code, out = run(tmp_path, str(path))
+    assert time.monotonic() - started < 30  # not the 900 s timeout
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO
+    assert "callbackUrl: callbackUrl must be an https:// URL" in seen.err
+    (line,) = [json.loads(text) for text in seen.out.splitlines()]
+    assert line["status"] == "refused"
+    assert line["input"] == str(path)
+    copy = Path(line["results"]["error"])
+    assert copy == out / "hook.error.json"
+    assert json.loads(copy.read_text())["problems"] == line["problems"]
+
+
+def test_2_a_request_that_is_not_json_names_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "comma.json"
+    path.write_text('{\n  "requestId": "hr-2",\n  "recipients": [],\n}\n', "utf-8")
+    code, out = run(tmp_path, str(path))
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO
+    assert "Traceback" not in seen.err
+    assert "line 4, column 1" in seen.err
+    (line,) = [json.loads(text) for text in seen.out.splitlines()]
+    assert line["status"] == "refused"
+    assert "line 4 column 1" in line["problems"][0]["problem"]
+    assert (out / "comma.error.json").is_file()
+
+
+def test_3_every_problem_of_a_refused_request_is_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = request_file(
+        tmp_path / "two.json", requestId=None, callbackUrl="http://localhost:9000/hook"
+    )
+    good = request_file(tmp_path / "good.json", requestId="hr-front-3")
+    code, _ = run(tmp_path, str(path), str(good), "--seed", "7")
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO  # the worst of the two inputs
+    assert "requestId: required, but missing" in seen.err
+    assert "callbackUrl: callbackUrl must be an https:// URL" in seen.err
+    assert "see local-run.log" not in seen.err
+    lines = [json.loads(text) for text in seen.out.splitlines()]
+    assert [line["status"] for line in lines] == ["refused", "completed"]
+    assert {p["field"] for p in lines[0]["problems"]} == {"requestId", "callbackUrl"}
+    assert lines[1]["counts"]["assigned"] == 1
