@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from voucher_distributor_cli.local.command import EXIT_NOTHING_TO_DO
+from voucher_distributor_cli.local.command import EXIT_DONE, EXIT_NOTHING_TO_DO
 from voucher_distributor_cli.main import main
 
 SPRING = "Spring Certification Drive"
@@ -84,3 +84,49 @@ def test_3_every_problem_of_a_refused_request_is_printed(
     assert [line["status"] for line in lines] == ["refused", "completed"]
     assert {p["field"] for p in lines[0]["problems"]} == {"requestId", "callbackUrl"}
     assert lines[1]["counts"]["assigned"] == 1
+
+
+def people(path: Path, count: int, program: str = "") -> Path:
+    column = ",program_name" if program else ""
+    cell = f",{program}" if program else ""
+    path.write_text(
+        f"email,first_name{column}\n"
+        + "".join(f"p{n}@acme.example,P{n}{cell}\n" for n in range(count)),
+        "utf-8",
+    )
+    return path
+
+
+def test_4_a_batch_level_refusal_is_said_once_with_a_suggestion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = people(tmp_path / "typo.csv", 30)
+    code, _ = run(
+        tmp_path, str(path), "--partner", "Acme Corp", "--program", "Spring Certfication Drive"
+    )
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO
+    said = [line for line in seen.err.splitlines() if "named exactly" in line]
+    assert len(said) == 1, seen.err
+    assert said[0].startswith("  all 30 rows for 'Acme Corp' / 'Spring Certfication Drive'")
+    assert "did you mean 'Spring Certification Drive'" in said[0]
+    assert "more in" not in seen.err
+    assert json.loads(seen.out)["counts"]["rejected"] == 30
+
+
+def test_4_a_priced_program_beside_a_free_one_exits_by_what_could_be_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    priced = people(tmp_path / "priced.csv", 3, "Professional Architect Certification")
+    code, _ = run(tmp_path, str(priced), "--partner", "Acme Corp")
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO  # no row got a code: not "done"
+    assert seen.err.count("costs 149") == 1
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(priced.read_text("utf-8") + f"q1@acme.example,Q1,{SPRING}\n", "utf-8")
+    code, _ = run(tmp_path, str(mixed), "--partner", "Acme Corp", "--seed", "3")
+    seen = capsys.readouterr()
+    assert code == EXIT_DONE  # every row that could get a code got one
+    assert json.loads(seen.out)["counts"] == {
+        "rows": 4, "assigned": 1, "existing": 0, "rejected": 3, "failed": 0
+    }  # fmt: skip
