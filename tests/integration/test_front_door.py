@@ -130,3 +130,24 @@ def test_4_a_priced_program_beside_a_free_one_exits_by_what_could_be_done(
     assert json.loads(seen.out)["counts"] == {
         "rows": 4, "assigned": 1, "existing": 0, "rejected": 3, "failed": 0
     }  # fmt: skip
+
+
+def test_5_address_reasons_and_german_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "de.csv"
+    path.write_text(
+        "E-Mail-Adresse;Vorname;Nachname\n"
+        "jürgen@acme.example;Jürgen;Groß\n"
+        "carol@@acme.example;Carol;Ng\n"
+        "dora@acme.example;Dora;Maar\n",
+        "utf-8",
+    )
+    code, out = run(tmp_path, str(path), "--partner", "Acme Corp", "--program", SPRING)
+    seen = capsys.readouterr()
+    assert code == EXIT_DONE
+    assert "'ü' is not an ASCII character; Certiverse" in seen.err
+    assert "it has 2 @ signs; an address has exactly one" in seen.err
+    results = (out / "de.results.csv").read_text("utf-8-sig").splitlines()
+    assert "Vorname" not in results[0]  # mapped to first_name, not carried as an extra column
+    assert "Dora" in results[3]
