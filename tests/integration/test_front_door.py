@@ -87,6 +87,7 @@ def test_3_every_problem_of_a_refused_request_is_printed(
 
 
 def people(path: Path, count: int, program: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     column = ",program_name" if program else ""
     cell = f",{program}" if program else ""
     path.write_text(
@@ -151,3 +152,27 @@ def test_5_address_reasons_and_german_headers(
     results = (out / "de.results.csv").read_text("utf-8-sig").splitlines()
     assert "Vorname" not in results[0]  # mapped to first_name, not carried as an extra column
     assert "Dora" in results[3]
+
+
+def test_8_codes_differ_between_runs_and_every_argument_is_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes = []
+    for attempt in ("a", "b"):
+        path = people(tmp_path / attempt / "one.csv", 1, SPRING)
+        code, _ = run(tmp_path / attempt, str(path), "--partner", "Acme Corp")
+        assert code == EXIT_DONE
+        codes.append(json.loads(capsys.readouterr().out)["purchases"][0]["purchaseCode"])
+    assert codes[0] != codes[1]
+    for command, says in [
+        (["local", "run"], ["(default: 900.0)", "(default: local-results)", "exit codes:"]),
+        (["status"], ["BATCH", "the batch id"]),
+        (["find"], ["EMAIL", "the recipient's e-mail address"]),
+        (["retry-failed"], ["the batch whose failed rows to retry"]),
+        (["sandbox"], ["(default: 8080)", "drawn afresh"]),
+    ]:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for words in says:
+            assert words in text, (command, words)
