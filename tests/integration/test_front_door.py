@@ -176,3 +176,22 @@ def test_8_codes_differ_between_runs_and_every_argument_is_explained(
         text = " ".join(capsys.readouterr().out.split())
         for words in says:
             assert words in text, (command, words)
+
+
+def test_7_progress_says_each_state_once_and_installs_are_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = people(tmp_path / "few.csv", 3, SPRING)
+    first, second = people(tmp_path / "a" / "x.csv", 2, SPRING), people(tmp_path / "b" / "y.csv", 2)
+    code, _ = run(tmp_path, str(path), str(first), str(second), "--partner", "Acme Corp",
+                  "--program", SPRING, "--together")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == EXIT_DONE
+    progress = [line for line in err.splitlines() if line.startswith("[")]
+    assert sum("      done]" in line for line in progress) == 3  # once per input
+    for line in progress:  # "planned" is never shown beside codes being assigned
+        assert not (line.startswith("[   planned]") and not line.endswith("assigned 0"))
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    installs = [line for line in makefile.splitlines() if "pip install" in line]
+    assert installs
+    assert all("$(call step," in line for line in installs)

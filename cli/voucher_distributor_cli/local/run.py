@@ -162,6 +162,7 @@ class LocalPipeline:
         self.lambdas: LocalLambdas | None = None
         self._ledger: tuple[str, Ledger] | None = None  # (endpoint, ledger) once asked for
         self._copies: dict[str, tuple[Path, Path]] = {}  # batch -> its copies in out dirs
+        self._shown: dict[str, str] = {}  # batch -> the progress line shown last
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -280,7 +281,7 @@ class LocalPipeline:
         bought = [c for c in chunks if c.purchase_code]
         tally = tally_chunks(chunks)
         return Progress(
-            status=batch.status.value.lower(),
+            status=_stage(batch, chunks),
             rows=batch.rows_total,
             rejected=batch.rows_rejected,
             existing=batch.rows_existing,
@@ -301,25 +302,26 @@ class LocalPipeline:
     ) -> BatchRecord:
         """Deliver events until the batch is DONE or FAILED; show progress on ``show``."""
         assert self.lambdas is not None, "start() first"
-        last_line = ""
         last_shown = 0.0
 
+        def shown(line: str) -> None:
+            nonlocal last_shown
+            if line != self._shown.get(batch_id) and show is not None:
+                print(line, file=show, flush=True)
+                self._shown[batch_id], last_shown = line, time.monotonic()
+
         def finished() -> bool:
-            nonlocal last_line, last_shown
             batch = self.ledger.get_batch(batch_id)
-            if show is not None and time.monotonic() - last_shown >= every_s:
-                line = self.progress(batch_id).line()
-                if line != last_line:
-                    print(line, file=show, flush=True)
-                    last_line, last_shown = line, time.monotonic()
-            return batch is not None and batch.status in FINAL_STATUSES
+            done = batch is not None and batch.status in FINAL_STATUSES
+            if show is not None and not done and time.monotonic() - last_shown >= every_s:
+                shown(self.progress(batch_id).line())
+            return done
 
         with self._logs_routed():
             self.lambdas.run_until(finished, timeout_s)
         batch = self.ledger.get_batch(batch_id)
         assert batch is not None
-        if show is not None:
-            print(self.progress(batch_id).line(), file=show, flush=True)
+        shown(self.progress(batch_id).line())  # the final state, once
         return batch
 
     def run_until_idle(self, *, timeout_s: float = 120) -> None:
@@ -420,6 +422,16 @@ class LocalPipeline:
             for handler in _pipeline_log_handlers():
                 if handler.stream is self._log_stream:
                     _point(handler, terminal)
+
+
+def _stage(batch: BatchRecord, chunks: list[Any]) -> str:
+    """The batch's state as a person follows it: once planned, ``buying`` while purchases are
+    outstanding and ``assigning`` until every chunk ended (never ``planned`` beside codes)."""
+    if batch.status != BatchStatus.PLANNED or not chunks:
+        return batch.status.value.lower()
+    if any(not c.purchase_code and c.state != ChunkState.FAILED for c in chunks):
+        return "buying" if any(c.purchase_code for c in chunks) else "planned"
+    return "assigning"
 
 
 def _pipeline_log_handlers() -> list[logging.StreamHandler[Any]]:
