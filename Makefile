@@ -8,8 +8,11 @@ VENV        := .venv
 TOOLS_VENV  := .venv-tools
 VPY         := $(VENV)/bin/python
 PIP_FLAGS   := --quiet --disable-pip-version-check
-# This machine's pip config names local mirrors that may be absent: drop those warnings only.
-PIP_QUIET   := 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+# One line per step: a step's output (pip's) is shown only when it fails.
+define step
+	@echo "   $(1)"; log=$$(mktemp); if ! { $(2); } >"$$log" 2>&1; then cat "$$log"; \
+	    rm -f "$$log"; echo "== failed: $(1)" >&2; exit 1; fi; rm -f "$$log"
+endef
 # sam/cfn-lint run offline: a region and dummy credentials are all they need.
 AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
                AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
@@ -29,20 +32,20 @@ help:
 
 $(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@echo "== project venv ($(PYTHON))"
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install $(PIP_FLAGS) --upgrade pip $(PIP_QUIET)
-	$(VPY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt $(PIP_QUIET)
-	$(VPY) -m pip install $(PIP_FLAGS) --no-deps -e . $(PIP_QUIET)
-	touch $@
+	@rm -rf $(VENV)
+	$(call step,python -m venv $(VENV),$(PYTHON) -m venv $(VENV))
+	$(call step,pip install --upgrade pip,$(VPY) -m pip install $(PIP_FLAGS) --upgrade pip)
+	$(call step,pip install -r requirements-dev.txt,$(VPY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt)
+	$(call step,pip install -e . (the project),$(VPY) -m pip install $(PIP_FLAGS) --no-deps -e .)
+	@touch $@
 
 $(TOOLS_VENV)/.installed: requirements-tools.txt
 	@echo "== tools venv (aws-sam-cli, cfn-lint)"
-	rm -rf $(TOOLS_VENV)
-	$(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip $(PIP_QUIET)
-	$(TOOLS_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-tools.txt $(PIP_QUIET)
-	touch $@
+	@rm -rf $(TOOLS_VENV)
+	$(call step,python -m venv $(TOOLS_VENV),$(PYTHON) -m venv $(TOOLS_VENV))
+	$(call step,pip install --upgrade pip,$(TOOLS_VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip)
+	$(call step,pip install -r requirements-tools.txt,$(TOOLS_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-tools.txt)
+	@touch $@
 
 venv: $(VENV)/.installed
 tools: $(TOOLS_VENV)/.installed
@@ -83,7 +86,8 @@ test: lint typecheck template scan build-check pytest
 # The main job on the embedded local default: events/sample-recipients.csv (2,500 rows, two
 # programs, some bad rows) through the whole pipeline; results land in local-results/.
 demo: venv
-	$(VENV)/bin/voucher-distributor local run events/sample-recipients.csv \
+	@echo "== local run events/sample-recipients.csv --partner 'Acme Corp'"
+	@$(VENV)/bin/voucher-distributor local run events/sample-recipients.csv \
 	    --partner "Acme Corp" --out local-results
 
 sandbox: venv
@@ -102,10 +106,10 @@ BUILD_PATH  := $(dir $(PYTHON)):$(PATH)
 
 $(SCAN_VENV)/.installed: requirements-scan.txt
 	@echo "== scan venv (checkov)"
-	rm -rf $(SCAN_VENV)
-	$(PYTHON) -m venv $(SCAN_VENV)
-	$(SCAN_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-scan.txt $(PIP_QUIET)
-	touch $@
+	@rm -rf $(SCAN_VENV)
+	$(call step,python -m venv $(SCAN_VENV),$(PYTHON) -m venv $(SCAN_VENV))
+	$(call step,pip install -r requirements-scan.txt,$(SCAN_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-scan.txt)
+	@touch $@
 
 .PHONY: scan build build-check
 # Security scan of template.yaml; accepted findings are skipped in the template with a reason.

@@ -154,7 +154,7 @@ def test_names_keep_non_ascii_and_inner_spaces():
 )
 def test_malformed_email_is_a_row_problem_and_kept_as_given(address):
     (bad, good) = read(f"email,first_name\n {address} ,Ada\nok@example.com,Bob\n".encode())
-    assert bad.problem == "malformed e-mail address"
+    assert bad.problem.startswith("malformed e-mail address: ")
     assert bad.email == address.strip()
     assert bad.first_name == "Ada"
     assert good.problem is None
@@ -261,7 +261,7 @@ def test_an_unclosed_quote_is_a_problem_of_the_row_that_swallowed_the_rest():
 
 def test_semicolon_files_from_regional_excel():
     (row,) = read('Email;Vorname;Notes\r\na@example.com;Jürgen;"x;y"\r\n'.encode("cp1252"))
-    assert (row.email, row.extra) == ("a@example.com", {"Vorname": "Jürgen", "Notes": "x;y"})
+    assert (row.email, row.first_name, row.extra) == ("a@example.com", "Jürgen", {"Notes": "x;y"})
 
 
 def test_excel_unicode_text_is_utf16_with_tabs():
@@ -598,3 +598,42 @@ def test_cp1252_text_round_trips_in_any_chunking(names, points):
         return
     rows = list(read_rows(cut(payload, points)))
     assert [row.extra["Name"] for row in rows] == names
+
+
+# ---------------------------------------------------------------------- issue 15, finding 5
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("jürgen@acme.example", "'ü' is not an ASCII character; Certiverse"),
+        ("carol@@acme.example", "it has 2 @ signs; an address has exactly one"),
+        ("ann@", "there is no domain after the @"),
+        ("ann.acme.example", "there is no @"),
+        ("ann smith@acme.example", "it holds a space"),
+        ("ann@acme", "the domain 'acme' has no dot"),
+    ],
+)
+def test_an_address_reason_says_what_is_wrong(address: str, says: str) -> None:
+    (bad,) = read(f"email\n{address}\n".encode())
+    assert bad.problem == f"malformed e-mail address: {says}" or (
+        bad.problem is not None and says in bad.problem
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "E-Mail-Adresse;Vorname;Nachname",
+        "courriel;prénom;nom",
+        "correo electrónico;nombre;apellido",
+        "e-mailadres;voornaam;achternaam",
+        "endereço de e-mail;nome;sobrenome",
+        "Email;PRENOM;Nom de famille",
+    ],
+)
+def test_common_non_english_headers_map_to_our_columns(header: str) -> None:
+    (row,) = read(f"{header}\nann@acme.example;Ann;Smith\n".encode())
+    assert (row.email, row.first_name, row.last_name, row.extra) == (
+        "ann@acme.example", "Ann", "Smith", {}
+    )  # fmt: skip

@@ -8,19 +8,43 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from voucher_distributor_cli.arguments import seconds
+from voucher_distributor_cli.arguments import HelpFormatter, seconds
 
 if TYPE_CHECKING:
     from voucher_distributor_cli.local.run import RunResult
 
+#: Exit codes of ``local run`` (several inputs: the highest).
+EXIT_DONE = 0  # every row that could get a code has one (assigned, or existing: held already)
+EXIT_COULD_NOT_RUN = 1  # a file missing, no token, the timeout: the run itself did not finish
+EXIT_USAGE = 2  # the command line is wrong (argparse)
+EXIT_NOTHING_TO_DO = 3  # the input was refused, or no row got a code: the sender fixes the input
+EXIT_FAILED = 4  # rows failed (the system could not): fix the cause, then retry-failed
+GOT_A_CODE = frozenset({"assigned", "existing"})
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  done: every row that could get a code has one (assigned, or existing: the person
+     already held one); rejected rows may remain, each with its reason
+  1  the run did not finish (a file missing, CERTIVERSE_TOKEN unset, --timeout reached)
+  2  the command line is wrong
+  3  nothing to do: an input was refused whole (a request that is not valid, a CSV that
+     cannot be read) or no row got a code (every row rejected)
+  4  rows failed (Certiverse unreachable, a 401, a purchase that failed): fix the cause,
+     then `voucher-distributor retry-failed BATCH`
+with several inputs, the highest code of any of them."""
+
 
 def add_local_commands(subparsers: Any) -> None:
     local = subparsers.add_parser(
-        "local", help="run the pipeline on this machine (AWS emulated, Certiverse sandboxed)"
+        "local",
+        help="run the pipeline on this machine (AWS emulated, Certiverse sandboxed)",
+        formatter_class=HelpFormatter,
     )
     local_commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
     run = local_commands.add_parser(
         "run",
+        formatter_class=HelpFormatter,
+        epilog=EXIT_CODES_HELP,
         help="run a recipient CSV (or an HR request .json) through the whole local pipeline",
         description=(
             "Creates the stack of template.yaml in an embedded AWS emulation (moto on loopback), "
@@ -44,17 +68,39 @@ def add_local_commands(subparsers: Any) -> None:
         action="store_true",
         help="send every FILE at once (as lists arriving in the same second would be)",
     )
-    run.add_argument("--partner", help="partner for rows that name none (stack default)")
-    run.add_argument("--program", help="program for rows that name none (stack default)")
+    run.add_argument(
+        "--partner",
+        help="partner for rows (and requests) that name none; `voucher-distributor programs` "
+        "lists what each partner can buy (default: the stack default, none locally)",
+    )
+    run.add_argument(
+        "--program",
+        help="program for rows (and requests) that name none (default: none, such rows are "
+        "locally)",
+    )
     run.add_argument(
         "--certiverse-url",
-        help="a Certiverse-compatible API base URL (https://HOST/api, or the host alone)",
+        help="a Certiverse-compatible API base URL (https://HOST/api, or the host alone); the "
+        "token comes from CERTIVERSE_TOKEN; purchases there are real (default: the built-in "
+        "sandbox on loopback)",
     )
     run.add_argument(
-        "--out", type=Path, default=Path("local-results"), help="where results are copied"
+        "--seed",
+        type=int,
+        help="the built-in sandbox's seed, for the same codes on every run (default: none, "
+        "codes differ from run to run)",
     )
     run.add_argument(
-        "--timeout", type=seconds, default=900.0, help="give up after this many seconds"
+        "--out",
+        type=Path,
+        default=Path("local-results"),
+        help="where the results, summaries, refusals and local-run.log are copied",
+    )
+    run.add_argument(
+        "--timeout",
+        type=seconds,
+        default=900.0,
+        help="give up (exit 1) after this many seconds per input",
     )
     run.set_defaults(handler=_run_local)
 
@@ -74,19 +120,40 @@ def _run_local(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             show=sys.stderr,
             together=args.together,
+            seed=args.seed,
         )
     except (LocalRunError, RunTimeoutError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_COULD_NOT_RUN
     for result in results:
         _show_outcome(result, sys.stderr)
     for result in results:
         print(json.dumps(result.final_line(), ensure_ascii=False), flush=True)
-    return 0 if all(r.summary.get("status") == "completed" for r in results) else 1
+    return max(exit_code(result) for result in results)
+
+
+def exit_code(result: RunResult) -> int:
+    """Whether an input's job was done (the README's "exit codes" table)."""
+    if result.refused:
+        return EXIT_NOTHING_TO_DO
+    counts = result.summary.get("counts") or {}
+    if counts.get("failed", 0):
+        return EXIT_FAILED
+    if not counts.get("assigned", 0) and not counts.get("existing", 0):
+        return EXIT_NOTHING_TO_DO  # every row rejected, or a file that could not be read
+    return EXIT_FAILED if result.summary.get("status") == "failed" else EXIT_DONE
 
 
 def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
-    """The rows that got no code, with why: what a person checks first."""
+    """The rows that got no code, with why: what a person checks first. A reason shared by
+    every row of a (partner, program) is said once, at the top."""
+    if result.refused:
+        print(f"{result.input}: refused — {result.summary.get('error')}", file=out)
+        for problem in result.summary.get("problems", []):
+            print(f"  {problem.get('field')}: {problem.get('problem')}", file=out)
+        if result.refusal_copy:
+            print(f"refusal: {result.refusal_copy}", file=out)
+        return
     counts = result.summary.get("counts", {})
     print(
         f"batch {result.batch_id}: {counts.get('assigned', 0):,} assigned, "
@@ -96,10 +163,38 @@ def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
     )
     if result.summary.get("error"):
         print(f"  the batch failed: {result.summary['error']}", file=out)
-    unassigned = [row for row in result.rows if row.get("status") not in {"assigned", "existing"}]
-    for row in unassigned[:limit]:
-        print(f"  row {row['row']:>6}  {row['status']:<8}  {row['reason']}", file=out)
-    if len(unassigned) > limit:
-        print(f"  … and {len(unassigned) - limit:,} more in {result.results_csv}", file=out)
+    whole, single = _group_refusals(result.rows)
+    for (partner, program), (status, reason, count) in whole.items():
+        rows = "the only row" if count == 1 else f"all {count:,} rows"
+        print(f"  {rows} for {partner!r} / {program!r}: {status}, {reason}", file=out)
+    for row in single[:limit]:
+        line = f" (line {row['line']})" if row.get("line") else ""
+        print(f"  row {row['row']:>6}{line}  {row['status']:<8}  {row['reason']}", file=out)
+    if len(single) > limit:
+        print(f"  … and {len(single) - limit:,} more in {result.results_csv}", file=out)
     if result.results_csv:
         print(f"results: {result.results_csv}", file=out)
+
+
+def _group_refusals(
+    rows: list[dict[str, str]],
+) -> tuple[dict[tuple[str, str], tuple[str, str, int]], list[dict[str, str]]]:
+    """(partner, program) -> (status, reason, rows) where every row of the pair got no code for
+    the same reason (said once); and the other rows without a code, one by one."""
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault((row.get("partner", ""), row.get("program", "")), []).append(row)
+    whole: dict[tuple[str, str], tuple[str, str, int]] = {}
+    for pair, members in groups.items():
+        answers = {(row.get("status", ""), row.get("reason", "")) for row in members}
+        if len(members) > 1 and len(answers) == 1:
+            ((status, reason),) = answers
+            if status not in GOT_A_CODE:
+                whole[pair] = (status, reason, len(members))
+    single = [
+        row
+        for row in rows
+        if row.get("status") not in GOT_A_CODE
+        and (row.get("partner", ""), row.get("program", "")) not in whole
+    ]
+    return whole, single

@@ -26,6 +26,7 @@ from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import csv_batch_id, request_batch_id
 from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState
+from voucher_distributor.pipeline.requests import refusal_key
 from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack, moto_fixes
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
@@ -85,10 +86,30 @@ class RunResult:
     results_csv: Path | None
     summary_json: Path | None
     rows: list[dict[str, str]] = field(default_factory=list)
+    #: The input this result answers (``local run`` sets it).
+    input: Path | None = None
+    #: The request was refused at the door: its refusal (``results/requests/invalid/…``) and
+    #: where it was copied. Then there is no batch: ``summary`` is the refusal itself.
+    refusal_copy: Path | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.summary.get("status") == "refused"
 
     def final_line(self) -> dict[str, Any]:
         """The one JSON object ``local run`` prints last."""
+        where = {"input": str(self.input)} if self.input is not None else {}
+        if self.refused:
+            return {
+                **where,
+                "batchId": self.batch_id or None,
+                "status": "refused",
+                "error": self.summary.get("error"),
+                "problems": self.summary.get("problems", []),
+                "results": {"error": str(self.refusal_copy) if self.refusal_copy else None},
+            }
         return {
+            **where,
             "batchId": self.batch_id,
             "status": self.summary.get("status"),
             "counts": self.summary.get("counts"),
@@ -141,6 +162,7 @@ class LocalPipeline:
         self.lambdas: LocalLambdas | None = None
         self._ledger: tuple[str, Ledger] | None = None  # (endpoint, ledger) once asked for
         self._copies: dict[str, tuple[Path, Path]] = {}  # batch -> its copies in out dirs
+        self._shown: dict[str, str] = {}  # batch -> the progress line shown last
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -205,12 +227,49 @@ class LocalPipeline:
 
     def submit_request(self, request: dict[str, Any] | str) -> str | None:
         """Send an HR request on the request queue; return its batch id when it has one."""
+        return self.send_request(request)[1]
+
+    def send_request(self, request: dict[str, Any] | str) -> tuple[str, str | None]:
+        """Send an HR request on the request queue: its message id, and its batch id when it
+        names one (a refused request may name one and still start no batch)."""
         body = request if isinstance(request, str) else json.dumps(request)
-        self.stack.client("sqs").send_message(
+        sent = self.stack.client("sqs").send_message(
             QueueUrl=self.queue_url("RequestQueue"), MessageBody=body
         )
         request_id = request.get("requestId") if isinstance(request, dict) else None
-        return request_batch_id(request_id) if isinstance(request_id, str) and request_id else None
+        batch_id = (
+            request_batch_id(request_id) if isinstance(request_id, str) and request_id else None
+        )
+        return str(sent["MessageId"]), batch_id
+
+    def refusal(self, message_id: str) -> dict[str, Any] | None:
+        """The refusal the request handler wrote for message ``message_id``, if it refused it."""
+        s3 = self.stack.client("s3")
+        try:
+            body = s3.get_object(Bucket=self.bucket, Key=refusal_key(message_id))["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+        answer: dict[str, Any] = json.loads(body)
+        return answer
+
+    def wait_for_door(
+        self, message_id: str, batch_id: str | None, *, timeout_s: float
+    ) -> dict[str, Any] | None:
+        """Deliver events until the request handler has taken message ``message_id`` in (its
+        batch exists) or refused it (its refusal is written); the refusal, or None."""
+        assert self.lambdas is not None, "start() first"
+        answer: dict[str, Any] | None = None
+
+        def decided() -> bool:
+            nonlocal answer
+            if batch_id is not None and self.ledger.get_batch(batch_id) is not None:
+                return True
+            answer = self.refusal(message_id)
+            return answer is not None
+
+        with self._logs_routed():
+            self.lambdas.run_until(decided, timeout_s)
+        return answer
 
     # ------------------------------------------------------------------ running
 
@@ -222,7 +281,7 @@ class LocalPipeline:
         bought = [c for c in chunks if c.purchase_code]
         tally = tally_chunks(chunks)
         return Progress(
-            status=batch.status.value.lower(),
+            status=_stage(batch, chunks),
             rows=batch.rows_total,
             rejected=batch.rows_rejected,
             existing=batch.rows_existing,
@@ -243,25 +302,26 @@ class LocalPipeline:
     ) -> BatchRecord:
         """Deliver events until the batch is DONE or FAILED; show progress on ``show``."""
         assert self.lambdas is not None, "start() first"
-        last_line = ""
         last_shown = 0.0
 
+        def shown(line: str) -> None:
+            nonlocal last_shown
+            if line != self._shown.get(batch_id) and show is not None:
+                print(line, file=show, flush=True)
+                self._shown[batch_id], last_shown = line, time.monotonic()
+
         def finished() -> bool:
-            nonlocal last_line, last_shown
             batch = self.ledger.get_batch(batch_id)
-            if show is not None and time.monotonic() - last_shown >= every_s:
-                line = self.progress(batch_id).line()
-                if line != last_line:
-                    print(line, file=show, flush=True)
-                    last_line, last_shown = line, time.monotonic()
-            return batch is not None and batch.status in FINAL_STATUSES
+            done = batch is not None and batch.status in FINAL_STATUSES
+            if show is not None and not done and time.monotonic() - last_shown >= every_s:
+                shown(self.progress(batch_id).line())
+            return done
 
         with self._logs_routed():
             self.lambdas.run_until(finished, timeout_s)
         batch = self.ledger.get_batch(batch_id)
         assert batch is not None
-        if show is not None:
-            print(self.progress(batch_id).line(), file=show, flush=True)
+        shown(self.progress(batch_id).line())  # the final state, once
         return batch
 
     def run_until_idle(self, *, timeout_s: float = 120) -> None:
@@ -364,6 +424,16 @@ class LocalPipeline:
                     _point(handler, terminal)
 
 
+def _stage(batch: BatchRecord, chunks: list[Any]) -> str:
+    """The batch's state as a person follows it: once planned, ``buying`` while purchases are
+    outstanding and ``assigning`` until every chunk ended (never ``planned`` beside codes)."""
+    if batch.status != BatchStatus.PLANNED or not chunks:
+        return batch.status.value.lower()
+    if any(not c.purchase_code and c.state != ChunkState.FAILED for c in chunks):
+        return "buying" if any(c.purchase_code for c in chunks) else "planned"
+    return "assigning"
+
+
 def _pipeline_log_handlers() -> list[logging.StreamHandler[Any]]:
     return [
         handler
@@ -420,12 +490,14 @@ def run_files(
     timeout_s: float,
     show: TextIO,
     together: bool = False,
+    seed: int | None = None,
 ) -> list[RunResult]:
     """Run CSVs (and HR request JSONs) through one local pipeline, end to end.
 
     In order, each input to its end before the next is sent; with ``together`` all are sent
     at once and run side by side (two lists of the same people arriving in the same second).
-    One result per input, in input order, each with its own copies in ``out_dir``.
+    One result per input, in input order, each with its own copies in ``out_dir``. The
+    built-in sandbox draws its codes afresh each run unless ``seed`` is given.
     """
     for path in paths:
         if not path.is_file():
@@ -435,7 +507,7 @@ def run_files(
     with contextlib.ExitStack() as stack:
         if certiverse_url is None:
             sandbox = SandboxServer(
-                SandboxConfig(token=SANDBOX_TOKEN, generation_delay_s=2.0, seed=2026),
+                SandboxConfig(token=SANDBOX_TOKEN, generation_delay_s=2.0, seed=seed),
                 host="127.0.0.1",
                 port=0,
             )
@@ -465,17 +537,56 @@ def run_files(
             # writes its results under the same key.
             results = []
             for path, key in zip(paths, keys, strict=True):
-                batch_id = _submit(pipeline, path, key, partner, program, show, log_path, timeout_s)
-                pipeline.run_until_done(batch_id, timeout_s=timeout_s, show=show)
-                results.append(pipeline.result(batch_id, out_dir))
+                sent = _submit(pipeline, path, key, partner, program, show)
+                _at_the_door(pipeline, sent, show, timeout_s)
+                results.append(_finish(pipeline, sent, out_dir, show, timeout_s))
             return results
-        batch_ids = [
-            _submit(pipeline, path, key, partner, program, show, log_path, timeout_s)
+        sent_all = [
+            _submit(pipeline, path, key, partner, program, show)
             for path, key in zip(paths, keys, strict=True)
         ]
-        for batch_id in batch_ids:
-            pipeline.run_until_done(batch_id, timeout_s=timeout_s, show=show)
-        return [pipeline.result(batch_id, out_dir) for batch_id in batch_ids]
+        for sent in sent_all:
+            _at_the_door(pipeline, sent, show, timeout_s)
+        for sent in sent_all:
+            if sent.refusal is None and sent.batch_id:
+                pipeline.run_until_done(sent.batch_id, timeout_s=timeout_s, show=show)
+        return [_finish(pipeline, sent, out_dir, show, timeout_s) for sent in sent_all]
+
+
+@dataclass
+class _Sent:
+    """An input handed to the local stack: its batch, or the refusal that ended it at the door."""
+
+    path: Path
+    batch_id: str
+    message_id: str | None = None  # a request's, until it is taken in or refused
+    refusal: dict[str, Any] | None = None
+
+
+def _finish(
+    pipeline: LocalPipeline, sent: _Sent, out_dir: Path, show: TextIO, timeout_s: float
+) -> RunResult:
+    if sent.refusal is not None:
+        copy = _copy_refusal(out_dir, sent.path, sent.refusal)
+        return RunResult(
+            sent.batch_id, sent.refusal, None, None, input=sent.path, refusal_copy=copy
+        )
+    pipeline.run_until_done(sent.batch_id, timeout_s=timeout_s, show=show)
+    result = pipeline.result(sent.batch_id, out_dir)
+    result.input = sent.path
+    return result
+
+
+def _copy_refusal(out_dir: Path, path: Path, refusal: dict[str, Any]) -> Path:
+    """``<name>.error.json`` in ``out_dir`` (``<name>-2.error.json`` when that is taken)."""
+    number = 1
+    while True:
+        copy = out_dir / f"{path.stem}{'' if number == 1 else f'-{number}'}.error.json"
+        if not copy.exists() or json.loads(copy.read_text(encoding="utf-8")) == refusal:
+            break
+        number += 1
+    copy.write_text(json.dumps(refusal, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return copy
 
 
 def run_file(path: Path, **kwargs: Any) -> RunResult:
@@ -507,24 +618,49 @@ def _submit(
     partner: str | None,
     program: str | None,
     show: TextIO,
-    log_path: Path,
-    timeout_s: float,
-) -> str:
-    if key is None:
-        request = json.loads(path.read_text(encoding="utf-8"))
-        if partner and not request.get("partnerName"):
-            request["partnerName"] = partner
-        if program and not request.get("programName"):
-            request["programName"] = program
-        batch_id = pipeline.submit_request(request)
-        if batch_id is None:
-            pipeline.run_until_idle(timeout_s=timeout_s)
-            raise LocalRunError(f"{path}: not a valid request (no requestId); see {log_path}")
-        print(f"request {request.get('requestId')} sent to the request queue", file=show)
-        return batch_id
-    batch_id = pipeline.submit_csv(path, key=key)
-    print(f"uploaded {path.name} to s3://{pipeline.bucket}/{key}", file=show)
-    return batch_id
+) -> _Sent:
+    """Upload a CSV, or send a request (as it is, when it is not even JSON: the request
+    handler answers it as the deployed one would)."""
+    if key is not None:
+        batch_id = pipeline.submit_csv(path, key=key)
+        print(f"uploaded {path.name} to s3://{pipeline.bucket}/{key}", file=show)
+        return _Sent(path, batch_id)
+    body = path.read_text(encoding="utf-8-sig", errors="replace")
+    request: dict[str, Any] | str = body
+    try:
+        parsed = json.loads(body)
+    except json.JSONDecodeError as exc:
+        # Sent as it is: the request handler answers it as the deployed one would.
+        print(
+            f"{path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", file=show
+        )
+    else:
+        if isinstance(parsed, dict):
+            if partner and not parsed.get("partnerName"):
+                parsed["partnerName"] = partner
+            if program and not parsed.get("programName"):
+                parsed["programName"] = program
+            request = parsed
+    message_id, request_batch = pipeline.send_request(request)
+    print(f"request {path.name} sent to the request queue", file=show)
+    return _Sent(path, request_batch or "", message_id)
+
+
+def _at_the_door(pipeline: LocalPipeline, sent: _Sent, show: TextIO, timeout_s: float) -> None:
+    """Wait for the request handler to take a request in or refuse it (well under a second):
+    a refused request never becomes a batch to wait for."""
+    if sent.message_id is None:
+        return
+    sent.refusal = pipeline.wait_for_door(
+        sent.message_id, sent.batch_id or None, timeout_s=timeout_s
+    )
+    if sent.refusal is not None:
+        problems = sent.refusal.get("problems", [])
+        print(
+            f"{sent.path}: refused, nothing was bought "
+            f"({len(problems)} problem{'' if len(problems) == 1 else 's'})",
+            file=show,
+        )
 
 
 def summarise_rows(rows: list[dict[str, str]]) -> Counter[str]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from voucher_distributor_cli.arguments import HelpFormatter
 from voucher_distributor_cli.ops.find import find_recipient, format_found
 from voucher_distributor_cli.ops.reconcile import (
     Reconciliation,
@@ -64,20 +65,33 @@ def add_ops_arguments(subparsers: Any) -> None:
     where.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     status = subparsers.add_parser(
-        "status", parents=[where], help="a batch's state: per-chunk state, counts, ages"
+        "status",
+        parents=[where],
+        formatter_class=HelpFormatter,
+        help="a batch's state: per-chunk state, counts, ages",
     )
-    status.add_argument("batch_id", metavar="BATCH")
+    status.add_argument(
+        "batch_id",
+        metavar="BATCH",
+        help="the batch id, as local run's JSON line or a summary's batchId gives it",
+    )
     status.set_defaults(handler=_run_status)
 
     find = subparsers.add_parser(
-        "find", parents=[where], help="every voucher one person was given, across batches"
+        "find",
+        parents=[where],
+        formatter_class=HelpFormatter,
+        help="every voucher one person was given, across batches",
     )
-    find.add_argument("email", metavar="EMAIL")
+    find.add_argument(
+        "email", metavar="EMAIL", help="the recipient's e-mail address (any case, trimmed)"
+    )
     find.set_defaults(handler=_run_find)
 
     retry = subparsers.add_parser(
         "retry-failed",
         parents=[where],
+        formatter_class=HelpFormatter,
         help="after fixing the cause, a new batch of a batch's failed rows (never bought twice)",
         description=(
             "Uploads the batch's failed rows as a new input under incoming/retries/, linked to "
@@ -91,6 +105,7 @@ def add_ops_arguments(subparsers: Any) -> None:
     move = subparsers.add_parser(
         "redrive",
         parents=[where],
+        formatter_class=HelpFormatter,
         help="move dead-letter messages back to their source queue (after a fix)",
     )
     move.add_argument("--queue", help="one DLQ or its source queue, by logical id (default: all)")
@@ -101,6 +116,7 @@ def add_ops_arguments(subparsers: Any) -> None:
     check = subparsers.add_parser(
         "reconcile",
         parents=[where],
+        formatter_class=HelpFormatter,
         help="compare the ledger with Certiverse's purchases and vouchers",
     )
     check.add_argument("--batch", dest="batch_id", help="only this batch's chunks")
@@ -112,7 +128,7 @@ def add_ops_arguments(subparsers: Any) -> None:
         type=int,
         default=3600,
         metavar="SECONDS",
-        help="report chunks still unbought after this long (default 3600)",
+        help="report chunks still unbought after this long",
     )
     check.set_defaults(handler=_run_reconcile)
 

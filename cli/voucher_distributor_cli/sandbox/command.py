@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from voucher_distributor_cli.arguments import rate, seconds
+from voucher_distributor_cli.arguments import HelpFormatter, rate, seconds
 from voucher_distributor_cli.sandbox import (
     CatalogError,
     FaultSettings,
@@ -29,6 +29,7 @@ TOKEN_ENV = "CERTIVERSE_TOKEN"  # noqa: S105 - a variable name, not a secret
 def add_sandbox_command(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sandbox",
+        formatter_class=HelpFormatter,
         help="run the Certiverse-compatible sandbox API on its own",
         description=(
             "Serve the Certiverse Voucher Partner API locally from a data file of partners and "
@@ -36,10 +37,8 @@ def add_sandbox_command(subparsers: Any) -> None:
             "GET /_sandbox/state, PUT /_sandbox/faults, PUT /_sandbox/token."
         ),
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    parser.add_argument(
-        "--port", type=int, default=8080, help="port, 0 = any (default %(default)s)"
-    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument("--port", type=int, default=8080, help="port, 0 = any")
     parser.add_argument(
         "--data", type=Path, metavar="FILE", help="catalogue JSON (default: sample)"
     )
@@ -47,21 +46,26 @@ def add_sandbox_command(subparsers: Any) -> None:
         "--token",
         help=f"accepted bearer token (default: ${TOKEN_ENV} if set, else {DEFAULT_SANDBOX_TOKEN})",
     )
-    parser.add_argument("--page-size", type=int, default=100, help="items per page (default 100)")
+    parser.add_argument("--page-size", type=int, default=100, help="items per page")
     parser.add_argument(
         "--generation-delay",
         type=seconds,
         default=2.0,
         metavar="S",
-        help="seconds until a purchase's vouchers exist (default 2.0)",
+        help="seconds until a purchase's vouchers exist",
     )
     parser.add_argument(
         "--next-link",
         choices=("relative", "absolute"),
         default="absolute",
-        help="nextLink style (default absolute)",
+        help="nextLink style",
     )
-    parser.add_argument("--seed", type=int, help="seed for codes and fault decisions")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed for codes and fault decisions, for a run that repeats exactly "
+        "(default: none, drawn afresh each start)",
+    )
     parser.add_argument("--latency", type=seconds, default=0.0, metavar="S", help="delay per call")
     parser.add_argument(
         "--error-rate",

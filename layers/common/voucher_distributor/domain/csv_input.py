@@ -20,7 +20,8 @@ Rules, in the order they apply:
   the header row names an e-mail column (Excel's regional "CSV" and "Unicode Text" exports), or
   the one an Excel ``sep=;`` line before the header names.
 * **Header.** The first non-blank row. Columns are matched to our fields through
-  ``HEADER_ALIASES``, ignoring case, spaces, ``_`` and ``-``. An e-mail column is required; a field
+  ``HEADER_ALIASES`` (English, German, French, Spanish, Dutch, Portuguese and Italian names),
+  ignoring case, accents, spaces, ``_`` and ``-``. An e-mail column is required; a field
   named twice is an error; other columns are carried in ``InputRow.extra`` (a repeated unknown
   name gets `` (2)``, a blank one ``column N``; blank trailing header cells are ignored).
 * **Rows.** Blank rows (nothing but whitespace and delimiters) take a row number but yield nothing.
@@ -39,12 +40,13 @@ import codecs
 import csv
 import itertools
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from voucher_distributor.domain.emails import is_valid_email, normalise_email
+from voucher_distributor.domain.emails import email_problem, is_valid_email, normalise_email
 from voucher_distributor.domain.recipients import KNOWN_FIELDS, REISSUE_NO, REISSUE_YES, InputRow
 
 
@@ -55,15 +57,31 @@ class CsvInputError(ValueError):
 #: Canonical field -> the header spellings we accept (compared after ``header_key``).
 HEADER_ALIASES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
-        "email": ("email", "e-mail", "email_address", "e-mail address", "emailaddress", "mail"),
-        "first_name": ("first_name", "firstname", "first name", "given_name", "forename"),
-        "last_name": ("last_name", "lastname", "last name", "surname", "family_name"),
-        "external_id": ("external_id", "externalid", "employee_id", "employee_number"),
+        "email": (
+            "email", "e-mail", "email_address", "e-mail address", "emailaddress", "mail",
+            # German, French, Spanish, Dutch, Portuguese, Italian
+            "E-Mail-Adresse", "Mailadresse", "courriel", "adresse e-mail", "adresse mail",
+            "adresse électronique", "correo", "correo electrónico", "e-mailadres", "mailadres",
+            "endereço de e-mail", "endereço de email", "indirizzo email", "posta elettronica",
+        ),
+        "first_name": (
+            "first_name", "firstname", "first name", "given_name", "forename",
+            "Vorname", "prénom", "nombre", "voornaam", "nome", "primeiro nome",
+        ),
+        "last_name": (
+            "last_name", "lastname", "last name", "surname", "family_name",
+            "Nachname", "Familienname", "nom", "nom de famille", "apellido", "apellidos",
+            "achternaam", "sobrenome", "apelido", "cognome",
+        ),
+        "external_id": (
+            "external_id", "externalid", "employee_id", "employee_number",
+            "Personalnummer", "matricule", "número de empleado", "personeelsnummer",
+        ),
         "partner_name": ("partner", "partner_name"),
-        "program_name": ("program", "program_name", "programme", "programme_name"),
+        "program_name": ("program", "program_name", "programme", "programme_name", "Programm"),
         "reissue": ("reissue", "re-issue", "reissue_voucher", "new_voucher"),
     }
-)
+)  # fmt: skip
 
 DEFAULT_MAX_FIELD_CHARS: Final = 10_000
 #: Matches ``csv``'s own default field limit, so the parser never refuses a row we accepted.
@@ -73,8 +91,10 @@ _HEADER_NOISE = re.compile(r"[\s_\-\ufeff]+")
 
 
 def header_key(header: str) -> str:
-    """The form header spellings are compared in: no case, spaces, ``_``, ``-`` or BOM."""
-    return _HEADER_NOISE.sub("", header).casefold()
+    """The form header spellings are compared in: no case, accents, spaces, ``_``, ``-`` or
+    BOM (``"Prénom"`` and ``"prenom"`` are one key)."""
+    decomposed = unicodedata.normalize("NFKD", _HEADER_NOISE.sub("", header).casefold())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
 _FIELD_BY_KEY: Final[Mapping[str, str]] = MappingProxyType(
@@ -602,10 +622,10 @@ class _RowReader:
         email = cells[email_at].strip()
         if not email:
             problems.append("no e-mail address")
-        elif is_valid_email(normalised := normalise_email(email)):
+        elif (problem := email_problem(normalised := normalise_email(email))) is None:
             email = normalised
         else:
-            problems.append("malformed e-mail address")
+            problems.append(problem)
         reissue_cell = cells[reissue_at].strip().casefold()
         if reissue_cell not in REISSUE_YES | REISSUE_NO:
             problems.append(

@@ -28,6 +28,69 @@ def is_valid_email(address: str) -> bool:
     return _EMAIL.fullmatch(address) is not None
 
 
+_LOCAL_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!#$%&'*+/=?^_`{|}~-"
+)
+_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+MALFORMED = "malformed e-mail address"
+
+
+def email_problem(address: str) -> str | None:
+    """What is wrong with ``address`` in words a person can fix (None when it is valid).
+
+    Every answer starts "malformed e-mail address: ". Non-ASCII letters are refused with the
+    reason: the Certiverse API document asks only for "a valid email format" and says nothing
+    of internationalised addresses, so a purchase or look-up with one may be refused there.
+    """
+    if is_valid_email(address):
+        return None
+    why = _why_malformed(address)
+    return f"{MALFORMED}: {why}"
+
+
+def _why_malformed(address: str) -> str:  # noqa: PLR0911 - one answer per kind of mistake
+    if not address:
+        return "it is empty"
+    if len(address) > MAX_EMAIL_LENGTH:
+        return f"it is {len(address)} characters long; the most is {MAX_EMAIL_LENGTH}"
+    ats = address.count("@")
+    if ats == 0:
+        return "there is no @"
+    if ats > 1:
+        return f"it has {ats} @ signs; an address has exactly one"
+    if any(char.isspace() for char in address):
+        return "it holds a space"
+    foreign = next((char for char in address if not char.isascii()), None)
+    if foreign is not None:
+        return (
+            f"{foreign!r} is not an ASCII character; Certiverse asks for a plain e-mail format "
+            "and may refuse internationalised addresses: write it as the mail system spells "
+            "it in ASCII"
+        )
+    local, _, domain = address.partition("@")
+    return _why_parts_malformed(local, domain)
+
+
+def _why_parts_malformed(local: str, domain: str) -> str:  # noqa: PLR0911
+    if not local:
+        return "there is nothing before the @"
+    if not domain:
+        return "there is no domain after the @"
+    if len(local) > 64:
+        return "the part before the @ is longer than 64 characters"
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        return "the part before the @ starts or ends with a dot, or has two dots in a row"
+    bad = next((char for char in local if char not in _LOCAL_CHARS), None)
+    if bad is not None:
+        return f"{bad!r} is not allowed before the @"
+    if "." not in domain:
+        return f"the domain {domain!r} has no dot (e.g. {domain}.com)"
+    labels = domain.split(".")
+    if not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
+        return f"the domain {domain!r} is not a valid domain name"
+    return f"the domain {domain!r} does not end in a top-level domain of letters"
+
+
 def email_domain(address: str) -> str:
     """The domain part, lower-cased."""
     return address.rpartition("@")[2].lower()

@@ -12,7 +12,7 @@ from voucher_distributor.domain.batches import (
     result_keys_for_upload,
 )
 from voucher_distributor.domain.csv_input import CsvInputError, read_rows
-from voucher_distributor.domain.emails import is_valid_email, normalise_email
+from voucher_distributor.domain.emails import email_problem, normalise_email
 from voucher_distributor.domain.recipients import REISSUE_YES, InputRow
 from voucher_distributor.models.ledger import BatchRecord
 from voucher_distributor.models.messages import DistributionRequest
@@ -104,7 +104,8 @@ def _inline_rows(request: DistributionRequest) -> Iterator[InputRow]:
         raise CsvInputError("the request has no recipients and no recipientsS3Uri")
     for number, recipient in enumerate(request.recipients, start=1):
         email = normalise_email(recipient.email)
-        valid = is_valid_email(email)
+        problem = email_problem(email)
+        valid = problem is None
         yield InputRow(
             row_number=number,
             email=email if valid else recipient.email.strip(),
@@ -114,7 +115,7 @@ def _inline_rows(request: DistributionRequest) -> Iterator[InputRow]:
             partner_name=None,
             program_name=None,
             extra={},
-            problem=None if valid else "malformed e-mail address",
+            problem=problem,
             reissue=recipient.reissue,
         )
 

@@ -16,8 +16,9 @@ Safety rules kept here:
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -131,7 +132,8 @@ class CertiverseClient:
     def find_partner(self, name: str) -> PartnerVoucherPartnerModel:
         """The partner named exactly ``name`` (case-insensitive); the API filter is partial."""
         wanted = _require_text(name, "partnerName")
-        return _pick_exact(wanted, "partner", list(self.iter_partners(partner_name=wanted)))
+        partial = list(self.iter_partners(partner_name=wanted))
+        return _pick_exact(wanted, "partner", partial, self.iter_partners)
 
     # ------------------------------------------------------------------ programs
 
@@ -148,7 +150,8 @@ class CertiverseClient:
     def find_program(self, name: str) -> PartnerVoucherProgramModel:
         """The program named exactly ``name`` (case-insensitive); the API filter is partial."""
         wanted = _require_text(name, "programName")
-        return _pick_exact(wanted, "program", list(self.iter_programs(program_name=wanted)))
+        partial = list(self.iter_programs(program_name=wanted))
+        return _pick_exact(wanted, "program", partial, self.iter_programs)
 
     # ------------------------------------------------------------------ purchases
 
@@ -569,7 +572,15 @@ class _Named(Protocol):
 _NamedT = TypeVar("_NamedT", bound=_Named)
 
 
-def _pick_exact(wanted: str, kind: str, candidates: list[_NamedT]) -> _NamedT:
+def _pick_exact(
+    wanted: str,
+    kind: str,
+    candidates: list[_NamedT],
+    every: Callable[[], Iterable[_Named]] | None = None,
+) -> _NamedT:
+    """The candidate named exactly ``wanted`` (ignoring case), else NameNotFound with the
+    names it may have meant: the partial matches, and (looked up only then, through
+    ``every``) the names within a few typos of it."""
     folded = wanted.casefold()
     exact = [c for c in candidates if c.name.strip().casefold() == folded]
     if len(exact) > 1:
@@ -582,6 +593,15 @@ def _pick_exact(wanted: str, kind: str, candidates: list[_NamedT]) -> _NamedT:
         )
     if exact:
         return exact[0]
-    similar = sorted({c.name for c in candidates})[:5]
-    hint = f"; similar names: {', '.join(repr(s) for s in similar)}" if similar else ""
+    close = close_names(wanted, [c.name for c in every()]) if every is not None else []
+    hint = f" — did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
+    similar = sorted({c.name for c in candidates} - set(close))[:5]
+    hint += f"; similar names: {', '.join(repr(s) for s in similar)}" if similar else ""
     raise NameNotFound(f"no Certiverse {kind} is named exactly {wanted!r}{hint}")
+
+
+def close_names(wanted: str, names: Iterable[str], *, most: int = 3) -> list[str]:
+    """The names within a few typos of ``wanted`` (ignoring case), closest first."""
+    by_fold = {name.strip().casefold(): name for name in names}
+    matches = difflib.get_close_matches(wanted.strip().casefold(), by_fold, n=most, cutoff=0.8)
+    return [by_fold[match] for match in matches]

@@ -1,0 +1,197 @@
+"""Issue 15, the front door: what a newcomer sees from ``local run`` for each mistake, and the
+exit code. One test per finding of the issue (the CSV-level ones against the reader, the
+others through ``main([...])`` on the built-in sandbox)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from voucher_distributor_cli.local.command import EXIT_DONE, EXIT_NOTHING_TO_DO
+from voucher_distributor_cli.main import main
+
+SPRING = "Spring Certification Drive"
+
+
+def run(tmp_path: Path, *args: str) -> tuple[int, Path]:
+    out = tmp_path / "out"
+    return main(["local", "run", *args, "--out", str(out), "--timeout", "60"]), out
+
+
+def request_file(path: Path, **fields: object) -> Path:
+    body = {
+        "requestId": "hr-front-1",
+        "partnerName": "Acme Corp",
+        "programName": SPRING,
+        "recipients": [{"email": "ann@acme.example"}],
+        **fields,
+    }
+    path.write_text(json.dumps({k: v for k, v in body.items() if v is not None}), "utf-8")
+    return path
+
+
+def test_1_a_refused_request_is_said_at_once_and_copied_to_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = request_file(tmp_path / "hook.json", callbackUrl="http://localhost:9000/hook")
+    started = time.monotonic()
+    code, out = run(tmp_path, str(path))
+    assert time.monotonic() - started < 30  # not the 900 s timeout
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO
+    assert "callbackUrl: callbackUrl must be an https:// URL" in seen.err
+    (line,) = [json.loads(text) for text in seen.out.splitlines()]
+    assert line["status"] == "refused"
+    assert line["input"] == str(path)
+    copy = Path(line["results"]["error"])
+    assert copy == out / "hook.error.json"
+    assert json.loads(copy.read_text())["problems"] == line["problems"]
+
+
+def test_2_a_request_that_is_not_json_names_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "comma.json"
+    path.write_text('{\n  "requestId": "hr-2",\n  "recipients": [],\n}\n', "utf-8")
+    code, out = run(tmp_path, str(path))
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO
+    assert "Traceback" not in seen.err
+    assert "line 4, column 1" in seen.err
+    (line,) = [json.loads(text) for text in seen.out.splitlines()]
+    assert line["status"] == "refused"
+    assert "line 4 column 1" in line["problems"][0]["problem"]
+    assert (out / "comma.error.json").is_file()
+
+
+def test_3_every_problem_of_a_refused_request_is_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = request_file(
+        tmp_path / "two.json", requestId=None, callbackUrl="http://localhost:9000/hook"
+    )
+    good = request_file(tmp_path / "good.json", requestId="hr-front-3")
+    code, _ = run(tmp_path, str(path), str(good), "--seed", "7")
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO  # the worst of the two inputs
+    assert "requestId: required, but missing" in seen.err
+    assert "callbackUrl: callbackUrl must be an https:// URL" in seen.err
+    assert "see local-run.log" not in seen.err
+    lines = [json.loads(text) for text in seen.out.splitlines()]
+    assert [line["status"] for line in lines] == ["refused", "completed"]
+    assert {p["field"] for p in lines[0]["problems"]} == {"requestId", "callbackUrl"}
+    assert lines[1]["counts"]["assigned"] == 1
+
+
+def people(path: Path, count: int, program: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    column = ",program_name" if program else ""
+    cell = f",{program}" if program else ""
+    path.write_text(
+        f"email,first_name{column}\n"
+        + "".join(f"p{n}@acme.example,P{n}{cell}\n" for n in range(count)),
+        "utf-8",
+    )
+    return path
+
+
+def test_4_a_batch_level_refusal_is_said_once_with_a_suggestion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = people(tmp_path / "typo.csv", 30)
+    code, _ = run(
+        tmp_path, str(path), "--partner", "Acme Corp", "--program", "Spring Certfication Drive"
+    )
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO
+    said = [line for line in seen.err.splitlines() if "named exactly" in line]
+    assert len(said) == 1, seen.err
+    assert said[0].startswith("  all 30 rows for 'Acme Corp' / 'Spring Certfication Drive'")
+    assert "did you mean 'Spring Certification Drive'" in said[0]
+    assert "more in" not in seen.err
+    assert json.loads(seen.out)["counts"]["rejected"] == 30
+
+
+def test_4_a_priced_program_beside_a_free_one_exits_by_what_could_be_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    priced = people(tmp_path / "priced.csv", 3, "Professional Architect Certification")
+    code, _ = run(tmp_path, str(priced), "--partner", "Acme Corp")
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO  # no row got a code: not "done"
+    assert seen.err.count("costs 149") == 1
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(priced.read_text("utf-8") + f"q1@acme.example,Q1,{SPRING}\n", "utf-8")
+    code, _ = run(tmp_path, str(mixed), "--partner", "Acme Corp", "--seed", "3")
+    seen = capsys.readouterr()
+    assert code == EXIT_DONE  # every row that could get a code got one
+    assert json.loads(seen.out)["counts"] == {
+        "rows": 4, "assigned": 1, "existing": 0, "rejected": 3, "failed": 0
+    }  # fmt: skip
+
+
+def test_5_address_reasons_and_german_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "de.csv"
+    path.write_text(
+        "E-Mail-Adresse;Vorname;Nachname\n"
+        "jürgen@acme.example;Jürgen;Groß\n"
+        "carol@@acme.example;Carol;Ng\n"
+        "dora@acme.example;Dora;Maar\n",
+        "utf-8",
+    )
+    code, out = run(tmp_path, str(path), "--partner", "Acme Corp", "--program", SPRING)
+    seen = capsys.readouterr()
+    assert code == EXIT_DONE
+    assert "'ü' is not an ASCII character; Certiverse" in seen.err
+    assert "it has 2 @ signs; an address has exactly one" in seen.err
+    results = (out / "de.results.csv").read_text("utf-8-sig").splitlines()
+    assert "Vorname" not in results[0]  # mapped to first_name, not carried as an extra column
+    assert "Dora" in results[3]
+
+
+def test_8_codes_differ_between_runs_and_every_argument_is_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes = []
+    for attempt in ("a", "b"):
+        path = people(tmp_path / attempt / "one.csv", 1, SPRING)
+        code, _ = run(tmp_path / attempt, str(path), "--partner", "Acme Corp")
+        assert code == EXIT_DONE
+        codes.append(json.loads(capsys.readouterr().out)["purchases"][0]["purchaseCode"])
+    assert codes[0] != codes[1]
+    for command, says in [
+        (["local", "run"], ["(default: 900.0)", "(default: local-results)", "exit codes:"]),
+        (["status"], ["BATCH", "the batch id"]),
+        (["find"], ["EMAIL", "the recipient's e-mail address"]),
+        (["retry-failed"], ["the batch whose failed rows to retry"]),
+        (["sandbox"], ["(default: 8080)", "drawn afresh"]),
+    ]:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for words in says:
+            assert words in text, (command, words)
+
+
+def test_7_progress_says_each_state_once_and_installs_are_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = people(tmp_path / "few.csv", 3, SPRING)
+    first, second = people(tmp_path / "a" / "x.csv", 2, SPRING), people(tmp_path / "b" / "y.csv", 2)
+    code, _ = run(tmp_path, str(path), str(first), str(second), "--partner", "Acme Corp",
+                  "--program", SPRING, "--together")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == EXIT_DONE
+    progress = [line for line in err.splitlines() if line.startswith("[")]
+    assert sum("      done]" in line for line in progress) == 3  # once per input
+    for line in progress:  # "planned" is never shown beside codes being assigned
+        assert not (line.startswith("[   planned]") and not line.endswith("assigned 0"))
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    installs = [line for line in makefile.splitlines() if "pip install" in line]
+    assert installs
+    assert all("$(call step," in line for line in installs)
