@@ -111,3 +111,24 @@ def test_holdings_stay_out_of_the_assignment_index(ledger: Ledger) -> None:
     found = ledger.assignments_for_email("ann@acme.example")
     assert [a.voucher_code for a in found] == ["CODE-1"]
     assert ledger.get_assignments([("f-a", 1), ("f-a", 2)]).keys() == {("f-a", 1)}
+
+
+def test_a_transaction_cancelled_by_a_concurrent_one_goes_again(ledger: Ledger) -> None:
+    """DynamoDB cancels a transaction that races another on the same items
+    (TransactionConflict); the emulation never does, so the answer is given at the wire."""
+    from botocore.stub import Stubber
+
+    claims = [claim("f-a", 1, "x@acme.example"), claim("f-a", 2, "y@acme.example")]
+    wire = ledger._wire
+    with Stubber(wire) as stub:
+        stub.add_client_error(
+            "transact_write_items",
+            service_error_code="TransactionCanceledException",
+            modeled_fields={
+                "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}]
+            },
+        )
+        stub.add_response("transact_write_items", {})
+        outcomes = ledger.claim_holdings(claims, now=5)
+        stub.assert_no_pending_responses()
+    assert [o.kind for o in outcomes] == ["claimed", "claimed"]

@@ -166,6 +166,28 @@ class ClaimOutcome:
     previous: PreviousHolding | None = None
 
 
+def _cancellation_reasons(exc: ClientError, items: int) -> list[dict[str, Any]]:
+    """A cancelled transaction's reason per item; any other error goes on up."""
+    if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        raise exc
+    reasons: list[dict[str, Any]] = exc.response.get("CancellationReasons") or []
+    if len(reasons) != items:
+        raise exc
+    return reasons
+
+
+def _back_off_on_conflict(exc: ClientError, reasons: list[dict[str, Any]], conflicts: int) -> int:
+    """Another batch's transaction touched the same people: wait a little (jittered, doubling)
+    before going again, a bounded number of times; the conflicts so far."""
+    if not any(r.get("Code") == "TransactionConflict" for r in reasons):
+        return conflicts
+    conflicts += 1
+    if conflicts > _MAX_CONFLICT_RETRIES:
+        raise exc
+    time.sleep(_rng.uniform(0, 0.05 * 2**conflicts))
+    return conflicts
+
+
 def _conditional_failed(exc: ClientError) -> bool:
     code = exc.response.get("Error", {}).get("Code", "")
     return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
@@ -606,11 +628,7 @@ class Ledger:
                     TransactItems=[{"Put": self._claim_put(claims[i], now)} for i in pending]
                 )
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                    raise
-                reasons = exc.response.get("CancellationReasons") or []
-                if len(reasons) != len(pending):
-                    raise
+                reasons = _cancellation_reasons(exc, len(pending))
                 again: list[int] = []
                 for index, reason in zip(pending, reasons, strict=True):
                     code = reason.get("Code")
@@ -631,11 +649,7 @@ class Ledger:
                         # Would have gone through ("None"), lost a race with another batch's
                         # transaction ("TransactionConflict"), or was released in between.
                         again.append(index)
-                if any(r.get("Code") == "TransactionConflict" for r in reasons):
-                    conflicts += 1
-                    if conflicts > _MAX_CONFLICT_RETRIES:
-                        raise
-                    time.sleep(_rng.uniform(0, 0.05 * 2**conflicts))
+                conflicts = _back_off_on_conflict(exc, reasons, conflicts)
                 pending = again
                 continue
             outcomes.update((i, ClaimOutcome("claimed")) for i in pending)
@@ -804,22 +818,14 @@ class Ledger:
                     TransactItems=[{"Delete": self._release_delete(c)} for c in pending]
                 )
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                    raise
-                reasons = exc.response.get("CancellationReasons") or []
-                if len(reasons) != len(pending):
-                    raise
+                reasons = _cancellation_reasons(exc, len(pending))
                 # Held by another row (or gone) needs nothing; the rest go again.
                 again = [
                     c
                     for c, r in zip(pending, reasons, strict=True)
                     if r.get("Code") != "ConditionalCheckFailed"
                 ]
-                if any(r.get("Code") == "TransactionConflict" for r in reasons):
-                    conflicts += 1
-                    if conflicts > _MAX_CONFLICT_RETRIES:
-                        raise
-                    time.sleep(_rng.uniform(0, 0.05 * 2**conflicts))
+                conflicts = _back_off_on_conflict(exc, reasons, conflicts)
                 pending = again
                 continue
             released += len(pending)
