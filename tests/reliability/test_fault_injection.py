@@ -143,3 +143,15 @@ def test_replayed_ingest_that_fails_preflight_drops_the_first_attempts_plan(
     assert not record.violations
     people = {row["email"] for row in make_scenario(452).rows}
     assert not [h for h in harness.ledger.iter_holdings() if h.email in people]
+
+
+def test_batch_with_nothing_to_buy_is_reported_after_dying_before_asking(
+    harness: Harness,
+) -> None:
+    """Seed 926: a re-upload whose rows were all ``existing`` planned no chunk; its ingest died
+    after marking the batch PLANNED but before asking for the report, and the redelivery found
+    it "already ingested" (was: the batch never ended). A duplicate delivery of a PLANNED batch
+    with no chunks now asks for the report again."""
+    record = harness.run(make_scenario(926))
+    assert record.fired["wire:report-request:before"] == 1
+    assert not record.violations

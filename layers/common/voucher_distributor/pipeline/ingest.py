@@ -109,6 +109,12 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             log.info(
                 "batch %s already ingested (%s): nothing to do", batch.batch_id, existing.status
             )
+            if existing.status == BatchStatus.PLANNED and existing.chunk_count == 0:
+                # Nothing to buy (every row rejected, existing or failed): the report request
+                # is the only thing after PLANNED, and the process may have died before it.
+                services.queues.send(
+                    services.settings.report_queue_url, {"batchId": batch.batch_id}
+                )
             services.metrics.count("DuplicateDeliveries")
             return IngestOutcome(batch.batch_id, duplicate=True)
         if existing is not None and existing.chunk_count is not None:
