@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -32,7 +33,8 @@ def record_handler(record: SqsRecord) -> None:
             logger.warning("the uploaded object is gone; nothing to ingest")
             continue
         logger.set_correlation_id(request.batch.batch_id)
-        outcome = ingest(services(), request)
+        final = record.approximate_receive_count >= services().settings.max_ingest_attempts
+        outcome = ingest(services(), replace(request, final_attempt=final))
         logger.info("ingested upload", extra={"outcome": outcome.__dict__})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -26,7 +27,8 @@ def record_handler(record: SqsRecord) -> None:
         return
     ingest_request = request_ingest(services(), request)
     logger.set_correlation_id(ingest_request.batch.batch_id)
-    outcome = ingest(services(), ingest_request)
+    final = record.approximate_receive_count >= services().settings.max_ingest_attempts
+    outcome = ingest(services(), replace(ingest_request, final_attempt=final))
     logger.info("ingested request", extra={"outcome": outcome.__dict__})
 
 

@@ -212,6 +212,20 @@ def test_certiverse_down_during_preflight_fails_the_rows_and_retry_assigns_them(
     assert statuses(retried) == {"assigned": 5}
 
 
+def test_an_outage_that_passes_between_deliveries_costs_no_row(make_world) -> None:
+    """Certiverse answers 503 to every retry of the first delivery's pre-flight: the input goes
+    back to its queue (claims given back, nothing bought) and the next delivery assigns every
+    row, with no error and no retry-failed needed."""
+    world = make_world()
+    world.sandbox.set_faults(FaultSettings(fail_next=["503"] * 6, retry_after_s=0))
+    (result,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(5)))])
+    assert_consistent(world, result, whole_sandbox=False)
+    assert statuses(result) == {"assigned": 5}
+    assert result.summary["status"] == "completed"
+    assert result.summary["error"] is None
+    assert len(world.sandbox.purchases()) == 1
+
+
 def test_a_failed_chunk_gives_its_claims_back(make_world) -> None:
     world = make_world()
     world.sandbox.set_faults(FaultSettings(generation_failure_rate=1.0))

@@ -155,3 +155,14 @@ def test_batch_with_nothing_to_buy_is_reported_after_dying_before_asking(
     record = harness.run(make_scenario(926))
     assert record.fired["wire:report-request:before"] == 1
     assert not record.violations
+
+
+def test_preflight_outage_longer_than_the_client_retries_is_read_again(
+    harness: Harness,
+) -> None:
+    """Seed 278: a burst of 5xx outlasted the Certiverse client's retries during pre-flight, so
+    every row failed though the outage passed seconds later (was: the rows failed on the first
+    delivery). An outage now sends the input back to its queue, claims given back and nothing
+    bought; only the input's last delivery fails the rows."""
+    record = harness.run(make_scenario(278))
+    assert not record.violations

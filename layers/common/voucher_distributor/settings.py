@@ -40,6 +40,10 @@ class Settings(BaseModel):
     purchase_lease_seconds: int = Field(default=180, ge=1)
     #: Deliveries of one chunk message after which a chunk that still cannot be bought fails.
     max_purchase_attempts: int = Field(default=6, ge=1)
+    #: Deliveries of one input after which a Certiverse outage during pre-flight fails its rows
+    #: (until then the input goes back to its queue, to be read again once the outage passes).
+    #: Below the ingest queues' maxReceiveCount (5), so the last try is never a DLQ's.
+    max_ingest_attempts: int = Field(default=4, ge=1)
     #: Inline recipients accepted in one SQS request (larger lists: recipientsS3Uri).
     max_inline_recipients: int = Field(default=1_000, ge=1)
     #: Largest CSV accepted, in bytes.

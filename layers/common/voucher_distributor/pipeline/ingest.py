@@ -49,6 +49,17 @@ class IngestRequest:
     rows: Iterable[InputRow]
     metadata_partner: str | None = None
     metadata_program: str | None = None
+    #: The last delivery of this input its queue will make before giving up: a Certiverse
+    #: outage during pre-flight then fails the rows instead of sending the input back.
+    final_attempt: bool = True
+
+
+class PreflightUnavailable(RuntimeError):
+    """Certiverse was down during pre-flight: the input goes back to its queue to be read again.
+
+    Nothing was bought and the claims were given back; the batch stays ``INGESTING`` and the
+    next delivery plans it afresh. The last delivery fails the rows instead (``retry-failed``).
+    """
 
 
 #: Accepted rows claimed together before they join their chunks: ten transactions of 100
@@ -104,26 +115,9 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
     ledger = services.ledger
     replay = not ledger.create_batch(batch)
     if replay:
-        existing = ledger.get_batch(batch.batch_id)
-        if existing is not None and existing.status != BatchStatus.INGESTING:
-            log.info(
-                "batch %s already ingested (%s): nothing to do", batch.batch_id, existing.status
-            )
-            if existing.status == BatchStatus.PLANNED and existing.chunk_count == 0:
-                # Nothing to buy (every row rejected, existing or failed): the report request
-                # is the only thing after PLANNED, and the process may have died before it.
-                services.queues.send(
-                    services.settings.report_queue_url, {"batchId": batch.batch_id}
-                )
-            services.metrics.count("DuplicateDeliveries")
-            return IngestOutcome(batch.batch_id, duplicate=True)
-        if existing is not None and existing.chunk_count is not None:
-            # The earlier attempt recorded its whole plan (its files were written before): its
-            # chunks may be bought already, so the plan stands; only hand it out again.
-            log.warning("batch %s was interrupted after planning: handing it out", batch.batch_id)
-            _hand_out(services, batch.batch_id, list(range(existing.chunk_count)))
-            return IngestOutcome(batch.batch_id, chunks=existing.chunk_count)
-        log.warning("batch %s was interrupted while ingesting: planning it again", batch.batch_id)
+        resumed = _resume(services, batch.batch_id)
+        if resumed is not None:
+            return resumed
 
     with (
         tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".jsonl") as rejected_file,
@@ -149,6 +143,18 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             fail_batch(services, batch.batch_id, str(exc))
             services.metrics.count("CertiverseUnauthorized")
             return IngestOutcome(batch.batch_id, failed=str(exc))
+        if preflight.transient and not request.final_attempt:
+            _give_back(services, batch.batch_id, plan)
+            if plan.replay:
+                services.ledger.release_holdings(plan.unclaimed)
+            services.metrics.count("PreflightRetries")
+            log.warning(
+                "batch %s: Certiverse is down during pre-flight; the input will be read again",
+                batch.batch_id,
+            )
+            raise PreflightUnavailable(
+                f"batch {batch.batch_id}: {preflight.failure} (the input returns to its queue)"
+            )
         for target in list(plan.open_chunks):
             _flush(services, batch, target, plan)
         if replay:
@@ -201,6 +207,27 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         existing=plan.existing,
         failed_rows=plan.failed,
     )
+
+
+def _resume(services: Services, batch_id: str) -> IngestOutcome | None:
+    """A later delivery of an input already seen: finish what is left, or say to plan again."""
+    existing = services.ledger.get_batch(batch_id)
+    if existing is not None and existing.status != BatchStatus.INGESTING:
+        log.info("batch %s already ingested (%s): nothing to do", batch_id, existing.status)
+        if existing.status == BatchStatus.PLANNED and existing.chunk_count == 0:
+            # Nothing to buy (every row rejected, existing or failed): the report request
+            # is the only thing after PLANNED, and the process may have died before it.
+            services.queues.send(services.settings.report_queue_url, {"batchId": batch_id})
+        services.metrics.count("DuplicateDeliveries")
+        return IngestOutcome(batch_id, duplicate=True)
+    if existing is not None and existing.chunk_count is not None:
+        # The earlier attempt recorded its whole plan (its files were written before): its
+        # chunks may be bought already, so the plan stands; only hand it out again.
+        log.warning("batch %s was interrupted after planning: handing it out", batch_id)
+        _hand_out(services, batch_id, list(range(existing.chunk_count)))
+        return IngestOutcome(batch_id, chunks=existing.chunk_count)
+    log.warning("batch %s was interrupted while ingesting: planning it again", batch_id)
+    return None
 
 
 def _hand_out(services: Services, batch_id: str, chunk_numbers: list[int]) -> None:

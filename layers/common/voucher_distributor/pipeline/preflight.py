@@ -52,6 +52,9 @@ class Preflight:
         self.failure: str | None = None
         #: The failure was a 401 (or no token): the CertiverseUnauthorized alarm's business.
         self.unauthorized = False
+        #: The failure was an outage (5xx or unreachable after the client's retries): it may
+        #: pass, so the input is worth reading again later.
+        self.transient = False
 
     def check(self, target: Target) -> Verdict:
         verdict = self._verdicts.get(target)
@@ -69,6 +72,7 @@ class Preflight:
                     "batch once the token is fixed"
                 )
             except CertiverseServerError as exc:
+                self.transient = True
                 return self._failed(
                     f"Certiverse could not be reached during pre-flight ({exc}); nothing was "
                     "bought for this row — run retry-failed once Certiverse answers again"
