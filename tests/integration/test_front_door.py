@@ -4,6 +4,7 @@ others through ``main([...])`` on the built-in sandbox)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -152,6 +153,50 @@ def test_5_address_reasons_and_german_headers(
     results = (out / "de.results.csv").read_text("utf-8-sig").splitlines()
     assert "Vorname" not in results[0]  # mapped to first_name, not carried as an extra column
     assert "Dora" in results[3]
+
+
+def test_6_results_cite_the_line_beside_the_row_and_count_blank_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "lines.csv"
+    path.write_bytes(
+        b"email,first_name,Notes\r\n"  # line 1
+        b'ann@acme.example,Ann,"two\r\nlines"\r\n'  # lines 2-3: row 1
+        b"bob@acme.example,Bob,\r\n"  # line 4: row 2
+        b"carol@@acme.example,Carol,\r\n"  # line 5: row 3
+        b"\r\n"  # line 6: blank (row 4)
+        b"dora@acme.example,Dora,\r\n"  # line 7: row 5
+        b"\r\n"  # line 8: blank (row 6)
+        b"eve@acme.example,Eve,\r\n"  # line 9: row 7
+    )
+    code, out = run(tmp_path, str(path), str(path), "--partner", "Acme Corp", "--program", SPRING)
+    seen = capsys.readouterr()
+    assert code == EXIT_DONE
+    assert "row      3 (line 5)  rejected  malformed e-mail address: it has 2 @ signs" in seen.err
+    assert "of 5 rows; 2 blank lines skipped" in seen.err
+    first, again = [json.loads(text) for text in seen.out.splitlines()]
+    assert first["blankLines"] == again["blankLines"] == 2
+    assert first["counts"]["rows"] == 5
+    summary = json.loads((out / "lines.summary.json").read_text("utf-8"))
+    assert summary["blankLines"] == 2
+    for name, status in [("lines.results.csv", "assigned"), ("lines-2.results.csv", "existing")]:
+        rows = list(csv.DictReader((out / name).read_text("utf-8-sig").splitlines(True)))
+        assert [(r["row"], r["line"], r["email"]) for r in rows] == [
+            ("1", "2", "ann@acme.example"),
+            ("2", "4", "bob@acme.example"),
+            ("3", "5", "carol@@acme.example"),
+            ("5", "7", "dora@acme.example"),
+            ("7", "9", "eve@acme.example"),
+        ]
+        assert [r["status"] for r in rows] == [status, status, "rejected", status, status]
+        assert list(rows[0])[:3] == ["row", "line", "email"]
+    request = request_file(tmp_path / "hr.json", requestId="hr-front-6")
+    code, out = run(tmp_path / "hr", str(request), "--seed", "6")
+    seen = capsys.readouterr()
+    assert code == EXIT_DONE
+    assert json.loads(seen.out)["blankLines"] == 0
+    (row,) = csv.DictReader((out / "hr-front-6.results.csv").read_text("utf-8-sig").splitlines())
+    assert (row["row"], row["line"], row["status"]) == ("1", "", "assigned")
 
 
 def test_8_codes_differ_between_runs_and_every_argument_is_explained(

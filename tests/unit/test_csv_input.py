@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from voucher_distributor.domain.csv_input import (
     HEADER_ALIASES,
     CsvInputError,
+    ReadTally,
     canonical_field,
     header_aliases,
     read_rows,
@@ -134,6 +135,7 @@ def test_a_full_row_is_read_and_normalised():
             program_name="Exam",
             extra={},
             problem=None,
+            line=2,
         )
     ]
 
@@ -215,6 +217,60 @@ def test_a_row_with_embedded_newlines_is_one_row_number():
     rows = read(data)
     assert [r.row_number for r in rows] == [1, 2]
     assert rows[0].extra["Notes"] == "line 1\nline 2\r\nline 3"
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 2, 7])
+def test_each_row_knows_the_line_it_starts_on_and_blank_lines_are_counted(chunk_size):
+    data = (
+        b"\r\n"  # line 1: blank, before the header
+        b"email,Notes\r\n"  # line 2: the header
+        b'a@example.com,"one\r\ntwo\nthree"\r\n'  # lines 3-5: one row
+        b"\r\n"  # line 6
+        b",,\n"  # line 7: only delimiters
+        b"b@example.com,x\r"  # line 8 (a lone CR ends it)
+        b"c@example.com,y\n"  # line 9
+    )
+    tally = ReadTally()
+    chunks = [data] if chunk_size is None else list(_chunks(data, chunk_size))
+    rows = list(read_rows(chunks, tally=tally))
+    assert [(r.row_number, r.line, r.email) for r in rows] == [
+        (1, 3, "a@example.com"),
+        (4, 8, "b@example.com"),
+        (5, 9, "c@example.com"),
+    ]
+    assert tally.blank_lines == 3
+
+
+def test_the_first_data_row_is_line_2_and_an_unreadable_row_keeps_its_line():
+    data = b"email\r\na@example.com\r\n" + b"b" * 100 + b"\r\nc@example.com\r\n"
+    rows = read(data, max_field_chars=20, max_row_chars=60)
+    assert [(r.line, r.problem is None) for r in rows] == [(2, True), (3, False), (4, True)]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.sampled_from(['"', ",", "\r", "\n", "a", "@", " ", '""', "\r\n"]), max_size=40),
+    st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_lines_are_where_the_csv_module_starts_each_record(pieces, points):
+    text = "email,Notes\r\n" + "".join(pieces)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    expected, blank, end_of_last = [], 0, 0
+    for cells in reader:
+        if reader.line_num > 1:  # past the header
+            if "".join(cells).strip():
+                expected.append(end_of_last + 1)
+            else:
+                blank += 1
+        end_of_last = reader.line_num
+    tally = ReadTally()
+    try:
+        rows = list(read_rows(cut(text.encode(), points), tally=tally))
+    except CsvInputError:
+        assert expected == []
+        return
+    assert [row.line for row in rows] == expected
+    assert tally.blank_lines == blank
 
 
 @pytest.mark.parametrize("newline", ["\r\n", "\n", "\r"])

@@ -76,12 +76,13 @@ ASSIGNED = ResultRow(
     purchase_code="P-9",
     expires_utc=datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
     extra={"Notes": "line 1\nline, 2", "Cost Centre": "@SUM(A1)"},
+    line=2,
 )
 
 
 def test_the_file_starts_with_a_bom_and_uses_crlf():
     text = write([ASSIGNED], ["Cost Centre", "Notes"])
-    assert text.startswith("\ufeffrow,email,first_name,")
+    assert text.startswith("\ufeffrow,line,email,first_name,")
     assert text.endswith("\r\n")
     assert text.count("\r\n") == 2
     assert '"line 1\nline, 2"' in text  # an embedded newline stays inside its quoted cell
@@ -93,6 +94,7 @@ def test_a_round_trip_keeps_every_cell_and_neutralises_formulas():
     assert header == [*RESULT_COLUMNS, "Cost Centre", "Notes"]
     assert dict(zip(header, cells, strict=True)) == {
         "row": "1",
+        "line": "2",
         "email": "zoe@example.com",
         "first_name": "Zoë",
         "last_name": "Ñúñez-Müller 李",
@@ -152,8 +154,15 @@ def test_the_bom_can_be_left_out():
     assert out.getvalue().startswith("row,")
 
 
+def test_an_hr_request_row_has_no_line_and_its_cell_is_empty():
+    text = write([ResultRow(4, "a@example.com", "", "", "", "P", "X", "assigned")], [])
+    assert text.splitlines()[1].startswith("4,,a@example.com,")
+
+
 def test_a_rejected_row_echoes_the_input():
-    source = InputRow(7, "not-an-email", "Ada", "L", "E7", "Acme", None, {"Team": "x"}, "malformed")
+    source = InputRow(
+        7, "not-an-email", "Ada", "L", "E7", "Acme", None, {"Team": "x"}, "malformed", line=9
+    )
     result = ResultRow.rejected(source, "malformed e-mail address", program="Exam")
     assert result == ResultRow(
         row_number=7,
@@ -166,6 +175,7 @@ def test_a_rejected_row_echoes_the_input():
         status="rejected",
         reason="malformed e-mail address",
         extra={"Team": "x"},
+        line=9,
     )
 
 
@@ -185,7 +195,7 @@ def test_any_names_round_trip_with_only_the_formula_guard_added(names):
     ]
     text = write(rows, [])
     parsed = list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline="")))[1:]
-    assert [(cells[2], cells[3], cells[11]) for cells in parsed] == [
+    assert [(cells[3], cells[4], cells[12]) for cells in parsed] == [
         (spreadsheet_safe(first), spreadsheet_safe(last), spreadsheet_safe(first))
         for first, last in names
     ]

@@ -76,7 +76,7 @@ def add_local_commands(subparsers: Any) -> None:
     run.add_argument(
         "--program",
         help="program for rows (and requests) that name none (default: none, such rows are "
-        "locally)",
+        "rejected)",
     )
     run.add_argument(
         "--certiverse-url",
@@ -155,10 +155,12 @@ def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
             print(f"refusal: {result.refusal_copy}", file=out)
         return
     counts = result.summary.get("counts", {})
+    blank = int(result.summary.get("blankLines") or 0)
     print(
         f"batch {result.batch_id}: {counts.get('assigned', 0):,} assigned, "
         f"{counts.get('existing', 0):,} existing, {counts.get('rejected', 0):,} rejected, "
-        f"{counts.get('failed', 0):,} failed of {counts.get('rows', 0):,} rows",
+        f"{counts.get('failed', 0):,} failed of {counts.get('rows', 0):,} rows"
+        + (f"; {blank:,} blank line{'' if blank == 1 else 's'} skipped" if blank else ""),
         file=out,
     )
     if result.summary.get("error"):

@@ -113,6 +113,7 @@ class RunResult:
             "batchId": self.batch_id,
             "status": self.summary.get("status"),
             "counts": self.summary.get("counts"),
+            "blankLines": self.summary.get("blankLines", 0),
             "purchases": [
                 {
                     "purchaseCode": p.get("purchaseCode"),

@@ -24,7 +24,11 @@ Rules, in the order they apply:
   ignoring case, accents, spaces, ``_`` and ``-``. An e-mail column is required; a field
   named twice is an error; other columns are carried in ``InputRow.extra`` (a repeated unknown
   name gets `` (2)``, a blank one ``column N``; blank trailing header cells are ignored).
-* **Rows.** Blank rows (nothing but whitespace and delimiters) take a row number but yield nothing.
+* **Lines.** Each row knows the line of the file it starts on (``InputRow.line``; the header on
+  the first line is line 1): CRLF, LF and a lone CR each end a line, inside quoted cells too, so
+  a row after a cell holding newlines starts further down than its row number says.
+* **Rows.** Blank rows (nothing but whitespace and delimiters) take a row number but yield
+  nothing; they are counted in ``ReadTally.blank_lines`` (blank lines before the header too).
   Short rows are padded with empty cells; non-blank cells beyond the header are a row problem.
   A cell longer than ``max_field_chars`` is a row problem (the cell is emptied); a row longer than
   ``max_row_chars`` is skipped unread and reported as a problem. An unclosed quote is a problem of
@@ -52,6 +56,15 @@ from voucher_distributor.domain.recipients import KNOWN_FIELDS, REISSUE_NO, REIS
 
 class CsvInputError(ValueError):
     """The whole file is unusable; the message says why and what to do about it."""
+
+
+@dataclass(slots=True)
+class ReadTally:
+    """What reading a file passed over without a row to show for it; complete once the rows
+    have been read to the end."""
+
+    #: Blank lines (nothing but whitespace and delimiters) skipped, before the header or after.
+    blank_lines: int = 0
 
 
 #: Canonical field -> the header spellings we accept (compared after ``header_key``).
@@ -117,17 +130,20 @@ def read_rows(
     *,
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
     max_row_chars: int = DEFAULT_MAX_ROW_CHARS,
+    tally: ReadTally | None = None,
 ) -> Iterator[InputRow]:
     """Every data row of the CSV in ``chunks``, read lazily as the rows are asked for.
 
     Nothing is read before the first ``next()``. That call reads the header and the first data
     row, so a file unusable from its start raises ``CsvInputError`` before any row is yielded;
-    damage found later (undecodable bytes, NUL characters) raises it mid-stream.
+    damage found later (undecodable bytes, NUL characters) raises it mid-stream. ``tally``, when
+    given, counts what was skipped as the rows go by.
     """
     if max_field_chars < 1 or max_row_chars < max_field_chars:
         raise ValueError("need 1 <= max_field_chars <= max_row_chars")
     framer = _Framer(max_row_chars)
-    reader = _RowReader(framer, framer.records(_Decoder().texts(chunks)), max_field_chars)
+    records = framer.records(_Decoder().texts(chunks))
+    reader = _RowReader(framer, records, max_field_chars, tally or ReadTally())
     return reader.rows()
 
 
@@ -302,6 +318,11 @@ class _Framer:
         self.max_row_chars = max_row_chars
         #: Set with the last record when the input ended inside a quoted cell.
         self.unterminated = False
+        #: The line the record yielded last starts on (1-based).
+        self.record_line = 0
+        self._line = 1  # the line the record being read starts on
+        self._breaks = 0  # line breaks inside it so far (in quoted cells)
+        self._last_cr = False  # its text so far ends with CR (a CRLF may span two blocks)
         self._state = _OUTSIDE
         self._skip_lf = False  # the last block ended with CR: a leading LF belongs to it
         self._parts: list[str] = []  # the current record's text from earlier blocks
@@ -369,7 +390,18 @@ class _Framer:
     def _last_char(self) -> str:
         return self._parts[-1][-1] if self._parts else ""
 
+    def _count_breaks(self, piece: str) -> None:
+        """Count the line breaks inside a record (CRLF, LF or a lone CR, as between records)."""
+        if not piece:
+            return
+        breaks = piece.count("\n") + piece.count("\r") - piece.count("\r\n")
+        if self._last_cr and piece[0] == "\n":
+            breaks -= 1  # the LF of a CRLF whose CR ended the last piece
+        self._breaks += breaks
+        self._last_cr = piece[-1] == "\r"
+
     def _keep(self, piece: str) -> None:
+        self._count_breaks(piece)
         self._size += len(piece)
         if self._size <= self.max_row_chars:
             self._parts.append(piece)
@@ -377,6 +409,11 @@ class _Framer:
             self._parts = [piece[-1]]  # too long to keep: only its last character still matters
 
     def _finish(self, piece: str) -> str | None:
+        self._count_breaks(piece)
+        self.record_line = self._line
+        self._line += self._breaks + 1
+        self._breaks = 0
+        self._last_cr = False
         size = self._size + len(piece)
         if size > self.max_row_chars:
             record = None
@@ -494,11 +531,16 @@ class _RowReader:
     """Turns records into rows by the header's layout, numbering them as it goes."""
 
     def __init__(
-        self, framer: _Framer, records: Iterator[str | None], max_field_chars: int
+        self,
+        framer: _Framer,
+        records: Iterator[str | None],
+        max_field_chars: int,
+        tally: ReadTally,
     ) -> None:
         self._framer = framer
         self._records = records
         self._max_field_chars = max_field_chars
+        self._tally = tally
         self._splitter = _CellSplitter(",")
         self._layout = _Layout((), {}, ())
         self._indices: tuple[int, ...] = ()
@@ -540,6 +582,7 @@ class _RowReader:
                     "is this a CSV file?"
                 )
             if not record.strip():
+                self._tally.blank_lines += 1
                 continue
             if (hint := _EXCEL_SEPARATOR_HINT.fullmatch(record.strip())) is not None:
                 self._delimiter_hint = hint.group(1)
@@ -552,6 +595,7 @@ class _RowReader:
                 raise CsvInputError(f"a header cell is {longest:,} characters long: is this a CSV?")
             if "".join(cells).strip():
                 return cells
+            self._tally.blank_lines += 1
 
     def _split_header(self, record: str) -> list[str]:
         """Split the header with the delimiter under which it names an e-mail column."""
@@ -582,6 +626,7 @@ class _RowReader:
             if record is None:
                 return self._unreadable_row()
             if not record.strip():
+                self._tally.blank_lines += 1
                 continue
             try:
                 cells = self._splitter.split(record)
@@ -589,6 +634,7 @@ class _RowReader:
                 return self._unreadable_row(f"the row could not be read: {error}")
             if "".join(cells).strip():
                 return self._row(cells)
+            self._tally.blank_lines += 1
 
     def _unreadable_row(self, problem: str | None = None) -> InputRow:
         if problem is None:
@@ -599,7 +645,10 @@ class _RowReader:
             if self._framer.unterminated:
                 problem += f"; {_UNCLOSED_QUOTE}"
         extra = {name: "" for _, name in self._layout.extra}
-        return InputRow(self._row_number, "", "", "", "", None, None, extra, problem)
+        return InputRow(
+            self._row_number, "", "", "", "", None, None, extra, problem,
+            line=self._framer.record_line,
+        )  # fmt: skip
 
     def _row(self, cells: list[str]) -> InputRow:
         layout = self._layout
@@ -643,6 +692,7 @@ class _RowReader:
             extra={name: cells[index] for index, name in layout.extra},
             problem=problems[0] if problems else None,
             reissue=reissue_cell in REISSUE_YES,
+            line=self._framer.record_line,
         )
 
     def _empty_oversize_cells(self, cells: list[str]) -> list[str]:

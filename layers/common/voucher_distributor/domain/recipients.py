@@ -32,7 +32,8 @@ class InputRow:
     ``row_number`` counts data records after the header, 1-based, the way a spreadsheet shows
     them: a record with embedded newlines is one row, and a blank row still takes its number
     although it yields no ``InputRow``. So row ``n`` is spreadsheet row ``n + 1`` (the header is
-    row 1), and numbers may have gaps where the input had blank rows.
+    row 1), and numbers may have gaps where the input had blank rows. ``line`` is the line of
+    the file the row starts on (the header's is 1), what a text editor shows beside it.
     """
 
     row_number: int
@@ -53,6 +54,9 @@ class InputRow:
     problem: str | None = None
     #: The row asks for a new voucher even though the person may hold one for the program.
     reissue: bool = False
+    #: The line of the file the row starts on (header = line 1); None for an HR request's
+    #: inline recipients, which have no lines.
+    line: int | None = None
 
     @property
     def acceptable(self) -> bool:

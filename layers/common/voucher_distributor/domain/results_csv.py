@@ -24,6 +24,7 @@ from voucher_distributor.domain.recipients import InputRow
 
 RESULT_COLUMNS: Final = (
     "row",
+    "line",
     "email",
     "first_name",
     "last_name",
@@ -77,6 +78,9 @@ class ResultRow:
     expires_utc: datetime | None = None
     reason: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: The line of the input file the row starts on (header = line 1); None for an HR
+    #: request's inline recipients (the cell is left empty).
+    line: int | None = None
 
     @classmethod
     def rejected(
@@ -94,6 +98,7 @@ class ResultRow:
             status="rejected",
             reason=reason,
             extra=row.extra,
+            line=row.line,
         )
 
 
@@ -139,6 +144,7 @@ class ResultsCsvWriter:
             )
         cells = [
             str(row.row_number),
+            "" if row.line is None else str(row.line),
             row.email,
             row.first_name,
             row.last_name,

@@ -61,6 +61,8 @@ class BatchRecord(LedgerModel):
     rows_failed_early: int = 0
     #: The whole input asks for new vouchers (object metadata ``reissue: true``).
     reissue: bool = False
+    #: Blank lines the CSV reader skipped (they take a row number but yield no row).
+    blank_lines: int = 0
     #: ``retry-failed``: the batch whose failed rows this one retries, and the reverse links.
     retry_of: str | None = None
     retried_by: list[str] = Field(default_factory=list)
@@ -102,6 +104,8 @@ class RecipientRecord(LedgerModel):
     last_name: str = ""
     external_id: str = ""
     extra: dict[str, str] = Field(default_factory=dict)
+    #: The line of the input file the row starts on (None: an HR request's inline recipient).
+    line: int | None = None
     #: Said in the row's reason once it is assigned (e.g. a reissue naming the previous code).
     note: str = ""
     #: The row's claim replaced a voucher the person held (a reissue): giving it back restores it.
@@ -126,6 +130,8 @@ class AssignmentRecord(LedgerModel):
     expires_utc: str = ""
     reason: str = ""
     extra: dict[str, str] = Field(default_factory=dict)
+    #: The line of the input file the row starts on (results file only, not the table).
+    line: int | None = None
 
 
 class PreviousHolding(LedgerModel):

@@ -26,7 +26,7 @@ from voucher_distributor.adapters.certiverse import CertiverseUnauthorized
 from voucher_distributor.adapters.ledger import Claim, ClaimOutcome
 from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
 from voucher_distributor.domain.chunking import MAX_CHUNK, DuplicateTracker, Target, resolve_target
-from voucher_distributor.domain.csv_input import CsvInputError
+from voucher_distributor.domain.csv_input import CsvInputError, ReadTally
 from voucher_distributor.domain.eligibility import email_refusal
 from voucher_distributor.domain.recipients import InputRow
 from voucher_distributor.models.ledger import (
@@ -49,6 +49,8 @@ class IngestRequest:
     rows: Iterable[InputRow]
     metadata_partner: str | None = None
     metadata_program: str | None = None
+    #: What reading ``rows`` skipped (blank lines), complete once they have been read.
+    tally: ReadTally = field(default_factory=ReadTally)
     #: The last delivery of this input its queue will make before giving up: a Certiverse
     #: outage during pre-flight then fails the rows instead of sending the input back.
     final_attempt: bool = True
@@ -186,6 +188,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         rows_existing=plan.existing,
         rows_failed_early=plan.failed,
         extra_columns=plan.extra_columns,
+        blank_lines=request.tally.blank_lines,
         **({"error": preflight.failure} if preflight.failure else {}),
     )
     _hand_out(services, batch.batch_id, plan.chunk_numbers)
@@ -423,6 +426,7 @@ def _add_to_chunk(
             last_name=row.last_name,
             external_id=row.external_id,
             extra=row.extra,
+            line=row.line,
             note=note,
             reissue=reissued,
         )
@@ -508,6 +512,7 @@ def _write_rejected(
     record = {
         "status": status,
         "row_number": row.row_number,
+        "line": row.line,
         "email": row.email,
         "first_name": row.first_name,
         "last_name": row.last_name,
@@ -527,6 +532,7 @@ def _write_existing(out: IO[str], accepted: _Accepted, outcome: ClaimOutcome) ->
     row = accepted.row
     record = {
         "row_number": row.row_number,
+        "line": row.line,
         "email": row.email,
         "first_name": row.first_name,
         "last_name": row.last_name,

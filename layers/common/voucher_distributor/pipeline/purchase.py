@@ -348,6 +348,7 @@ def _outcome(
         ),
         reason=reason if not voucher else recipient.note,
         extra=recipient.extra,
+        line=recipient.line,
     )
 
 

@@ -124,6 +124,7 @@ def _result_rows(
             expires_utc=_parse_time(a.expires_utc),
             reason=a.reason,
             extra=a.extra,
+            line=a.line,
         )
         for a in merge_outcomes(chunks, load)
     )
@@ -140,8 +141,10 @@ def _result_rows(
 
 def _plain_row(r: dict[str, Any], status: ResultStatus, **values: Any) -> ResultRow:
     """A result row from a work-file record (rejected, failed early or existing)."""
+    line = r.get("line")
     fields: dict[str, Any] = {
         "row_number": int(r["row_number"]),
+        "line": None if line is None else int(line),
         "email": str(r.get("email", "")),
         "first_name": str(r.get("first_name", "")),
         "last_name": str(r.get("last_name", "")),
@@ -289,6 +292,8 @@ def _summary(
             "rejected": counts.get("rejected", 0),
             "failed": counts.get("failed", 0),
         },
+        # Blank lines of a CSV input: skipped, never a row (they keep their row numbers).
+        "blankLines": batch.blank_lines,
         "purchases": purchases,
         "results": {
             "bucket": services.storage.bucket,

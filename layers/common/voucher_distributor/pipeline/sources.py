@@ -11,7 +11,7 @@ from voucher_distributor.domain.batches import (
     result_keys_for_request,
     result_keys_for_upload,
 )
-from voucher_distributor.domain.csv_input import CsvInputError, read_rows
+from voucher_distributor.domain.csv_input import CsvInputError, ReadTally, read_rows
 from voucher_distributor.domain.emails import email_problem, normalise_email
 from voucher_distributor.domain.recipients import REISSUE_YES, InputRow
 from voucher_distributor.models.ledger import BatchRecord
@@ -51,16 +51,18 @@ def upload_request(services: Services, key: str, version: str | None) -> IngestR
     )
     limit = services.settings.max_csv_bytes
     rows: Iterator[InputRow]
+    tally = ReadTally()
     if stored.size > limit:
         rows = _refuse(
             f"the file is {stored.size:,} bytes; the limit is {limit:,} — split it into "
             "smaller files"
         )
     else:
-        rows = read_rows(stored.body)
+        rows = read_rows(stored.body, tally=tally)
     return IngestRequest(
         batch=batch,
         rows=rows,
+        tally=tally,
         metadata_partner=_first(stored.metadata, PARTNER_METADATA_KEYS),
         metadata_program=_first(stored.metadata, PROGRAM_METADATA_KEYS),
     )
@@ -80,8 +82,9 @@ def request_ingest(services: Services, request: DistributionRequest) -> IngestRe
         callback_url=request.callback_url,
     )
     rows: Iterator[InputRow]
+    tally = ReadTally()
     if request.recipients_s3_uri:
-        rows = _rows_from_s3(services, request.recipients_s3_uri)
+        rows = _rows_from_s3(services, request.recipients_s3_uri, tally)
     elif request.recipients is not None and len(request.recipients) > (
         limit := services.settings.max_inline_recipients
     ):
@@ -94,6 +97,7 @@ def request_ingest(services: Services, request: DistributionRequest) -> IngestRe
     return IngestRequest(
         batch=batch,
         rows=rows,
+        tally=tally,
         metadata_partner=request.partner_name,
         metadata_program=request.program_name,
     )
@@ -120,7 +124,7 @@ def _inline_rows(request: DistributionRequest) -> Iterator[InputRow]:
         )
 
 
-def _rows_from_s3(services: Services, uri: str) -> Iterator[InputRow]:
+def _rows_from_s3(services: Services, uri: str, tally: ReadTally) -> Iterator[InputRow]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     if bucket != services.storage.bucket or not key:
         raise CsvInputError(
@@ -132,7 +136,7 @@ def _rows_from_s3(services: Services, uri: str) -> Iterator[InputRow]:
         raise CsvInputError(str(exc)) from exc
     if stored.size > services.settings.max_csv_bytes:
         raise CsvInputError(f"{uri} is larger than {services.settings.max_csv_bytes:,} bytes")
-    yield from read_rows(stored.body)
+    yield from read_rows(stored.body, tally=tally)
 
 
 def _refuse(reason: str) -> Iterator[InputRow]:
