@@ -1,6 +1,11 @@
 from decimal import Decimal
 
-from voucher_distributor.domain.eligibility import email_refusal, purchase_refusal
+from voucher_distributor.domain.eligibility import (
+    email_refusal,
+    program_state,
+    purchase_refusal,
+    recipient_conditions,
+)
 from voucher_distributor.models.certiverse import (
     PartnerVoucherPartnerModel,
     PartnerVoucherProgramModel,
@@ -21,6 +26,7 @@ def program(
     archived=False,
     inactive=False,
     domains=(),
+    enforced=False,
 ):
     return PartnerVoucherProgramModel.model_validate(
         {
@@ -36,7 +42,10 @@ def program(
                 "isAvailableToAllVoucherPartners": open_to_all,
                 "partnerCostPerVoucher": cost,
             },
-            "restrictions": {"emailDomainRestrictions": [{"domain": d} for d in domains]},
+            "restrictions": {
+                "emailDomainRestrictions": [{"domain": d} for d in domains],
+                "enforceAssignedEmailToBookExam": enforced,
+            },
         }
     )
 
@@ -86,3 +95,21 @@ def test_email_domain_restrictions():
     assert email_refusal(restricted, "ada@partner.org") is None
     assert "evil-example.com" in email_refusal(restricted, "ada@evil-example.com")
     assert email_refusal(restricted, "ada@example.com.evil.io") is not None
+
+
+def test_program_state_reads_archived_before_inactive():
+    assert program_state(program()) == "active"
+    assert program_state(program(inactive=True)) == "inactive"
+    assert program_state(program(active=False)) == "inactive"
+    assert program_state(program(archived=True, inactive=True)) == "archived"
+
+
+def test_recipient_conditions_name_the_domains_and_an_enforced_assignment():
+    assert recipient_conditions(program()) == []
+    domains, enforced = recipient_conditions(
+        program(domains=("@Acme.example", "globex.example"), enforced=True)
+    )
+    assert domains == (
+        "e-mail domains: only addresses at acme.example or globex.example (or a subdomain)"
+    )
+    assert enforced.startswith("enforced assignment: the exam can only be booked from the account")

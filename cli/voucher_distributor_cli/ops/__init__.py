@@ -1,8 +1,11 @@
-"""Operating a stack: ``voucher-distributor status|find|redrive|reconcile``.
+"""Operating a stack: ``voucher-distributor status|find|retry-failed|redrive|reconcile`` and
+``programs``.
 
-Each command is a module (``status``, ``find``, ``redrive``, ``reconcile``); which stack they
-work on is :mod:`.target`'s job. Every command only reads, except ``redrive``, which moves
-messages from dead-letter queues back to their sources.
+Each command is a module (``status``, ``find``, ``retry``, ``redrive``, ``reconcile``,
+``programs``); which stack they work on is :mod:`.target`'s job. Every command only reads,
+except ``redrive``, which moves messages from dead-letter queues back to their sources, and
+``retry-failed``, which uploads a new input. ``programs`` asks Certiverse, not the stack (a
+stack only tells it which Certiverse, and its token).
 """
 
 from __future__ import annotations
@@ -16,8 +19,23 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from voucher_distributor.adapters.certiverse import (
+    AmbiguousName,
+    CertiverseError,
+    CertiverseUnauthorized,
+    CertiverseValidationError,
+    NameNotFound,
+    TokenUnavailable,
+)
 from voucher_distributor_cli.arguments import HelpFormatter
 from voucher_distributor_cli.ops.find import find_recipient, format_found
+from voucher_distributor_cli.ops.programs import (
+    Catalogue,
+    CertiverseNotConfigured,
+    certiverse_for,
+    format_catalogue,
+    read_catalogue,
+)
 from voucher_distributor_cli.ops.reconcile import (
     Reconciliation,
     format_reconciliation,
@@ -37,6 +55,7 @@ from voucher_distributor_cli.ops.target import (
 __all__ = [
     "COMMANDS",
     "LOCAL_STACK_NAME",
+    "Catalogue",
     "OpsError",
     "Reconciliation",
     "RedriveReport",
@@ -46,16 +65,26 @@ __all__ = [
     "add_stack_options",
     "batch_status",
     "find_recipient",
+    "format_catalogue",
     "format_reconciliation",
     "format_status",
     "iter_all_chunks",
+    "read_catalogue",
     "reconcile",
     "redrive",
     "retry_failed",
 ]
 
 #: The command names, for the grouped ``--help``.
-COMMANDS = ("status", "find", "retry-failed", "redrive", "reconcile")
+COMMANDS = ("status", "find", "retry-failed", "redrive", "reconcile", "programs")
+
+PROGRAMS_EXIT_CODES = """\
+exit codes:
+  0  listed
+  1  Certiverse could not be asked: unreachable or 5xx, a 401 (the token), a URL that is not
+     the API, no CERTIVERSE_TOKEN for --certiverse-url
+  2  the command line is wrong, or no partner is named --partner exactly (the message
+     names the ones it may have meant)"""
 
 
 def add_ops_arguments(subparsers: Any) -> None:
@@ -132,6 +161,38 @@ def add_ops_arguments(subparsers: Any) -> None:
     )
     check.set_defaults(handler=_run_reconcile)
 
+    programs = subparsers.add_parser(
+        "programs",
+        parents=[where],
+        formatter_class=HelpFormatter,
+        epilog=PROGRAMS_EXIT_CODES,
+        help="Certiverse's programs, and whether a partner can buy each (and why not)",
+        description=(
+            "Lists the Certiverse programs: price, state and, for the partner, whether it can "
+            "buy each through the API and why not (a price, an inactive program or partner, "
+            "not assigned to it) — pre-flight's own verdict, so a 'no' is why local run would "
+            "reject those rows — with what each asks of recipients (e-mail domains, an "
+            "enforced assignment). Without --partner: the only partner is judged; with several, "
+            "they are listed. Certiverse is the built-in sandbox unless --certiverse-url names a "
+            "server (token: CERTIVERSE_TOKEN) or --stack names a deployed stack (its URL and "
+            "token secret)."
+        ),
+    )
+    programs.add_argument(
+        "--partner",
+        metavar="NAME",
+        help="judge every program for this partner, named exactly (any case) (default: the "
+        "only partner, when Certiverse has one)",
+    )
+    programs.add_argument(
+        "--certiverse-url",
+        metavar="URL",
+        help="a Certiverse-compatible API base URL (https://HOST/api, or the host alone); the "
+        "token comes from CERTIVERSE_TOKEN (default: the stack's setting with --stack, else the "
+        "built-in sandbox on loopback)",
+    )
+    programs.set_defaults(handler=_run_programs)
+
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -204,6 +265,32 @@ def _run_redrive(args: argparse.Namespace) -> int:
         for r in reports
     )
     _emit(args, document, text)
+    return 0
+
+
+def _run_programs(args: argparse.Namespace) -> int:
+    """Exit 0 listed; 1 Certiverse could not be asked; 2 a wrong command line or partner."""
+
+    def fail(code: int, message: object) -> int:
+        print(f"voucher-distributor programs: {message}", file=sys.stderr)
+        return code
+
+    try:
+        target = Target.from_args(args) if (args.stack or args.endpoint_url) else None
+        with certiverse_for(certiverse_url=args.certiverse_url, target=target) as (client, where):
+            catalogue = read_catalogue(client, args.partner, where)
+    except CertiverseNotConfigured as exc:
+        return fail(1, exc)
+    except (NameNotFound, AmbiguousName, CertiverseValidationError) as exc:
+        return fail(2, exc)
+    except (CertiverseUnauthorized, TokenUnavailable) as exc:
+        source = "CERTIVERSE_TOKEN" if os.environ.get("CERTIVERSE_TOKEN") else "the token secret"
+        return fail(1, f"{str(exc).rstrip('.')} (the token tried: {source})")
+    except CertiverseError as exc:
+        return fail(1, f"Certiverse could not be asked: {exc}")
+    except (OpsError, ClientError, BotoCoreError) as exc:
+        return fail(2, exc)
+    _emit(args, catalogue.as_dict(), format_catalogue(catalogue))
     return 0
 
 

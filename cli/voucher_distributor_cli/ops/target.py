@@ -16,7 +16,12 @@ from typing import Any
 
 import boto3
 
-from voucher_distributor.adapters.certiverse import CertiverseClient, StaticToken
+from voucher_distributor.adapters.certiverse import (
+    CertiverseClient,
+    RetryPolicy,
+    StaticToken,
+    token_from_secret,
+)
 from voucher_distributor.adapters.ledger import Ledger
 
 #: The stack name ``local run`` and the local runner use (``--endpoint-url`` alone means it).
@@ -150,7 +155,13 @@ class Target:
 
     # ------------------------------------------------------------------ Certiverse
 
-    def certiverse(self, base_url: str | None = None, token: str | None = None) -> CertiverseClient:
+    def certiverse(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> CertiverseClient:
         """The Certiverse client the functions use: their URL and secret unless given."""
         url = base_url or self.function_env.get("CERTIVERSE_BASE_URL")
         if not url:
@@ -159,8 +170,14 @@ class Target:
             secret = self.function_env.get("CERTIVERSE_TOKEN_SECRET_ARN")
             if not secret:
                 raise OpsError("no Certiverse token: set CERTIVERSE_TOKEN")
-            token = self.client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"]
-        return CertiverseClient(url, StaticToken(str(token).strip()))
+            value = self.client("secretsmanager").get_secret_value(SecretId=secret)
+            token = token_from_secret(value.get("SecretString"))
+            if not token:
+                raise OpsError(
+                    f"the Certiverse token secret {secret} is empty: put the API token in it "
+                    "(README, Deploy), or set CERTIVERSE_TOKEN"
+                )
+        return CertiverseClient(url, StaticToken(str(token).strip()), retry=retry)
 
 
 def _redrives_from_queues(sqs: Any, queues: Mapping[str, str]) -> dict[str, str]:

@@ -79,6 +79,34 @@ def purchase_refusal(
     return None
 
 
+def program_state(program: PartnerVoucherProgramModel) -> str:
+    """``active``, ``inactive`` or ``archived``: the program's state as a person reads it."""
+    if program.is_archived:
+        return "archived"
+    return "active" if program_is_purchasable(program) else "inactive"
+
+
+def recipient_conditions(program: PartnerVoucherProgramModel) -> list[str]:
+    """What a program asks of the people its vouchers go to (none: anyone), in words.
+
+    Neither stops a purchase: domain restrictions reject the rows outside them, and an enforced
+    assignment binds each voucher to the e-mail it is assigned to in Certiverse, which the API
+    does not set (the booking account must match it).
+    """
+    conditions = []
+    domains = allowed_domains(program)
+    if domains:
+        conditions.append(
+            f"e-mail domains: only addresses at {' or '.join(domains)} (or a subdomain)"
+        )
+    if program.restrictions.enforce_assigned_email_to_book_exam:
+        conditions.append(
+            "enforced assignment: the exam can only be booked from the account whose e-mail "
+            "the voucher is assigned to in Certiverse (the API does not assign codes)"
+        )
+    return conditions
+
+
 def allowed_domains(program: PartnerVoucherProgramModel) -> tuple[str, ...]:
     return tuple(
         r.domain.strip().lstrip("@").lower() for r in program.restrictions.email_domain_restrictions

@@ -21,6 +21,7 @@ from voucher_distributor.adapters.certiverse.tokens import (
     SecretsManagerToken,
     StaticToken,
     TokenProvider,
+    token_from_secret,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "TokenProvider",
     "TokenUnavailable",
     "UnsafeNextLink",
+    "token_from_secret",
 ]

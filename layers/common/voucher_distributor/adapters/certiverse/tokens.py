@@ -69,7 +69,7 @@ class SecretsManagerToken:
                 f"could not read the Certiverse token secret {self._secret_id!r}: {exc}. "
                 "Check that it exists, holds a value and that the function may read it"
             ) from exc
-        token = _token_from_secret(raw)
+        token = token_from_secret(raw)
         if not token:
             raise TokenUnavailable(
                 f"the Certiverse token secret {self._secret_id!r} is empty: put the API token in it"
@@ -77,7 +77,8 @@ class SecretsManagerToken:
         return token
 
 
-def _token_from_secret(raw: str | bytes | dict[str, object] | None) -> str:
+def token_from_secret(raw: str | bytes | dict[str, object] | None) -> str:
+    """The token in a secret's value: the value itself, or a JSON object's ``token``."""
     if raw is None:
         return ""
     if isinstance(raw, bytes):
