@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
@@ -236,7 +237,15 @@ def test_7_progress_says_each_state_once_and_installs_are_quiet(
     assert sum("      done]" in line for line in progress) == 3  # once per input
     for line in progress:  # "planned" is never shown beside codes being assigned
         assert not (line.startswith("[   planned]") and not line.endswith("assigned 0"))
-    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    root = Path(__file__).parents[2]
+    makefile = (root / "Makefile").read_text()
     installs = [line for line in makefile.splitlines() if "pip install" in line]
     assert installs
     assert all("$(call step," in line for line in installs)
+    # The cause of setuptools' "Editable installation" warning box is gone: the project is
+    # installed editable as a plain .pth naming its two source roots, not a meta-path finder.
+    installed = distribution("voucher-distributor").files or []
+    assert not [f for f in installed if str(f).endswith("_finder.py")]
+    (pth,) = [f for f in installed if str(f).endswith(".pth")]
+    roots = sorted(Path(entry).resolve() for entry in pth.read_text().split())
+    assert roots == [(root / "cli").resolve(), (root / "layers" / "common").resolve()]
