@@ -185,6 +185,8 @@ def format_catalogue(catalogue: Catalogue) -> str:
     elif partner is not None:
         state = "active" if partner_is_active(partner) else partner.status.value.lower()
         lines.append(f"partner: {partner.name} ({state})")
+    else:
+        lines.append("no partners: nobody can buy these programs through this API")
     lines.append("")
     if not catalogue.programs:
         lines.append("no programs")
@@ -218,7 +220,7 @@ def format_catalogue(catalogue: Catalogue) -> str:
             f"{'' if len(catalogue.programs) == 1 else 's'} can be bought by {partner.name!r} "
             "through the API ($0, active, open to it)"
         )
-    return "\n".join(line.rstrip() for line in lines)
+    return "\n".join(line.rstrip() for line in lines).rstrip("\n")
 
 
 def _money(amount: Decimal) -> str:
