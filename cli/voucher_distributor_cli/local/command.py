@@ -19,7 +19,7 @@ EXIT_COULD_NOT_RUN = 1  # a file missing, no token, the timeout: the run itself 
 EXIT_USAGE = 2  # the command line is wrong (argparse)
 EXIT_NOTHING_TO_DO = 3  # the input was refused, or no row got a code: the sender fixes the input
 EXIT_FAILED = 4  # rows failed (the system could not): fix the cause, then retry-failed
-GOT_A_CODE = frozenset({"assigned", "existing"})
+GOT_A_CODE = frozenset({"assigned", "existing", "would-assign"})
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -91,6 +91,13 @@ def add_local_commands(subparsers: Any) -> None:
         "codes differ from run to run)",
     )
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="go through ingest and the whole pre-flight (holdings included) and report what "
+        "would happen: rows 'would-assign', the purchases that would be made; nothing is bought "
+        "or claimed (results named *.dry-run.results.csv)",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=Path("local-results"),
@@ -121,6 +128,7 @@ def _run_local(args: argparse.Namespace) -> int:
             show=sys.stderr,
             together=args.together,
             seed=args.seed,
+            dry_run=args.dry_run,
         )
     except (LocalRunError, RunTimeoutError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
@@ -139,7 +147,7 @@ def exit_code(result: RunResult) -> int:
     counts = result.summary.get("counts") or {}
     if counts.get("failed", 0):
         return EXIT_FAILED
-    if not counts.get("assigned", 0) and not counts.get("existing", 0):
+    if not any(counts.get(k, 0) for k in ("assigned", "existing", "wouldAssign")):
         return EXIT_NOTHING_TO_DO  # every row rejected, or a file that could not be read
     return EXIT_FAILED if result.summary.get("status") == "failed" else EXIT_DONE
 
@@ -155,8 +163,13 @@ def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
             print(f"refusal: {result.refusal_copy}", file=out)
         return
     counts = result.summary.get("counts", {})
+    would = (
+        f"dry run, nothing bought: {counts.get('wouldAssign', 0):,} would be assigned, "
+        if result.summary.get("dryRun")
+        else ""
+    )
     print(
-        f"batch {result.batch_id}: {counts.get('assigned', 0):,} assigned, "
+        f"batch {result.batch_id}: {would}{counts.get('assigned', 0):,} assigned, "
         f"{counts.get('existing', 0):,} existing, {counts.get('rejected', 0):,} rejected, "
         f"{counts.get('failed', 0):,} failed of {counts.get('rows', 0):,} rows",
         file=out,

@@ -112,6 +112,7 @@ class RunResult:
             **where,
             "batchId": self.batch_id,
             "status": self.summary.get("status"),
+            **({"dryRun": True} if self.summary.get("dryRun") else {}),
             "counts": self.summary.get("counts"),
             "purchases": [
                 {
@@ -238,7 +239,9 @@ class LocalPipeline:
         )
         request_id = request.get("requestId") if isinstance(request, dict) else None
         batch_id = (
-            request_batch_id(request_id) if isinstance(request_id, str) and request_id else None
+            request_batch_id(request_id, dry_run=request.get("dryRun") is True)
+            if isinstance(request, dict) and isinstance(request_id, str) and request_id
+            else None
         )
         return str(sent["MessageId"]), batch_id
 
@@ -491,6 +494,7 @@ def run_files(
     show: TextIO,
     together: bool = False,
     seed: int | None = None,
+    dry_run: bool = False,
 ) -> list[RunResult]:
     """Run CSVs (and HR request JSONs) through one local pipeline, end to end.
 
@@ -537,12 +541,12 @@ def run_files(
             # writes its results under the same key.
             results = []
             for path, key in zip(paths, keys, strict=True):
-                sent = _submit(pipeline, path, key, partner, program, show)
+                sent = _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
                 _at_the_door(pipeline, sent, show, timeout_s)
                 results.append(_finish(pipeline, sent, out_dir, show, timeout_s))
             return results
         sent_all = [
-            _submit(pipeline, path, key, partner, program, show)
+            _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
             for path, key in zip(paths, keys, strict=True)
         ]
         for sent in sent_all:
@@ -618,12 +622,17 @@ def _submit(
     partner: str | None,
     program: str | None,
     show: TextIO,
+    *,
+    dry_run: bool = False,
 ) -> _Sent:
     """Upload a CSV, or send a request (as it is, when it is not even JSON: the request
-    handler answers it as the deployed one would)."""
+    handler answers it as the deployed one would). A dry run is asked for as a user would:
+    object metadata ``mode: dry-run``, or ``"dryRun": true`` in the request."""
     if key is not None:
-        batch_id = pipeline.submit_csv(path, key=key)
-        print(f"uploaded {path.name} to s3://{pipeline.bucket}/{key}", file=show)
+        metadata = {"mode": "dry-run"} if dry_run else None
+        batch_id = pipeline.submit_csv(path, key=key, metadata=metadata)
+        mode = " as a dry run" if dry_run else ""
+        print(f"uploaded {path.name} to s3://{pipeline.bucket}/{key}{mode}", file=show)
         return _Sent(path, batch_id)
     body = path.read_text(encoding="utf-8-sig", errors="replace")
     request: dict[str, Any] | str = body
@@ -640,6 +649,8 @@ def _submit(
                 parsed["partnerName"] = partner
             if program and not parsed.get("programName"):
                 parsed["programName"] = program
+            if dry_run:
+                parsed["dryRun"] = True
             request = parsed
     message_id, request_batch = pipeline.send_request(request)
     print(f"request {path.name} sent to the request queue", file=show)

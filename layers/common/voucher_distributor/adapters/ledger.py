@@ -609,6 +609,41 @@ class Ledger:
             outcomes[index] = outcome
         return [o for o in outcomes if o is not None]
 
+    def look_up_holdings(self, claims: Sequence[Claim], *, now: int) -> list[ClaimOutcome]:
+        """What :meth:`claim_holdings` would answer, without writing anything (a dry run).
+
+        One consistent ``BatchGetItem`` per 100 claims. A reissue's ``previous`` names the
+        batch row it would replace (its code is not looked up: nothing is replaced).
+        """
+        keys = [self._holding_key(c) for c in claims]
+        wanted = list({(k["pk"], k["sk"]): k for k in keys}.values())
+        found: dict[tuple[str, str], HoldingRecord] = {}
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self.table_name: {"Keys": wanted[start : start + 100], "ConsistentRead": True}
+            }
+            while request:
+                got = self._client.batch_get_item(RequestItems=request)
+                for item in got["Responses"].get(self.table_name, []):
+                    found[(str(item["pk"]), str(item["sk"]))] = _holding_record(item)
+                request = got.get("UnprocessedKeys") or {}
+        outcomes: list[ClaimOutcome] = []
+        for claim, key in zip(claims, keys, strict=True):
+            held = found.get((key["pk"], key["sk"]))
+            if held is None or held.batch_id == claim.batch_id:
+                outcomes.append(ClaimOutcome("claimed"))
+            elif claim.reissue:
+                previous = PreviousHolding(
+                    batch_id=held.batch_id,
+                    row_number=held.row_number,
+                    replaced_at=now,
+                    replaced_by=claim.batch_id,
+                )
+                outcomes.append(ClaimOutcome("reissued", holding=held, previous=previous))
+            else:
+                outcomes.append(ClaimOutcome("held", holding=held))
+        return outcomes
+
     def _map(self, work: Any, items: Sequence[Any]) -> list[Any]:
         """``work`` over ``items`` on the claim workers (in the caller's thread for one)."""
         if len(items) <= 1 or self._claim_workers == 1:

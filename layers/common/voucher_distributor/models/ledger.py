@@ -61,6 +61,8 @@ class BatchRecord(LedgerModel):
     rows_failed_early: int = 0
     #: The whole input asks for new vouchers (object metadata ``reissue: true``).
     reissue: bool = False
+    #: A dry run: planned and reported (``would-assign``), never bought, nothing claimed.
+    dry_run: bool = False
     #: ``retry-failed``: the batch whose failed rows this one retries, and the reverse links.
     retry_of: str | None = None
     retried_by: list[str] = Field(default_factory=list)

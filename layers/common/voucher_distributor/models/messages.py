@@ -44,6 +44,8 @@ class DistributionRequest(Message):
     recipients: list[RequestRecipient] | None = None
     recipients_s3_uri: str | None = Field(default=None, alias="recipientsS3Uri")
     callback_url: str | None = None
+    #: Go through ingest and pre-flight, report ``would-assign``; buy and claim nothing.
+    dry_run: bool = False
 
     @field_validator("callback_url")
     @classmethod

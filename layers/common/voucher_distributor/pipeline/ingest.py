@@ -188,7 +188,10 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         extra_columns=plan.extra_columns,
         **({"error": preflight.failure} if preflight.failure else {}),
     )
-    _hand_out(services, batch.batch_id, plan.chunk_numbers)
+    # A dry run stops here: its chunks are never handed out; the report says what they hold.
+    _hand_out(services, batch.batch_id, [] if batch.dry_run else plan.chunk_numbers)
+    if batch.dry_run:
+        services.metrics.count("DryRuns")
     services.metrics.count("RowsReceived", plan.rows)
     services.metrics.count("RowsRejected", plan.rejected)
     services.metrics.count("RowsExisting", plan.existing)
@@ -214,9 +217,11 @@ def _resume(services: Services, batch_id: str) -> IngestOutcome | None:
     existing = services.ledger.get_batch(batch_id)
     if existing is not None and existing.status != BatchStatus.INGESTING:
         log.info("batch %s already ingested (%s): nothing to do", batch_id, existing.status)
-        if existing.status == BatchStatus.PLANNED and existing.chunk_count == 0:
-            # Nothing to buy (every row rejected, existing or failed): the report request
-            # is the only thing after PLANNED, and the process may have died before it.
+        if existing.status == BatchStatus.PLANNED and (
+            existing.chunk_count == 0 or existing.dry_run
+        ):
+            # Nothing to buy (every row rejected, existing or failed, or a dry run): the report
+            # request is the only thing after PLANNED, and the process may have died before it.
             services.queues.send(services.settings.report_queue_url, {"batchId": batch_id})
         services.metrics.count("DuplicateDeliveries")
         return IngestOutcome(batch_id, duplicate=True)
@@ -224,7 +229,8 @@ def _resume(services: Services, batch_id: str) -> IngestOutcome | None:
         # The earlier attempt recorded its whole plan (its files were written before): its
         # chunks may be bought already, so the plan stands; only hand it out again.
         log.warning("batch %s was interrupted after planning: handing it out", batch_id)
-        _hand_out(services, batch_id, list(range(existing.chunk_count)))
+        chunks = [] if existing.dry_run else list(range(existing.chunk_count))
+        _hand_out(services, batch_id, chunks)
         return IngestOutcome(batch_id, chunks=existing.chunk_count)
     log.warning("batch %s was interrupted while ingesting: planning it again", batch_id)
     return None
@@ -379,17 +385,21 @@ def _settle_claims(services: Services, batch: BatchRecord, plan: _Plan) -> None:
         )
         for a in plan.pending
     ]
-    outcomes = services.ledger.claim_holdings(claims, now=services.now())
+    if batch.dry_run:  # what the claims would find; nothing is written
+        outcomes = services.ledger.look_up_holdings(claims, now=services.now())
+    else:
+        outcomes = services.ledger.claim_holdings(claims, now=services.now())
     for accepted, claim, outcome in zip(plan.pending, claims, outcomes, strict=True):
         if outcome.kind == "held":
             plan.existing += 1
             _write_existing(plan.existing_file, accepted, outcome)
             continue
         reissued = outcome.kind == "reissued"
-        plan.claims_file.write(
-            f"{claim.email}\t{claim.partner_name}\t{claim.program_name}\t{claim.row_number}"
-            f"\t{int(reissued)}\n"
-        )
+        if not batch.dry_run:
+            plan.claims_file.write(
+                f"{claim.email}\t{claim.partner_name}\t{claim.program_name}"
+                f"\t{claim.row_number}\t{int(reissued)}\n"
+            )
         _add_to_chunk(services, batch, plan, accepted, _reissue_note(outcome), reissued)
     plan.pending.clear()
 

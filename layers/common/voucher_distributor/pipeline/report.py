@@ -106,8 +106,15 @@ def _result_rows(
     services: Services, batch: BatchRecord, chunks: list[ChunkRecord]
 ) -> Iterator[ResultRow]:
     def load(chunk: ChunkRecord) -> list[AssignmentRecord]:
+        if batch.dry_run:
+            return _would_assign(services, chunk)
         name = outcomes_file(chunk.chunk_no, chunk.state)
         return services.storage.read_records(work_key(batch.batch_id, name), AssignmentRecord)
+
+    def status(a: AssignmentRecord) -> ResultStatus:
+        if a.status in {"assigned", "would-assign"}:
+            return a.status  # type: ignore[return-value]
+        return "failed"
 
     assigned = (
         ResultRow(
@@ -118,24 +125,50 @@ def _result_rows(
             external_id=a.external_id,
             partner=a.partner_name,
             program=a.program_name,
-            status="assigned" if a.status == "assigned" else "failed",
+            status=status(a),
             voucher_code=a.voucher_code,
             purchase_code=a.purchase_code,
             expires_utc=_parse_time(a.expires_utc),
             reason=a.reason,
             extra=a.extra,
         )
-        for a in merge_outcomes(chunks, load)
+        for a in merge_outcomes(chunks, load, ended=not batch.dry_run)
     )
     rejected = (
         _plain_row(r, "failed" if r.get("status") == "failed" else "rejected")
         for r in services.storage.iter_json_lines(work_key(batch.batch_id, REJECTED_ROWS_FILE))
     )
     waited = services.now() - batch.created_at
-    existing = ExistingRows(services, wait=waited < services.settings.holder_wait_seconds).rows(
+    wait = waited < services.settings.holder_wait_seconds and not batch.dry_run
+    existing = ExistingRows(services, wait=wait, dry_run=batch.dry_run).rows(
         services.storage.iter_json_lines(work_key(batch.batch_id, EXISTING_ROWS_FILE))
     )
     return heapq.merge(assigned, rejected, existing, key=lambda row: row.row_number)
+
+
+def _would_assign(services: Services, chunk: ChunkRecord) -> list[AssignmentRecord]:
+    """A dry run's chunk as the rows the real run would buy codes for."""
+    return [
+        AssignmentRecord(
+            batch_id=chunk.batch_id,
+            row_number=r.row_number,
+            email=r.email,
+            first_name=r.first_name,
+            last_name=r.last_name,
+            external_id=r.external_id,
+            partner_name=chunk.partner_name,
+            program_name=chunk.program_name,
+            chunk_no=chunk.chunk_no,
+            status="would-assign",
+            reason=(
+                f"dry run: a new voucher would be bought (purchase {chunk.chunk_no + 1} of "
+                f"{chunk.quantity:,} for {chunk.program_name!r})"
+                + (f"; {r.note}" if r.note else "")
+            ),
+            extra=r.extra,
+        )
+        for r in services.storage.read_recipients(chunk.rows_key)
+    ]
 
 
 def _plain_row(r: dict[str, Any], status: ResultStatus, **values: Any) -> ResultRow:
@@ -161,9 +194,10 @@ class ExistingRows:
 
     BLOCK = 100  # one BatchGetItem per block
 
-    def __init__(self, services: Services, *, wait: bool = True) -> None:
+    def __init__(self, services: Services, *, wait: bool = True, dry_run: bool = False) -> None:
         self._services = services
         self._wait = wait
+        self._dry_run = dry_run
         self._batches: dict[str, BatchRecord | None] = {}
 
     def rows(self, records: Iterable[dict[str, Any]]) -> Iterator[ResultRow]:
@@ -203,6 +237,16 @@ class ExistingRows:
         if holding is not None and found is None:
             holder_batch = self._batch(holder[0])
             if holder_batch is not None and holder_batch.status != BatchStatus.FAILED:
+                if self._dry_run:
+                    return _plain_row(
+                        record,
+                        "existing",
+                        reason=(
+                            f"dry run: this person's voucher is being bought in batch "
+                            f"{holder[0]} ({holder_batch.status.value}); nothing would be "
+                            "bought here"
+                        ),
+                    )
                 if self._wait:
                     raise HoldersPending(f"batch {holder[0]} is still buying row {holder[1]}")
                 return _plain_row(
@@ -270,9 +314,12 @@ def _summary(
             "partner": c.partner_name,
             "program": c.program_name,
             "quantity": c.quantity,
-            "purchaseCode": c.purchase_code,
-            "adopted": c.adopted,
-            "state": c.state.value,
+            # A dry run's purchases are the ones the real run would make: nothing more to say.
+            **(
+                {}
+                if batch.dry_run
+                else {"purchaseCode": c.purchase_code, "adopted": c.adopted, "state": c.state.value}
+            ),
             **({"reason": c.failure_reason} if c.state == ChunkState.FAILED else {}),
         }
         for c in chunks
@@ -281,10 +328,12 @@ def _summary(
         "batchId": batch.batch_id,
         "source": batch.source,
         "status": "failed" if (status or batch.status) == BatchStatus.FAILED else "completed",
+        "dryRun": batch.dry_run,
         "error": batch.error,
         "counts": {
             "rows": batch.rows_total,
             "assigned": counts.get("assigned", 0),
+            **({"wouldAssign": counts.get("would-assign", 0)} if batch.dry_run else {}),
             "existing": counts.get("existing", 0),
             "rejected": counts.get("rejected", 0),
             "failed": counts.get("failed", 0),
@@ -312,12 +361,16 @@ def _iso(epoch: int) -> str:
 def _announce(
     services: Services, batch: BatchRecord, summary: dict[str, Any], *, completed: bool
 ) -> None:
-    detail = {k: summary[k] for k in ("batchId", "status", "counts", "results", "error")}
+    detail = {k: summary[k] for k in ("batchId", "status", "dryRun", "counts", "results", "error")}
     if detail["error"]:
         detail["error"] = redact_emails(str(detail["error"]))
-    services.events.publish(
-        "Voucher Batch Completed" if completed else "Voucher Batch Failed", detail
-    )
+    if batch.dry_run:
+        # Its own detail-type: a rule acting on completed batches never acts on a dry run.
+        detail["purchases"] = summary["purchases"]
+        detail_type = "Voucher Batch Dry Run Completed" if completed else "Voucher Batch Failed"
+    else:
+        detail_type = "Voucher Batch Completed" if completed else "Voucher Batch Failed"
+    services.events.publish(detail_type, detail)
     if batch.callback_url and services.callbacks is not None:
         body = json.dumps(detail, separators=(",", ":"), default=str).encode()
         try:
