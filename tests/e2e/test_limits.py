@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from typing import Any
 
+from voucher_distributor.pipeline.approval import utc_day
 from voucher_distributor_cli.local.run import RunResult
 
 from .conftest import CLOUD, PARTNER, SPRING, World, people
@@ -108,3 +110,107 @@ def test_a_dry_run_request_is_not_the_request_itself(make_world) -> None:
     (real,) = finish(world, [world.pipeline.submit_request(request)])  # type: ignore[list-item]
     assert real.batch_id != dry.batch_id
     assert statuses(real) == {"assigned": 5}
+
+
+def _wait(world: World, batch_id: str) -> Any:
+    """Run until the batch awaits approval (or ends); its record."""
+    return world.pipeline.run_until_done(batch_id, timeout_s=120, stop_when_waiting=True)
+
+
+LIMITS = {"ApprovalThreshold": "10", "DailyVoucherLimit": "25", "MaxRecipientsPerBatch": "40"}
+
+
+def test_a_batch_over_the_threshold_waits_and_approve_lets_it_finish(make_world) -> None:
+    world = make_world(parameters=LIMITS)
+    listener = _listen(world)
+    batch_id = world.pipeline.submit_csv(world.csv_file(people(12), "twelve.csv"))
+    waiting = _wait(world, batch_id)
+    assert waiting.status.value == "AWAITING_APPROVAL"
+    assert "over ApprovalThreshold (10)" in (waiting.approval_reason or "")
+    assert world.sandbox.purchases() == []
+    (event,) = [e for e in _events(world, listener) if e["detail-type"].endswith("Approval")]
+    assert event["detail-type"] == "Voucher Batch Awaiting Approval"
+    assert event["detail"]["vouchers"] == 12
+    assert event["detail"]["purchases"] == [
+        {"chunk": 0, "partner": PARTNER, "program": SPRING, "quantity": 12}
+    ]
+    decided = world.pipeline.decide(batch_id, "approved")
+    assert decided.approval_by
+    assert decided.approval_by.startswith("arn:aws:")
+    (result,) = finish(world, [batch_id])
+    assert statuses(result) == {"assigned": 12}
+    assert result.summary["approval"]["decision"] == "approved"
+    assert result.summary["approval"]["by"] == decided.approval_by
+    assert world.pipeline.ledger.vouchers_counted(_today()) == 12
+
+
+def test_reject_ends_a_waiting_batch_with_nothing_bought_and_claims_given_back(
+    make_world,
+) -> None:
+    world = make_world(parameters=LIMITS)
+    crowd = people(12)
+    batch_id = world.pipeline.submit_csv(world.csv_file(crowd, "twelve.csv"))
+    _wait(world, batch_id)
+    world.pipeline.decide(batch_id, "rejected", "wrong list")
+    (result,) = finish(world, [batch_id])
+    assert world.sandbox.purchases() == []
+    assert statuses(result) == {"rejected": 12}
+    assert result.summary["status"] == "rejected"
+    assert all("wrong list" in r["reason"] for r in result.rows)
+    assert not [h for h in world.pipeline.ledger.iter_holdings() if h.batch_id == batch_id]
+    # the same people are free to get a voucher from a smaller list
+    (again,) = finish(world, [world.pipeline.submit_csv(world.csv_file(crowd[:5], "five.csv"))])
+    assert statuses(again) == {"assigned": 5}
+
+
+def test_two_batches_at_once_cannot_together_cross_the_daily_limit(make_world) -> None:
+    """25 a day; two lists of 10 and one of 8, sent together: 28 > 25, so one waits."""
+    world = make_world(parameters=LIMITS)
+    ids = [
+        world.pipeline.submit_csv(world.csv_file(people(n, start=s), f"list{s}.csv"))
+        for n, s in ((10, 1), (10, 101), (8, 201))
+    ]
+    records = [_wait(world, b) for b in ids]
+    waiting = [r for r in records if r.status.value == "AWAITING_APPROVAL"]
+    assert len(waiting) == 1
+    assert "would cross DailyVoucherLimit (25)" in (waiting[0].approval_reason or "")
+    bought = sum(p.quantity for p in world.sandbox.purchases())
+    assert bought <= 25
+    assert world.pipeline.ledger.vouchers_counted(_today()) == bought
+    world.pipeline.decide(waiting[0].batch_id, "approved")  # an approval may cross the limit
+    finish(world, ids)
+    assert sum(p.quantity for p in world.sandbox.purchases()) == 28
+    assert world.pipeline.ledger.vouchers_counted(_today()) == 28
+
+
+def test_the_timeout_rejects_a_forgotten_batch(make_world) -> None:
+    world = make_world(parameters=LIMITS, tuning={"APPROVAL_TIMEOUT_HOURS": "0.001"})
+    batch_id = world.pipeline.submit_csv(world.csv_file(people(12), "twelve.csv"))
+    (result,) = finish(world, [batch_id])  # nobody decides: rejected by itself in ~4 s
+    assert world.sandbox.purchases() == []
+    assert statuses(result) == {"rejected": 12}
+    assert result.summary["approval"]["by"] == "timeout"
+    assert "ApprovalTimeoutHours" in result.rows[0]["reason"]
+    batch = world.pipeline.ledger.get_batch(batch_id)
+    assert batch is not None
+    assert batch.approval_decision == "rejected"
+
+
+def test_an_input_over_max_recipients_is_refused_whole(make_world) -> None:
+    world = make_world(parameters=LIMITS)
+    batch_id = world.pipeline.submit_csv(world.csv_file(people(95), "big.csv"))
+    world.pipeline.run_until_done(batch_id, timeout_s=120)
+    result = world.pipeline.result(batch_id)
+    assert result.summary["status"] == "failed"
+    assert "95 rows, over MaxRecipientsPerBatch (40)" in result.summary["error"]
+    assert "split it into 3 inputs" in result.summary["error"]
+    assert world.sandbox.purchases() == []
+    assert not list(world.pipeline.ledger.iter_holdings())
+
+
+def _today() -> str:
+    import time
+
+    from voucher_distributor.pipeline.approval import utc_day
+
+    return utc_day(time.time())

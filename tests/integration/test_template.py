@@ -473,6 +473,13 @@ def _scenarios(pipeline: LocalPipeline, sandbox: SandboxServer, tmp_path: Path) 
     run(down)
     sandbox.set_faults(FaultSettings())
     run(pipeline.retry_failed(down))
+    # Dry runs: by metadata, under incoming/dry-run/, and by request; nothing bought.
+    dry = csv_file("dry.csv", f"email,program_name\r\nann@acme.example,{SPRING}\r\n"
+        f"hank@acme.example,{SPRING}\r\n")  # fmt: skip
+    run(pipeline.submit_csv(dry, metadata={"mode": "dry-run"}))
+    run(pipeline.submit_csv(dry, key="incoming/dry-run/dry.csv"))
+    run(pipeline.submit_request({"requestId": "template-dry", "partnerName": PARTNER,
+        "programName": SPRING, "dryRun": True, "recipients": [{"email": "ivy@acme.example"}]}))  # fmt: skip
     run(pipeline.submit_request({**request, "requestId": "template-req-2",
         "recipientsS3Uri": f"s3://{pipeline.bucket}/incoming/missing.csv"}))  # fmt: skip
     run(pipeline.submit_request({**request, "requestId": "template-req-4",

@@ -98,6 +98,16 @@ def add_local_commands(subparsers: Any) -> None:
         "or claimed (results named *.dry-run.results.csv)",
     )
     run.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        type=parameter_override,
+        help="template parameters for the local stack, as `sam deploy` takes them (e.g. "
+        "ApprovalThreshold=100 DailyVoucherLimit=500 MaxRecipientsPerBatch=1000) "
+        "(default: the template's defaults)",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=Path("local-results"),
@@ -112,10 +122,22 @@ def add_local_commands(subparsers: Any) -> None:
     run.set_defaults(handler=_run_local)
 
 
+def parameter_override(text: str) -> tuple[str, str]:
+    """``Name=Value`` (or sam's ``ParameterKey=Name,ParameterValue=Value``)."""
+    if text.startswith("ParameterKey="):
+        key, _, value = text.removeprefix("ParameterKey=").partition(",ParameterValue=")
+    else:
+        key, _, value = text.partition("=")
+    if not key or "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected Name=Value")
+    return key.strip(), value
+
+
 def _run_local(args: argparse.Namespace) -> int:
     # Imported here: the sandbox command must not pay for moto and the pipeline.
     from voucher_distributor_cli.local.run import LocalRunError, run_files  # noqa: PLC0415
     from voucher_distributor_cli.local.runner import RunTimeoutError  # noqa: PLC0415
+    from voucher_distributor_cli.local.runner.stack import StackError  # noqa: PLC0415
 
     try:
         results = run_files(
@@ -129,8 +151,9 @@ def _run_local(args: argparse.Namespace) -> int:
             together=args.together,
             seed=args.seed,
             dry_run=args.dry_run,
+            parameters=dict(args.parameter_overrides),
         )
-    except (LocalRunError, RunTimeoutError) as exc:
+    except (LocalRunError, RunTimeoutError, StackError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
         return EXIT_COULD_NOT_RUN
     for result in results:

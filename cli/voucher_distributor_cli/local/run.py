@@ -147,12 +147,14 @@ class LocalPipeline:
         log_stream: IO[str] | None = None,
         tuning: dict[str, str] | None = None,
         retry_visibility_s: int = 2,
+        parameters: dict[str, str] | None = None,
     ) -> None:
         self.stack = MotoStack(
             template,
             parameters={
                 "DefaultPartnerName": default_partner,
                 "DefaultProgramName": default_program,
+                **(parameters or {}),
             },
             secret_values={"CertiverseTokenSecret": certiverse_token},
         )
@@ -164,6 +166,7 @@ class LocalPipeline:
         self._ledger: tuple[str, Ledger] | None = None  # (endpoint, ledger) once asked for
         self._copies: dict[str, tuple[Path, Path]] = {}  # batch -> its copies in out dirs
         self._shown: dict[str, str] = {}  # batch -> the progress line shown last
+        self._asked: set[str] = set()  # batches whose approval hint was shown
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -302,8 +305,10 @@ class LocalPipeline:
         timeout_s: float = 600,
         show: TextIO | None = None,
         every_s: float = 1.0,
+        stop_when_waiting: bool = False,
     ) -> BatchRecord:
-        """Deliver events until the batch is DONE or FAILED; show progress on ``show``."""
+        """Deliver events until the batch is DONE or FAILED (or, with ``stop_when_waiting``,
+        awaits approval); show progress on ``show``."""
         assert self.lambdas is not None, "start() first"
         last_shown = 0.0
 
@@ -316,6 +321,17 @@ class LocalPipeline:
         def finished() -> bool:
             batch = self.ledger.get_batch(batch_id)
             done = batch is not None and batch.status in FINAL_STATUSES
+            if (
+                not done
+                and batch is not None
+                and batch.status == BatchStatus.AWAITING_APPROVAL
+                and batch_id not in self._asked
+                and show is not None
+            ):
+                self._asked.add(batch_id)
+                print(self._approval_hint(batch), file=show, flush=True)
+            if stop_when_waiting and batch is not None:
+                done = done or batch.status == BatchStatus.AWAITING_APPROVAL
             if show is not None and not done and time.monotonic() - last_shown >= every_s:
                 shown(self.progress(batch_id).line())
             return done
@@ -327,11 +343,28 @@ class LocalPipeline:
         shown(self.progress(batch_id).line())  # the final state, once
         return batch
 
+    def _approval_hint(self, batch: BatchRecord) -> str:
+        where = f"--endpoint-url {self.stack.endpoint_url}"
+        return (
+            f"[awaiting approval] batch {batch.batch_id}: {batch.approval_reason}. Nothing is "
+            "bought until it is decided; in another terminal:\n"
+            f"    voucher-distributor approve {batch.batch_id} {where}\n"
+            f'    voucher-distributor reject {batch.batch_id} --reason "…" {where}\n'
+            "  (this run waits for the decision, or --timeout)"
+        )
+
     def run_until_idle(self, *, timeout_s: float = 120) -> None:
         """Deliver events until every queue is empty (for inputs without a batch id)."""
         assert self.lambdas is not None, "start() first"
         with self._logs_routed():
             self.lambdas.run_until_idle(timeout_s)
+
+    def decide(self, batch_id: str, decision: str, note: str | None = None) -> BatchRecord:
+        """``approve`` / ``reject`` against this stack, as the commands do."""
+        from voucher_distributor_cli.ops.approval import decide  # noqa: PLC0415
+        from voucher_distributor_cli.ops.target import Target  # noqa: PLC0415
+
+        return decide(Target.local(self.stack.endpoint_url), batch_id, decision=decision, note=note)
 
     # ------------------------------------------------------------------ outputs
 
@@ -495,6 +528,7 @@ def run_files(
     together: bool = False,
     seed: int | None = None,
     dry_run: bool = False,
+    parameters: dict[str, str] | None = None,
 ) -> list[RunResult]:
     """Run CSVs (and HR request JSONs) through one local pipeline, end to end.
 
@@ -530,6 +564,7 @@ def run_files(
                 default_partner=partner or "",
                 default_program=program or "",
                 log_stream=log_file,
+                parameters=parameters,
             )
         )
         print(

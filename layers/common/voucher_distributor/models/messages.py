@@ -23,6 +23,9 @@ class PollMessage(ChunkMessage):
 
 class ReportMessage(Message):
     batch_id: str = Field(min_length=1)
+    #: ``"approval"``: look at a batch waiting for approval (decided, or past its deadline?)
+    #: instead of reporting it.
+    check: str | None = None
 
 
 class RequestRecipient(Message):

@@ -35,6 +35,7 @@ from voucher_distributor.models.ledger import (
     ChunkRecord,
     ChunkState,
 )
+from voucher_distributor.pipeline.approval import approval_summary, rejection_reason
 from voucher_distributor.pipeline.context import Services, log
 
 
@@ -105,14 +106,19 @@ def fail_batch(services: Services, batch_id: str, reason: str) -> None:
 def _result_rows(
     services: Services, batch: BatchRecord, chunks: list[ChunkRecord]
 ) -> Iterator[ResultRow]:
+    rejected_whole = batch.approval_decision == "rejected"
+    unbought = batch.dry_run or rejected_whole
+
     def load(chunk: ChunkRecord) -> list[AssignmentRecord]:
+        if rejected_whole:
+            return _planned(services, chunk, "rejected", rejection_reason(batch))
         if batch.dry_run:
-            return _would_assign(services, chunk)
+            return _planned(services, chunk, "would-assign", _would_buy(chunk))
         name = outcomes_file(chunk.chunk_no, chunk.state)
         return services.storage.read_records(work_key(batch.batch_id, name), AssignmentRecord)
 
     def status(a: AssignmentRecord) -> ResultStatus:
-        if a.status in {"assigned", "would-assign"}:
+        if a.status in {"assigned", "would-assign", "rejected"}:
             return a.status  # type: ignore[return-value]
         return "failed"
 
@@ -132,7 +138,7 @@ def _result_rows(
             reason=a.reason,
             extra=a.extra,
         )
-        for a in merge_outcomes(chunks, load, ended=not batch.dry_run)
+        for a in merge_outcomes(chunks, load, ended=not unbought)
     )
     rejected = (
         _plain_row(r, "failed" if r.get("status") == "failed" else "rejected")
@@ -146,8 +152,17 @@ def _result_rows(
     return heapq.merge(assigned, rejected, existing, key=lambda row: row.row_number)
 
 
-def _would_assign(services: Services, chunk: ChunkRecord) -> list[AssignmentRecord]:
-    """A dry run's chunk as the rows the real run would buy codes for."""
+def _would_buy(chunk: ChunkRecord) -> str:
+    return (
+        f"dry run: a new voucher would be bought (purchase {chunk.chunk_no + 1}, "
+        f"{chunk.quantity:,} of {chunk.program_name!r})"
+    )
+
+
+def _planned(
+    services: Services, chunk: ChunkRecord, status: str, reason: str
+) -> list[AssignmentRecord]:
+    """A chunk never bought (a dry run's, a rejected batch's) as the rows it was planned for."""
     return [
         AssignmentRecord(
             batch_id=chunk.batch_id,
@@ -159,12 +174,8 @@ def _would_assign(services: Services, chunk: ChunkRecord) -> list[AssignmentReco
             partner_name=chunk.partner_name,
             program_name=chunk.program_name,
             chunk_no=chunk.chunk_no,
-            status="would-assign",
-            reason=(
-                f"dry run: a new voucher would be bought (purchase {chunk.chunk_no + 1} of "
-                f"{chunk.quantity:,} for {chunk.program_name!r})"
-                + (f"; {r.note}" if r.note else "")
-            ),
+            status=status,
+            reason=reason + (f"; {r.note}" if r.note and status == "would-assign" else ""),
             extra=r.extra,
         )
         for r in services.storage.read_recipients(chunk.rows_key)
@@ -327,7 +338,7 @@ def _summary(
     return {
         "batchId": batch.batch_id,
         "source": batch.source,
-        "status": "failed" if (status or batch.status) == BatchStatus.FAILED else "completed",
+        "status": _summary_status(batch, status),
         "dryRun": batch.dry_run,
         "error": batch.error,
         "counts": {
@@ -344,6 +355,7 @@ def _summary(
             "csv": batch.results_csv_key if batch.status != BatchStatus.FAILED else None,
             "summary": batch.summary_key,
         },
+        **({"approval": approval} if (approval := approval_summary(batch)) else {}),
         **({"retryOf": batch.retry_of} if batch.retry_of else {}),
         **({"retriedBy": batch.retried_by} if batch.retried_by else {}),
         "timings": {
@@ -352,6 +364,12 @@ def _summary(
             "durationSeconds": finished_at - batch.created_at,
         },
     }
+
+
+def _summary_status(batch: BatchRecord, status: BatchStatus | None) -> str:
+    if (status or batch.status) == BatchStatus.FAILED:
+        return "failed"
+    return "rejected" if batch.approval_decision == "rejected" else "completed"
 
 
 def _iso(epoch: int) -> str:
@@ -368,6 +386,9 @@ def _announce(
         # Its own detail-type: a rule acting on completed batches never acts on a dry run.
         detail["purchases"] = summary["purchases"]
         detail_type = "Voucher Batch Dry Run Completed" if completed else "Voucher Batch Failed"
+    elif batch.approval_decision == "rejected":
+        detail["approval"] = summary["approval"]
+        detail_type = "Voucher Batch Rejected"
     else:
         detail_type = "Voucher Batch Completed" if completed else "Voucher Batch Failed"
     services.events.publish(detail_type, detail)
