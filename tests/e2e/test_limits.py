@@ -209,8 +209,4 @@ def test_an_input_over_max_recipients_is_refused_whole(make_world) -> None:
 
 
 def _today() -> str:
-    import time
-
-    from voucher_distributor.pipeline.approval import utc_day
-
     return utc_day(time.time())

@@ -479,7 +479,8 @@ def _scenarios(pipeline: LocalPipeline, sandbox: SandboxServer, tmp_path: Path) 
     run(pipeline.submit_csv(dry, metadata={"mode": "dry-run"}))
     run(pipeline.submit_csv(dry, key="incoming/dry-run/dry.csv"))
     run(pipeline.submit_request({"requestId": "template-dry", "partnerName": PARTNER,
-        "programName": SPRING, "dryRun": True, "recipients": [{"email": "ivy@acme.example"}]}))  # fmt: skip
+        "programName": SPRING, "dryRun": True,
+        "recipients": [{"email": "ivy@acme.example"}]}))  # fmt: skip
     run(pipeline.submit_request({**request, "requestId": "template-req-2",
         "recipientsS3Uri": f"s3://{pipeline.bucket}/incoming/missing.csv"}))  # fmt: skip
     run(pipeline.submit_request({**request, "requestId": "template-req-4",
