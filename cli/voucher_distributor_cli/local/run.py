@@ -47,6 +47,8 @@ LOCAL_TUNING = {
     "CLAIM_CONCURRENCY": "4",
     # A report waiting for codes another batch is still buying looks again after a second.
     "REPORT_WAIT_SECONDS": "1",
+    # A batch awaiting approval is looked at every second (its decision, its deadline).
+    "APPROVAL_CHECK_SECONDS": "1",
 }
 FINAL_STATUSES = frozenset({BatchStatus.DONE, BatchStatus.FAILED})
 

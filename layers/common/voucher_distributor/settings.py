@@ -61,6 +61,9 @@ class Settings(BaseModel):
     approval_threshold: int = Field(default=5_000, ge=0)
     #: A batch still waiting after this long is rejected by itself.
     approval_timeout_hours: float = Field(default=72, gt=0)
+    #: How often a waiting batch is looked at (its deadline; a decision is also carried out at
+    #: once when it is made).
+    approval_check_seconds: int = Field(default=900, ge=1, le=900)
     #: SNS topic told of every batch awaiting approval (e-mail subscriptions); empty: none.
     approval_topic_arn: str = ""
     #: Holdings claimed at once while ingesting (one conditional write each, in parallel).

@@ -209,7 +209,8 @@ def approval_summary(batch: BatchRecord) -> dict[str, Any] | None:
 
 
 def _check_later(services: Services, batch: BatchRecord) -> None:
-    wait = max(1, min(MAX_DELAY_SECONDS, (batch.approval_deadline or 0) - services.now()))
+    every = min(MAX_DELAY_SECONDS, services.settings.approval_check_seconds)
+    wait = max(1, min(every, (batch.approval_deadline or 0) - services.now()))
     services.queues.send(
         services.settings.report_queue_url,
         {"batchId": batch.batch_id, "check": APPROVAL_CHECK},
