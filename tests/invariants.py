@@ -68,13 +68,23 @@ def consistency_violations(
                 )
     if result.summary.get("status") == "failed" and purchases:
         problems.append("a failed (refused) batch bought something")
+    dry_run = bool(result.summary.get("dryRun"))
+    if dry_run and (purchases or chunk_codes):
+        problems.append("a dry run bought something")
     rows = result.rows
     # every row ends assigned, existing, rejected or failed, with a reason unless assigned
     statuses = Counter(row["status"] for row in rows)
-    if not set(statuses) <= {"assigned", "existing", "rejected", "failed"}:
+    known = (
+        {"would-assign", "existing", "rejected", "failed"}
+        if dry_run
+        else {"assigned", "existing", "rejected", "failed"}
+    )
+    if not set(statuses) <= known:
         problems.append(f"unknown row statuses {sorted(statuses)}")
     if any(not row["reason"] for row in rows if row["status"] != "assigned"):
         problems.append("a row without a code has no reason")
+    if dry_run and [r for r in rows if r["status"] == "would-assign" and r["voucher_code"]]:
+        problems.append("a dry run's would-assign row shows a code")
     numbers = [int(r["row"]) for r in rows]
     if numbers != sorted(numbers):
         problems.append("results are not in row order")
@@ -103,7 +113,7 @@ def consistency_violations(
     for row in rows:
         number = int(row["row"])
         record = ledger_rows.get(number)
-        if row["status"] in {"rejected", "existing"}:
+        if row["status"] in {"rejected", "existing", "would-assign"}:
             if record is not None:
                 problems.append(f"{row['status']} row {number} has a ledger assignment")
             continue
@@ -120,8 +130,8 @@ def consistency_violations(
                 problems.append(f"assigned row {number} holds no claim")
     # an existing row shows a code its person was given in an earlier (or concurrent) batch
     for row in rows:
-        if row["status"] != "existing":
-            continue
+        if row["status"] != "existing" or (dry_run and not row["voucher_code"]):
+            continue  # (a dry run's person whose code is still being bought elsewhere)
         given = [
             a for a in ledger.assignments_for_email(_cell(row["email"]))
             if a.status == "assigned" and a.voucher_code == row["voucher_code"]
@@ -132,6 +142,10 @@ def consistency_violations(
     for status in ("assigned", "existing", "rejected", "failed"):
         if counts.get(status, 0) != statuses.get(status, 0):
             problems.append(f"summary counts {status}={counts.get(status)} != results")
+    if dry_run and counts.get("wouldAssign", 0) != statuses.get("would-assign", 0):
+        problems.append("summary counts wouldAssign != results")
+    if dry_run and any(h.batch_id == batch_id for h in ledger.iter_holdings()):
+        problems.append("a dry run claimed a holding")
     return problems
 
 

@@ -1,10 +1,12 @@
-"""Reporter: writes a finished batch's results and summary, then announces them."""
+"""Reporter: writes a finished batch's results and summary, then announces them; and carries
+out the decision on a batch that waited for approval (or rejects it at its deadline)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from voucher_distributor.models.messages import ReportMessage
+from voucher_distributor.pipeline.approval import APPROVAL_CHECK, check_approval
 from voucher_distributor.pipeline.report import report_batch
 from voucher_distributor.runtime import logger, metrics, services, tracer
 from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
@@ -16,6 +18,9 @@ if TYPE_CHECKING:
 def record_handler(record: SqsRecord) -> None:
     message = ReportMessage.model_validate_json(record.body)
     logger.set_correlation_id(message.batch_id)
+    if message.check == APPROVAL_CHECK:
+        logger.info("approval: %s", check_approval(services(), message.batch_id))
+        return
     logger.info("report: %s", report_batch(services(), message.batch_id))
 
 

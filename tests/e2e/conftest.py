@@ -56,6 +56,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         page_size: int = 100,
         tuning: dict[str, str] | None = None,
         default_program: str = "",
+        parameters: dict[str, str] | None = None,
     ) -> World:
         log = (tmp_path / "handlers.log").open("a", encoding="utf-8")
         started.append(log)
@@ -77,6 +78,7 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
             default_program=default_program,
             log_stream=log,
             tuning={"INITIAL_CHECK_SECONDS": "0.5", **(tuning or {})},
+            parameters=parameters,
         ).start()
         started.append(pipeline)
         return World(sandbox, pipeline, tmp_path)

@@ -352,6 +352,8 @@ def _required(
         for entry in p["Entries"]:
             bus = entry.get("EventBusName", "default")
             yield "events:PutEvents", f"arn:aws:events:{region}:{account}:event-bus/{bus}"
+    elif service == "sns":
+        yield f"sns:{operation}", p["TopicArn"]
     else:
         yield f"{service}:{operation}", "*"
 
@@ -473,6 +475,27 @@ def _scenarios(pipeline: LocalPipeline, sandbox: SandboxServer, tmp_path: Path) 
     run(down)
     sandbox.set_faults(FaultSettings())
     run(pipeline.retry_failed(down))
+    # Over ApprovalThreshold: one list is approved (handed out by the report function), the
+    # other rejected (its claims given back, its rows reported rejected).
+    # An HR request of 5 waits until its timeout rejects it (the report function looking again
+    # meanwhile).
+    for name, decision in (("approve.csv", "approved"), ("reject.csv", "rejected")):
+        five = "".join(f"{name[0]}{n}@acme.example,{SPRING}\r\n" for n in range(5))
+        batch = pipeline.submit_csv(csv_file(name, f"email,program_name\r\n{five}"))
+        pipeline.run_until_done(batch, timeout_s=120, stop_when_waiting=True)
+        pipeline.decide(batch, decision, "not this week" if decision == "rejected" else None)
+        run(batch)
+    run(pipeline.submit_request({"requestId": "template-wait", "partnerName": PARTNER,
+        "programName": SPRING,
+        "recipients": [{"email": f"t{n}@acme.example"} for n in range(5)]}))  # fmt: skip
+    # Dry runs: by metadata, under incoming/dry-run/, and by request; nothing bought.
+    dry = csv_file("dry.csv", f"email,program_name\r\nann@acme.example,{SPRING}\r\n"
+        f"hank@acme.example,{SPRING}\r\n")  # fmt: skip
+    run(pipeline.submit_csv(dry, metadata={"mode": "dry-run"}))
+    run(pipeline.submit_csv(dry, key="incoming/dry-run/dry.csv"))
+    run(pipeline.submit_request({"requestId": "template-dry", "partnerName": PARTNER,
+        "programName": SPRING, "dryRun": True,
+        "recipients": [{"email": "ivy@acme.example"}]}))  # fmt: skip
     run(pipeline.submit_request({**request, "requestId": "template-req-2",
         "recipientsS3Uri": f"s3://{pipeline.bucket}/incoming/missing.csv"}))  # fmt: skip
     run(pipeline.submit_request({**request, "requestId": "template-req-4",
@@ -499,7 +522,9 @@ def test_each_policy_grants_exactly_the_calls_its_function_makes(
             certiverse_token=TOKEN,
             default_partner=PARTNER,
             log_stream=log,
-            tuning={"INITIAL_CHECK_SECONDS": "2"},
+            # The scenario's lists of 5 wait for approval; one nobody decides ends in ~11 s.
+            tuning={"INITIAL_CHECK_SECONDS": "2", "APPROVAL_TIMEOUT_HOURS": "0.003"},
+            parameters={"ApprovalThreshold": "4"},
         ) as pipeline,
     ):
         _scenarios(pipeline, sandbox, tmp_path)

@@ -19,7 +19,7 @@ EXIT_COULD_NOT_RUN = 1  # a file missing, no token, the timeout: the run itself 
 EXIT_USAGE = 2  # the command line is wrong (argparse)
 EXIT_NOTHING_TO_DO = 3  # the input was refused, or no row got a code: the sender fixes the input
 EXIT_FAILED = 4  # rows failed (the system could not): fix the cause, then retry-failed
-GOT_A_CODE = frozenset({"assigned", "existing"})
+GOT_A_CODE = frozenset({"assigned", "existing", "would-assign"})
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -91,6 +91,23 @@ def add_local_commands(subparsers: Any) -> None:
         "codes differ from run to run)",
     )
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="go through ingest and the whole pre-flight (holdings included) and report what "
+        "would happen: rows 'would-assign', the purchases that would be made; nothing is bought "
+        "or claimed (results named *.dry-run.results.csv)",
+    )
+    run.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        type=parameter_override,
+        help="template parameters for the local stack, as `sam deploy` takes them (e.g. "
+        "ApprovalThreshold=100 DailyVoucherLimit=500 MaxRecipientsPerBatch=1000) "
+        "(default: the template's defaults)",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=Path("local-results"),
@@ -105,10 +122,22 @@ def add_local_commands(subparsers: Any) -> None:
     run.set_defaults(handler=_run_local)
 
 
+def parameter_override(text: str) -> tuple[str, str]:
+    """``Name=Value`` (or sam's ``ParameterKey=Name,ParameterValue=Value``)."""
+    if text.startswith("ParameterKey="):
+        key, _, value = text.removeprefix("ParameterKey=").partition(",ParameterValue=")
+    else:
+        key, _, value = text.partition("=")
+    if not key or "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected Name=Value")
+    return key.strip(), value
+
+
 def _run_local(args: argparse.Namespace) -> int:
     # Imported here: the sandbox command must not pay for moto and the pipeline.
     from voucher_distributor_cli.local.run import LocalRunError, run_files  # noqa: PLC0415
     from voucher_distributor_cli.local.runner import RunTimeoutError  # noqa: PLC0415
+    from voucher_distributor_cli.local.runner.stack import StackError  # noqa: PLC0415
 
     try:
         results = run_files(
@@ -121,8 +150,10 @@ def _run_local(args: argparse.Namespace) -> int:
             show=sys.stderr,
             together=args.together,
             seed=args.seed,
+            dry_run=args.dry_run,
+            parameters=dict(args.parameter_overrides),
         )
-    except (LocalRunError, RunTimeoutError) as exc:
+    except (LocalRunError, RunTimeoutError, StackError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
         return EXIT_COULD_NOT_RUN
     for result in results:
@@ -139,7 +170,7 @@ def exit_code(result: RunResult) -> int:
     counts = result.summary.get("counts") or {}
     if counts.get("failed", 0):
         return EXIT_FAILED
-    if not counts.get("assigned", 0) and not counts.get("existing", 0):
+    if not any(counts.get(k, 0) for k in ("assigned", "existing", "wouldAssign")):
         return EXIT_NOTHING_TO_DO  # every row rejected, or a file that could not be read
     return EXIT_FAILED if result.summary.get("status") == "failed" else EXIT_DONE
 
@@ -156,8 +187,13 @@ def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
         return
     counts = result.summary.get("counts", {})
     blank = int(result.summary.get("blankLines") or 0)
+    would = (
+        f"dry run, nothing bought: {counts.get('wouldAssign', 0):,} would be assigned, "
+        if result.summary.get("dryRun")
+        else ""
+    )
     print(
-        f"batch {result.batch_id}: {counts.get('assigned', 0):,} assigned, "
+        f"batch {result.batch_id}: {would}{counts.get('assigned', 0):,} assigned, "
         f"{counts.get('existing', 0):,} existing, {counts.get('rejected', 0):,} rejected, "
         f"{counts.get('failed', 0):,} failed of {counts.get('rows', 0):,} rows"
         + (f"; {blank:,} blank line{'' if blank == 1 else 's'} skipped" if blank else ""),

@@ -47,6 +47,8 @@ LOCAL_TUNING = {
     "CLAIM_CONCURRENCY": "4",
     # A report waiting for codes another batch is still buying looks again after a second.
     "REPORT_WAIT_SECONDS": "1",
+    # A batch awaiting approval is looked at every second (its decision, its deadline).
+    "APPROVAL_CHECK_SECONDS": "1",
 }
 FINAL_STATUSES = frozenset({BatchStatus.DONE, BatchStatus.FAILED})
 
@@ -112,6 +114,7 @@ class RunResult:
             **where,
             "batchId": self.batch_id,
             "status": self.summary.get("status"),
+            **({"dryRun": True} if self.summary.get("dryRun") else {}),
             "counts": self.summary.get("counts"),
             "blankLines": self.summary.get("blankLines", 0),
             "purchases": [
@@ -147,12 +150,14 @@ class LocalPipeline:
         log_stream: IO[str] | None = None,
         tuning: dict[str, str] | None = None,
         retry_visibility_s: int = 2,
+        parameters: dict[str, str] | None = None,
     ) -> None:
         self.stack = MotoStack(
             template,
             parameters={
                 "DefaultPartnerName": default_partner,
                 "DefaultProgramName": default_program,
+                **(parameters or {}),
             },
             secret_values={"CertiverseTokenSecret": certiverse_token},
         )
@@ -164,6 +169,7 @@ class LocalPipeline:
         self._ledger: tuple[str, Ledger] | None = None  # (endpoint, ledger) once asked for
         self._copies: dict[str, tuple[Path, Path]] = {}  # batch -> its copies in out dirs
         self._shown: dict[str, str] = {}  # batch -> the progress line shown last
+        self._asked: set[str] = set()  # batches whose approval hint was shown
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -239,7 +245,9 @@ class LocalPipeline:
         )
         request_id = request.get("requestId") if isinstance(request, dict) else None
         batch_id = (
-            request_batch_id(request_id) if isinstance(request_id, str) and request_id else None
+            request_batch_id(request_id, dry_run=request.get("dryRun") is True)
+            if isinstance(request, dict) and isinstance(request_id, str) and request_id
+            else None
         )
         return str(sent["MessageId"]), batch_id
 
@@ -300,8 +308,10 @@ class LocalPipeline:
         timeout_s: float = 600,
         show: TextIO | None = None,
         every_s: float = 1.0,
+        stop_when_waiting: bool = False,
     ) -> BatchRecord:
-        """Deliver events until the batch is DONE or FAILED; show progress on ``show``."""
+        """Deliver events until the batch is DONE or FAILED (or, with ``stop_when_waiting``,
+        awaits approval); show progress on ``show``."""
         assert self.lambdas is not None, "start() first"
         last_shown = 0.0
 
@@ -314,6 +324,17 @@ class LocalPipeline:
         def finished() -> bool:
             batch = self.ledger.get_batch(batch_id)
             done = batch is not None and batch.status in FINAL_STATUSES
+            if (
+                not done
+                and batch is not None
+                and batch.status == BatchStatus.AWAITING_APPROVAL
+                and batch_id not in self._asked
+                and show is not None
+            ):
+                self._asked.add(batch_id)
+                print(self._approval_hint(batch), file=show, flush=True)
+            if stop_when_waiting and batch is not None:
+                done = done or batch.status == BatchStatus.AWAITING_APPROVAL
             if show is not None and not done and time.monotonic() - last_shown >= every_s:
                 shown(self.progress(batch_id).line())
             return done
@@ -325,11 +346,28 @@ class LocalPipeline:
         shown(self.progress(batch_id).line())  # the final state, once
         return batch
 
+    def _approval_hint(self, batch: BatchRecord) -> str:
+        where = f"--endpoint-url {self.stack.endpoint_url}"
+        return (
+            f"[awaiting approval] batch {batch.batch_id}: {batch.approval_reason}. Nothing is "
+            "bought until it is decided; in another terminal:\n"
+            f"    voucher-distributor approve {batch.batch_id} {where}\n"
+            f'    voucher-distributor reject {batch.batch_id} --reason "…" {where}\n'
+            "  (this run waits for the decision, or --timeout)"
+        )
+
     def run_until_idle(self, *, timeout_s: float = 120) -> None:
         """Deliver events until every queue is empty (for inputs without a batch id)."""
         assert self.lambdas is not None, "start() first"
         with self._logs_routed():
             self.lambdas.run_until_idle(timeout_s)
+
+    def decide(self, batch_id: str, decision: str, note: str | None = None) -> BatchRecord:
+        """``approve`` / ``reject`` against this stack, as the commands do."""
+        from voucher_distributor_cli.ops.approval import decide  # noqa: PLC0415
+        from voucher_distributor_cli.ops.target import Target  # noqa: PLC0415
+
+        return decide(Target.local(self.stack.endpoint_url), batch_id, decision=decision, note=note)
 
     # ------------------------------------------------------------------ outputs
 
@@ -492,6 +530,8 @@ def run_files(
     show: TextIO,
     together: bool = False,
     seed: int | None = None,
+    dry_run: bool = False,
+    parameters: dict[str, str] | None = None,
 ) -> list[RunResult]:
     """Run CSVs (and HR request JSONs) through one local pipeline, end to end.
 
@@ -527,6 +567,7 @@ def run_files(
                 default_partner=partner or "",
                 default_program=program or "",
                 log_stream=log_file,
+                parameters=parameters,
             )
         )
         print(
@@ -538,12 +579,12 @@ def run_files(
             # writes its results under the same key.
             results = []
             for path, key in zip(paths, keys, strict=True):
-                sent = _submit(pipeline, path, key, partner, program, show)
+                sent = _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
                 _at_the_door(pipeline, sent, show, timeout_s)
                 results.append(_finish(pipeline, sent, out_dir, show, timeout_s))
             return results
         sent_all = [
-            _submit(pipeline, path, key, partner, program, show)
+            _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
             for path, key in zip(paths, keys, strict=True)
         ]
         for sent in sent_all:
@@ -619,12 +660,17 @@ def _submit(
     partner: str | None,
     program: str | None,
     show: TextIO,
+    *,
+    dry_run: bool = False,
 ) -> _Sent:
     """Upload a CSV, or send a request (as it is, when it is not even JSON: the request
-    handler answers it as the deployed one would)."""
+    handler answers it as the deployed one would). A dry run is asked for as a user would:
+    object metadata ``mode: dry-run``, or ``"dryRun": true`` in the request."""
     if key is not None:
-        batch_id = pipeline.submit_csv(path, key=key)
-        print(f"uploaded {path.name} to s3://{pipeline.bucket}/{key}", file=show)
+        metadata = {"mode": "dry-run"} if dry_run else None
+        batch_id = pipeline.submit_csv(path, key=key, metadata=metadata)
+        mode = " as a dry run" if dry_run else ""
+        print(f"uploaded {path.name} to s3://{pipeline.bucket}/{key}{mode}", file=show)
         return _Sent(path, batch_id)
     body = path.read_text(encoding="utf-8-sig", errors="replace")
     request: dict[str, Any] | str = body
@@ -641,6 +687,8 @@ def _submit(
                 parsed["partnerName"] = partner
             if program and not parsed.get("programName"):
                 parsed["programName"] = program
+            if dry_run:
+                parsed["dryRun"] = True
             request = parsed
     message_id, request_batch = pipeline.send_request(request)
     print(f"request {path.name} sent to the request queue", file=show)

@@ -28,6 +28,7 @@ from voucher_distributor.adapters.certiverse import (
     TokenUnavailable,
 )
 from voucher_distributor_cli.arguments import HelpFormatter
+from voucher_distributor_cli.ops.approval import decide, decision_view, format_decision
 from voucher_distributor_cli.ops.find import find_recipient, format_found
 from voucher_distributor_cli.ops.programs import (
     Catalogue,
@@ -44,7 +45,12 @@ from voucher_distributor_cli.ops.reconcile import (
 )
 from voucher_distributor_cli.ops.redrive import RedriveReport, redrive
 from voucher_distributor_cli.ops.retry import RetryStarted, retry_failed
-from voucher_distributor_cli.ops.status import batch_status, format_status
+from voucher_distributor_cli.ops.status import (
+    batch_status,
+    format_overview,
+    format_status,
+    stage_overview,
+)
 from voucher_distributor_cli.ops.target import (
     LOCAL_STACK_NAME,
     OpsError,
@@ -64,6 +70,7 @@ __all__ = [
     "add_ops_arguments",
     "add_stack_options",
     "batch_status",
+    "decide",
     "find_recipient",
     "format_catalogue",
     "format_reconciliation",
@@ -76,7 +83,16 @@ __all__ = [
 ]
 
 #: The command names, for the grouped ``--help``.
-COMMANDS = ("status", "find", "retry-failed", "redrive", "reconcile", "programs")
+COMMANDS = (
+    "status",
+    "find",
+    "approve",
+    "reject",
+    "retry-failed",
+    "redrive",
+    "reconcile",
+    "programs",
+)
 
 PROGRAMS_EXIT_CODES = """\
 exit codes:
@@ -97,12 +113,15 @@ def add_ops_arguments(subparsers: Any) -> None:
         "status",
         parents=[where],
         formatter_class=HelpFormatter,
-        help="a batch's state: per-chunk state, counts, ages",
+        help="a batch's state (per-chunk state, counts, ages); without BATCH, the batches "
+        "awaiting approval and today's vouchers against the daily limit",
     )
     status.add_argument(
         "batch_id",
         metavar="BATCH",
-        help="the batch id, as local run's JSON line or a summary's batchId gives it",
+        nargs="?",
+        help="the batch id, as local run's JSON line or a summary's batchId gives it "
+        "(default: the stage's overview)",
     )
     status.set_defaults(handler=_run_status)
 
@@ -116,6 +135,37 @@ def add_ops_arguments(subparsers: Any) -> None:
         "email", metavar="EMAIL", help="the recipient's e-mail address (any case, trimmed)"
     )
     find.set_defaults(handler=_run_find)
+
+    approve = subparsers.add_parser(
+        "approve",
+        parents=[where],
+        formatter_class=HelpFormatter,
+        help="let a batch awaiting approval buy its vouchers (your AWS identity is recorded)",
+        description=(
+            "A batch over ApprovalThreshold or the day's DailyVoucherLimit waits in "
+            "AWAITING_APPROVAL (`status` lists them). Approving records who you are (STS "
+            "caller identity) and when, and hands the batch out: its vouchers are bought and "
+            "counted in today's total, past the daily limit if need be."
+        ),
+    )
+    approve.add_argument("batch_id", metavar="BATCH", help="the waiting batch's id")
+    approve.set_defaults(handler=_run_approve)
+
+    reject = subparsers.add_parser(
+        "reject",
+        parents=[where],
+        formatter_class=HelpFormatter,
+        help="end a batch awaiting approval without buying anything",
+        description=(
+            "Records who you are and why; the batch buys nothing, gives back its people's "
+            "claims, and is reported with its planned rows 'rejected' and your reason."
+        ),
+    )
+    reject.add_argument("batch_id", metavar="BATCH", help="the waiting batch's id")
+    reject.add_argument(
+        "--reason", required=True, metavar="TEXT", help="why, as the rows and summary will say"
+    )
+    reject.set_defaults(handler=_run_reject)
 
     retry = subparsers.add_parser(
         "retry-failed",
@@ -216,8 +266,27 @@ def _guarded(run: Command) -> Command:
 
 @_guarded
 def _run_status(args: argparse.Namespace) -> int:
-    view = batch_status(Target.from_args(args), args.batch_id)
+    target = Target.from_args(args)
+    if args.batch_id is None:
+        overview = stage_overview(target)
+        _emit(args, overview, format_overview(overview))
+        return 0
+    view = batch_status(target, args.batch_id)
     _emit(args, view, format_status(view))
+    return 0
+
+
+@_guarded
+def _run_approve(args: argparse.Namespace) -> int:
+    decided = decide(Target.from_args(args), args.batch_id, decision="approved")
+    _emit(args, decision_view(decided), format_decision(decided))
+    return 0
+
+
+@_guarded
+def _run_reject(args: argparse.Namespace) -> int:
+    decided = decide(Target.from_args(args), args.batch_id, decision="rejected", note=args.reason)
+    _emit(args, decision_view(decided), format_decision(decided))
     return 0
 
 

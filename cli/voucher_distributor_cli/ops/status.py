@@ -1,4 +1,6 @@
-"""``voucher-distributor status BATCH``: a batch's state, per-chunk state, counts and ages."""
+"""``voucher-distributor status [BATCH]``: a batch's state, per-chunk state, counts and ages;
+without BATCH, the stage's overview: batches awaiting approval and today's vouchers against the
+daily limit."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from voucher_distributor.domain.outcomes import tally_chunks
-from voucher_distributor.models.ledger import ChunkRecord
+from voucher_distributor.models.ledger import BatchRecord, ChunkRecord
+from voucher_distributor.pipeline.approval import approval_summary, utc_day
 from voucher_distributor_cli.ops.target import OpsError, Target
 
 
@@ -41,8 +44,57 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
         "chunkStates": dict(Counter(c.state.value for c in chunks)),
         "chunks": [_chunk_view(c, now_s) for c in chunks],
         "results": {"csv": batch.results_csv_key, "summary": batch.summary_key},
+        **({"dryRun": True} if batch.dry_run else {}),
+        **({"approval": approval} if (approval := approval_summary(batch)) else {}),
         **({"error": batch.error} if batch.error else {}),
     }
+
+
+def stage_overview(target: Target, *, now: float | None = None) -> dict[str, Any]:
+    """Batches waiting for a decision, and the vouchers counted today against the limit."""
+    now_s = int(time.time() if now is None else now)
+    day = utc_day(now_s)
+    limit = target.function_env.get("DAILY_VOUCHER_LIMIT")
+    waiting = sorted(target.ledger.batches_awaiting_approval(), key=lambda b: b.created_at)
+    return {
+        "day": day,
+        "vouchersToday": target.ledger.vouchers_counted(day),
+        "dailyVoucherLimit": int(limit) if limit else None,
+        "awaitingApproval": [_waiting_view(b, now_s) for b in waiting],
+    }
+
+
+def _waiting_view(batch: BatchRecord, now_s: int) -> dict[str, Any]:
+    return {
+        "batchId": batch.batch_id,
+        "source": batch.source,
+        "sender": batch.sender or None,
+        "vouchers": batch.vouchers_planned,
+        "reason": batch.approval_reason,
+        "waitingSeconds": now_s - batch.created_at,
+        "rejectedInSeconds": max(0, (batch.approval_deadline or now_s) - now_s),
+        "decision": batch.approval_decision,
+    }
+
+
+def format_overview(view: Mapping[str, Any]) -> str:
+    limit = view["dailyVoucherLimit"]
+    of = f" of DailyVoucherLimit {limit:,}" if limit else " (no daily limit)"
+    lines = [f"today ({view['day']} UTC): {view['vouchersToday']:,} vouchers counted{of}"]
+    waiting = view["awaitingApproval"]
+    if not waiting:
+        lines.append("no batch awaits approval")
+    for b in waiting:
+        lines.append(
+            f"awaiting approval: {b['batchId']}  {b['vouchers']:,} vouchers  waiting "
+            f"{_age(b['waitingSeconds'])}, rejected by itself in {_age(b['rejectedInSeconds'])}"
+            + (f"  ({b['decision']}, being carried out)" if b["decision"] else "")
+        )
+        lines.append(f"  {b['source']}: {b['reason']}")
+        lines.append(
+            f'  voucher-distributor approve {b["batchId"]}  |  reject {b["batchId"]} --reason "…"'
+        )
+    return "\n".join(lines)
 
 
 def _chunk_view(chunk: ChunkRecord, now_s: int) -> dict[str, Any]:
@@ -75,6 +127,16 @@ def format_status(view: Mapping[str, Any]) -> str:
         + ", ".join(f"{n} {s}" for s, n in sorted(view["chunkStates"].items())),
         f"  results  {view['results']['csv']}",
     ]
+    if view.get("dryRun"):
+        lines.append("  dry run  nothing is bought; rows are reported 'would-assign'")
+    if approval := view.get("approval"):
+        decided = (
+            f"{approval['decision']} by {approval['by']} at {approval['at']}"
+            + (f": {approval['note']}" if approval.get("note") else "")
+            if approval.get("decision")
+            else f"waiting for approve/reject until {approval['deadline']}"
+        )
+        lines.append(f"  approval {approval['reason']}; {decided}")
     if view.get("error"):
         lines.append(f"  error    {view['error']}")
     lines.append(

@@ -53,6 +53,19 @@ class Settings(BaseModel):
     #: After this long (from the batch's start) it stops waiting for them: those rows fail. The
     #: default outlasts the poll deadline (24 h) by an hour.
     holder_wait_seconds: int = Field(default=90_000, ge=1)
+    #: Issuance limits (template parameters; 0 turns one off). A larger input is refused whole.
+    max_recipients_per_batch: int = Field(default=100_000, ge=0)
+    #: Vouchers bought per stage per UTC day, counted in the ledger across every batch.
+    daily_voucher_limit: int = Field(default=25_000, ge=0)
+    #: A batch that would buy more than this waits in AWAITING_APPROVAL.
+    approval_threshold: int = Field(default=5_000, ge=0)
+    #: A batch still waiting after this long is rejected by itself.
+    approval_timeout_hours: float = Field(default=72, gt=0)
+    #: How often a waiting batch is looked at (its deadline; a decision is also carried out at
+    #: once when it is made).
+    approval_check_seconds: int = Field(default=900, ge=1, le=900)
+    #: SNS topic told of every batch awaiting approval (e-mail subscriptions); empty: none.
+    approval_topic_arn: str = ""
     #: Holdings claimed at once while ingesting (one conditional write each, in parallel).
     claim_concurrency: int = Field(default=16, ge=1, le=64)
 

@@ -52,6 +52,14 @@ class LedgerError(RuntimeError):
     """The ledger could not be read or written; the message is retried by SQS."""
 
 
+#: The daily voucher counts: one item per UTC day.
+_COUNTER_PK = "COUNT#vouchers"
+
+
+def _day_sk(day: str) -> str:
+    return f"D#{day}"
+
+
 def _batch_pk(batch_id: str) -> str:
     return f"B#{batch_id}"
 
@@ -262,6 +270,138 @@ class Ledger:
                 return self.get_batch(batch_id)
             raise
         return BatchRecord.model_validate(_plain(got["Attributes"]))
+
+    # ------------------------------------------------------------------ limits and approval
+
+    def record_plan(
+        self, batch_id: str, values: Mapping[str, Any], *, day: str, count: int, limit: int
+    ) -> bool:
+        """Record the batch's plan and add its ``count`` vouchers to ``day``'s count, at once.
+
+        One transaction, so concurrent batches can never together cross ``limit`` (0: none)
+        and a replayed ingest never counts twice (the plan is recorded only while INGESTING).
+        False, with nothing written, when the count would cross the limit.
+        """
+        counter: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"pk": _COUNTER_PK, "sk": _day_sk(day)},
+            "UpdateExpression": "ADD used :n",
+            "ExpressionAttributeValues": {":n": count},
+        }
+        if limit:
+            counter["ConditionExpression"] = "attribute_not_exists(used) OR used <= :room"
+            counter["ExpressionAttributeValues"][":room"] = limit - count
+        names = {f"#{k}": k for k in values}
+        vals = {f":{k}": v for k, v in values.items()}
+        batch = {
+            "TableName": self.table_name,
+            "Key": {"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
+            "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in values),
+            "ConditionExpression": "#status = :ingesting",
+            "ExpressionAttributeNames": {**names, "#status": "status"},
+            "ExpressionAttributeValues": {**vals, ":ingesting": BatchStatus.INGESTING.value},
+        }
+        try:
+            self._client.transact_write_items(
+                TransactItems=[{"Update": counter}, {"Update": batch}]
+            )
+        except ClientError as exc:
+            reasons = _cancellation_reasons(exc, 2)
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            if reasons[1].get("Code") == "ConditionalCheckFailed":
+                return True  # recorded already (a replay that raced its first attempt)
+            raise
+        return True
+
+    def vouchers_counted(self, day: str) -> int:
+        """Vouchers bought (or being bought) on ``day`` by every batch of the stage."""
+        got = self._table.get_item(Key={"pk": _COUNTER_PK, "sk": _day_sk(day)}, ConsistentRead=True)
+        return int((got.get("Item") or {}).get("used", 0))
+
+    def decide_approval(
+        self, batch_id: str, *, decision: str, by: str, at: int, note: str | None = None
+    ) -> BatchRecord | None:
+        """Record the one decision on a waiting batch; None when it was not waiting (any more)."""
+        try:
+            got = self._table.update_item(
+                Key={"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
+                UpdateExpression=(
+                    "SET approval_decision = :d, approval_by = :by, approval_at = :at, "
+                    "approval_note = :note"
+                ),
+                ConditionExpression=(
+                    "#s = :waiting AND (attribute_not_exists(approval_decision) "
+                    "OR approval_decision = :none)"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":d": decision,
+                    ":by": by,
+                    ":at": at,
+                    ":note": note,
+                    ":none": None,
+                    ":waiting": BatchStatus.AWAITING_APPROVAL.value,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return BatchRecord.model_validate(_plain(got["Attributes"]))
+
+    def release_approved(self, batch_id: str, *, day: str, count: int) -> bool:
+        """An approved batch leaves AWAITING_APPROVAL for PLANNED, its vouchers counted on
+        ``day`` (past the limit if need be: the approval is for that). False if it had left."""
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": {"pk": _COUNTER_PK, "sk": _day_sk(day)},
+                            "UpdateExpression": "ADD used :n",
+                            "ExpressionAttributeValues": {":n": count},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": {"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
+                            "UpdateExpression": "SET #s = :planned, counted_day = :day",
+                            "ConditionExpression": "#s = :waiting AND approval_decision = :yes",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": {
+                                ":planned": BatchStatus.PLANNED.value,
+                                ":waiting": BatchStatus.AWAITING_APPROVAL.value,
+                                ":yes": "approved",
+                                ":day": day,
+                            },
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def batches_awaiting_approval(self) -> list[BatchRecord]:
+        """Every batch waiting for a decision: a filtered scan (operators)."""
+        return [
+            BatchRecord.model_validate(_plain(item))
+            for item in self._pages(
+                self._table.scan,
+                FilterExpression="sk = :batch AND #s = :waiting",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":batch": _BATCH_SK,
+                    ":waiting": BatchStatus.AWAITING_APPROVAL.value,
+                },
+            )
+        ]
 
     def start_report(self, batch_id: str) -> BatchRecord | None:
         """Move the batch to REPORTING unless it has ended (DONE/FAILED); None when it has."""
@@ -608,6 +748,41 @@ class Ledger:
         ):
             outcomes[index] = outcome
         return [o for o in outcomes if o is not None]
+
+    def look_up_holdings(self, claims: Sequence[Claim], *, now: int) -> list[ClaimOutcome]:
+        """What :meth:`claim_holdings` would answer, without writing anything (a dry run).
+
+        One consistent ``BatchGetItem`` per 100 claims. A reissue's ``previous`` names the
+        batch row it would replace (its code is not looked up: nothing is replaced).
+        """
+        keys = [self._holding_key(c) for c in claims]
+        wanted = list({(k["pk"], k["sk"]): k for k in keys}.values())
+        found: dict[tuple[str, str], HoldingRecord] = {}
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self.table_name: {"Keys": wanted[start : start + 100], "ConsistentRead": True}
+            }
+            while request:
+                got = self._client.batch_get_item(RequestItems=request)
+                for item in got["Responses"].get(self.table_name, []):
+                    found[(str(item["pk"]), str(item["sk"]))] = _holding_record(item)
+                request = got.get("UnprocessedKeys") or {}
+        outcomes: list[ClaimOutcome] = []
+        for claim, key in zip(claims, keys, strict=True):
+            held = found.get((key["pk"], key["sk"]))
+            if held is None or held.batch_id == claim.batch_id:
+                outcomes.append(ClaimOutcome("claimed"))
+            elif claim.reissue:
+                previous = PreviousHolding(
+                    batch_id=held.batch_id,
+                    row_number=held.row_number,
+                    replaced_at=now,
+                    replaced_by=claim.batch_id,
+                )
+                outcomes.append(ClaimOutcome("reissued", holding=held, previous=previous))
+            else:
+                outcomes.append(ClaimOutcome("held", holding=held))
+        return outcomes
 
     def _map(self, work: Any, items: Sequence[Any]) -> list[Any]:
         """``work`` over ``items`` on the claim workers (in the caller's thread for one)."""

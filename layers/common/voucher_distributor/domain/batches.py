@@ -9,6 +9,10 @@ import re
 from dataclasses import dataclass
 
 INCOMING_PREFIX = "incoming/"
+#: Uploads under here are dry runs (as is object metadata ``x-amz-meta-mode: dry-run``).
+DRY_RUN_PREFIX = INCOMING_PREFIX + "dry-run/"
+#: The ``mode`` metadata value, and the tag a dry run's results carry in their names.
+DRY_RUN = "dry-run"
 RESULTS_PREFIX = "results/"
 WORK_PREFIX = "work/"
 #: Per batch, under work/: the rejected rows as JSON lines, in row order.
@@ -26,9 +30,11 @@ def csv_batch_id(bucket: str, key: str, version: str) -> str:
     return f"f-{digest[:24]}"
 
 
-def request_batch_id(request_id: str) -> str:
-    """Batch id of an HR request: its ``requestId``, the caller's idempotency key."""
-    digest = hashlib.sha256(request_id.encode()).hexdigest()
+def request_batch_id(request_id: str, *, dry_run: bool = False) -> str:
+    """Batch id of an HR request: its ``requestId``, the caller's idempotency key. A dry run
+    of a request is a batch of its own, so the real request after it is not a repeat."""
+    seed = f"{DRY_RUN}:{request_id}" if dry_run else request_id
+    digest = hashlib.sha256(seed.encode()).hexdigest()
     return f"r-{digest[:24]}"
 
 
@@ -53,6 +59,14 @@ def purchase_notes(user_notes: str, batch_id: str, chunk_no: int) -> str:
 class ResultKeys:
     results_csv: str
     summary_json: str
+
+
+def dry_run_keys(keys: ResultKeys) -> ResultKeys:
+    """``x.results.csv`` → ``x.dry-run.results.csv``: a dry run never overwrites a real run's."""
+    return ResultKeys(
+        results_csv=keys.results_csv.removesuffix(".results.csv") + f".{DRY_RUN}.results.csv",
+        summary_json=keys.summary_json.removesuffix(".summary.json") + f".{DRY_RUN}.summary.json",
+    )
 
 
 def result_keys_for_upload(key: str) -> ResultKeys:

@@ -59,7 +59,10 @@ class ChunkNotEnded(RuntimeError):
 
 
 def merge_outcomes(
-    chunks: Sequence[ChunkRecord], load: Callable[[ChunkRecord], list[AssignmentRecord]]
+    chunks: Sequence[ChunkRecord],
+    load: Callable[[ChunkRecord], list[AssignmentRecord]],
+    *,
+    ended: bool = True,
 ) -> Iterator[AssignmentRecord]:
     """Every chunk's outcomes as one stream in row order, loading a chunk only when needed.
 
@@ -67,7 +70,7 @@ def merge_outcomes(
     one chunk per target is open: memory is bounded by targets x 1,000 records, not batch size.
     Chunks without ``first_row`` are loaded up front (still correct, just less frugal).
     """
-    for chunk in chunks:
+    for chunk in chunks if ended else ():  # a dry run's chunks never leave PENDING
         if chunk.state not in FINAL_CHUNK_STATES:
             raise ChunkNotEnded(f"chunk {chunk.batch_id}/{chunk.chunk_no:05d} is {chunk.state}")
     waiting = sorted(chunks, key=lambda c: (c.first_row or 0, c.chunk_no))

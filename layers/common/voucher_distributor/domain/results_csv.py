@@ -39,7 +39,8 @@ RESULT_COLUMNS: Final = (
 )
 
 #: ``existing``: the person already held a voucher for the program; it is shown, none bought.
-ResultStatus = Literal["assigned", "existing", "rejected", "failed"]
+#: ``would-assign``: a dry run's row that the real run would buy a voucher for.
+ResultStatus = Literal["assigned", "existing", "would-assign", "rejected", "failed"]
 
 #: Cell starts a spreadsheet may treat as a formula (OWASP "CSV Injection").
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")

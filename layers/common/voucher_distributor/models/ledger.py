@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class BatchStatus(StrEnum):
     INGESTING = "INGESTING"  # reading the input; chunks are being planned
+    #: Planned, but over ApprovalThreshold or the daily limit: nothing is bought until someone
+    #: runs ``approve`` (then PLANNED) or ``reject`` / the timeout (then reported, nothing bought).
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
     PLANNED = "PLANNED"  # every chunk is planned and handed to the purchase queue
     REPORTING = "REPORTING"  # every chunk ended; the report is being written
     DONE = "DONE"  # results written and announced
@@ -63,6 +66,21 @@ class BatchRecord(LedgerModel):
     reissue: bool = False
     #: Blank lines the CSV reader skipped (they take a row number but yield no row).
     blank_lines: int = 0
+    #: A dry run: planned and reported (``would-assign``), never bought, nothing claimed.
+    dry_run: bool = False
+    #: Who sent the input (the uploader's or the SQS sender's AWS principal), when known.
+    sender: str = ""
+    #: Vouchers the plan buys (rows in chunks), set with the plan.
+    vouchers_planned: int = 0
+    #: Why the batch waits for approval, until when, and the decision taken on it.
+    approval_reason: str | None = None
+    approval_deadline: int | None = None
+    approval_decision: str | None = None  # "approved" or "rejected"
+    approval_by: str | None = None  # an AWS identity (ARN), or "timeout"
+    approval_at: int | None = None
+    approval_note: str | None = None  # the reject --reason
+    #: The UTC day whose daily count this batch's vouchers went into.
+    counted_day: str | None = None
     #: ``retry-failed``: the batch whose failed rows this one retries, and the reverse links.
     retry_of: str | None = None
     retried_by: list[str] = Field(default_factory=list)

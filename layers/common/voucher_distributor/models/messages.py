@@ -23,6 +23,9 @@ class PollMessage(ChunkMessage):
 
 class ReportMessage(Message):
     batch_id: str = Field(min_length=1)
+    #: ``"approval"``: look at a batch waiting for approval (decided, or past its deadline?)
+    #: instead of reporting it.
+    check: str | None = None
 
 
 class RequestRecipient(Message):
@@ -44,6 +47,8 @@ class DistributionRequest(Message):
     recipients: list[RequestRecipient] | None = None
     recipients_s3_uri: str | None = Field(default=None, alias="recipientsS3Uri")
     callback_url: str | None = None
+    #: Go through ingest and pre-flight, report ``would-assign``; buy and claim nothing.
+    dry_run: bool = False
 
     @field_validator("callback_url")
     @classmethod

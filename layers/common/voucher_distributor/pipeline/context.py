@@ -12,6 +12,7 @@ from voucher_distributor.adapters.callbacks import CallbackSender, SignedCallbac
 from voucher_distributor.adapters.certiverse import CertiverseClient
 from voucher_distributor.adapters.events import Events
 from voucher_distributor.adapters.ledger import Ledger
+from voucher_distributor.adapters.notifications import Notifications
 from voucher_distributor.adapters.queues import Queues
 from voucher_distributor.adapters.storage import Storage
 from voucher_distributor.settings import Settings
@@ -40,6 +41,7 @@ class Services:
     certiverse: CertiverseClient
     metrics: MetricSink = field(default_factory=NoMetrics)
     callbacks: SignedCallbacks | None = None
+    notifications: Notifications | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
@@ -72,6 +74,9 @@ def build_services(settings: Settings, metrics: MetricSink | None = None) -> Ser
             SignedCallbacks(CallbackSender(), _secret_reader(settings.callback_secret_arn))
             if settings.callback_secret_arn
             else None
+        ),
+        notifications=(
+            Notifications(settings.approval_topic_arn) if settings.approval_topic_arn else None
         ),
     )
 

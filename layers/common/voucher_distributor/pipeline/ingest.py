@@ -36,6 +36,10 @@ from voucher_distributor.models.ledger import (
     ChunkState,
     RecipientRecord,
 )
+from voucher_distributor.pipeline.approval import (
+    APPROVAL_CHECK,
+    record_plan_or_wait,
+)
 from voucher_distributor.pipeline.context import Services, log
 from voucher_distributor.pipeline.preflight import Preflight
 from voucher_distributor.pipeline.report import fail_batch
@@ -54,6 +58,10 @@ class IngestRequest:
     #: The last delivery of this input its queue will make before giving up: a Certiverse
     #: outage during pre-flight then fails the rows instead of sending the input back.
     final_attempt: bool = True
+
+
+class InputTooLarge(CsvInputError):
+    """More rows than ``MaxRecipientsPerBatch``: the input is refused whole."""
 
 
 class PreflightUnavailable(RuntimeError):
@@ -101,6 +109,7 @@ class _Plan:
     rejected: int = 0
     existing: int = 0
     failed: int = 0
+    to_buy: int = 0  # rows planned into chunks: the vouchers the batch buys
     pending: list[_Accepted] = field(default_factory=list)
     #: On a replay: rows with a target that this attempt did not claim (their earlier claims,
     #: if any, are given back). Checked one by one: a replay is rare.
@@ -137,8 +146,10 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             _plan_rows(services, request, plan, preflight)
         except CsvInputError as exc:
             _give_back(services, batch.batch_id, plan)
-            fail_batch(services, batch.batch_id, f"the input file is unusable: {exc}")
-            services.metrics.count("InputsRefused")
+            over = isinstance(exc, InputTooLarge)
+            prefix = "" if over else "the input file is unusable: "
+            fail_batch(services, batch.batch_id, f"{prefix}{exc}")
+            services.metrics.count("InputsOverLimit" if over else "InputsRefused")
             return IngestOutcome(batch.batch_id, failed=str(exc))
         except CertiverseUnauthorized as exc:
             _give_back(services, batch.batch_id, plan)
@@ -179,29 +190,23 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
 
     if batch.retry_of:
         _link_retry(services, batch.retry_of, batch.batch_id)
-    # The plan is recorded in one write; from here a replay hands it out as it stands.
-    ledger.update_batch(
-        batch.batch_id,
-        chunk_count=len(plan.chunk_numbers),
-        rows_total=plan.rows,
-        rows_rejected=plan.rejected,
-        rows_existing=plan.existing,
-        rows_failed_early=plan.failed,
-        extra_columns=plan.extra_columns,
-        blank_lines=request.tally.blank_lines,
+    # The plan is recorded in one write (with the day's count of vouchers); from here a replay
+    # hands it out as it stands. Over a limit it waits for approval instead.
+    plan_values = {
+        "chunk_count": len(plan.chunk_numbers),
+        "rows_total": plan.rows,
+        "rows_rejected": plan.rejected,
+        "rows_existing": plan.existing,
+        "rows_failed_early": plan.failed,
+        "extra_columns": plan.extra_columns,
+        "vouchers_planned": plan.to_buy,
+        "blank_lines": request.tally.blank_lines,
         **({"error": preflight.failure} if preflight.failure else {}),
-    )
-    _hand_out(services, batch.batch_id, plan.chunk_numbers)
-    services.metrics.count("RowsReceived", plan.rows)
-    services.metrics.count("RowsRejected", plan.rejected)
-    services.metrics.count("RowsExisting", plan.existing)
-    for name, count in sorted(plan.rejected_by_class.items()):
-        services.metrics.count(name, count)
-    log.info(
-        "batch %s planned: %d rows, %d rejected, %d existing, %d failed, %d chunks",
-        batch.batch_id, plan.rows, plan.rejected, plan.existing, plan.failed,
-        len(plan.chunk_numbers),
-    )  # fmt: skip
+    }
+    if record_plan_or_wait(services, batch, plan_values):
+        # A dry run stops here: its chunks are never handed out; the report says what they hold.
+        _hand_out(services, batch.batch_id, [] if batch.dry_run else plan.chunk_numbers)
+    _count_planned(services, batch, plan)
     return IngestOutcome(
         batch.batch_id,
         rows=plan.rows,
@@ -212,22 +217,45 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
     )
 
 
+def _count_planned(services: Services, batch: BatchRecord, plan: _Plan) -> None:
+    if batch.dry_run:
+        services.metrics.count("DryRuns")
+    services.metrics.count("RowsReceived", plan.rows)
+    services.metrics.count("RowsRejected", plan.rejected)
+    services.metrics.count("RowsExisting", plan.existing)
+    for name, count in sorted(plan.rejected_by_class.items()):
+        services.metrics.count(name, count)
+    log.info(
+        "batch %s planned: %d rows, %d rejected, %d existing, %d failed, %d chunks",
+        batch.batch_id, plan.rows, plan.rejected, plan.existing, plan.failed,
+        len(plan.chunk_numbers),
+    )  # fmt: skip
+
+
 def _resume(services: Services, batch_id: str) -> IngestOutcome | None:
     """A later delivery of an input already seen: finish what is left, or say to plan again."""
     existing = services.ledger.get_batch(batch_id)
     if existing is not None and existing.status != BatchStatus.INGESTING:
         log.info("batch %s already ingested (%s): nothing to do", batch_id, existing.status)
-        if existing.status == BatchStatus.PLANNED and existing.chunk_count == 0:
-            # Nothing to buy (every row rejected, existing or failed): the report request
-            # is the only thing after PLANNED, and the process may have died before it.
+        if existing.status == BatchStatus.PLANNED and (
+            existing.chunk_count == 0 or existing.dry_run
+        ):
+            # Nothing to buy (every row rejected, existing or failed, or a dry run): the report
+            # request is the only thing after PLANNED, and the process may have died before it.
             services.queues.send(services.settings.report_queue_url, {"batchId": batch_id})
+        if existing.status == BatchStatus.AWAITING_APPROVAL:
+            # The process may have died before asking for its approval check: ask again.
+            services.queues.send(
+                services.settings.report_queue_url, {"batchId": batch_id, "check": APPROVAL_CHECK}
+            )
         services.metrics.count("DuplicateDeliveries")
         return IngestOutcome(batch_id, duplicate=True)
     if existing is not None and existing.chunk_count is not None:
         # The earlier attempt recorded its whole plan (its files were written before): its
         # chunks may be bought already, so the plan stands; only hand it out again.
         log.warning("batch %s was interrupted after planning: handing it out", batch_id)
-        _hand_out(services, batch_id, list(range(existing.chunk_count)))
+        chunks = [] if existing.dry_run else list(range(existing.chunk_count))
+        _hand_out(services, batch_id, chunks)
         return IngestOutcome(batch_id, chunks=existing.chunk_count)
     log.warning("batch %s was interrupted while ingesting: planning it again", batch_id)
     return None
@@ -300,8 +328,16 @@ def _plan_rows(
     settings = services.settings
     duplicates = DuplicateTracker()
     seen_extra = False
-    for row in request.rows:
+    most = settings.max_recipients_per_batch
+    rows = iter(request.rows)
+    for row in rows:
         plan.rows += 1
+        if most and plan.rows > most:
+            total = plan.rows + sum(1 for _ in rows)
+            raise InputTooLarge(
+                f"{total:,} rows, over MaxRecipientsPerBatch ({most:,}): split it into "
+                f"{-(-total // most)} inputs of at most {most:,} rows each; nothing was bought"
+            )
         if not seen_extra:
             plan.extra_columns = list(row.extra)
             seen_extra = True
@@ -382,17 +418,21 @@ def _settle_claims(services: Services, batch: BatchRecord, plan: _Plan) -> None:
         )
         for a in plan.pending
     ]
-    outcomes = services.ledger.claim_holdings(claims, now=services.now())
+    if batch.dry_run:  # what the claims would find; nothing is written
+        outcomes = services.ledger.look_up_holdings(claims, now=services.now())
+    else:
+        outcomes = services.ledger.claim_holdings(claims, now=services.now())
     for accepted, claim, outcome in zip(plan.pending, claims, outcomes, strict=True):
         if outcome.kind == "held":
             plan.existing += 1
             _write_existing(plan.existing_file, accepted, outcome)
             continue
         reissued = outcome.kind == "reissued"
-        plan.claims_file.write(
-            f"{claim.email}\t{claim.partner_name}\t{claim.program_name}\t{claim.row_number}"
-            f"\t{int(reissued)}\n"
-        )
+        if not batch.dry_run:
+            plan.claims_file.write(
+                f"{claim.email}\t{claim.partner_name}\t{claim.program_name}"
+                f"\t{claim.row_number}\t{int(reissued)}\n"
+            )
         _add_to_chunk(services, batch, plan, accepted, _reissue_note(outcome), reissued)
     plan.pending.clear()
 
@@ -417,6 +457,7 @@ def _add_to_chunk(
     reissued: bool,
 ) -> None:
     row, target = accepted.row, accepted.target
+    plan.to_buy += 1
     chunk = plan.open_chunks.setdefault(target, [])
     chunk.append(
         RecipientRecord(

@@ -35,6 +35,7 @@ from voucher_distributor.models.ledger import (
     ChunkRecord,
     ChunkState,
 )
+from voucher_distributor.pipeline.approval import approval_summary, rejection_reason
 from voucher_distributor.pipeline.context import Services, log
 
 
@@ -105,9 +106,21 @@ def fail_batch(services: Services, batch_id: str, reason: str) -> None:
 def _result_rows(
     services: Services, batch: BatchRecord, chunks: list[ChunkRecord]
 ) -> Iterator[ResultRow]:
+    rejected_whole = batch.approval_decision == "rejected"
+    unbought = batch.dry_run or rejected_whole
+
     def load(chunk: ChunkRecord) -> list[AssignmentRecord]:
+        if rejected_whole:
+            return _planned(services, chunk, "rejected", rejection_reason(batch))
+        if batch.dry_run:
+            return _planned(services, chunk, "would-assign", _would_buy(chunk))
         name = outcomes_file(chunk.chunk_no, chunk.state)
         return services.storage.read_records(work_key(batch.batch_id, name), AssignmentRecord)
+
+    def status(a: AssignmentRecord) -> ResultStatus:
+        if a.status in {"assigned", "would-assign", "rejected"}:
+            return a.status  # type: ignore[return-value]
+        return "failed"
 
     assigned = (
         ResultRow(
@@ -118,7 +131,7 @@ def _result_rows(
             external_id=a.external_id,
             partner=a.partner_name,
             program=a.program_name,
-            status="assigned" if a.status == "assigned" else "failed",
+            status=status(a),
             voucher_code=a.voucher_code,
             purchase_code=a.purchase_code,
             expires_utc=_parse_time(a.expires_utc),
@@ -126,17 +139,49 @@ def _result_rows(
             extra=a.extra,
             line=a.line,
         )
-        for a in merge_outcomes(chunks, load)
+        for a in merge_outcomes(chunks, load, ended=not unbought)
     )
     rejected = (
         _plain_row(r, "failed" if r.get("status") == "failed" else "rejected")
         for r in services.storage.iter_json_lines(work_key(batch.batch_id, REJECTED_ROWS_FILE))
     )
     waited = services.now() - batch.created_at
-    existing = ExistingRows(services, wait=waited < services.settings.holder_wait_seconds).rows(
+    wait = waited < services.settings.holder_wait_seconds and not batch.dry_run
+    existing = ExistingRows(services, wait=wait, dry_run=batch.dry_run).rows(
         services.storage.iter_json_lines(work_key(batch.batch_id, EXISTING_ROWS_FILE))
     )
     return heapq.merge(assigned, rejected, existing, key=lambda row: row.row_number)
+
+
+def _would_buy(chunk: ChunkRecord) -> str:
+    return (
+        f"dry run: a new voucher would be bought (purchase {chunk.chunk_no + 1}, "
+        f"{chunk.quantity:,} of {chunk.program_name!r})"
+    )
+
+
+def _planned(
+    services: Services, chunk: ChunkRecord, status: str, reason: str
+) -> list[AssignmentRecord]:
+    """A chunk never bought (a dry run's, a rejected batch's) as the rows it was planned for."""
+    return [
+        AssignmentRecord(
+            batch_id=chunk.batch_id,
+            row_number=r.row_number,
+            line=r.line,
+            email=r.email,
+            first_name=r.first_name,
+            last_name=r.last_name,
+            external_id=r.external_id,
+            partner_name=chunk.partner_name,
+            program_name=chunk.program_name,
+            chunk_no=chunk.chunk_no,
+            status=status,
+            reason=reason + (f"; {r.note}" if r.note and status == "would-assign" else ""),
+            extra=r.extra,
+        )
+        for r in services.storage.read_recipients(chunk.rows_key)
+    ]
 
 
 def _plain_row(r: dict[str, Any], status: ResultStatus, **values: Any) -> ResultRow:
@@ -164,9 +209,10 @@ class ExistingRows:
 
     BLOCK = 100  # one BatchGetItem per block
 
-    def __init__(self, services: Services, *, wait: bool = True) -> None:
+    def __init__(self, services: Services, *, wait: bool = True, dry_run: bool = False) -> None:
         self._services = services
         self._wait = wait
+        self._dry_run = dry_run
         self._batches: dict[str, BatchRecord | None] = {}
 
     def rows(self, records: Iterable[dict[str, Any]]) -> Iterator[ResultRow]:
@@ -206,6 +252,16 @@ class ExistingRows:
         if holding is not None and found is None:
             holder_batch = self._batch(holder[0])
             if holder_batch is not None and holder_batch.status != BatchStatus.FAILED:
+                if self._dry_run:
+                    return _plain_row(
+                        record,
+                        "existing",
+                        reason=(
+                            f"dry run: this person's voucher is being bought in batch "
+                            f"{holder[0]} ({holder_batch.status.value}); nothing would be "
+                            "bought here"
+                        ),
+                    )
                 if self._wait:
                     raise HoldersPending(f"batch {holder[0]} is still buying row {holder[1]}")
                 return _plain_row(
@@ -273,9 +329,12 @@ def _summary(
             "partner": c.partner_name,
             "program": c.program_name,
             "quantity": c.quantity,
-            "purchaseCode": c.purchase_code,
-            "adopted": c.adopted,
-            "state": c.state.value,
+            # A dry run's purchases are the ones the real run would make: nothing more to say.
+            **(
+                {}
+                if batch.dry_run
+                else {"purchaseCode": c.purchase_code, "adopted": c.adopted, "state": c.state.value}
+            ),
             **({"reason": c.failure_reason} if c.state == ChunkState.FAILED else {}),
         }
         for c in chunks
@@ -283,11 +342,13 @@ def _summary(
     return {
         "batchId": batch.batch_id,
         "source": batch.source,
-        "status": "failed" if (status or batch.status) == BatchStatus.FAILED else "completed",
+        "status": _summary_status(batch, status),
+        "dryRun": batch.dry_run,
         "error": batch.error,
         "counts": {
             "rows": batch.rows_total,
             "assigned": counts.get("assigned", 0),
+            **({"wouldAssign": counts.get("would-assign", 0)} if batch.dry_run else {}),
             "existing": counts.get("existing", 0),
             "rejected": counts.get("rejected", 0),
             "failed": counts.get("failed", 0),
@@ -300,6 +361,7 @@ def _summary(
             "csv": batch.results_csv_key if batch.status != BatchStatus.FAILED else None,
             "summary": batch.summary_key,
         },
+        **({"approval": approval} if (approval := approval_summary(batch)) else {}),
         **({"retryOf": batch.retry_of} if batch.retry_of else {}),
         **({"retriedBy": batch.retried_by} if batch.retried_by else {}),
         "timings": {
@@ -310,6 +372,12 @@ def _summary(
     }
 
 
+def _summary_status(batch: BatchRecord, status: BatchStatus | None) -> str:
+    if (status or batch.status) == BatchStatus.FAILED:
+        return "failed"
+    return "rejected" if batch.approval_decision == "rejected" else "completed"
+
+
 def _iso(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
@@ -317,12 +385,19 @@ def _iso(epoch: int) -> str:
 def _announce(
     services: Services, batch: BatchRecord, summary: dict[str, Any], *, completed: bool
 ) -> None:
-    detail = {k: summary[k] for k in ("batchId", "status", "counts", "results", "error")}
+    detail = {k: summary[k] for k in ("batchId", "status", "dryRun", "counts", "results", "error")}
     if detail["error"]:
         detail["error"] = redact_emails(str(detail["error"]))
-    services.events.publish(
-        "Voucher Batch Completed" if completed else "Voucher Batch Failed", detail
-    )
+    if batch.dry_run:
+        # Its own detail-type: a rule acting on completed batches never acts on a dry run.
+        detail["purchases"] = summary["purchases"]
+        detail_type = "Voucher Batch Dry Run Completed" if completed else "Voucher Batch Failed"
+    elif batch.approval_decision == "rejected":
+        detail["approval"] = summary["approval"]
+        detail_type = "Voucher Batch Rejected"
+    else:
+        detail_type = "Voucher Batch Completed" if completed else "Voucher Batch Failed"
+    services.events.publish(detail_type, detail)
     if batch.callback_url and services.callbacks is not None:
         body = json.dumps(detail, separators=(",", ":"), default=str).encode()
         try:

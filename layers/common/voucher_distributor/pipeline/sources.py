@@ -6,7 +6,10 @@ from collections.abc import Iterator
 
 from voucher_distributor.adapters.storage import ObjectMissing
 from voucher_distributor.domain.batches import (
+    DRY_RUN,
+    DRY_RUN_PREFIX,
     csv_batch_id,
+    dry_run_keys,
     request_batch_id,
     result_keys_for_request,
     result_keys_for_upload,
@@ -24,6 +27,8 @@ PARTNER_METADATA_KEYS = ("partner", "partner-name", "partner_name", "partnername
 PROGRAM_METADATA_KEYS = ("program", "program-name", "program_name", "programname")
 #: ``x-amz-meta-reissue: true``: every row of the file gets a new voucher.
 REISSUE_METADATA_KEYS = ("reissue",)
+#: ``x-amz-meta-mode: dry-run``: plan and report the file, buy nothing.
+MODE_METADATA_KEYS = ("mode",)
 #: ``x-amz-meta-retry-of: <batch id>``: the file holds another batch's failed rows (retry-failed).
 RETRY_METADATA_KEYS = ("retry-of", "retry_of", "retryof")
 
@@ -37,6 +42,10 @@ def upload_request(services: Services, key: str, version: str | None) -> IngestR
         return None
     keys = result_keys_for_upload(key)
     reissue = (_first(stored.metadata, REISSUE_METADATA_KEYS) or "").casefold()
+    mode = (_first(stored.metadata, MODE_METADATA_KEYS) or "").casefold()
+    dry_run = mode == DRY_RUN or key.startswith(DRY_RUN_PREFIX)
+    if dry_run:
+        keys = dry_run_keys(keys)
     batch = BatchRecord(
         batch_id=csv_batch_id(storage.bucket, key, stored.version),
         kind="csv",
@@ -48,6 +57,7 @@ def upload_request(services: Services, key: str, version: str | None) -> IngestR
         notes=f"voucher-distributor {key.rsplit('/', 1)[-1]}"[:200],
         reissue=reissue in REISSUE_YES,
         retry_of=_first(stored.metadata, RETRY_METADATA_KEYS),
+        dry_run=dry_run,
     )
     limit = services.settings.max_csv_bytes
     rows: Iterator[InputRow]
@@ -70,8 +80,10 @@ def upload_request(services: Services, key: str, version: str | None) -> IngestR
 
 def request_ingest(services: Services, request: DistributionRequest) -> IngestRequest:
     keys = result_keys_for_request(request.request_id)
+    if request.dry_run:
+        keys = dry_run_keys(keys)
     batch = BatchRecord(
-        batch_id=request_batch_id(request.request_id),
+        batch_id=request_batch_id(request.request_id, dry_run=request.dry_run),
         kind="request",
         source=request.request_id,
         input_name=request.request_id,
@@ -80,6 +92,7 @@ def request_ingest(services: Services, request: DistributionRequest) -> IngestRe
         created_at=services.now(),
         notes=request.notes or f"voucher-distributor request {request.request_id}"[:200],
         callback_url=request.callback_url,
+        dry_run=request.dry_run,
     )
     rows: Iterator[InputRow]
     tally = ReadTally()

@@ -1,0 +1,94 @@
+"""``voucher-distributor approve BATCH`` / ``reject BATCH --reason TEXT``: decide a waiting batch.
+
+The decision is recorded on the batch in the ledger (a conditional write: of two decisions, or
+a decision and the timeout, exactly one counts) with the caller's AWS identity and the time;
+then a message on the report queue asks the report function to carry it out (hand the batch
+out, or reject it: claims given back, rows ``rejected``, summary written). The same message
+is sent again by the pipeline until the batch has left ``AWAITING_APPROVAL``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from voucher_distributor.models.ledger import BatchRecord, BatchStatus
+from voucher_distributor.pipeline.approval import APPROVAL_CHECK
+from voucher_distributor_cli.ops.target import OpsError, Target
+
+
+def caller_identity(target: Target) -> str:
+    """Who is deciding: the caller's AWS identity (an ARN), as STS sees it."""
+    return str(target.client("sts").get_caller_identity()["Arn"])
+
+
+def decide(
+    target: Target,
+    batch_id: str,
+    *,
+    decision: str,
+    note: str | None = None,
+    now: float | None = None,
+) -> BatchRecord:
+    """Record ``approved`` or ``rejected`` on a waiting batch and ask for it to be carried out."""
+    ledger = target.ledger
+    batch = ledger.get_batch(batch_id)
+    if batch is None:
+        raise OpsError(f"no batch {batch_id} in {target.table_name}")
+    if batch.status != BatchStatus.AWAITING_APPROVAL or batch.approval_decision:
+        raise OpsError(_not_waiting(batch))
+    by = caller_identity(target)
+    decided = ledger.decide_approval(
+        batch_id,
+        decision=decision,
+        by=by,
+        at=int(time.time() if now is None else now),
+        note=note,
+    )
+    if decided is None:  # decided (or timed out) between the read and the write
+        current = ledger.get_batch(batch_id)
+        raise OpsError(_not_waiting(current) if current else f"batch {batch_id} is gone")
+    queue = target.queues.get("ReportQueue")
+    if not queue:
+        raise OpsError("the stack has no ReportQueue")
+    target.client("sqs").send_message(
+        QueueUrl=queue,
+        MessageBody=json.dumps({"batchId": batch_id, "check": APPROVAL_CHECK}),
+    )
+    return decided
+
+
+def decision_view(batch: BatchRecord) -> dict[str, Any]:
+    return {
+        "batchId": batch.batch_id,
+        "decision": batch.approval_decision,
+        "by": batch.approval_by,
+        "at": batch.approval_at,
+        "note": batch.approval_note,
+        "vouchers": batch.vouchers_planned,
+        "waitedBecause": batch.approval_reason,
+    }
+
+
+def format_decision(batch: BatchRecord) -> str:
+    if batch.approval_decision == "approved":
+        what = f"approved: its {batch.vouchers_planned:,} vouchers are being bought"
+    else:
+        what = "rejected: nothing is bought, its rows are reported 'rejected'"
+    return (
+        f"batch {batch.batch_id} {what} (recorded as {batch.approval_by}); follow it with "
+        f"`voucher-distributor status {batch.batch_id}`"
+    )
+
+
+def _not_waiting(batch: BatchRecord) -> str:
+    if batch.approval_decision:
+        return (
+            f"batch {batch.batch_id} was already {batch.approval_decision} by "
+            f"{batch.approval_by}; a decision is final"
+        )
+    return (
+        f"batch {batch.batch_id} is {batch.status.value}, not awaiting approval: only a batch "
+        "over ApprovalThreshold or the daily limit waits for a decision"
+    )

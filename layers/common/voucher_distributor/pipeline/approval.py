@@ -1,0 +1,222 @@
+"""Issuance limits and approval: nothing is bought above a stage's limits without a person's yes.
+
+When ingest has planned a batch, :func:`record_plan_or_wait` decides whether it may be bought
+now. Within ``ApprovalThreshold`` and the day's ``DailyVoucherLimit`` its plan is recorded and
+its vouchers counted in one transaction (so concurrent batches can never together cross the
+limit); otherwise it waits in ``AWAITING_APPROVAL``, announced by an EventBridge event and the
+approvals SNS topic. ``approve`` / ``reject`` record a decision (who, when) on the batch and ask
+:func:`check_approval` to carry it out; the same check, on a delayed message, rejects a batch
+nobody decided within ``ApprovalTimeoutHours``. A rejected batch buys nothing, gives back its
+claims and is reported with its rows ``rejected``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from voucher_distributor.adapters.ledger import Claim
+from voucher_distributor.adapters.queues import MAX_DELAY_SECONDS
+from voucher_distributor.models.ledger import BatchRecord, BatchStatus
+from voucher_distributor.pipeline.context import Services, log
+
+#: The report queue message that asks for a waiting batch to be looked at.
+APPROVAL_CHECK = "approval"
+TIMEOUT_DECIDER = "timeout"
+
+
+def utc_day(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
+
+
+def record_plan_or_wait(services: Services, batch: BatchRecord, values: dict[str, Any]) -> bool:
+    """Record the plan; True when the batch may be handed out now, False when it waits."""
+    settings, ledger = services.settings, services.ledger
+    count = int(values.get("vouchers_planned", 0))
+    if count == 0 or batch.dry_run:
+        ledger.update_batch(batch.batch_id, **values)
+        return True
+    day = utc_day(services.now())
+    limit, threshold = settings.daily_voucher_limit, settings.approval_threshold
+    if threshold and count > threshold:
+        reason = f"it would buy {count:,} vouchers, over ApprovalThreshold ({threshold:,})"
+    elif limit and count > limit:
+        reason = f"it would buy {count:,} vouchers, more than DailyVoucherLimit ({limit:,})"
+    elif ledger.record_plan(
+        batch.batch_id, {**values, "counted_day": day}, day=day, count=count, limit=limit
+    ):
+        services.metrics.count("VouchersCounted", count)
+        return True
+    else:
+        used = ledger.vouchers_counted(day)
+        reason = (
+            f"it would cross DailyVoucherLimit ({limit:,}): {used:,} vouchers counted today "
+            f"({day} UTC), {count:,} more asked"
+        )
+    deadline = services.now() + int(settings.approval_timeout_hours * 3600)
+    waiting = ledger.update_batch(
+        batch.batch_id,
+        **values,
+        status=BatchStatus.AWAITING_APPROVAL.value,
+        approval_reason=reason,
+        approval_deadline=deadline,
+    )
+    announce_waiting(services, waiting)
+    _check_later(services, waiting)
+    services.metrics.count("ApprovalsRequested")
+    log.warning("batch %s awaits approval: %s", batch.batch_id, reason)
+    return False
+
+
+def waiting_preview(services: Services, batch: BatchRecord) -> dict[str, Any]:
+    """What a waiting batch would buy, and what to do about it (event, e-mail, status)."""
+    purchases = [
+        {"chunk": c.chunk_no, "partner": c.partner_name, "program": c.program_name,
+         "quantity": c.quantity}
+        for c in services.ledger.iter_chunks(batch.batch_id)
+    ]  # fmt: skip
+    return {
+        "batchId": batch.batch_id,
+        "status": "awaiting-approval",
+        "reason": batch.approval_reason,
+        "source": batch.source,
+        "input": batch.input_name,
+        "sender": batch.sender or None,
+        "vouchers": batch.vouchers_planned,
+        "counts": {
+            "rows": batch.rows_total,
+            "wouldAssign": batch.vouchers_planned,
+            "existing": batch.rows_existing,
+            "rejected": batch.rows_rejected,
+            "failed": batch.rows_failed_early,
+        },
+        "purchases": purchases,
+        "deadline": _iso(batch.approval_deadline or 0),
+        "approve": f"voucher-distributor approve {batch.batch_id} --stack STACK",
+        "reject": f'voucher-distributor reject {batch.batch_id} --reason "…" --stack STACK',
+    }
+
+
+def announce_waiting(services: Services, batch: BatchRecord) -> None:
+    detail = waiting_preview(services, batch)
+    services.events.publish("Voucher Batch Awaiting Approval", detail)
+    if services.notifications is not None:
+        targets = ", ".join(f"{p['quantity']:,} of {p['program']}" for p in detail["purchases"])
+        services.notifications.publish(
+            f"Voucher batch awaiting approval: {batch.vouchers_planned:,} vouchers",
+            "\n".join(
+                [
+                    f"Batch {batch.batch_id} ({batch.input_name or batch.source}) waits for "
+                    f"approval: {batch.approval_reason}.",
+                    f"It would buy: {targets}.",
+                    f"Sent by: {batch.sender or 'unknown'}. Nothing is bought until it is "
+                    f"approved; it is rejected by itself at {detail['deadline']}.",
+                    f"Approve: {detail['approve']}",
+                    f"Reject:  {detail['reject']}",
+                    "",
+                    json.dumps(detail, indent=2, ensure_ascii=False),
+                ]
+            ),
+        )
+
+
+def check_approval(services: Services, batch_id: str) -> str:
+    """Carry out a waiting batch's decision, reject it at its deadline, or look again later."""
+    ledger = services.ledger
+    batch = ledger.get_batch(batch_id)
+    if batch is None:
+        return "missing"
+    if batch.status != BatchStatus.AWAITING_APPROVAL:
+        return "not-waiting"
+    if batch.approval_decision is None:
+        now = services.now()
+        if now < (batch.approval_deadline or 0):
+            _check_later(services, batch)
+            return "waiting"
+        hours = services.settings.approval_timeout_hours
+        decided = ledger.decide_approval(
+            batch_id,
+            decision="rejected",
+            by=TIMEOUT_DECIDER,
+            at=now,
+            note=f"nobody approved it within ApprovalTimeoutHours ({hours:g} h)",
+        )
+        if decided is None:  # decided meanwhile by a person: carry that out instead
+            return check_approval(services, batch_id)
+        services.metrics.count("ApprovalsTimedOut")
+        batch = decided
+    if batch.approval_decision == "approved":
+        return _hand_out_approved(services, batch)
+    return _carry_out_rejection(services, batch)
+
+
+def _hand_out_approved(services: Services, batch: BatchRecord) -> str:
+    # Chunk messages first: if this dies before the status moves, the check comes again and
+    # sends them again (buying a chunk is once-only whatever number of messages).
+    services.queues.send_many(
+        services.settings.purchase_queue_url,
+        ({"batchId": batch.batch_id, "chunkNo": n} for n in range(batch.chunk_count or 0)),
+    )
+    day = utc_day(services.now())
+    if services.ledger.release_approved(batch.batch_id, day=day, count=batch.vouchers_planned):
+        services.metrics.count("ApprovalsApproved")
+        services.metrics.count("VouchersCounted", batch.vouchers_planned)
+        log.info("batch %s approved by %s: handed out", batch.batch_id, batch.approval_by)
+    return "approved"
+
+
+def _carry_out_rejection(services: Services, batch: BatchRecord) -> str:
+    # Imported here: report imports this module's helpers for the summary.
+    from voucher_distributor.pipeline.report import report_batch  # noqa: PLC0415
+
+    claims = [
+        Claim(r.email, c.partner_name, c.program_name, batch.batch_id, r.row_number, r.reissue)
+        for c in services.ledger.iter_chunks(batch.batch_id)
+        for r in services.storage.read_recipients(c.rows_key)
+    ]
+    released = services.ledger.release_holdings(claims)
+    log.info(
+        "batch %s rejected by %s: %d claim(s) given back, nothing bought",
+        batch.batch_id, batch.approval_by, released,
+    )  # fmt: skip
+    if batch.approval_by != TIMEOUT_DECIDER:
+        services.metrics.count("ApprovalsRejected")
+    report_batch(services, batch.batch_id)
+    return "rejected"
+
+
+def rejection_reason(batch: BatchRecord) -> str:
+    """Why a rejected batch's rows got nothing, as each row and the summary say it."""
+    if batch.approval_by == TIMEOUT_DECIDER:
+        return f"not bought: {batch.approval_note}; it waited because {batch.approval_reason}"
+    note = f": {batch.approval_note}" if batch.approval_note else ""
+    return f"not bought: rejected by {batch.approval_by}{note}"
+
+
+def approval_summary(batch: BatchRecord) -> dict[str, Any] | None:
+    """The summary's ``approval`` object, for a batch that had to wait for one."""
+    if batch.approval_reason is None:
+        return None
+    return {
+        "reason": batch.approval_reason,
+        "deadline": _iso(batch.approval_deadline or 0),
+        "decision": batch.approval_decision,
+        "by": batch.approval_by,
+        "at": _iso(batch.approval_at) if batch.approval_at else None,
+        "note": batch.approval_note,
+    }
+
+
+def _check_later(services: Services, batch: BatchRecord) -> None:
+    every = min(MAX_DELAY_SECONDS, services.settings.approval_check_seconds)
+    wait = max(1, min(every, (batch.approval_deadline or 0) - services.now()))
+    services.queues.send(
+        services.settings.report_queue_url,
+        {"batchId": batch.batch_id, "check": APPROVAL_CHECK},
+        delay_seconds=wait,
+    )
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
