@@ -28,6 +28,14 @@ HR requests sent together with half their people in common; or the same people a
 first batch ended, a few rows asking for a reissue. Faults apply across all of them. People are
 otherwise unique to their seed, so runs never share anyone.
 
+Approval (issue 11): the stack's ``ApprovalThreshold`` is 10, so a batch buying more waits in
+AWAITING_APPROVAL (about 15% of runs); each seed also draws what the harness does about it —
+approve at once, reject at once, nobody decides (the timeout, 5.4 s here, rejects it), or a
+decision made from another thread just as the timeout falls due (the two race for the one
+conditional write) — and, for such runs, a wire fault on the approval path. A decided batch must
+have exactly one decision, carried out: approved and bought once, or rejected with nothing
+bought, its planned rows ``rejected`` and its claims given back.
+
 A run ends when every batch of it is DONE or FAILED and every queue is drained; a chunk left
 behind (a message in a DLQ, a batch that never ends) is a violation like a voucher bought twice.
 Besides each batch's own invariants, across the run's batches: nobody holds two codes for one
@@ -61,6 +69,7 @@ from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import find_marker
 from voucher_distributor.models.ledger import BatchStatus, ChunkState
 from voucher_distributor_cli.local.run import LocalPipeline, RunResult
+from voucher_distributor_cli.ops.target import OpsError
 from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
 
 from ..invariants import batch_purchases, consistency_violations, holdings_violations
@@ -84,7 +93,18 @@ TUNING = {
     "PURCHASE_LEASE_SECONDS": "5",
     "POLL_DEADLINE_SECONDS": str(DEADLINE_S),
     "POWERTOOLS_LOG_LEVEL": "INFO",
+    # A batch nobody decides is rejected by itself after 5.4 s (looked at every second).
+    "APPROVAL_TIMEOUT_HOURS": "0.0015",
 }
+#: A batch buying more than this waits for approval (the stack's ApprovalThreshold); the daily
+#: limit is off (one stack serves every run of the day) and so is MaxRecipientsPerBatch.
+APPROVAL_THRESHOLD = 10
+PARAMETERS = {
+    "ApprovalThreshold": str(APPROVAL_THRESHOLD),
+    "DailyVoucherLimit": "0",
+    "MaxRecipientsPerBatch": "0",
+}
+APPROVAL_ACTIONS = ("approve", "reject", "timeout", "race")
 RUN_TIMEOUT_S = 60.0
 
 
@@ -94,7 +114,7 @@ class SimulatedCrash(RuntimeError):
 
 # ---------------------------------------------------------------------- wire seams
 
-#: name -> (botocore event, predicate on the API parameters, when: "before" | "after")
+#: name -> (service, operation or operations, predicate on the API parameters)
 WireMatch = Callable[[dict[str, Any]], bool]
 
 
@@ -137,13 +157,18 @@ def _transact(params: dict[str, Any], kind: str) -> bool:
     return any(kind in item for item in params.get("TransactItems") or [])
 
 
-WIRE_SEAMS: dict[str, tuple[str, str, WireMatch]] = {
+WIRE_SEAMS: dict[str, tuple[str, str | tuple[str, ...], WireMatch]] = {
     # ingest
     "batch-create": ("dynamodb", "PutItem", lambda p: _item_sk(p) == "BATCH"),
     "chunk-file": ("s3", "PutObject", _key("/chunks/")),
     "chunk-record": ("dynamodb", "PutItem", lambda p: _item_sk(p).startswith("C#")),
     "rejected-file": ("s3", "PutObject", _key("rejected.jsonl")),
-    "batch-update": ("dynamodb", "UpdateItem", _update("#chunk_count")),
+    # the plan: one update, or with the day's voucher count one transaction
+    "batch-update": (
+        "dynamodb",
+        ("UpdateItem", "TransactWriteItems"),
+        lambda p: "#chunk_count" in str(p),
+    ),
     "batch-planned": ("dynamodb", "UpdateItem", lambda p: _status_set(p) == "PLANNED"),
     "chunk-messages": ("sqs", "SendMessageBatch", _any),
     # purchase
@@ -175,6 +200,25 @@ WIRE_SEAMS: dict[str, tuple[str, str, WireMatch]] = {
     "release-restore": ("dynamodb", "UpdateItem", _update("SET batch_id = :old_batch")),
     "existing-file": ("s3", "PutObject", _key("existing.jsonl")),
 }
+
+
+#: Seams of the approval path, drawn (apart, so other seeds keep their draws) for runs with a
+#: batch over the threshold.
+APPROVAL_WIRE_SEAMS: dict[str, tuple[str, str | tuple[str, ...], WireMatch]] = {
+    "await-approval": (
+        "dynamodb",
+        "UpdateItem",
+        lambda p: _status_set(p) == "AWAITING_APPROVAL",
+    ),
+    "approval-announce": ("events", "PutEvents", lambda p: "Awaiting Approval" in str(p)),
+    "approval-check": ("sqs", "SendMessage", lambda p: '"check"' in str(p.get("MessageBody"))),
+    "approval-timeout": ("dynamodb", "UpdateItem", _update("approval_decision = :d")),
+    "approved-release": ("dynamodb", "TransactWriteItems", lambda p: ":planned" in str(p)),
+    "approved-hand-out": ("sqs", "SendMessageBatch", _any),
+    "rejected-release": ("dynamodb", "TransactWriteItems", lambda p: _transact(p, "Delete")),
+    "rejected-report": ("s3", "PutObject", _key(".summary.json")),
+}
+ALL_SEAMS = {**WIRE_SEAMS, **APPROVAL_WIRE_SEAMS}
 
 
 @dataclass
@@ -216,8 +260,10 @@ class WirePlan:
         for fault in self.faults:
             if fault.when != when or fault.fired:
                 continue
-            f_service, f_operation, predicate = WIRE_SEAMS[fault.seam]
-            if (service, operation) != (f_service, f_operation) or not predicate(params):
+            f_service, f_operations, predicate = ALL_SEAMS[fault.seam]
+            if isinstance(f_operations, str):
+                f_operations = (f_operations,)
+            if service != f_service or operation not in f_operations or not predicate(params):
                 continue
             fault.seen += 1
             if fault.seen == fault.nth:
@@ -324,6 +370,8 @@ class Scenario:
     params: dict[str, Any] = field(default_factory=dict)
     multi: str = ""  # one of MULTI_KINDS when the run sends more inputs than the first
     more: list[Upload] = field(default_factory=list)  # the inputs after the first
+    #: What the harness does about a batch awaiting approval (one of APPROVAL_ACTIONS).
+    approval: str = "approve"
 
     @property
     def kinds(self) -> list[str]:
@@ -392,6 +440,14 @@ def make_scenario(seed: int) -> Scenario:
     if not big and rng.random() < MULTI_SHARE:
         scenario.multi = rng.choice(MULTI_KINDS)
         scenario.more = _more_inputs(rng, scenario)
+    # Drawn from a generator of their own: every other draw of a seed stays as it was.
+    approval_rng = random.Random(seed * 1_000_003 + 11)
+    scenario.approval = approval_rng.choice(APPROVAL_ACTIONS)
+    over = any(len(_people(u.rows)) > APPROVAL_THRESHOLD for u in scenario.inputs)
+    if over and approval_rng.random() < 0.5:
+        seam = approval_rng.choice(sorted(APPROVAL_WIRE_SEAMS))
+        when = approval_rng.choice(["before", "after"])
+        scenario.faults.append(f"wire:{seam}:{when}:1")
     return scenario
 
 
@@ -521,6 +577,11 @@ class Harness:
         self._ledger: Ledger | None = None
         self._given_codes: set[str] = set()
         self._race_threads: list[threading.Thread] = []
+        #: batch -> what the harness's approve/reject got: "approved", "rejected", "lost"
+        #: (the timeout or another decision came first) or "asked" (a racing thread is on it).
+        self._decisions: dict[str, str] = {}
+        self._approval_threads: list[threading.Thread] = []
+        self._rejected: set[str] = set()  # the run's batches rejected at approval
         self._armed_timeouts: Counter[str] = Counter()
         self._scenario: Scenario | None = None
         self._fired: Counter[str] = Counter()
@@ -543,6 +604,7 @@ class Harness:
             log_stream=self.log,  # type: ignore[arg-type]
             tuning=TUNING,
             retry_visibility_s=1,
+            parameters=PARAMETERS,
         ).start()
         lambdas = self.pipeline.lambdas
         assert lambdas is not None
@@ -645,6 +707,7 @@ class Harness:
         self._scenario = scenario
         self._fired = Counter()
         self._armed_timeouts = Counter()
+        self._decisions = {}
         self._step = 0
         self._rng = random.Random(scenario.params["fault_seed"])
         plan = WirePlan(rng=random.Random(scenario.params["fault_seed"] + 1))
@@ -677,9 +740,10 @@ class Harness:
             violations.append(f"the run did not end: {type(exc).__name__}: {exc}")
         finally:
             plan.armed = False
-            for thread in self._race_threads:
+            for thread in self._race_threads + self._approval_threads:
                 thread.join(timeout=30)
             self._race_threads.clear()
+            self._approval_threads.clear()
             self.sandbox.set_faults(FaultSettings())
             self.sandbox.set_token(TOKEN)
         try:
@@ -861,6 +925,8 @@ class Harness:
                 batch = self.ledger.get_batch(batch_id)
                 if batch is not None and batch.status in {BatchStatus.DONE, BatchStatus.FAILED}:
                     statuses[batch_id] = batch.status.value.lower()
+                elif batch is not None and batch.status == BatchStatus.AWAITING_APPROVAL:
+                    self._act_on_approval(scenario, batch)
             if all(s != "timeout" for s in statuses.values()):
                 return statuses
             if revoke_at is not None and self._step == revoke_at:
@@ -878,6 +944,37 @@ class Harness:
             if not report.delivered:
                 time.sleep(0.05)
         return statuses
+
+    def _act_on_approval(self, scenario: Scenario, batch: Any) -> None:
+        """Approve, reject, leave to the timeout, or decide from another thread just as the
+        timeout falls due — once per batch."""
+        if batch.batch_id in self._decisions or scenario.approval == "timeout":
+            return
+        decision = "approved" if scenario.approval == "approve" else "rejected"
+        if scenario.approval == "race":
+            decision = "approved" if scenario.seed % 2 else "rejected"
+            self._decisions[batch.batch_id] = "asked"
+            due = (batch.approval_deadline or 0) - time.time() - self._rng.uniform(-0.5, 0.5)
+
+            def racer() -> None:
+                time.sleep(max(0.0, due))
+                self._decide(batch.batch_id, decision)
+
+            thread = threading.Thread(target=racer, daemon=True)
+            self._approval_threads.append(thread)
+            thread.start()
+            return
+        self._decide(batch.batch_id, decision)
+
+    def _decide(self, batch_id: str, decision: str) -> None:
+        assert self.pipeline is not None
+        try:
+            self.pipeline.decide(batch_id, decision, "harness" if decision == "rejected" else None)
+        except OpsError:
+            self._decisions[batch_id] = "lost"
+        else:
+            self._decisions[batch_id] = decision
+            self._fired[f"approval-{decision}"] += 1
 
     @contextlib.contextmanager
     def _routed(self) -> Iterator[None]:
@@ -908,6 +1005,13 @@ class Harness:
         """Each batch's invariants, then those across every batch of the run."""
         inputs = scenario.inputs
         problems: list[str] = []
+        # A batch rejected at approval never bought for its people: another batch's rows that
+        # counted on it (their person was held by it) fail, for retry-failed, naming it.
+        self._rejected = {
+            r.batch_id
+            for r in results
+            if (r.summary.get("approval") or {}).get("decision") == "rejected"
+        }
         for upload, result in zip(inputs, results, strict=True):
             found = self._check_batch(scenario, upload, result, fired)
             problems += [f"[{upload.name}] {p}" for p in found] if len(inputs) > 1 else found
@@ -928,6 +1032,11 @@ class Harness:
         )
         legit_failure = set(scenario.kinds) & FAILING_FAULTS
         problems = self._reconcile_flagged(problems, result, fired)
+        batch = self.ledger.get_batch(result.batch_id)
+        rejected_whole = False
+        if batch is not None and batch.approval_reason is not None:
+            problems += self._check_approval(scenario, batch, result, fired)
+            rejected_whole = batch.approval_decision == "rejected"
         if result.summary.get("status") == "failed":
             if "token-revoked" not in legit_failure:
                 problems.append(f"the batch failed without cause: {result.summary.get('error')}")
@@ -936,10 +1045,13 @@ class Harness:
             number = int(row["row"])
             if number in upload.expected_rejected and row["status"] != "rejected":
                 problems.append(f"row {number} should be rejected, is {row['status']}")
-            if number not in upload.expected_rejected and row["status"] == "rejected":
+            not_bought = rejected_whole and row["reason"].startswith("not bought")
+            rejected = number not in upload.expected_rejected and row["status"] == "rejected"
+            if rejected and not not_bought:
                 problems.append(f"row {number} rejected: {row['reason']}")
             # Also a row whose person another batch row was buying, when that row failed.
-            if row["status"] == "failed" and not legit_failure:
+            waited_on_rejected = any(b in row["reason"] for b in self._rejected)
+            if row["status"] == "failed" and not legit_failure and not waited_on_rejected:
                 problems.append(f"row {number} failed without a failing fault: {row['reason']}")
             if row["status"] == "existing" and upload.asks_reissue(number):
                 problems.append(f"row {number} asked for a reissue but is existing")
@@ -953,9 +1065,48 @@ class Harness:
             fired
             and not bought
             and not legit_failure
-            and any(r["status"] not in {"rejected", "existing"} for r in result.rows)
+            and any(
+                r["status"] not in {"rejected", "existing"}
+                and not any(b in r["reason"] for b in self._rejected)
+                for r in result.rows
+            )
         ):
             problems.append("rows were accepted but nothing was bought")
+        return problems
+
+    def _check_approval(
+        self, scenario: Scenario, batch: Any, result: RunResult, fired: Counter[str]
+    ) -> list[str]:
+        """A batch that waited: one decision, carried out as recorded."""
+        problems: list[str] = []
+        decision, by = batch.approval_decision, batch.approval_by
+        asked = self._decisions.get(batch.batch_id)
+        fired["approval-waited"] += 1
+        fired[f"approval-{decision}-by-{'timeout' if by == 'timeout' else 'person'}"] += 1
+        if decision not in {"approved", "rejected"}:
+            return [f"the batch waited for approval and ended undecided ({decision!r})"]
+        if asked in {"approved", "rejected"} and (asked != decision or by == "timeout"):
+            problems.append(f"the harness's '{asked}' was accepted but the batch is {decision}")
+        if scenario.approval == "timeout" and by != "timeout":
+            problems.append(f"nobody decided, yet the batch was {decision} by {by}")
+        if asked == "lost" and by != "timeout":
+            problems.append("a decision was refused though nothing else had decided")
+        summary = result.summary
+        if (summary.get("approval") or {}).get("decision") != decision:
+            problems.append("the summary's approval does not say the batch's decision")
+        bought = batch_purchases(self.sandbox.purchases(), batch.batch_id)
+        if decision == "rejected":
+            if bought:
+                problems.append(f"a rejected batch bought {len(bought)} purchase(s)")
+            if summary.get("status") != "rejected":
+                problems.append(f"a rejected batch's summary says {summary.get('status')!r}")
+            if [r for r in result.rows if r["status"] == "assigned"]:
+                problems.append("a rejected batch assigned codes")
+            held = [h for h in self.ledger.iter_holdings() if h.batch_id == batch.batch_id]
+            if held:
+                problems.append(f"a rejected batch still holds {len(held)} claim(s)")
+        elif summary.get("status") == "rejected":
+            problems.append("an approved batch's summary says rejected")
         return problems
 
     def _check_people(self, scenario: Scenario, results: list[RunResult]) -> list[str]:

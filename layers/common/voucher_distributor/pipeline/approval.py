@@ -127,8 +127,13 @@ def check_approval(services: Services, batch_id: str) -> str:
     batch = ledger.get_batch(batch_id)
     if batch is None:
         return "missing"
-    if batch.status != BatchStatus.AWAITING_APPROVAL:
+    unfinished_rejection = batch.approval_decision == "rejected" and batch.status not in {
+        BatchStatus.DONE,
+        BatchStatus.FAILED,
+    }
+    if batch.status != BatchStatus.AWAITING_APPROVAL and not unfinished_rejection:
         return "not-waiting"
+    # (A rejection whose report was interrupted is finished: giving back is idempotent.)
     if batch.approval_decision is None:
         now = services.now()
         if now < (batch.approval_deadline or 0):
