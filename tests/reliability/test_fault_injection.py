@@ -166,3 +166,27 @@ def test_preflight_outage_longer_than_the_client_retries_is_read_again(
     bought; only the input's last delivery fails the rows."""
     record = harness.run(make_scenario(278))
     assert not record.violations
+
+
+def test_a_rejection_whose_report_died_is_finished_by_the_next_check(harness: Harness) -> None:
+    """Seed 159: a batch over the threshold was rejected; the report function died right after
+    writing the rejection's summary (was: the redelivered check found the batch REPORTING, not
+    waiting, and dropped it: the batch never ended). The check now finishes an unfinished
+    rejection."""
+    record = harness.run(make_scenario(159))
+    assert record.fired["wire:rejected-report:after"] == 1
+    assert record.fired["approval-rejected-by-person"] == 1
+    assert not record.violations
+
+
+def test_people_held_by_a_batch_the_timeout_rejected_fail_for_retry_in_their_other_list(
+    harness: Harness,
+) -> None:
+    """Seed 11: the same file uploaded twice at once; the first batch waited for approval with
+    every person claimed, the copy found them held; nobody decided, the timeout rejected the
+    first (its claims given back, nothing bought) and the copy's rows failed naming it, for
+    retry-failed."""
+    record = harness.run(make_scenario(11))
+    assert record.fired["approval-rejected-by-timeout"] == 1
+    assert record.counts["assigned"] == 0
+    assert not record.violations
