@@ -126,6 +126,7 @@ def _high_water_mark_kib() -> int:
 
 def measure(sizes: tuple[int, ...] = (10_000, 1_000_000)) -> dict[int, dict[str, Any]]:
     """Peak RSS and rows/s of an ingest of each size, each in its own fresh process."""
+    from bench.workload import NO_LIMITS  # noqa: PLC0415
     from voucher_distributor_cli.local.run import LocalPipeline  # noqa: PLC0415
     from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer  # noqa: PLC0415
 
@@ -134,7 +135,10 @@ def measure(sizes: tuple[int, ...] = (10_000, 1_000_000)) -> dict[int, dict[str,
         tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
         SandboxServer(SandboxConfig(token=TOKEN, seed=7), host="127.0.0.1", port=0) as sandbox,
         LocalPipeline(
-            certiverse_url=sandbox.base_url, certiverse_token=TOKEN, default_partner=PARTNER
+            certiverse_url=sandbox.base_url,
+            certiverse_token=TOKEN,
+            default_partner=PARTNER,
+            parameters=NO_LIMITS,
         ) as pipeline,
     ):
         assert pipeline.lambdas is not None

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.aws_calls import WriteCounter, counting_dynamodb_writes
-from bench.workload import PARTNER, write_csv
+from bench.workload import NO_LIMITS, PARTNER, write_csv
 from voucher_distributor_cli.local.run import LocalPipeline
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 from voucher_distributor_cli.sandbox.store import RequestRecord
@@ -121,6 +121,7 @@ def run_batch(
                 certiverse_token=TOKEN,
                 default_partner=PARTNER,
                 log_stream=log_stream,
+                parameters=NO_LIMITS,
             )
         )
         sandbox.clear_request_log()

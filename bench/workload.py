@@ -7,6 +7,8 @@ from pathlib import Path
 PARTNER = "Acme Corp"
 PROGRAMS = ("Spring Certification Drive", "Cloud Fundamentals Exam Vouchers")
 HEADER = "email,first_name,last_name,external_id,partner_name,program_name\r\n"
+#: The bench's stack measures the pipeline, not its guards: no batch waits for approval.
+NO_LIMITS = {"ApprovalThreshold": "0", "DailyVoucherLimit": "0", "MaxRecipientsPerBatch": "0"}
 
 
 def write_csv(path: Path, rows: int, *, programs: tuple[str, ...] = PROGRAMS) -> Path:

@@ -6,11 +6,12 @@
   newest version for both events. Patched in the moto server's process (it runs in ours).
 - **A transaction deep-copies every table it touches** (its rollback plan), so its cost grows
   with the table: claims go 100 to a transaction, and a 100,000-row run would copy the ledger a
-  thousand times. A transaction of only puts, or only deletes — what claims and their release
-  are — is decided the way DynamoDB decides it instead: every condition is checked first, and
-  then either all writes land or none does (``TransactionCanceledException`` with a reason per
-  item, the old item where asked).
-  Any other transaction goes the original way.
+  thousand times. A transaction of puts, deletes and updates — claims and their release, a
+  plan recorded with the day's voucher count, an approved batch released — is decided the way
+  DynamoDB decides it instead: every condition is checked first, and then either all writes
+  land or none does (``TransactionCanceledException`` with a reason per item, the old item
+  where asked). (An update expression moto rejects would land the writes before it: ours are
+  all valid.) A transaction with a ``ConditionCheck`` goes the original way.
 - **A conditional write is not atomic across threads**: moto checks the condition, then
   writes, and its server answers requests on threads. DynamoDB decides each conditional write
   (and each transaction) on its own; here one lock serialises them, so two batches claiming the
@@ -65,7 +66,7 @@ def _patch_put_transactions() -> None:
         self: Any, transact_items: list[dict[str, Any]]
     ) -> None:
         if not transact_items or any(
-            set(item) not in ({"Put"}, {"Delete"}) for item in transact_items
+            set(item) not in ({"Put"}, {"Delete"}, {"Update"}) for item in transact_items
         ):
             original(self, transact_items)
             return
@@ -74,7 +75,7 @@ def _patch_put_transactions() -> None:
         seen: set[tuple[str, str]] = set()
         errors: list[tuple[Any, Any, Any]] = []
         for item in transact_items:
-            put = item.get("Put") or item["Delete"]
+            put = item.get("Put") or item.get("Delete") or item["Update"]
             table = self.get_table(put["TableName"])
             if "Put" in item:
                 attrs = put["Item"]
@@ -109,6 +110,15 @@ def _patch_put_transactions() -> None:
         for item in transact_items:
             if "Put" in item:
                 self.put_item(item["Put"]["TableName"], item["Put"]["Item"])
+            elif "Update" in item:
+                update = item["Update"]
+                self.update_item(
+                    update["TableName"],
+                    update["Key"],
+                    update["UpdateExpression"],
+                    update.get("ExpressionAttributeNames") or {},
+                    update.get("ExpressionAttributeValues") or {},
+                )
             else:
                 self.delete_item(item["Delete"]["TableName"], item["Delete"]["Key"])
 
