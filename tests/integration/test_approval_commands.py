@@ -1,0 +1,125 @@
+"""``approve``, ``reject`` and ``status`` (its overview) as an operator types them, against the
+local runner's stack with a low ApprovalThreshold."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from voucher_distributor_cli.local.run import LocalPipeline
+from voucher_distributor_cli.main import main
+from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
+
+TOKEN = "approval-token"
+PARTNER = "Acme Corp"
+SPRING = "Spring Certification Drive"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPipeline]:
+    tmp = tmp_path_factory.mktemp("approval")
+    with (
+        SandboxServer(
+            SandboxConfig(token=TOKEN, generation_delay_s=0.2, seed=3), host="127.0.0.1", port=0
+        ) as sandbox,
+        (tmp / "handlers.log").open("w", encoding="utf-8") as log,
+        LocalPipeline(
+            certiverse_url=sandbox.base_url,
+            certiverse_token=TOKEN,
+            default_partner=PARTNER,
+            log_stream=log,
+            parameters={"ApprovalThreshold": "3", "DailyVoucherLimit": "100"},
+        ) as started,
+    ):
+        yield started
+
+
+def _waiting(pipeline: LocalPipeline, tmp_path: Path, name: str, count: int = 5) -> str:
+    path = tmp_path / name
+    path.write_text(
+        "email,program_name\r\n"
+        + "".join(f"{name[:-4]}{n}@acme.example,{SPRING}\r\n" for n in range(count)),
+        encoding="utf-8",
+    )
+    batch_id = pipeline.submit_csv(path)
+    batch = pipeline.run_until_done(batch_id, timeout_s=120, stop_when_waiting=True)
+    assert batch.status.value == "AWAITING_APPROVAL"
+    return batch_id
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_approve_records_who_and_the_batch_is_bought(
+    pipeline: LocalPipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = ["--endpoint-url", pipeline.stack.endpoint_url]
+    batch_id = _waiting(pipeline, tmp_path, "five.csv")
+
+    code, out, _ = _run(["status", *where, "--json"], capsys)
+    assert code == 0
+    overview = json.loads(out)
+    assert overview["dailyVoucherLimit"] == 100
+    (waiting,) = [b for b in overview["awaitingApproval"] if b["batchId"] == batch_id]
+    assert waiting["vouchers"] == 5
+    assert "over ApprovalThreshold (3)" in waiting["reason"]
+    code, out, _ = _run(["status", *where], capsys)
+    assert f"awaiting approval: {batch_id}  5 vouchers" in out
+    assert f"voucher-distributor approve {batch_id}" in out
+    code, out, _ = _run(["status", batch_id, *where], capsys)
+    assert "waiting for approve/reject until" in out
+
+    code, out, _ = _run(["approve", batch_id, *where, "--json"], capsys)
+    assert code == 0
+    decided = json.loads(out)
+    assert decided["decision"] == "approved"
+    assert decided["by"].startswith("arn:aws:")
+    code, _, err = _run(["reject", batch_id, "--reason", "too late", *where], capsys)
+    assert code == 2
+    assert "already approved" in err
+    assert "a decision is final" in err
+
+    batch = pipeline.run_until_done(batch_id, timeout_s=120)
+    assert batch.status.value == "DONE"
+    code, out, _ = _run(["status", batch_id, *where], capsys)
+    assert f"approved by {decided['by']}" in out
+    code, out, _ = _run(["status", *where, "--json"], capsys)
+    assert json.loads(out)["vouchersToday"] >= 5
+
+
+def test_reject_needs_a_reason_and_refuses_a_batch_that_is_not_waiting(
+    pipeline: LocalPipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = ["--endpoint-url", pipeline.stack.endpoint_url]
+    with pytest.raises(SystemExit) as usage:
+        main(["reject", "f-any", *where])
+    assert usage.value.code == 2
+    assert "--reason" in capsys.readouterr().err
+
+    small = tmp_path / "two.csv"
+    small.write_text(f"email,program_name\r\nx1@acme.example,{SPRING}\r\n", encoding="utf-8")
+    done = pipeline.submit_csv(small)
+    pipeline.run_until_done(done, timeout_s=120)
+    code, _, err = _run(["approve", done, *where], capsys)
+    assert code == 2
+    assert "is DONE, not awaiting approval" in err
+    code, _, err = _run(["approve", "f-nope", *where], capsys)
+    assert code == 2
+    assert "no batch f-nope" in err
+
+    batch_id = _waiting(pipeline, tmp_path, "reject.csv")
+    code, out, _ = _run(["reject", batch_id, "--reason", "wrong list", *where], capsys)
+    assert code == 0
+    assert "rejected: nothing is bought" in out
+    batch = pipeline.run_until_done(batch_id, timeout_s=120)
+    result = pipeline.result(batch_id)
+    assert batch.status.value == "DONE"
+    assert result.summary["status"] == "rejected"
+    assert {r["status"] for r in result.rows} == {"rejected"}
+    assert "wrong list" in result.rows[0]["reason"]
