@@ -28,7 +28,8 @@ def record_handler(record: SqsRecord) -> None:
         if not key.startswith(INCOMING_PREFIX) or not key.lower().endswith(".csv"):
             logger.warning("ignoring an object outside incoming/*.csv")
             continue
-        request = upload_request(services(), key, s3["object"].get("versionId"))
+        sender = str((s3_record.get("userIdentity") or {}).get("principalId", ""))
+        request = upload_request(services(), key, s3["object"].get("versionId"), sender=sender)
         if request is None:
             logger.warning("the uploaded object is gone; nothing to ingest")
             continue

@@ -25,7 +25,8 @@ def record_handler(record: SqsRecord) -> None:
         # A malformed request never becomes valid by retrying: answer it and drop it.
         refuse_request(services(), record.message_id, record.body, exc)
         return
-    ingest_request = request_ingest(services(), request)
+    sender = record.attributes.get("SenderId", "")
+    ingest_request = request_ingest(services(), request, sender=sender)
     logger.set_correlation_id(ingest_request.batch.batch_id)
     final = record.approximate_receive_count >= services().settings.max_ingest_attempts
     outcome = ingest(services(), replace(ingest_request, final_attempt=final))

@@ -131,6 +131,8 @@ def test_a_batch_over_the_threshold_waits_and_approve_lets_it_finish(make_world)
     (event,) = [e for e in _events(world, listener) if e["detail-type"].endswith("Approval")]
     assert event["detail-type"] == "Voucher Batch Awaiting Approval"
     assert event["detail"]["vouchers"] == 12
+    assert event["detail"]["sender"]  # the uploader's principal, as S3 names it
+    assert event["detail"]["source"].endswith("/twelve.csv")
     assert event["detail"]["purchases"] == [
         {"chunk": 0, "partner": PARTNER, "program": SPRING, "quantity": 12}
     ]

@@ -3,7 +3,8 @@
 - **S3 event notifications carry no ``versionId``.** On a versioned bucket AWS puts the
   object's version id in ``s3.object.versionId`` (and a ``sequencer``), so two uploads of one
   key in the same second are two batches. moto 5 leaves both out, so ingest would read the
-  newest version for both events. Patched in the moto server's process (it runs in ours).
+  newest version for both events. It leaves out ``userIdentity`` (who uploaded) too. Patched
+  in the moto server's process (it runs in ours).
 - **A transaction deep-copies every table it touches** (its rollback plan), so its cost grows
   with the table: claims go 100 to a transaction, and a 100,000-row run would copy the ledger a
   thousand times. A transaction of puts, deletes and updates — claims and their release, a
@@ -26,6 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 _applied = False
+#: The uploader S3 notifications name locally (AWS: the caller's principal id).
+LOCAL_PRINCIPAL = "AWS:local-runner"
 _writes = threading.RLock()
 
 
@@ -41,9 +44,11 @@ def apply() -> None:
     def with_version(event_name: str, bucket: Any, key: Any, notification_id: str) -> Any:
         event = original(event_name, bucket, key, notification_id)
         version = getattr(key, "version_id", None)
-        if version and version != "null":
-            for record in event.get("Records", []):
+        for record in event.get("Records", []):
+            if version and version != "null":
                 record["s3"]["object"]["versionId"] = version
+            # AWS names the uploader; moto does not (the local runner's one identity).
+            record.setdefault("userIdentity", {"principalId": LOCAL_PRINCIPAL})
         return event
 
     notifications._get_s3_event = with_version

@@ -33,8 +33,11 @@ MODE_METADATA_KEYS = ("mode",)
 RETRY_METADATA_KEYS = ("retry-of", "retry_of", "retryof")
 
 
-def upload_request(services: Services, key: str, version: str | None) -> IngestRequest | None:
-    """The ingest request of an uploaded CSV, or None when the object is gone."""
+def upload_request(
+    services: Services, key: str, version: str | None, *, sender: str = ""
+) -> IngestRequest | None:
+    """The ingest request of an uploaded CSV, or None when the object is gone. ``sender``: the
+    uploader's AWS principal, as the S3 notification names it."""
     storage = services.storage
     try:
         stored = storage.open(key, version_id=version)
@@ -54,6 +57,7 @@ def upload_request(services: Services, key: str, version: str | None) -> IngestR
         results_csv_key=keys.results_csv,
         summary_key=keys.summary_json,
         created_at=services.now(),
+        sender=sender[:200],
         notes=f"voucher-distributor {key.rsplit('/', 1)[-1]}"[:200],
         reissue=reissue in REISSUE_YES,
         retry_of=_first(stored.metadata, RETRY_METADATA_KEYS),
@@ -78,7 +82,10 @@ def upload_request(services: Services, key: str, version: str | None) -> IngestR
     )
 
 
-def request_ingest(services: Services, request: DistributionRequest) -> IngestRequest:
+def request_ingest(
+    services: Services, request: DistributionRequest, *, sender: str = ""
+) -> IngestRequest:
+    """``sender``: the AWS principal that sent the SQS message (its ``SenderId``)."""
     keys = result_keys_for_request(request.request_id)
     if request.dry_run:
         keys = dry_run_keys(keys)
@@ -90,6 +97,7 @@ def request_ingest(services: Services, request: DistributionRequest) -> IngestRe
         results_csv_key=keys.results_csv,
         summary_key=keys.summary_json,
         created_at=services.now(),
+        sender=sender[:200],
         notes=request.notes or f"voucher-distributor request {request.request_id}"[:200],
         callback_url=request.callback_url,
         dry_run=request.dry_run,
