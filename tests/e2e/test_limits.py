@@ -72,6 +72,7 @@ def test_a_dry_run_reports_what_the_real_run_then_does_and_buys_nothing(make_wor
     assert dry.summary["counts"]["assigned"] == 0
     assert _purchases(dry) == [(PARTNER, CLOUD, 4), (PARTNER, SPRING, 203), (PARTNER, SPRING, 1000)]
     assert all("purchaseCode" not in p for p in dry.summary["purchases"])
+    assert dry.summary["wouldAwaitApproval"] is None  # under the default threshold (5,000)
     rows = {(row["email"], row["program"]): row for row in dry.rows}
     assert rows["person1@acme.example", SPRING]["status"] == "existing"
     assert rows["person1@acme.example", SPRING]["voucher_code"]  # the code they hold, shown
@@ -163,6 +164,19 @@ def test_reject_ends_a_waiting_batch_with_nothing_bought_and_claims_given_back(
     # the same people are free to get a voucher from a smaller list
     (again,) = finish(world, [world.pipeline.submit_csv(world.csv_file(crowd[:5], "five.csv"))])
     assert statuses(again) == {"assigned": 5}
+
+
+def test_a_dry_run_says_the_real_run_would_wait_for_approval(make_world) -> None:
+    world = make_world(parameters=LIMITS)
+    path = world.csv_file(people(12), "twelve.csv")
+    (dry,) = finish(world, [world.pipeline.submit_csv(path, metadata={"mode": "dry-run"})])
+    assert dry.summary["wouldAwaitApproval"] == (
+        "it would buy 12 vouchers, over ApprovalThreshold (10)"
+    )
+    batch = world.pipeline.ledger.get_batch(dry.batch_id)
+    assert batch is not None
+    assert batch.approval_reason is None  # the dry run itself never waits
+    assert world.sandbox.purchases() == []
 
 
 def test_two_batches_at_once_cannot_together_cross_the_daily_limit(make_world) -> None:

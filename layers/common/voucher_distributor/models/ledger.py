@@ -79,6 +79,8 @@ class BatchRecord(LedgerModel):
     approval_by: str | None = None  # an AWS identity (ARN), or "timeout"
     approval_at: int | None = None
     approval_note: str | None = None  # the reject --reason
+    #: A dry run's input would wait for approval if sent for real: why.
+    would_wait: str | None = None
     #: The UTC day whose daily count this batch's vouchers went into.
     counted_day: str | None = None
     #: ``retry-failed``: the batch whose failed rows this one retries, and the reverse links.

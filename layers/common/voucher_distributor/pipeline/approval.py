@@ -34,7 +34,12 @@ def record_plan_or_wait(services: Services, batch: BatchRecord, values: dict[str
     """Record the plan; True when the batch may be handed out now, False when it waits."""
     settings, ledger = services.settings, services.ledger
     count = int(values.get("vouchers_planned", 0))
-    if count == 0 or batch.dry_run:
+    if batch.dry_run:
+        # What the real run would meet, said in the summary; nothing is counted or held.
+        would = _dry_run_gate(services, count)
+        ledger.update_batch(batch.batch_id, **values, **({"would_wait": would} if would else {}))
+        return True
+    if count == 0:
         ledger.update_batch(batch.batch_id, **values)
         return True
     day = utc_day(services.now())
@@ -67,6 +72,24 @@ def record_plan_or_wait(services: Services, batch: BatchRecord, values: dict[str
     services.metrics.count("ApprovalsRequested")
     log.warning("batch %s awaits approval: %s", batch.batch_id, reason)
     return False
+
+
+def _dry_run_gate(services: Services, count: int) -> str | None:
+    """Why the real run of a dry run's input would wait for approval, as things stand now."""
+    settings = services.settings
+    limit, threshold = settings.daily_voucher_limit, settings.approval_threshold
+    if count == 0:
+        return None
+    if threshold and count > threshold:
+        return f"it would buy {count:,} vouchers, over ApprovalThreshold ({threshold:,})"
+    day = utc_day(services.now())
+    used = services.ledger.vouchers_counted(day) if limit else 0
+    if limit and used + count > limit:
+        return (
+            f"it would cross DailyVoucherLimit ({limit:,}): {used:,} vouchers counted today "
+            f"({day} UTC), {count:,} more asked"
+        )
+    return None
 
 
 def waiting_preview(services: Services, batch: BatchRecord) -> dict[str, Any]:

@@ -362,6 +362,7 @@ def _summary(
             "summary": batch.summary_key,
         },
         **({"approval": approval} if (approval := approval_summary(batch)) else {}),
+        **({"wouldAwaitApproval": batch.would_wait} if batch.dry_run else {}),
         **({"retryOf": batch.retry_of} if batch.retry_of else {}),
         **({"retriedBy": batch.retried_by} if batch.retried_by else {}),
         "timings": {
