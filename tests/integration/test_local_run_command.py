@@ -45,3 +45,34 @@ def test_inputs_sharing_a_name_each_keep_their_own_results(
     if not together:
         assert counts[0]["assigned"] == 4
         assert counts[1] == {**counts[1], "assigned": 2, "existing": 2}
+
+
+def test_dry_run_then_parameter_overrides_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--dry-run`` reports would-assign and buys nothing (exit 0); ``--parameter-overrides``
+    reaches the stack (a limit of 3 rows refuses a file of 4: exit 3); an unknown parameter is
+    a one-line error (exit 1)."""
+    four = people_csv(tmp_path / "four.csv", range(1, 5))
+    out = tmp_path / "out"
+    base = ["local", "run", str(four), "--partner", "Acme Corp", "--out", str(out)]
+    code = main([*base, "--dry-run"])
+    captured = capsys.readouterr()
+    (line,) = [json.loads(text) for text in captured.out.splitlines()]
+    assert code == 0
+    assert line["dryRun"] is True
+    assert line["counts"]["wouldAssign"] == 4
+    assert [p["purchaseCode"] for p in line["purchases"]] == [None]
+    assert line["results"]["csv"] == str(out / "four.dry-run.results.csv")
+    assert "dry run, nothing bought: 4 would be assigned" in captured.err
+
+    code = main([*base, "--parameter-overrides", "MaxRecipientsPerBatch=3"])
+    captured = capsys.readouterr()
+    (line,) = [json.loads(text) for text in captured.out.splitlines()]
+    assert code == 3
+    assert line["status"] == "failed"
+    assert "4 rows, over MaxRecipientsPerBatch (3)" in line["error"]
+
+    code = main([*base, "--parameter-overrides", "NoSuchParameter=1"])
+    assert code == 1
+    assert "parameters not in the template: NoSuchParameter" in capsys.readouterr().err
