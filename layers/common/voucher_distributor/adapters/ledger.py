@@ -297,7 +297,9 @@ class Ledger:
             "TableName": self.table_name,
             "Key": {"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
             "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in values),
-            "ConditionExpression": "#status = :ingesting",
+            # Only once: a duplicate delivery planning the same batch at the same time counts
+            # nothing more.
+            "ConditionExpression": "#status = :ingesting AND attribute_not_exists(chunk_count)",
             "ExpressionAttributeNames": {**names, "#status": "status"},
             "ExpressionAttributeValues": {**vals, ":ingesting": BatchStatus.INGESTING.value},
         }
@@ -307,10 +309,10 @@ class Ledger:
             )
         except ClientError as exc:
             reasons = _cancellation_reasons(exc, 2)
+            if reasons[1].get("Code") == "ConditionalCheckFailed":
+                return True  # recorded (and counted) already, by a delivery racing this one
             if reasons[0].get("Code") == "ConditionalCheckFailed":
                 return False
-            if reasons[1].get("Code") == "ConditionalCheckFailed":
-                return True  # recorded already (a replay that raced its first attempt)
             raise
         return True
 
