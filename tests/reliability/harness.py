@@ -210,7 +210,11 @@ APPROVAL_WIRE_SEAMS: dict[str, tuple[str, str | tuple[str, ...], WireMatch]] = {
         "UpdateItem",
         lambda p: _status_set(p) == "AWAITING_APPROVAL",
     ),
-    "approval-announce": ("events", "PutEvents", lambda p: "Awaiting Approval" in str(p)),
+    "approval-announce": (
+        "eventbridge",
+        "PutEvents",
+        lambda p: "Awaiting Approval" in str(p),
+    ),
     "approval-check": ("sqs", "SendMessage", lambda p: '"check"' in str(p.get("MessageBody"))),
     "approval-timeout": ("dynamodb", "UpdateItem", _update("approval_decision = :d")),
     "approved-release": ("dynamodb", "TransactWriteItems", lambda p: ":planned" in str(p)),

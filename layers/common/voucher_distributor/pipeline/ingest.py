@@ -1,13 +1,13 @@
 """Ingest: turn an input (an uploaded CSV or an HR request) into planned chunks.
 
 Streaming: rows are read one at a time. An accepted row claims its person's holding for the
-(partner, program) — one conditional put, 100 to a transaction, ten transactions at a time —
-before it joins one open chunk per (partner, program) of at most 1000, written out as soon as
-it fills. A person who already holds a voucher is not bought for: the row is ``existing`` and
-gets the held code in the report. Rejected and failed rows go to a temporary JSON-lines file,
-existing ones to another. Nothing is bought here. Chunk messages are sent only after the whole
-input was read, so a file that turns out unusable half-way buys nothing (and gives back its
-claims).
+(partner, program) — one conditional put, 100 to a transaction, ten transactions at a time,
+one round of 1,000 on its way while the next 1,000 rows are read — before it joins one open
+chunk per (partner, program) of at most 1000, written out as soon as it fills. A person who
+already holds a voucher is not bought for: the row is ``existing`` and gets the held code in
+the report. Rejected and failed rows go to a temporary JSON-lines file, existing ones to
+another. Nothing is bought here. Chunk messages are sent only after the whole input was read,
+so a file that turns out unusable half-way buys nothing (and gives back its claims).
 
 Re-running ingest for the same batch (a redelivered event after a crash) plans the same chunks
 with the same numbers: its claims come back to it, and existing chunk records are kept.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -97,12 +98,24 @@ class _Accepted:
 
 
 @dataclass
+class _ClaimRound:
+    """Up to CLAIM_BATCH rows whose claims are on their way to the ledger."""
+
+    accepted: list[_Accepted]
+    claims: list[Claim]
+    outcomes: Future[list[ClaimOutcome]]
+
+
+@dataclass
 class _Plan:
     """Open chunks and counters while the input streams by."""
 
     rejected_file: IO[str]
     existing_file: IO[str]
     claims_file: IO[str]
+    #: Sends a round of claims while the next rows are read (one round in flight at a time).
+    claimer: ThreadPoolExecutor | None = None
+    in_flight: _ClaimRound | None = None
     replay: bool = False  # an earlier attempt at this batch was interrupted
     next_chunk: int = 0
     rows: int = 0
@@ -134,11 +147,13 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".jsonl") as rejected_file,
         tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".jsonl") as existing_file,
         tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".tsv") as claims_file,
+        ThreadPoolExecutor(1, thread_name_prefix="claim-round") as claimer,
     ):
         plan = _Plan(
             rejected_file=rejected_file,
             existing_file=existing_file,
             claims_file=claims_file,
+            claimer=claimer,
             replay=replay,
         )
         preflight = Preflight(services.certiverse)
@@ -307,6 +322,13 @@ def _give_back(services: Services, batch_id: str, plan: _Plan) -> None:
     None was handed out (chunk messages go only after the whole input was read), so nothing
     was bought; every claim this run made is released for other batches.
     """
+    round_ = plan.in_flight
+    plan.in_flight = None
+    if round_ is not None:
+        try:
+            _plan_claimed(services, plan, round_, record_only=True)
+        except Exception:  # the round failed: it recorded nothing to give back
+            log.warning("batch %s: a round of claims failed while giving back", batch_id)
     plan.claims_file.flush()
     plan.claims_file.seek(0)
     claims = []
@@ -386,7 +408,7 @@ def _plan_rows(
         plan.pending.append(_Accepted(row, target, row.reissue or request.batch.reissue))
         if len(plan.pending) >= CLAIM_BATCH:
             _settle_claims(services, request.batch, plan)
-    _settle_claims(services, request.batch, plan)
+    _settle_claims(services, request.batch, plan, last=True)
 
 
 def _unclaimed(plan: _Plan, batch: BatchRecord, row: InputRow, target: Target | None) -> None:
@@ -403,38 +425,69 @@ def _unclaimed(plan: _Plan, batch: BatchRecord, row: InputRow, target: Target | 
         )
 
 
-def _settle_claims(services: Services, batch: BatchRecord, plan: _Plan) -> None:
-    """Claim the pending rows' holdings, then plan each row by what its claim found."""
-    if not plan.pending:
-        return
-    claims = [
-        Claim(
-            a.row.email,
-            a.target.partner_name,
-            a.target.program_name,
-            batch.batch_id,
-            a.row.row_number,
-            reissue=a.reissue,
-        )
-        for a in plan.pending
-    ]
-    if batch.dry_run:  # what the claims would find; nothing is written
-        outcomes = services.ledger.look_up_holdings(claims, now=services.now())
-    else:
-        outcomes = services.ledger.claim_holdings(claims, now=services.now())
-    for accepted, claim, outcome in zip(plan.pending, claims, outcomes, strict=True):
+def _settle_claims(
+    services: Services, batch: BatchRecord, plan: _Plan, *, last: bool = False
+) -> None:
+    """Send the pending rows' claims, then plan the previous round's rows by what theirs found.
+
+    One round is in flight while the next CLAIM_BATCH rows are read and checked, so reading
+    overlaps the ledger's round trips; rows still join their chunks in row order. ``last``:
+    wait for every round.
+    """
+    previous, plan.in_flight = plan.in_flight, None
+    if plan.pending:
+        claims = [
+            Claim(
+                a.row.email,
+                a.target.partner_name,
+                a.target.program_name,
+                batch.batch_id,
+                a.row.row_number,
+                reissue=a.reissue,
+            )
+            for a in plan.pending
+        ]
+        ledger = services.ledger
+        # A dry run only looks at what the claims would find; nothing is written.
+        send = ledger.look_up_holdings if batch.dry_run else ledger.claim_holdings
+        assert plan.claimer is not None
+        sent = plan.claimer.submit(send, claims, now=services.now())
+        plan.in_flight = _ClaimRound(plan.pending, claims, sent)
+        plan.pending = []
+    if previous is not None:
+        _plan_claimed(services, plan, previous, dry_run=batch.dry_run, batch=batch)
+    if last and plan.in_flight is not None:
+        round_, plan.in_flight = plan.in_flight, None
+        _plan_claimed(services, plan, round_, dry_run=batch.dry_run, batch=batch)
+
+
+def _plan_claimed(
+    services: Services,
+    plan: _Plan,
+    round_: _ClaimRound,
+    *,
+    dry_run: bool = False,
+    batch: BatchRecord | None = None,
+    record_only: bool = False,
+) -> None:
+    """A round's rows by what their claims found: ``existing``, or into a chunk (its claim
+    recorded for giving back). ``record_only``: only record the claims (the input failed)."""
+    outcomes = round_.outcomes.result()
+    for accepted, claim, outcome in zip(round_.accepted, round_.claims, outcomes, strict=True):
         if outcome.kind == "held":
-            plan.existing += 1
-            _write_existing(plan.existing_file, accepted, outcome)
+            if not record_only:
+                plan.existing += 1
+                _write_existing(plan.existing_file, accepted, outcome)
             continue
         reissued = outcome.kind == "reissued"
-        if not batch.dry_run:
+        if not dry_run:
             plan.claims_file.write(
                 f"{claim.email}\t{claim.partner_name}\t{claim.program_name}"
                 f"\t{claim.row_number}\t{int(reissued)}\n"
             )
-        _add_to_chunk(services, batch, plan, accepted, _reissue_note(outcome), reissued)
-    plan.pending.clear()
+        if not record_only:
+            assert batch is not None
+            _add_to_chunk(services, batch, plan, accepted, _reissue_note(outcome), reissued)
 
 
 def _reissue_note(outcome: ClaimOutcome) -> str:
