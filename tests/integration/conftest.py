@@ -1,17 +1,40 @@
-"""Fixtures for tests that talk HTTP to the Certiverse sandbox.
+"""Fixtures for tests that talk HTTP to the Certiverse sandbox, and to the ledger in moto.
 
 ``sandbox`` is a started in-process server on a free loopback port, stopped at teardown. Its
 settings come from the ``sandbox_config`` fixture, which a test module can override or a test
 can parametrize directly (``@pytest.mark.parametrize("sandbox_config", [...])``).
+
+``ledger`` is the template's table in moto, twice: as moto has it, and with the local runner's
+fixes applied (what every local run uses), so a conditional write or transaction is checked on
+both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import boto3
 import pytest
 
+from voucher_distributor.adapters.ledger import Ledger
+from voucher_distributor_cli.local.runner import MotoStack, moto_fixes
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+@pytest.fixture(params=["moto", "moto-with-runner-fixes"])
+def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    if request.param == "moto-with-runner-fixes":
+        moto_fixes.apply()  # what the local runner runs on (once per process)
+    with MotoStack(TEMPLATE) as stack:
+        dynamodb = boto3.resource(
+            "dynamodb", endpoint_url=stack.endpoint_url, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        yield Ledger(stack.resource("LedgerTable").ref, dynamodb=dynamodb, claim_workers=8)
+
 
 SANDBOX_TOKEN = "sandbox-token"
 

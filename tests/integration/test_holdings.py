@@ -3,29 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-
-import boto3
-import pytest
 
 from voucher_distributor.adapters.ledger import Claim, Ledger
 from voucher_distributor.models.ledger import AssignmentRecord
-from voucher_distributor_cli.local.runner import MotoStack, moto_fixes
-
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
-
-
-@pytest.fixture(params=["moto", "moto-with-runner-fixes"])
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    if request.param == "moto-with-runner-fixes":
-        moto_fixes.apply()  # what the local runner runs on (once per process)
-    with MotoStack(TEMPLATE) as stack:
-        dynamodb = boto3.resource(
-            "dynamodb", endpoint_url=stack.endpoint_url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
-        yield Ledger(stack.resource("LedgerTable").ref, dynamodb=dynamodb, claim_workers=8)
 
 
 def claim(batch: str, row: int, email: str = "ann@acme.example", **kw: object) -> Claim:

@@ -4,30 +4,11 @@ conditional writes and transactions that hold under concurrency."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-
-import boto3
-import pytest
 
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus
-from voucher_distributor_cli.local.runner import MotoStack, moto_fixes
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 DAY = "2026-11-30"
-
-
-@pytest.fixture(params=["moto", "moto-with-runner-fixes"])
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    if request.param == "moto-with-runner-fixes":
-        moto_fixes.apply()  # what the local runner runs on (once per process)
-    with MotoStack(TEMPLATE) as stack:
-        dynamodb = boto3.resource(
-            "dynamodb", endpoint_url=stack.endpoint_url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
-        yield Ledger(stack.resource("LedgerTable").ref, dynamodb=dynamodb)
 
 
 def batch(ledger: Ledger, batch_id: str) -> str:

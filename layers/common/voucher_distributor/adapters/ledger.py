@@ -325,33 +325,26 @@ class Ledger:
         self, batch_id: str, *, decision: str, by: str, at: int, note: str | None = None
     ) -> BatchRecord | None:
         """Record the one decision on a waiting batch; None when it was not waiting (any more)."""
-        try:
-            got = self._table.update_item(
-                Key={"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
-                UpdateExpression=(
-                    "SET approval_decision = :d, approval_by = :by, approval_at = :at, "
-                    "approval_note = :note"
-                ),
-                ConditionExpression=(
-                    "#s = :waiting AND (attribute_not_exists(approval_decision) "
-                    "OR approval_decision = :none)"
-                ),
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":d": decision,
-                    ":by": by,
-                    ":at": at,
-                    ":note": note,
-                    ":none": None,
-                    ":waiting": BatchStatus.AWAITING_APPROVAL.value,
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return None
-            raise
-        return BatchRecord.model_validate(_plain(got["Attributes"]))
+        return self._update_batch_if(
+            batch_id,
+            UpdateExpression=(
+                "SET approval_decision = :d, approval_by = :by, approval_at = :at, "
+                "approval_note = :note"
+            ),
+            ConditionExpression=(
+                "#s = :waiting AND (attribute_not_exists(approval_decision) "
+                "OR approval_decision = :none)"
+            ),
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":d": decision,
+                ":by": by,
+                ":at": at,
+                ":note": note,
+                ":none": None,
+                ":waiting": BatchStatus.AWAITING_APPROVAL.value,
+            },
+        )
 
     def release_approved(self, batch_id: str, *, day: str, count: int) -> bool:
         """An approved batch leaves AWAITING_APPROVAL for PLANNED, its vouchers counted on
@@ -407,18 +400,24 @@ class Ledger:
 
     def start_report(self, batch_id: str) -> BatchRecord | None:
         """Move the batch to REPORTING unless it has ended (DONE/FAILED); None when it has."""
+        return self._update_batch_if(
+            batch_id,
+            UpdateExpression="SET #s = :reporting",
+            ConditionExpression="attribute_exists(pk) AND NOT #s IN (:done, :failed)",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":reporting": BatchStatus.REPORTING.value,
+                ":done": BatchStatus.DONE.value,
+                ":failed": BatchStatus.FAILED.value,
+            },
+        )
+
+    def _update_batch_if(self, batch_id: str, **update: Any) -> BatchRecord | None:
+        """A conditional update of the batch item: the record after it, or None if the
+        condition did not hold."""
         try:
             got = self._table.update_item(
-                Key={"pk": _batch_pk(batch_id), "sk": _BATCH_SK},
-                UpdateExpression="SET #s = :reporting",
-                ConditionExpression="attribute_exists(pk) AND NOT #s IN (:done, :failed)",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":reporting": BatchStatus.REPORTING.value,
-                    ":done": BatchStatus.DONE.value,
-                    ":failed": BatchStatus.FAILED.value,
-                },
-                ReturnValues="ALL_NEW",
+                Key={"pk": _batch_pk(batch_id), "sk": _BATCH_SK}, ReturnValues="ALL_NEW", **update
             )
         except ClientError as exc:
             if _conditional_failed(exc):
