@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,29 @@ class World:
     sandbox: SandboxServer
     pipeline: LocalPipeline
     tmp: Path
+
+    def listen_to_events(self) -> str:
+        """A queue that receives every event the stack publishes (an EventBridge rule)."""
+        sqs, events = self.pipeline.stack.client("sqs"), self.pipeline.stack.client("events")
+        queue = sqs.create_queue(QueueName="event-listener")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        events.put_rule(Name="all", EventPattern=json.dumps({"source": ["voucher-distributor"]}))
+        events.put_targets(Rule="all", Targets=[{"Id": "listener", "Arn": arn}])
+        return queue
+
+    def events_heard(self, queue: str) -> list[dict[str, Any]]:
+        """Every event the listener queue holds now (taken off it)."""
+        sqs = self.pipeline.stack.client("sqs")
+        got: list[dict[str, Any]] = []
+        while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
+            "Messages", []
+        ):
+            got.extend(json.loads(m["Body"]) for m in messages)
+            for m in messages:
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+        return got
 
     def csv_file(self, rows: list[dict[str, str]], name: str = "people.csv") -> Path:
         path = self.tmp / name

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from typing import Any
 
-from voucher_distributor.pipeline.approval import utc_day
+from voucher_distributor.domain.timestamps import utc_day
 from voucher_distributor_cli.local.run import RunResult
 
 from .conftest import CLOUD, PARTNER, SPRING, World, people
@@ -25,31 +24,6 @@ def _holdings(world: World) -> set[tuple[str, str, str, int]]:
     }
 
 
-def _listen(world: World) -> str:
-    """A queue that receives every event the stack publishes."""
-    stack = world.pipeline.stack
-    sqs, events = stack.client("sqs"), stack.client("events")
-    listener = sqs.create_queue(QueueName="event-listener")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=listener, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events.put_rule(Name="all", EventPattern=json.dumps({"source": ["voucher-distributor"]}))
-    events.put_targets(Rule="all", Targets=[{"Id": "listener", "Arn": arn}])
-    return listener
-
-
-def _events(world: World, listener: str) -> list[dict[str, Any]]:
-    sqs = world.pipeline.stack.client("sqs")
-    got: list[dict[str, Any]] = []
-    while messages := sqs.receive_message(QueueUrl=listener, MaxNumberOfMessages=10).get(
-        "Messages", []
-    ):
-        got.extend(json.loads(m["Body"]) for m in messages)
-        for m in messages:
-            sqs.delete_message(QueueUrl=listener, ReceiptHandle=m["ReceiptHandle"])
-    return got
-
-
 def test_a_dry_run_reports_what_the_real_run_then_does_and_buys_nothing(make_world) -> None:
     world = make_world()
     (earlier,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(3), "a.csv"))])
@@ -60,7 +34,7 @@ def test_a_dry_run_reports_what_the_real_run_then_does_and_buys_nothing(make_wor
     path = world.csv_file(crowd, "big.csv")
     bought_before = len(world.sandbox.purchases())
     holdings_before = _holdings(world)
-    listener = _listen(world)
+    listener = world.listen_to_events()
 
     (dry,) = finish(world, [world.pipeline.submit_csv(path, metadata={"mode": "dry-run"})])
     assert world.sandbox.purchases()[bought_before:] == []
@@ -78,7 +52,7 @@ def test_a_dry_run_reports_what_the_real_run_then_does_and_buys_nothing(make_wor
     assert rows["person1@acme.example", SPRING]["voucher_code"]  # the code they hold, shown
     assert "reissued as asked" in rows["person2@acme.example", SPRING]["reason"]
     assert dry.summary["results"]["csv"].endswith("big.dry-run.results.csv")
-    (event,) = [e for e in _events(world, listener) if e["detail"]["batchId"] == dry.batch_id]
+    (event,) = [e for e in world.events_heard(listener) if e["detail"]["batchId"] == dry.batch_id]
     assert event["detail-type"] == "Voucher Batch Dry Run Completed"
     assert event["detail"]["dryRun"] is True
 
@@ -123,13 +97,13 @@ LIMITS = {"ApprovalThreshold": "10", "DailyVoucherLimit": "25", "MaxRecipientsPe
 
 def test_a_batch_over_the_threshold_waits_and_approve_lets_it_finish(make_world) -> None:
     world = make_world(parameters=LIMITS)
-    listener = _listen(world)
+    listener = world.listen_to_events()
     batch_id = world.pipeline.submit_csv(world.csv_file(people(12), "twelve.csv"))
     waiting = _wait(world, batch_id)
     assert waiting.status.value == "AWAITING_APPROVAL"
     assert "over ApprovalThreshold (10)" in (waiting.approval_reason or "")
     assert world.sandbox.purchases() == []
-    (event,) = [e for e in _events(world, listener) if e["detail-type"].endswith("Approval")]
+    (event,) = [e for e in world.events_heard(listener) if e["detail-type"].endswith("Approval")]
     assert event["detail-type"] == "Voucher Batch Awaiting Approval"
     assert event["detail"]["vouchers"] == 12
     assert event["detail"]["sender"]  # the uploader's principal, as S3 names it

@@ -360,17 +360,9 @@ def test_results_never_trigger_ingest(make_world) -> None:
 
 def test_completion_is_announced_on_eventbridge(make_world) -> None:
     world = make_world()
-    stack = world.pipeline.stack
-    sqs, events = stack.client("sqs"), stack.client("events")
-    listener = sqs.create_queue(QueueName="batch-listener")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=listener, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events.put_rule(Name="batches", EventPattern=json.dumps({"source": ["voucher-distributor"]}))
-    events.put_targets(Rule="batches", Targets=[{"Id": "listener", "Arn": arn}])
+    listener = world.listen_to_events()
     result = run_csv(world, world.csv_file(people(4)))
-    messages = sqs.receive_message(QueueUrl=listener, MaxNumberOfMessages=10)["Messages"]
-    (event,) = [json.loads(m["Body"]) for m in messages]
+    (event,) = world.events_heard(listener)
     assert event["detail-type"] == "Voucher Batch Completed"
     assert event["detail"]["batchId"] == result.batch_id
     assert event["detail"]["counts"]["assigned"] == 4

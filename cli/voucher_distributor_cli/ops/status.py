@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from voucher_distributor.domain.outcomes import tally_chunks
+from voucher_distributor.domain.timestamps import utc_day
 from voucher_distributor.models.ledger import BatchRecord, ChunkRecord
-from voucher_distributor.pipeline.approval import approval_summary, utc_day
+from voucher_distributor.pipeline.approval import approval_summary
 from voucher_distributor_cli.ops.target import OpsError, Target
 
 

@@ -13,21 +13,17 @@ claims and is reported with its rows ``rejected``.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from voucher_distributor.adapters.ledger import Claim
 from voucher_distributor.adapters.queues import MAX_DELAY_SECONDS
+from voucher_distributor.domain.timestamps import iso_utc, utc_day
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus
 from voucher_distributor.pipeline.context import Services, log
 
 #: The report queue message that asks for a waiting batch to be looked at.
 APPROVAL_CHECK = "approval"
 TIMEOUT_DECIDER = "timeout"
-
-
-def utc_day(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
 
 
 def record_plan_or_wait(services: Services, batch: BatchRecord, values: dict[str, Any]) -> bool:
@@ -43,22 +39,15 @@ def record_plan_or_wait(services: Services, batch: BatchRecord, values: dict[str
         ledger.update_batch(batch.batch_id, **values)
         return True
     day = utc_day(services.now())
-    limit, threshold = settings.daily_voucher_limit, settings.approval_threshold
-    if threshold and count > threshold:
-        reason = f"it would buy {count:,} vouchers, over ApprovalThreshold ({threshold:,})"
-    elif limit and count > limit:
-        reason = f"it would buy {count:,} vouchers, more than DailyVoucherLimit ({limit:,})"
-    elif ledger.record_plan(
-        batch.batch_id, {**values, "counted_day": day}, day=day, count=count, limit=limit
-    ):
-        services.metrics.count("VouchersCounted", count)
-        return True
-    else:
-        used = ledger.vouchers_counted(day)
-        reason = (
-            f"it would cross DailyVoucherLimit ({limit:,}): {used:,} vouchers counted today "
-            f"({day} UTC), {count:,} more asked"
-        )
+    limit = settings.daily_voucher_limit
+    reason = _too_big(services, count)
+    if reason is None:
+        if ledger.record_plan(
+            batch.batch_id, {**values, "counted_day": day}, day=day, count=count, limit=limit
+        ):
+            services.metrics.count("VouchersCounted", count)
+            return True
+        reason = _crossing(limit, ledger.vouchers_counted(day), count, day)
     deadline = services.now() + int(settings.approval_timeout_hours * 3600)
     waiting = ledger.update_batch(
         batch.batch_id,
@@ -76,20 +65,33 @@ def record_plan_or_wait(services: Services, batch: BatchRecord, values: dict[str
 
 def _dry_run_gate(services: Services, count: int) -> str | None:
     """Why the real run of a dry run's input would wait for approval, as things stand now."""
-    settings = services.settings
-    limit, threshold = settings.daily_voucher_limit, settings.approval_threshold
     if count == 0:
         return None
+    reason = _too_big(services, count)
+    limit = services.settings.daily_voucher_limit
+    if reason is None and limit:
+        day = utc_day(services.now())
+        used = services.ledger.vouchers_counted(day)
+        if used + count > limit:
+            reason = _crossing(limit, used, count, day)
+    return reason
+
+
+def _too_big(services: Services, count: int) -> str | None:
+    """Over ApprovalThreshold, or more than a whole day's limit, whatever the day's count."""
+    limit, threshold = services.settings.daily_voucher_limit, services.settings.approval_threshold
     if threshold and count > threshold:
         return f"it would buy {count:,} vouchers, over ApprovalThreshold ({threshold:,})"
-    day = utc_day(services.now())
-    used = services.ledger.vouchers_counted(day) if limit else 0
-    if limit and used + count > limit:
-        return (
-            f"it would cross DailyVoucherLimit ({limit:,}): {used:,} vouchers counted today "
-            f"({day} UTC), {count:,} more asked"
-        )
+    if limit and count > limit:
+        return f"it would buy {count:,} vouchers, more than DailyVoucherLimit ({limit:,})"
     return None
+
+
+def _crossing(limit: int, used: int, count: int, day: str) -> str:
+    return (
+        f"it would cross DailyVoucherLimit ({limit:,}): {used:,} vouchers counted today "
+        f"({day} UTC), {count:,} more asked"
+    )
 
 
 def waiting_preview(services: Services, batch: BatchRecord) -> dict[str, Any]:
@@ -115,7 +117,7 @@ def waiting_preview(services: Services, batch: BatchRecord) -> dict[str, Any]:
             "failed": batch.rows_failed_early,
         },
         "purchases": purchases,
-        "deadline": _iso(batch.approval_deadline or 0),
+        "deadline": iso_utc(batch.approval_deadline or 0),
         "approve": f"voucher-distributor approve {batch.batch_id} --stack STACK",
         "reject": f'voucher-distributor reject {batch.batch_id} --reason "…" --stack STACK',
     }
@@ -228,10 +230,10 @@ def approval_summary(batch: BatchRecord) -> dict[str, Any] | None:
         return None
     return {
         "reason": batch.approval_reason,
-        "deadline": _iso(batch.approval_deadline or 0),
+        "deadline": iso_utc(batch.approval_deadline or 0),
         "decision": batch.approval_decision,
         "by": batch.approval_by,
-        "at": _iso(batch.approval_at) if batch.approval_at else None,
+        "at": iso_utc(batch.approval_at) if batch.approval_at else None,
         "note": batch.approval_note,
     }
 
@@ -244,7 +246,3 @@ def _check_later(services: Services, batch: BatchRecord) -> None:
         {"batchId": batch.batch_id, "check": APPROVAL_CHECK},
         delay_seconds=wait,
     )
-
-
-def _iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")

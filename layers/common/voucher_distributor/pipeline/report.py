@@ -28,6 +28,7 @@ from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS
 from voucher_distributor.domain.emails import redact_emails
 from voucher_distributor.domain.outcomes import merge_outcomes, outcomes_file, tally_chunks
 from voucher_distributor.domain.results_csv import ResultRow, ResultsCsvWriter, ResultStatus
+from voucher_distributor.domain.timestamps import iso_utc
 from voucher_distributor.models.ledger import (
     AssignmentRecord,
     BatchRecord,
@@ -288,7 +289,7 @@ class ExistingRows:
     ) -> ResultRow:
         given_in = self._batch(holder.batch_id)
         source = f", {given_in.input_name}" if given_in is not None and given_in.input_name else ""
-        when = _iso(claimed_at)[:10] if claimed_at else "an earlier date"
+        when = iso_utc(claimed_at)[:10] if claimed_at else "an earlier date"
         return _plain_row(
             record,
             "existing",
@@ -366,8 +367,8 @@ def _summary(
         **({"retryOf": batch.retry_of} if batch.retry_of else {}),
         **({"retriedBy": batch.retried_by} if batch.retried_by else {}),
         "timings": {
-            "createdAt": _iso(batch.created_at),
-            "finishedAt": _iso(finished_at),
+            "createdAt": iso_utc(batch.created_at),
+            "finishedAt": iso_utc(finished_at),
             "durationSeconds": finished_at - batch.created_at,
         },
     }
@@ -377,10 +378,6 @@ def _summary_status(batch: BatchRecord, status: BatchStatus | None) -> str:
     if (status or batch.status) == BatchStatus.FAILED:
         return "failed"
     return "rejected" if batch.approval_decision == "rejected" else "completed"
-
-
-def _iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _announce(
