@@ -23,7 +23,7 @@ def test_the_specification_example_signature() -> None:
     )
 
 
-@given(body=st.binary(max_size=300).filter(lambda b: _utf8(b)), message_id=st.text(min_size=1))
+@given(body=st.text(max_size=300).map(str.encode), message_id=st.text(min_size=1))
 def test_what_we_sign_the_reference_verifies(body: bytes, message_id: str) -> None:
     message_id = message_id.replace(" ", "_") or "m"
     now = int(time.time())
@@ -35,9 +35,8 @@ def test_what_the_reference_signs_we_verify_with_key_rotation() -> None:
     body = b'{"requestId":"r-1"}'
     now = int(time.time())
     old, new = sw.new_secret(), sw.new_secret()
-    both = " ".join(
-        Webhook(s).sign("msg_1", datetime.fromtimestamp(now, UTC), body.decode()) for s in (old, new)
-    )
+    at = datetime.fromtimestamp(now, UTC)
+    both = " ".join(Webhook(s).sign("msg_1", at, body.decode()) for s in (old, new))
     values = {"Webhook-Id": "msg_1", "Webhook-Timestamp": str(now), "Webhook-Signature": both}
     assert sw.verify(new, values, body, now=now) == "msg_1"
     assert sw.verify(old, values, body, now=now) == "msg_1"
@@ -90,11 +89,3 @@ def test_secrets_are_whsec_base64_and_unpadded_ones_are_read() -> None:
     assert sw.secret_key(secret.rstrip("=")) == sw.secret_key(secret)
     with pytest.raises(ValueError, match="base64"):
         sw.secret_key("whsec_not base64!")
-
-
-def _utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
