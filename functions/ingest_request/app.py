@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from voucher_distributor.models.messages import DistributionRequest
+from voucher_distributor.pipeline.distributions import API_CLIENT_ATTRIBUTE
 from voucher_distributor.pipeline.ingest import ingest
 from voucher_distributor.pipeline.requests import refuse_request
 from voucher_distributor.pipeline.sources import request_ingest
@@ -26,6 +27,8 @@ def record_handler(record: SqsRecord) -> None:
         refuse_request(services(), record.message_id, record.body, exc)
         return
     sender = record.attributes.get("SenderId", "")
+    if api_client := record.message_attribute(API_CLIENT_ATTRIBUTE):
+        sender = f"api client {api_client} (via {sender or 'the HTTP API'})"
     ingest_request = request_ingest(services(), request, sender=sender)
     logger.set_correlation_id(ingest_request.batch.batch_id)
     final = record.approximate_receive_count >= services().settings.max_ingest_attempts

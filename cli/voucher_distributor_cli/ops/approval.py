@@ -13,8 +13,8 @@ import json
 import time
 from typing import Any
 
-from voucher_distributor.models.ledger import BatchRecord, BatchStatus
-from voucher_distributor.pipeline.approval import APPROVAL_CHECK
+from voucher_distributor.models.ledger import BatchRecord
+from voucher_distributor.pipeline.decisions import DecisionRefused, decide_batch
 from voucher_distributor_cli.ops.target import OpsError, Target
 
 
@@ -32,31 +32,24 @@ def decide(
     now: float | None = None,
 ) -> BatchRecord:
     """Record ``approved`` or ``rejected`` on a waiting batch and ask for it to be carried out."""
-    ledger = target.ledger
-    batch = ledger.get_batch(batch_id)
-    if batch is None:
-        raise OpsError(f"no batch {batch_id} in {target.table_name}")
-    if batch.status != BatchStatus.AWAITING_APPROVAL or batch.approval_decision:
-        raise OpsError(_not_waiting(batch))
-    by = caller_identity(target)
-    decided = ledger.decide_approval(
-        batch_id,
-        decision=decision,
-        by=by,
-        at=int(time.time() if now is None else now),
-        note=note,
-    )
-    if decided is None:  # decided (or timed out) between the read and the write
-        current = ledger.get_batch(batch_id)
-        raise OpsError(_not_waiting(current) if current else f"batch {batch_id} is gone")
     queue = target.queues.get("ReportQueue")
     if not queue:
         raise OpsError("the stack has no ReportQueue")
-    target.client("sqs").send_message(
-        QueueUrl=queue,
-        MessageBody=json.dumps({"batchId": batch_id, "check": APPROVAL_CHECK}),
-    )
-    return decided
+    if target.ledger.get_batch(batch_id) is None:
+        raise OpsError(f"no batch {batch_id} in {target.table_name}")
+    sqs = target.client("sqs")
+    try:
+        return decide_batch(
+            target.ledger,
+            lambda body: sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body)),
+            batch_id,
+            decision=decision,
+            by=caller_identity(target),
+            at=int(time.time() if now is None else now),
+            note=note,
+        )
+    except DecisionRefused as exc:
+        raise OpsError(str(exc)) from exc
 
 
 def decision_view(batch: BatchRecord) -> dict[str, Any]:
@@ -79,16 +72,4 @@ def format_decision(batch: BatchRecord) -> str:
     return (
         f"batch {batch.batch_id} {what} (recorded as {batch.approval_by}); follow it with "
         f"`voucher-distributor status {batch.batch_id}`"
-    )
-
-
-def _not_waiting(batch: BatchRecord) -> str:
-    if batch.approval_decision:
-        return (
-            f"batch {batch.batch_id} was already {batch.approval_decision} by "
-            f"{batch.approval_by}; a decision is final"
-        )
-    return (
-        f"batch {batch.batch_id} is {batch.status.value}, not awaiting approval: only a batch "
-        "over ApprovalThreshold or the daily limit waits for a decision"
     )

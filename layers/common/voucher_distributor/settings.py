@@ -68,6 +68,15 @@ class Settings(BaseModel):
     approval_topic_arn: str = ""
     #: Holdings claimed at once while ingesting (one conditional write each, in parallel).
     claim_concurrency: int = Field(default=16, ge=1, le=64)
+    #: Where the HTTP API hands distributions to the pipeline (the HR request queue).
+    request_queue_url: str = ""
+    #: The HTTP API's clients (Secrets Manager, JSON ``{"clients": {...}}``); empty: none.
+    api_clients_secret_arn: str = ""
+    #: Largest request body the API accepts. A Lambda event carries at most 6 MB, and a CSV
+    #: body arrives base64-encoded (4/3 larger): 4 MB leaves room for the rest of the event.
+    api_max_body_bytes: int = Field(default=4_000_000, ge=1, le=4_400_000)
+    #: How long API clients are cached: a revoked client is refused within this many seconds.
+    api_clients_cache_seconds: int = Field(default=60, ge=0, le=3600)
 
     @field_validator("certiverse_base_url")
     @classmethod

@@ -86,6 +86,12 @@ class SqsRecord:
         attributes: Mapping[str, str] = self.raw.get("attributes") or {}
         return attributes
 
+    def message_attribute(self, name: str) -> str | None:
+        """A string message attribute the sender set, if any."""
+        attributes = self.raw.get("messageAttributes") or {}
+        value = (attributes.get(name) or {}).get("stringValue")
+        return str(value) if value is not None else None
+
     @property
     def approximate_receive_count(self) -> int:
         """How many times the message was received, this delivery included (1 the first time)."""

@@ -16,7 +16,8 @@ mappings. What this module still does, because moto's CloudFormation does not:
 * **Refs moto answers with a Python object** (layer versions, event buses): spelled out.
 * **Bucket versioning, S3 → SQS notifications, a table's TTL**: ignored by moto's
   CloudFormation, applied once the stack exists.
-* **Not emulated**: queue, bucket and topic policies, alarms (:attr:`MotoStack.ignored`).
+* **Not emulated**: queue, bucket and topic policies, alarms, the HTTP API (``local up`` serves
+  it on loopback) (:attr:`MotoStack.ignored`).
 
 What this module needs resolved travels through the create as an SSM parameter holding JSON
 (an "echo", which keeps the resource's Condition), so moto evaluates it like anything else.
@@ -59,7 +60,9 @@ _FUNCTION = "AWS::Lambda::Function"
 _MAPPING = "AWS::Lambda::EventSourceMapping"
 _SECRET = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
 _POLICIES = ("AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy")
-_NOT_EMULATED = frozenset({*_POLICIES, "AWS::CloudWatch::Alarm"})
+#: The HTTP API is served by ``local up``'s loopback server (the same handler), not by moto.
+_HTTP_API = ("AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage")
+_NOT_EMULATED = frozenset({*_POLICIES, *_HTTP_API, "AWS::CloudWatch::Alarm"})
 #: Properties moto's CloudFormation ignores that the pipeline relies on, applied here.
 _FOLLOW_UP = {
     "AWS::S3::Bucket": ("VersioningConfiguration", "NotificationConfiguration"),

@@ -15,6 +15,7 @@ twice, and no write touches more than one item (no transactions).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,6 +31,7 @@ from botocore.exceptions import ClientError
 
 from voucher_distributor.models.ledger import (
     FINAL_CHUNK_STATES,
+    ApiRequestRecord,
     AssignmentRecord,
     BatchRecord,
     BatchStatus,
@@ -46,6 +48,7 @@ _CLAIMS_PER_CALL = 100
 _MAX_CONFLICT_RETRIES = 8
 _rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
 _BATCH_SK = "BATCH"
+_API_REQUEST_SK = "REQUEST"
 
 
 class LedgerError(RuntimeError):
@@ -58,6 +61,10 @@ _COUNTER_PK = "COUNT#vouchers"
 
 def _day_sk(day: str) -> str:
     return f"D#{day}"
+
+
+def _api_request_pk(key: str) -> str:
+    return "API#" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _batch_pk(batch_id: str) -> str:
@@ -717,6 +724,25 @@ class Ledger:
                     found[(record.batch_id, record.row_number)] = record
                 request = got.get("UnprocessedKeys") or {}
         return found
+
+    # ------------------------------------------------------------------ API requests
+
+    def remember_api_request(self, record: ApiRequestRecord) -> ApiRequestRecord | None:
+        """Record the first answer to an idempotency key; the earlier record if there is one."""
+        item = {"pk": _api_request_pk(record.idempotency_key), "sk": _API_REQUEST_SK}
+        try:
+            self._table.put_item(
+                Item=_item({**item, **record.model_dump(mode="json")}),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            got = self._table.get_item(Key=item, ConsistentRead=True).get("Item")
+            if got is None:  # expired between the write and the read: this answer stands
+                return self.remember_api_request(record)
+            return ApiRequestRecord.model_validate(_plain(got))
+        return None
 
     # ------------------------------------------------------------------ holdings
 

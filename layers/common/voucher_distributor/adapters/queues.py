@@ -22,11 +22,28 @@ class Queues:
     def __init__(self, *, sqs: Any = None) -> None:
         self._sqs = sqs or boto3.client("sqs")
 
-    def send(self, queue_url: str, body: dict[str, Any], *, delay_seconds: int = 0) -> None:
+    def send(
+        self,
+        queue_url: str,
+        body: dict[str, Any],
+        *,
+        delay_seconds: int = 0,
+        attributes: dict[str, str] | None = None,
+    ) -> None:
+        """``attributes``: string message attributes (who asked, for the audit trail)."""
         self._sqs.send_message(
             QueueUrl=queue_url,
             MessageBody=json.dumps(body, separators=(",", ":")),
             DelaySeconds=max(0, min(MAX_DELAY_SECONDS, int(delay_seconds))),
+            **(
+                {
+                    "MessageAttributes": {
+                        k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()
+                    }
+                }
+                if attributes
+                else {}
+            ),
         )
 
     def send_many(self, queue_url: str, bodies: Iterable[dict[str, Any]]) -> int:

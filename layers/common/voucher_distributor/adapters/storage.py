@@ -66,6 +66,22 @@ class Storage:
     def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
+    def link(self, key: str, *, expires_s: int) -> str:
+        """A presigned GET URL of an object: a short-lived link that needs no AWS credentials."""
+        url: str = self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+        )
+        return url
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+                return False
+            raise
+        return True
+
     def put_json(self, key: str, document: object) -> None:
         body = json.dumps(document, indent=2, ensure_ascii=False, default=str).encode("utf-8")
         self.put_bytes(key, body, content_type="application/json")

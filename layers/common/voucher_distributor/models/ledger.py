@@ -180,3 +180,16 @@ class HoldingRecord(LedgerModel):
     row_number: int
     claimed_at: int
     history: list[PreviousHolding] = Field(default_factory=list)
+
+
+class ApiRequestRecord(LedgerModel):
+    """What the HTTP API answered for one idempotency key: the same key with the same body is
+    answered with the same batch; with another body (or from another client), 409."""
+
+    idempotency_key: str
+    client_id: str
+    body_sha256: str
+    batch_id: str
+    accepted_at: int
+    #: DynamoDB TTL: senders retry for a day or so; the record outlives that by weeks.
+    expires_at: int

@@ -1,0 +1,63 @@
+"""Deciding a batch that waits for approval: the one path the CLI and the HTTP API share.
+
+The decision is recorded on the batch with a conditional write (of two decisions, or a decision
+and the timeout, exactly one counts), naming who gave it; then a message on the report queue
+asks the report function to carry it out (hand the batch out, or reject it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from voucher_distributor.adapters.ledger import Ledger
+from voucher_distributor.models.ledger import BatchRecord, BatchStatus
+from voucher_distributor.pipeline.approval import APPROVAL_CHECK
+
+DECISIONS = ("approved", "rejected")
+
+
+class DecisionRefused(Exception):
+    """The batch is missing, not waiting, or already decided; the message says which."""
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def decide_batch(
+    ledger: Ledger,
+    send_report: Callable[[dict[str, Any]], None],
+    batch_id: str,
+    *,
+    decision: str,
+    by: str,
+    at: int,
+    note: str | None = None,
+) -> BatchRecord:
+    """Record ``approved`` or ``rejected`` and ask for it to be carried out."""
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}")
+    batch = ledger.get_batch(batch_id)
+    if batch is None:
+        raise DecisionRefused(f"no batch {batch_id} in {ledger.table_name}", missing=True)
+    if batch.status != BatchStatus.AWAITING_APPROVAL or batch.approval_decision:
+        raise DecisionRefused(not_waiting(batch))
+    decided = ledger.decide_approval(batch_id, decision=decision, by=by, at=at, note=note)
+    if decided is None:  # decided (or timed out) between the read and the write
+        current = ledger.get_batch(batch_id)
+        raise DecisionRefused(not_waiting(current) if current else f"batch {batch_id} is gone")
+    send_report({"batchId": batch_id, "check": APPROVAL_CHECK})
+    return decided
+
+
+def not_waiting(batch: BatchRecord) -> str:
+    if batch.approval_decision:
+        return (
+            f"batch {batch.batch_id} was already {batch.approval_decision} by "
+            f"{batch.approval_by}; a decision is final"
+        )
+    return (
+        f"batch {batch.batch_id} is {batch.status.value}, not awaiting approval: only a batch "
+        "over ApprovalThreshold or the daily limit waits for a decision"
+    )
