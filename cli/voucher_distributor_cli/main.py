@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from voucher_distributor_cli.local.command import add_local_commands
 from voucher_distributor_cli.ops import COMMANDS as OPS_COMMANDS
 from voucher_distributor_cli.ops import add_ops_arguments, add_stack_options
+from voucher_distributor_cli.ops.api_clients import add_api_client_command
 from voucher_distributor_cli.sandbox.command import add_sandbox_command
 
 Command = Callable[[argparse.Namespace], int]
@@ -21,7 +22,8 @@ Command = Callable[[argparse.Namespace], int]
 #: (heading, commands) of the grouped ``--help``, in the order an operator meets them.
 GROUPS = (
     ("operate a deployed or local stack", OPS_COMMANDS),
-    ("run the pipeline locally", ("local run",)),
+    ("HTTP API clients", ("api-client",)),
+    ("run the pipeline locally", ("local run", "local up")),
     ("Certiverse sandbox", ("sandbox",)),
 )
 
@@ -30,6 +32,7 @@ def _grouped_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     """The ``commands:`` section of ``--help``, one heading per group."""
     helps = {action.dest: action.help or "" for action in subparsers._choices_actions}
     helps["local run"] = "a recipient CSV or an HR request through the whole local pipeline"
+    helps["local up"] = "the whole stack on loopback (AWS, sandbox, HTTP API) until Ctrl-C"
     lines = []
     width = max(len(name) for _, names in GROUPS for name in names)
     for heading, names in GROUPS:
@@ -54,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", title="commands"
     )
     add_ops_arguments(subparsers)
+    add_api_client_command(subparsers)
     add_local_commands(subparsers)
     add_sandbox_command(subparsers)
     parser.epilog = _grouped_commands(subparsers)

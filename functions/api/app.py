@@ -343,7 +343,7 @@ def _on_not_found(_: Exception) -> Response[str]:
 
 
 @app.exception_handler(Exception)
-def _on_unexpected(exc: Exception) -> Response[str]:
+def _on_unexpected(_: Exception) -> Response[str]:
     logger.exception("unexpected error in the API")
     return _problem_response(
         500, "Internal Server Error", "the request could not be handled; it was logged"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -121,6 +122,48 @@ def add_local_commands(subparsers: Any) -> None:
     )
     run.set_defaults(handler=_run_local)
 
+    up = local_commands.add_parser(
+        "up",
+        formatter_class=HelpFormatter,
+        help="the whole stack on loopback (AWS emulation, sandbox, HTTP API) until Ctrl-C",
+        description=(
+            "Starts the template's stack in the embedded AWS emulation, the Certiverse sandbox "
+            "(unless --certiverse-url), the HTTP API on a loopback port and the loops that "
+            "deliver queue messages, and keeps them running until Ctrl-C. Prints one JSON line: "
+            "endpointUrl, region, stack, bucket, requestQueueUrl, table, apiUrl, apiClientId "
+            "and apiClientSecret (a local API client with every scope), callbackSigningSecret "
+            "and certiverseUrl. Then `aws --endpoint-url …`, curl and every voucher-distributor "
+            "operator command (--endpoint-url URL --stack NAME) work against it. Locally, "
+            "callbacks may go to http:// loopback receivers."
+        ),
+    )
+    up.add_argument("--partner", help="partner for rows and requests that name none")
+    up.add_argument("--program", help="program for rows and requests that name none")
+    up.add_argument(
+        "--certiverse-url",
+        help="a Certiverse-compatible API base URL; token from CERTIVERSE_TOKEN (default: the "
+        "built-in sandbox on loopback)",
+    )
+    up.add_argument("--seed", type=int, help="the built-in sandbox's seed (same codes each run)")
+    up.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        type=parameter_override,
+        help="template parameters for the local stack (e.g. ApprovalThreshold=100)",
+    )
+    up.add_argument(
+        "--port", type=int, default=0, help="the HTTP API's loopback port (default: a free one)"
+    )
+    up.add_argument(
+        "--log",
+        type=Path,
+        default=Path("local-results/local-up.log"),
+        help="where the functions' logs go",
+    )
+    up.set_defaults(handler=_run_up)
+
 
 def parameter_override(text: str) -> tuple[str, str]:
     """``Name=Value`` (or sam's ``ParameterKey=Name,ParameterValue=Value``)."""
@@ -161,6 +204,47 @@ def _run_local(args: argparse.Namespace) -> int:
     for result in results:
         print(json.dumps(result.final_line(), ensure_ascii=False), flush=True)
     return max(exit_code(result) for result in results)
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    import signal  # noqa: PLC0415
+
+    from voucher_distributor_cli.local.run import LocalRunError  # noqa: PLC0415
+    from voucher_distributor_cli.local.runner.stack import StackError  # noqa: PLC0415
+    from voucher_distributor_cli.local.up import LocalStackUp, serve_until_interrupted  # noqa: PLC0415
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # stop cleanly when a supervisor says so
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with (
+            args.log.open("w", encoding="utf-8") as log_stream,
+            LocalStackUp(
+                certiverse_url=args.certiverse_url,
+                certiverse_token=os.environ.get("CERTIVERSE_TOKEN"),
+                partner=args.partner or "",
+                program=args.program or "",
+                parameters=dict(args.parameter_overrides),
+                api_port=args.port,
+                seed=args.seed,
+                log_stream=log_stream,
+            ) as up,
+        ):
+            print(
+                f"local stack up: API {up.endpoints()['apiUrl']}, logs in {args.log}; "
+                "Ctrl-C stops it",
+                file=sys.stderr,
+            )
+            serve_until_interrupted(up, sys.stdout)
+    except (LocalRunError, StackError, OSError) as exc:
+        print(f"voucher-distributor: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    except KeyboardInterrupt:
+        pass
+    print("local stack stopped", file=sys.stderr)
+    return EXIT_DONE
 
 
 def exit_code(result: RunResult) -> int:

@@ -49,6 +49,8 @@ LOCAL_TUNING = {
     "REPORT_WAIT_SECONDS": "1",
     # A batch awaiting approval is looked at every second (its decision, its deadline).
     "APPROVAL_CHECK_SECONDS": "1",
+    # An API client added or revoked (`api-client`) counts at once, not within a minute.
+    "API_CLIENTS_CACHE_SECONDS": "0",
 }
 FINAL_STATUSES = frozenset({BatchStatus.DONE, BatchStatus.FAILED})
 
@@ -438,6 +440,10 @@ class LocalPipeline:
         _forget_process_caches()
 
     # ------------------------------------------------------------------ logs
+
+    def logs_routed(self) -> contextlib.AbstractContextManager[None]:
+        """The functions' logs to the log stream while this block runs (see below)."""
+        return self._logs_routed()
 
     @contextlib.contextmanager
     def _logs_routed(self) -> Iterator[None]:

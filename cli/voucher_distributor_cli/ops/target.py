@@ -137,11 +137,13 @@ class Target:
             raise OpsError(f"stack {stack_name} has no LedgerTable: not a voucher-distributor?")
         queues = {lid: url for lid, url in physical.items() if types[lid] == "AWS::SQS::Queue"}
         env: dict[str, str] = {}
-        if "PurchaseFunction" in physical:
-            config = session.client("lambda", endpoint_url=endpoint_url)
-            found = config.get_function_configuration(FunctionName=physical["PurchaseFunction"])
-            variables = (found.get("Environment") or {}).get("Variables") or {}
-            env = {name: str(value) for name, value in variables.items()}
+        # The purchase function's settings are the stack's; the API function adds its own.
+        for function in ("ApiFunction", "PurchaseFunction"):
+            if function in physical:
+                config = session.client("lambda", endpoint_url=endpoint_url)
+                found = config.get_function_configuration(FunctionName=physical[function])
+                variables = (found.get("Environment") or {}).get("Variables") or {}
+                env.update({name: str(value) for name, value in variables.items()})
         sqs = session.client("sqs", endpoint_url=endpoint_url)
         return cls(
             table_name=physical["LedgerTable"],

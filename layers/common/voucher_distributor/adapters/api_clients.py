@@ -15,7 +15,7 @@ from voucher_distributor.models.api import ApiClients
 
 
 class ApiClientsUnreadable(RuntimeError):
-    """The clients secret is missing or malformed: fix it with ``voucher-distributor api-client``."""
+    """The clients secret is missing or malformed: see ``voucher-distributor api-client``."""
 
 
 def parse_clients(text: str | bytes) -> ApiClients:
@@ -58,4 +58,6 @@ def read_clients(secretsmanager: Any, secret_id: str) -> ApiClients:
 
 
 def write_clients(secretsmanager: Any, secret_id: str, clients: ApiClients) -> None:
-    secretsmanager.put_secret_value(SecretId=secret_id, SecretString=json.dumps(clients.to_secret()))
+    secretsmanager.put_secret_value(
+        SecretId=secret_id, SecretString=json.dumps(clients.to_secret())
+    )

@@ -15,7 +15,6 @@ twice, and no write touches more than one item (no transactions).
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -63,8 +62,8 @@ def _day_sk(day: str) -> str:
     return f"D#{day}"
 
 
-def _api_request_pk(key: str) -> str:
-    return "API#" + hashlib.sha256(key.encode()).hexdigest()
+def _api_request_pk(batch_id: str) -> str:
+    return f"API#{batch_id}"
 
 
 def _batch_pk(batch_id: str) -> str:
@@ -728,8 +727,11 @@ class Ledger:
     # ------------------------------------------------------------------ API requests
 
     def remember_api_request(self, record: ApiRequestRecord) -> ApiRequestRecord | None:
-        """Record the first answer to an idempotency key; the earlier record if there is one."""
-        item = {"pk": _api_request_pk(record.idempotency_key), "sk": _API_REQUEST_SK}
+        """Record the first answer to an idempotency key; the earlier record if there is one.
+
+        Keyed by the batch id, which the key determines: a status look-up finds it too.
+        """
+        item = {"pk": _api_request_pk(record.batch_id), "sk": _API_REQUEST_SK}
         try:
             self._table.put_item(
                 Item=_item({**item, **record.model_dump(mode="json")}),
@@ -743,6 +745,12 @@ class Ledger:
                 return self.remember_api_request(record)
             return ApiRequestRecord.model_validate(_plain(got))
         return None
+
+    def get_api_request(self, batch_id: str) -> ApiRequestRecord | None:
+        got = self._table.get_item(
+            Key={"pk": _api_request_pk(batch_id), "sk": _API_REQUEST_SK}, ConsistentRead=True
+        ).get("Item")
+        return ApiRequestRecord.model_validate(_plain(got)) if got else None
 
     # ------------------------------------------------------------------ holdings
 

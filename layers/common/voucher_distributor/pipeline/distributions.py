@@ -114,8 +114,13 @@ def submit_distribution(services: Services, client_id: str, submission: Submissi
 
 
 def distribution_view(services: Services, batch_id: str) -> dict[str, Any]:
-    """One batch as the API shows it: state, counts, purchases, approval, callbacks."""
-    batch = _batch(services, batch_id)
+    """One batch as the API shows it: state, counts, purchases, approval, callbacks.
+
+    Accepted but not yet read by ingest, it is ``queued`` (the API's own record of it).
+    """
+    batch = services.ledger.get_batch(batch_id) if batch_id else None
+    if batch is None:
+        return _queued_view(services, batch_id)
     chunks = list(services.ledger.iter_chunks(batch_id))
     tally = tally_chunks(chunks)
     return {
@@ -149,6 +154,19 @@ def distribution_view(services: Services, batch_id: str) -> dict[str, Any]:
     }
 
 
+def _queued_view(services: Services, batch_id: str) -> dict[str, Any]:
+    accepted = services.ledger.get_api_request(batch_id) if batch_id else None
+    if accepted is None:
+        raise NotFound(f"no distribution {batch_id!r}")
+    return {
+        "batchId": batch_id,
+        "requestId": accepted.idempotency_key,
+        "state": "queued",
+        "acceptedAt": iso_utc(accepted.accepted_at),
+        "resultsReady": False,
+    }
+
+
 def state_word(batch: BatchRecord) -> str:
     """The batch's state in the API's words (lower-case, hyphenated)."""
     if batch.status == BatchStatus.DONE and batch.approval_decision == "rejected":
@@ -165,7 +183,10 @@ def state_word(batch: BatchRecord) -> str:
 
 def results_link(services: Services, batch_id: str) -> dict[str, Any]:
     """Short-lived links to the results CSV and the summary, once the batch is reported."""
-    batch = _batch(services, batch_id)
+    batch = services.ledger.get_batch(batch_id) if batch_id else None
+    if batch is None:
+        _queued_view(services, batch_id)  # NotFound unless the API accepted it
+        raise NotReady(f"distribution {batch_id} is queued; its results come when it ends")
     if batch.status not in {BatchStatus.DONE, BatchStatus.FAILED}:
         raise NotReady(
             f"batch {batch_id} is {state_word(batch)}; its results are written when it ends — "
@@ -206,10 +227,3 @@ def holdings_view(services: Services, email: str) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def _batch(services: Services, batch_id: str) -> BatchRecord:
-    batch = services.ledger.get_batch(batch_id) if batch_id else None
-    if batch is None:
-        raise NotFound(f"no distribution {batch_id!r}")
-    return batch

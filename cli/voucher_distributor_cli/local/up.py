@@ -1,0 +1,336 @@
+"""``voucher-distributor local up``: the whole stack on loopback until Ctrl-C.
+
+Moto (the template's stack), the Certiverse sandbox (unless ``--certiverse-url``), the HTTP
+API on a loopback port — the API function's own handler, fed API Gateway's payload 2.0 event —
+and a loop that delivers queue messages to the functions (and runs the scheduled ones). The
+functions run in this process and share its environment variables, so one lock lets one
+invocation run at a time, as the local runner always has.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from voucher_distributor.models.api import Scope
+from voucher_distributor.models.ledger import BatchRecord
+from voucher_distributor_cli.local.run import SANDBOX_TOKEN, LocalPipeline, LocalRunError
+from voucher_distributor_cli.local.runner import LocalLambdas
+from voucher_distributor_cli.local.runner.stack import DEFAULT_REGION
+from voucher_distributor_cli.ops.api_clients import add_client
+from voucher_distributor_cli.ops.target import Target
+from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
+
+log = logging.getLogger(__name__)
+
+API_FUNCTION = "ApiFunction"
+#: The API client ``local up`` creates, with every scope.
+LOCAL_CLIENT_ID = "local-hr"
+#: API Gateway's HTTP API refuses larger bodies (10 MB) before any function sees them.
+MAX_API_BODY = 10 * 1024 * 1024
+_TEXT_TYPES = ("text/", "application/json", "application/problem+json")
+
+
+def api_gateway_event(
+    method: str, target: str, headers: dict[str, str], body: bytes, host: str
+) -> dict[str, Any]:
+    """An HTTP API (payload format 2.0) event, as API Gateway gives it to the function."""
+    parts = urlsplit(target)
+    lowered: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        lowered[key] = f"{lowered[key]},{value}" if key in lowered else value
+    lowered.setdefault("x-forwarded-proto", "http")
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        query[name] = f"{query[name]},{value}" if name in query else value
+    content_type = lowered.get("content-type", "")
+    textual = not body or content_type.startswith(_TEXT_TYPES)
+    now = datetime.now(UTC)
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": parts.path,
+        "rawQueryString": parts.query,
+        "headers": lowered,
+        **({"queryStringParameters": query} if query else {}),
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": host,
+            "domainPrefix": host.split(".", maxsplit=1)[0],
+            "http": {
+                "method": method,
+                "path": parts.path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": lowered.get("user-agent", ""),
+            },
+            "requestId": uuid.uuid4().hex,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "body": body.decode() if textual else base64.b64encode(body).decode(),
+        "isBase64Encoded": not textual,
+    }
+
+
+class LocalApiServer(ThreadingHTTPServer):
+    """Loopback HTTP in front of the API function (``invoke`` takes an event, gives a result)."""
+
+    daemon_threads = True
+
+    def __init__(self, invoke: Callable[[dict[str, Any]], dict[str, Any]], port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _ApiHandler)
+        self.invoke = invoke
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class _ApiHandler(BaseHTTPRequestHandler):
+    server: LocalApiServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("api: " + format, *args)
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_API_BODY:
+            self._answer(413, {"content-type": "application/json"},
+                         b'{"message":"Request Entity Too Large"}')  # fmt: skip
+            self.close_connection = True
+            return
+        body = self.rfile.read(length) if length else b""
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        event = api_gateway_event(self.command, self.path, dict(self.headers.items()), body, host)
+        try:
+            result = self.server.invoke(event)
+        except Exception:  # the real API answers 500 when the function itself fails
+            log.exception("the API function failed")
+            self._answer(500, {"content-type": "application/json"},
+                         b'{"message":"Internal Server Error"}')  # fmt: skip
+            return
+        payload = str(result.get("body") or "")
+        data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
+        headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+        self._answer(int(result.get("statusCode", 200)), headers, data)
+
+    def _answer(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            if name.lower() not in {"content-length", "connection"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class LocalStackUp:
+    """Everything ``local up`` runs, as a context manager (tests use it directly)."""
+
+    def __init__(
+        self,
+        *,
+        certiverse_url: str | None = None,
+        certiverse_token: str | None = None,
+        partner: str = "",
+        program: str = "",
+        parameters: dict[str, str] | None = None,
+        api_port: int = 0,
+        seed: int | None = None,
+        log_stream: IO[str] | None = None,
+        sandbox_config: SandboxConfig | None = None,
+    ) -> None:
+        self._certiverse_url = certiverse_url
+        self._certiverse_token = certiverse_token
+        self._partner, self._program = partner, program
+        self._parameters = parameters or {}
+        self._api_port = api_port
+        self._seed = seed
+        self._log_stream = log_stream
+        self._sandbox_config = sandbox_config
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._held = threading.Event()
+        self._exit = contextlib.ExitStack()
+        self.sandbox: SandboxServer | None = None
+        self.pipeline: LocalPipeline | None = None
+        self.api: LocalApiServer | None = None
+        self.client_secret = ""
+        self.pump_errors = 0
+
+    def __enter__(self) -> LocalStackUp:
+        try:
+            self._start()
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._exit.close()
+
+    def _start(self) -> None:
+        url, token = self._certiverse_url, self._certiverse_token
+        if url is None:
+            config = self._sandbox_config or SandboxConfig(
+                token=SANDBOX_TOKEN, generation_delay_s=2.0, seed=self._seed
+            )
+            self.sandbox = self._exit.enter_context(SandboxServer(config, host="127.0.0.1", port=0))
+            url, token = self.sandbox.base_url, config.token
+        elif not token:
+            raise LocalRunError("--certiverse-url needs the API token in CERTIVERSE_TOKEN")
+        self.certiverse_url = url
+        self.pipeline = self._exit.enter_context(
+            LocalPipeline(
+                certiverse_url=url,
+                certiverse_token=token or "",
+                default_partner=self._partner,
+                default_program=self._program,
+                log_stream=self._log_stream,
+                parameters=self._parameters,
+            )
+        )
+        added = add_client(
+            self.target(),
+            LOCAL_CLIENT_ID,
+            scopes=list(Scope),
+            description="made by `local up`",
+        )
+        self.client_secret = added["secret"]
+        self.api = LocalApiServer(self._invoke_api, port=self._api_port)
+        self._exit.callback(self.api.server_close)
+        self._exit.callback(self.api.shutdown)
+        threading.Thread(target=self.api.serve_forever, name="local-api", daemon=True).start()
+        pump = threading.Thread(target=self._pump, name="local-pump", daemon=True)
+        pump.start()
+        self._exit.callback(lambda: pump.join(timeout=30))
+        self._exit.callback(self._stop.set)
+
+    # ------------------------------------------------------------------ what it serves
+
+    def _running(self) -> LocalPipeline:
+        if self.pipeline is None:
+            raise RuntimeError("local up is not running")
+        return self.pipeline
+
+    def _lambdas(self) -> LocalLambdas:
+        lambdas = self._running().lambdas
+        if lambdas is None:
+            raise RuntimeError("local up is not running")
+        return lambdas
+
+    def target(self) -> Target:
+        return Target.local(self._running().stack.endpoint_url)
+
+    def endpoints(self) -> dict[str, Any]:
+        """The JSON line ``local up`` prints: everything a client needs to reach the stack."""
+        pipeline, api = self._running(), self.api
+        if api is None:
+            raise RuntimeError("local up is not running")
+        stack = pipeline.stack
+        env = stack.function_environment(API_FUNCTION)
+        callback_secret = ""
+        if arn := env.get("CALLBACK_SECRET_ARN"):
+            got = stack.client("secretsmanager").get_secret_value(SecretId=arn)
+            callback_secret = str(got.get("SecretString") or "")
+        return {
+            "endpointUrl": stack.endpoint_url,
+            "region": DEFAULT_REGION,
+            "stack": stack.stack_name,
+            "bucket": pipeline.bucket,
+            "requestQueueUrl": pipeline.queue_url("RequestQueue"),
+            "table": env.get("LEDGER_TABLE", ""),
+            "apiUrl": api.base_url,
+            "apiClientId": LOCAL_CLIENT_ID,
+            "apiClientSecret": self.client_secret,
+            "callbackSigningSecret": callback_secret,
+            "certiverseUrl": self.certiverse_url,
+        }
+
+    def batch(self, batch_id: str) -> BatchRecord | None:
+        return self._running().ledger.get_batch(batch_id)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the functions still (no delivery, no API call) while a test looks around."""
+        with self._lock:
+            yield
+
+    @contextlib.contextmanager
+    def deliveries_held(self) -> Iterator[None]:
+        """No queue message is delivered meanwhile (the API still answers): what the API put
+        on a queue stays there to be counted."""
+        self._held.set()
+        with self._lock:  # a delivery under way ends first
+            pass
+        try:
+            yield
+        finally:
+            self._held.clear()
+
+    # ------------------------------------------------------------------ loops
+
+    def _invoke_api(self, event: dict[str, Any]) -> dict[str, Any]:
+        lambdas = self._lambdas()
+        with self._lock, self._running().logs_routed():
+            result: dict[str, Any] = lambdas.invoke(API_FUNCTION, event)
+        return result
+
+    def _pump(self) -> None:
+        lambdas = self._lambdas()
+        while not self._stop.is_set():
+            delivered = 0
+            if self._held.is_set():
+                self._stop.wait(0.05)
+                continue
+            try:
+                with self._lock, self._running().logs_routed():
+                    delivered = lambdas.pump_once().delivered
+            except Exception:  # keep serving: the message returns to its queue and retries
+                self.pump_errors += 1
+                log.exception("delivering queue messages failed")
+            if not delivered:
+                self._stop.wait(0.1)
+
+
+def serve_until_interrupted(up: LocalStackUp, out: IO[str], *, ready: Path | None = None) -> None:
+    """Print the endpoints line, then wait for Ctrl-C (SIGINT) or SIGTERM."""
+    line = json.dumps(up.endpoints())
+    with up.paused():  # the functions' logs are routed away from stdout only while they run
+        print(line, file=out, flush=True)
+    if ready is not None:
+        ready.write_text(line + "\n", encoding="utf-8")
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
