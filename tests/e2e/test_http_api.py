@@ -117,7 +117,8 @@ def test_a_signed_json_request_ends_with_a_results_link(
     assert sorted(r["status"] for r in rows) == ["assigned"] * 5
     assert all(r["voucher_code"] for r in rows)
     batch = up.batch(accepted["batchId"])
-    assert batch is not None and "api client local-hr" in batch.sender
+    assert batch is not None
+    assert "api client local-hr" in batch.sender
 
 
 def test_a_signed_csv_body_with_partner_and_program_as_query(

@@ -237,7 +237,7 @@ def _run_up(args: argparse.Namespace) -> int:
                 "Ctrl-C stops it",
                 file=sys.stderr,
             )
-            serve_until_interrupted(up, sys.stdout)
+            serve_until_interrupted(up)
     except (LocalRunError, StackError, OSError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
         return EXIT_COULD_NOT_RUN

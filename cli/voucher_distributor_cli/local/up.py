@@ -13,13 +13,13 @@ import base64
 import contextlib
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -324,13 +324,12 @@ class LocalStackUp:
                 self._stop.wait(0.1)
 
 
-def serve_until_interrupted(up: LocalStackUp, out: IO[str], *, ready: Path | None = None) -> None:
-    """Print the endpoints line, then wait for Ctrl-C (SIGINT) or SIGTERM."""
+def serve_until_interrupted(up: LocalStackUp) -> None:
+    """Print the endpoints line on stdout, then wait for Ctrl-C (SIGINT) or SIGTERM."""
     line = json.dumps(up.endpoints())
-    with up.paused():  # the functions' logs are routed away from stdout only while they run
-        print(line, file=out, flush=True)
-    if ready is not None:
-        ready.write_text(line + "\n", encoding="utf-8")
+    # While a function runs, sys.stdout is its log file: read sys.stdout only while none does.
+    with up.paused():
+        print(line, file=sys.stdout, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         while True:
             time.sleep(3600)
