@@ -8,6 +8,8 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from voucher_distributor.domain.callbacks import DEFAULT_RETRY_SCHEDULE, parse_schedule
+
 
 class SettingsError(RuntimeError):
     """The function's environment is incomplete or invalid; fix the stack's configuration."""
@@ -26,6 +28,15 @@ class Settings(BaseModel):
     #: Secrets Manager ARN of the token; empty means "read CERTIVERSE_TOKEN" (local runs).
     certiverse_token_secret_arn: str = ""
     callback_secret_arn: str = ""
+    #: The queue of callback deliveries (one message per attempt or hop); empty: no callbacks.
+    callback_queue_url: str = ""
+    #: Seconds between a callback's attempts (template parameter CallbackRetrySchedule).
+    callback_retry_schedule: str = DEFAULT_RETRY_SCHEDULE
+    #: Local runs only (never set by the template): callbacks may go to http:// and loopback
+    #: addresses, so an integrator can test a receiver on their machine.
+    callback_allow_loopback: bool = False
+    #: Each callback attempt's HTTP timeout; the lease on an attempt outlasts it and the function.
+    callback_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     default_partner_name: str = ""
     default_program_name: str = ""
     #: A purchase whose codes do not exist by then fails its chunk.
@@ -75,6 +86,16 @@ class Settings(BaseModel):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
         return value
+
+    @field_validator("callback_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)  # a ScheduleError (a ValueError) says what is wrong
+        return value
+
+    @property
+    def callback_schedule(self) -> tuple[int, ...]:
+        return parse_schedule(self.callback_retry_schedule)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
