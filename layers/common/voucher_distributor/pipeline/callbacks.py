@@ -22,6 +22,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from voucher_distributor.adapters.ledger import Ledger
+from voucher_distributor.adapters.queues import Queues
 from voucher_distributor.domain.callbacks import (
     after_attempt,
     event_slug,
@@ -184,25 +186,28 @@ def _attempt(services: Services, delivery: CallbackDelivery) -> str:
 
 
 def redeliver(
-    services: Services, batch_id: str, *, include_all: bool = False
+    ledger: Ledger,
+    queues: Queues,
+    queue_url: str,
+    batch_id: str,
+    *,
+    now: int,
+    include_all: bool = False,
 ) -> list[CallbackDelivery]:
     """Send the batch's failed deliveries again (``include_all``: every one) with a fresh
-    attempt budget and the same ``webhook-id``; the deliveries restarted."""
+    attempt budget and the same ``webhook-id``; the deliveries restarted. (Operators' command:
+    the ledger and queue it is given, no Services; the first attempt rewrites the summary.)"""
     states = {DeliveryState.FAILED}
     if include_all:
         states |= {DeliveryState.DELIVERED, DeliveryState.PENDING}
     restarted = []
-    for delivery in services.ledger.callback_deliveries(batch_id):
+    for delivery in ledger.callback_deliveries(batch_id):
         if delivery.state not in states:
             continue
-        again = services.ledger.restart_callback_delivery(
-            delivery, now=services.now(), states=states
-        )
+        again = ledger.restart_callback_delivery(delivery, now=now, states=states)
         if again is not None:
-            _queue(services, again, attempt=1, delay=0)
+            queues.send(queue_url, _message(again, attempt=1))
             restarted.append(again)
-    if restarted:
-        update_summary(services, batch_id)
     return restarted
 
 
@@ -264,11 +269,18 @@ def update_summary(services: Services, batch_id: str) -> None:
     log.warning("summary of batch %s changed under every try; callbacks not written", batch_id)
 
 
-def _queue(services: Services, delivery: CallbackDelivery, *, attempt: int, delay: int) -> None:
-    body = CallbackMessage(
+def _message(delivery: CallbackDelivery, *, attempt: int) -> dict[str, Any]:
+    return CallbackMessage(
         batch_id=delivery.batch_id, delivery=delivery.slug, round=delivery.round, attempt=attempt
     ).model_dump(by_alias=True)
-    services.queues.send(services.settings.callback_queue_url, body, delay_seconds=delay)
+
+
+def _queue(services: Services, delivery: CallbackDelivery, *, attempt: int, delay: int) -> None:
+    services.queues.send(
+        services.settings.callback_queue_url,
+        _message(delivery, attempt=attempt),
+        delay_seconds=delay,
+    )
 
 
 def _queue_next(services: Services, delivery: CallbackDelivery, now: int) -> None:
