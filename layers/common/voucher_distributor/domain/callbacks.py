@@ -115,6 +115,8 @@ def after_attempt(status: int | str, *, attempt: int, schedule: Sequence[int], n
     if delivered(status):
         return Outcome("delivered")
     shown = f"HTTP {status}" if isinstance(status, int) else status
+    if status == "refused":
+        return Outcome("failed", reason="refused: the callback URL is not allowed")
     if not retryable(status):
         return Outcome("failed", reason=f"{shown}: not retried (the receiver refused it)")
     wait = wait_after(schedule, attempt)
