@@ -4,11 +4,14 @@ so a misconfigured deployment fails on its first invocation with a message namin
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from voucher_distributor.domain.callbacks import DEFAULT_RETRY_SCHEDULE, parse_schedule
+#: The template's CallbackRetrySchedule default (domain.callbacks.DEFAULT_RETRY_SCHEDULE).
+_DEFAULT_RETRY_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
+_SCHEDULE = re.compile(r"^\s*[1-9][0-9]*(\s*,\s*[1-9][0-9]*)*\s*$")
 
 
 class SettingsError(RuntimeError):
@@ -31,7 +34,7 @@ class Settings(BaseModel):
     #: The queue of callback deliveries (one message per attempt or hop); empty: no callbacks.
     callback_queue_url: str = ""
     #: Seconds between a callback's attempts (template parameter CallbackRetrySchedule).
-    callback_retry_schedule: str = DEFAULT_RETRY_SCHEDULE
+    callback_retry_schedule: str = _DEFAULT_RETRY_SCHEDULE
     #: Local runs only (never set by the template): callbacks may go to http:// and loopback
     #: addresses, so an integrator can test a receiver on their machine.
     callback_allow_loopback: bool = False
@@ -90,12 +93,14 @@ class Settings(BaseModel):
     @field_validator("callback_retry_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        parse_schedule(value)  # a ScheduleError (a ValueError) says what is wrong
+        if not _SCHEDULE.match(value):
+            raise ValueError("must be comma-separated whole seconds of at least 1, e.g. 5,300")
         return value
 
     @property
     def callback_schedule(self) -> tuple[int, ...]:
-        return parse_schedule(self.callback_retry_schedule)
+        """The waits between a callback's attempts, in seconds."""
+        return tuple(int(part) for part in self.callback_retry_schedule.split(","))
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
