@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,3 +243,25 @@ def test_local_run_allows_loopback_http_but_not_other_plain_http(
     answer = world.pipeline.wait_for_door(message_id, refused, timeout_s=30)
     assert answer is not None
     assert any("https" in p["problem"] for p in answer["problems"])
+
+
+def test_local_run_prints_the_callbacks_in_its_line_and_summary(
+    tmp_path, receiver: tuple[Receiver, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, url = receiver
+    state.down_for = 1
+    request = tmp_path / "hr.json"
+    request.write_text(
+        json.dumps({"requestId": "cb-local-run", "partnerName": "Acme Corp", "programName": SPRING,
+                    "callbackUrl": url, "recipients": [{"email": "lr@acme.example"}]}),
+        encoding="utf-8",
+    )  # fmt: skip
+    out = tmp_path / "out"
+    code = main(["local", "run", str(request), "--out", str(out), "--timeout", "90"])
+    assert code == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["status"] == "completed"
+    assert line["callbacks"] == {"delivered": 1, "pending": 0, "failed": 0}
+    summary = json.loads(Path(line["results"]["summary"]).read_text(encoding="utf-8"))
+    assert [a["status"] for a in summary["callbacks"][0]["attempts"]] == [503, 200]
+    assert [r.answered for r in state.got] == [503, 200]
