@@ -21,7 +21,7 @@ from voucher_distributor.adapters.api_clients import ApiClientStore, ApiClientsU
 from voucher_distributor.domain.api_auth import Caller, Forbidden, Unauthorized, authenticate
 from voucher_distributor.domain.emails import normalise_email
 from voucher_distributor.models.api import Scope
-from voucher_distributor.models.messages import DistributionRequest
+from voucher_distributor.models.messages import ALLOW_LOOPBACK_CALLBACKS, DistributionRequest
 from voucher_distributor.pipeline.decisions import DecisionRefused, decide_batch
 from voucher_distributor.pipeline.distributions import (
     IdempotencyConflict,
@@ -204,7 +204,7 @@ def _json_submission(body: bytes, caller: Caller) -> Submission:
     if not document.get("requestId") and (key := _idempotency_key(caller)):
         document["requestId"] = key
     try:
-        request = DistributionRequest.model_validate(document)
+        request = DistributionRequest.model_validate(document, context=_validation_context())
     except ValidationError as exc:
         raise Problem(
             422,
@@ -239,7 +239,9 @@ def _csv_submission(body: bytes, caller: Caller) -> Submission:
     }
     request: DistributionRequest | None = None
     try:
-        request = DistributionRequest.model_validate({k: v for k, v in fields.items() if v})
+        request = DistributionRequest.model_validate(
+            {k: v for k, v in fields.items() if v}, context=_validation_context()
+        )
     except ValidationError as exc:
         problems.extend(
             {"field": _query_name(p["field"]), "problem": p["problem"]}
@@ -262,6 +264,11 @@ def _query_name(field: str) -> str:
         "partnerName": "partner",
         "programName": "program",
     }.get(field, field)
+
+
+def _validation_context() -> dict[str, bool]:
+    """Locally (``local up``), a callback may go to an http:// loopback receiver."""
+    return {ALLOW_LOOPBACK_CALLBACKS: services().settings.callback_allow_loopback}
 
 
 def _idempotency_key(caller: Caller) -> str | None:

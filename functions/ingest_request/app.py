@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from voucher_distributor.models.messages import DistributionRequest
+from voucher_distributor.models.messages import ALLOW_LOOPBACK_CALLBACKS, DistributionRequest
 from voucher_distributor.pipeline.distributions import API_CLIENT_ATTRIBUTE
 from voucher_distributor.pipeline.ingest import ingest
 from voucher_distributor.pipeline.requests import refuse_request
@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 def record_handler(record: SqsRecord) -> None:
     try:
-        request = DistributionRequest.model_validate_json(record.body)
+        local = services().settings.callback_allow_loopback
+        request = DistributionRequest.model_validate_json(
+            record.body, context={ALLOW_LOOPBACK_CALLBACKS: local}
+        )
     except ValidationError as exc:
         # A malformed request never becomes valid by retrying: answer it and drop it.
         refuse_request(services(), record.message_id, record.body, exc)

@@ -60,7 +60,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             default_partner="Acme Corp",
             default_program=SPRING,
             log_stream=log,
-            tuning={"INITIAL_CHECK_SECONDS": "0.5", "MAX_CSV_BYTES": str(MAX_CSV_BYTES)},
+            # The deployed callback rules: local runs otherwise let callbacks reach loopback.
+            tuning={
+                "INITIAL_CHECK_SECONDS": "0.5",
+                "MAX_CSV_BYTES": str(MAX_CSV_BYTES),
+                "CALLBACK_ALLOW_LOOPBACK": "false",
+            },
         ) as pipeline,
     ):
         yield Env(sandbox, pipeline, tmp, log_path)

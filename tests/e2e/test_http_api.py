@@ -24,6 +24,8 @@ from voucher_distributor_cli.ops.api_clients import add_client, revoke_client
 from voucher_distributor_cli.sandbox import SandboxConfig
 
 from .conftest import CLOUD, PARTNER, SPRING, TOKEN
+from .test_callbacks import Receiver
+from .test_callbacks import receiver  # noqa: F401 - the loopback receiver fixture
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +213,36 @@ def wait_for_state(api: httpx.Client, secret: str, url: str, states: set[str]) -
             return view
         assert time.monotonic() < deadline, view
         time.sleep(0.2)
+
+
+def test_a_callback_receiver_down_at_first_gets_the_event_once_verified(
+    up: LocalStackUp, api: httpx.Client, receiver: tuple[Receiver, str]
+) -> None:
+    """The integrator's receiver answers 503 twice, then 200: the event still arrives, one
+    ``webhook-id`` after deduplication, signed with the callback secret local up printed."""
+    state, url = receiver
+    state.down_for = 2
+    secret = up.client_secret
+    request = {"requestId": f"cb-{uuid.uuid4().hex}", "programName": SPRING,
+               "recipients": people("cb", 2), "callbackUrl": url}  # fmt: skip
+    accepted = post(api, secret, request).json()
+    wait_until_ended(api, secret, accepted["statusUrl"])
+    deadline = time.monotonic() + 60
+    while not any(r.answered == 200 for r in state.got):
+        assert time.monotonic() < deadline, [r.answered for r in state.got]
+        time.sleep(0.2)
+    assert [r.answered for r in state.got] == [503, 503, 200]
+    kept = state.accepted_once_per_id()
+    assert list(kept) == [f"msg_{accepted['batchId']}_completed"]
+    callback_secret = up.endpoints()["callbackSigningSecret"]
+    for r in state.got:  # every attempt is signed, and verifies with the reference library
+        event = Webhook(callback_secret).verify(r.body, r.headers)
+        assert event["batchId"] == accepted["batchId"]
+    view = api.get(accepted["statusUrl"], headers=signed(secret, b"")).json()
+    (delivery,) = view["callbacks"]
+    assert delivery["state"] == "delivered"
+    assert [a["status"] for a in delivery["attempts"]] == [503, 503, 200]
+    assert "token" not in delivery["url"]  # the query string (a secret, often) is not shown
 
 
 # ------------------------------------------------------------------ hostile requests

@@ -38,7 +38,7 @@ def request_file(path: Path, **fields: object) -> Path:
 def test_1_a_refused_request_is_said_at_once_and_copied_to_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = request_file(tmp_path / "hook.json", callbackUrl="http://localhost:9000/hook")
+    path = request_file(tmp_path / "hook.json", callbackUrl="http://hooks.example:9000/hook")
     started = time.monotonic()
     code, out = run(tmp_path, str(path))
     assert time.monotonic() - started < 30  # not the 900 s timeout
@@ -73,7 +73,7 @@ def test_3_every_problem_of_a_refused_request_is_printed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = request_file(
-        tmp_path / "two.json", requestId=None, callbackUrl="http://localhost:9000/hook"
+        tmp_path / "two.json", requestId=None, callbackUrl="http://hooks.example:9000/hook"
     )
     good = request_file(tmp_path / "good.json", requestId="hr-front-3")
     code, _ = run(tmp_path, str(path), str(good), "--seed", "7")

@@ -163,6 +163,7 @@ def test_redrive_dry_run_then_move(ran: Ran, capsys: pytest.CaptureFixture[str])
         "PurchaseDeadLetterQueue",
         "PollDeadLetterQueue",
         "ReportDeadLetterQueue",
+        "CallbackDeadLetterQueue",
     }
     assert ran.pipeline.stack.queue_counts(dlq).total == 0
     bodies = sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10)["Messages"]

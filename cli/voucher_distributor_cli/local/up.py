@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from voucher_distributor.adapters.callbacks import webhook_secret
 from voucher_distributor.models.api import Scope
 from voucher_distributor.models.ledger import BatchRecord
 from voucher_distributor_cli.local.run import SANDBOX_TOKEN, LocalPipeline, LocalRunError
@@ -263,7 +264,7 @@ class LocalStackUp:
         callback_secret = ""
         if arn := env.get("CALLBACK_SECRET_ARN"):
             got = stack.client("secretsmanager").get_secret_value(SecretId=arn)
-            callback_secret = str(got.get("SecretString") or "")
+            callback_secret = webhook_secret(str(got.get("SecretString") or ""))
         return {
             "endpointUrl": stack.endpoint_url,
             "region": DEFAULT_REGION,

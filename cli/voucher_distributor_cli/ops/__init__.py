@@ -1,5 +1,5 @@
-"""Operating a stack: ``voucher-distributor status|find|retry-failed|redrive|reconcile`` and
-``programs``.
+"""Operating a stack: ``voucher-distributor status|find|retry-failed|redrive|redeliver|
+reconcile`` and ``programs``.
 
 Each command is a module (``status``, ``find``, ``retry``, ``redrive``, ``reconcile``,
 ``programs``); which stack they work on is :mod:`.target`'s job. Every command only reads,
@@ -43,6 +43,7 @@ from voucher_distributor_cli.ops.reconcile import (
     iter_all_chunks,
     reconcile,
 )
+from voucher_distributor_cli.ops.redeliver import format_redelivered, redeliver_callbacks
 from voucher_distributor_cli.ops.redrive import RedriveReport, redrive
 from voucher_distributor_cli.ops.retry import RetryStarted, retry_failed
 from voucher_distributor_cli.ops.status import (
@@ -78,6 +79,7 @@ __all__ = [
     "iter_all_chunks",
     "read_catalogue",
     "reconcile",
+    "redeliver_callbacks",
     "redrive",
     "retry_failed",
 ]
@@ -90,6 +92,7 @@ COMMANDS = (
     "reject",
     "retry-failed",
     "redrive",
+    "redeliver",
     "reconcile",
     "programs",
 )
@@ -191,6 +194,27 @@ def add_ops_arguments(subparsers: Any) -> None:
     move.add_argument("--dry-run", action="store_true", help="count and show, move nothing")
     move.add_argument("--max", type=int, dest="limit", help="move at most this many per queue")
     move.set_defaults(handler=_run_redrive)
+
+    again = subparsers.add_parser(
+        "redeliver",
+        parents=[where],
+        formatter_class=HelpFormatter,
+        help="send a batch's failed callbacks again (after the receiver is fixed)",
+        description=(
+            "A callback whose attempts ran out (or that its receiver refused) is 'failed' in "
+            "`status` and raised the CallbacksFailed alarm. Once the receiver is fixed, this "
+            "queues it again with a fresh attempt budget (CallbackRetrySchedule) and the same "
+            "webhook-id, so a receiver that got it after all drops the repeat."
+        ),
+    )
+    again.add_argument("batch_id", metavar="BATCH_ID", help="the batch whose callbacks to send")
+    again.add_argument(
+        "--all",
+        action="store_true",
+        dest="include_all",
+        help="every callback of the batch, delivered ones too (default: the failed ones)",
+    )
+    again.set_defaults(handler=_run_redeliver)
 
     check = subparsers.add_parser(
         "reconcile",
@@ -334,6 +358,13 @@ def _run_redrive(args: argparse.Namespace) -> int:
         for r in reports
     )
     _emit(args, document, text)
+    return 0
+
+
+@_guarded
+def _run_redeliver(args: argparse.Namespace) -> int:
+    view = redeliver_callbacks(Target.from_args(args), args.batch_id, include_all=args.include_all)
+    _emit(args, view, format_redelivered(view, include_all=args.include_all))
     return 0
 
 

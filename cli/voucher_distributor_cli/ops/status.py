@@ -13,6 +13,7 @@ from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.domain.timestamps import utc_day
 from voucher_distributor.models.ledger import BatchRecord, ChunkRecord
 from voucher_distributor.pipeline.approval import approval_summary
+from voucher_distributor.pipeline.callbacks import deliveries_view
 from voucher_distributor_cli.ops.target import OpsError, Target
 
 
@@ -48,6 +49,11 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
         **({"dryRun": True} if batch.dry_run else {}),
         **({"approval": approval} if (approval := approval_summary(batch)) else {}),
         **({"error": batch.error} if batch.error else {}),
+        **(
+            {"callbacks": deliveries_view(target.ledger.callback_deliveries(batch_id))}
+            if batch.callback_url
+            else {}
+        ),
     }
 
 
@@ -140,6 +146,8 @@ def format_status(view: Mapping[str, Any]) -> str:
         lines.append(f"  approval {approval['reason']}; {decided}")
     if view.get("error"):
         lines.append(f"  error    {view['error']}")
+    for callback in view.get("callbacks", []):
+        lines.extend(_callback_lines(callback, view["batchId"]))
     lines.append(
         f"  {'chunk':>5}  {'state':<11} {'qty':>5}  {'purchase':<14} {'tries':>5} {'polls':>5}  "
         "since purchase  program"
@@ -152,6 +160,24 @@ def format_status(view: Mapping[str, Any]) -> str:
             f"{since:>14}  {c['program']}" + (f"  ({c['reason']})" if c.get("reason") else "")
         )
     return "\n".join(lines)
+
+
+def _callback_lines(callback: Mapping[str, Any], batch_id: str) -> list[str]:
+    attempts = callback["attempts"]
+    said = ", ".join(f"{a['status']} ({a['latencyMs']} ms)" for a in attempts) or "none yet"
+    lines = [
+        f"  callback {callback['event']} -> {callback['url']}: {callback['state']} "
+        f"({callback['webhookId']})",
+        f"           attempts: {said}",
+    ]
+    if callback.get("nextAttemptAt"):
+        lines.append(f"           next attempt at {callback['nextAttemptAt']}")
+    if callback["state"] == "failed":
+        lines.append(
+            f"           {callback.get('reason') or 'not delivered'}; after a fix: "
+            f"voucher-distributor redeliver {batch_id}"
+        )
+    return lines
 
 
 def _age(seconds: int | None) -> str:

@@ -4,9 +4,14 @@ so a misconfigured deployment fails on its first invocation with a message namin
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+#: The template's CallbackRetrySchedule default (domain.callbacks.DEFAULT_RETRY_SCHEDULE).
+_DEFAULT_RETRY_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
+_SCHEDULE = re.compile(r"^\s*[1-9][0-9]*(\s*,\s*[1-9][0-9]*)*\s*$")
 
 
 class SettingsError(RuntimeError):
@@ -26,6 +31,15 @@ class Settings(BaseModel):
     #: Secrets Manager ARN of the token; empty means "read CERTIVERSE_TOKEN" (local runs).
     certiverse_token_secret_arn: str = ""
     callback_secret_arn: str = ""
+    #: The queue of callback deliveries (one message per attempt or hop); empty: no callbacks.
+    callback_queue_url: str = ""
+    #: Seconds between a callback's attempts (template parameter CallbackRetrySchedule).
+    callback_retry_schedule: str = _DEFAULT_RETRY_SCHEDULE
+    #: Local runs only (never set by the template): callbacks may go to http:// and loopback
+    #: addresses, so an integrator can test a receiver on their machine.
+    callback_allow_loopback: bool = False
+    #: Each callback attempt's HTTP timeout; the lease on an attempt outlasts it and the function.
+    callback_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     default_partner_name: str = ""
     default_program_name: str = ""
     #: A purchase whose codes do not exist by then fails its chunk.
@@ -84,6 +98,18 @@ class Settings(BaseModel):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
         return value
+
+    @field_validator("callback_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if not _SCHEDULE.match(value):
+            raise ValueError("must be comma-separated whole seconds of at least 1, e.g. 5,300")
+        return value
+
+    @property
+    def callback_schedule(self) -> tuple[int, ...]:
+        """The waits between a callback's attempts, in seconds."""
+        return tuple(int(part) for part in self.callback_retry_schedule.split(","))
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -94,6 +94,33 @@ class Storage:
             return None
         return json.loads(b"".join(stored.body))
 
+    def read_json_versioned(self, key: str) -> tuple[Any, str] | None:
+        """A JSON object's document and ETag (for :meth:`put_json_if_unchanged`), or None."""
+        try:
+            got = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                return None
+            raise
+        return json.loads(got["Body"].read()), str(got["ETag"])
+
+    def put_json_if_unchanged(self, key: str, document: object, etag: str) -> bool:
+        """Replace the object only if it is still the version read (its ETag); False if not."""
+        body = json.dumps(document, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                IfMatch=etag,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
+                return False
+            raise
+        return True
+
     def upload_file(self, key: str, path: Path, *, content_type: str) -> None:
         self._s3.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
 

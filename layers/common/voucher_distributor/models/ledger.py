@@ -193,3 +193,47 @@ class ApiRequestRecord(LedgerModel):
     accepted_at: int
     #: DynamoDB TTL: senders retry for a day or so; the record outlives that by weeks.
     expires_at: int
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"  # an attempt is due (now or at next_attempt_at)
+    DELIVERED = "delivered"  # the receiver answered 2xx (final)
+    FAILED = "failed"  # the attempts ran out, or the receiver refused for good (final)
+
+
+class CallbackAttempt(LedgerModel):
+    """One POST of a callback: when, what came back (an HTTP status, or the error's name)."""
+
+    at: int
+    status: int | str
+    latency_ms: int = 0
+    #: Which redelivery the attempt belongs to (0: the first; ``redeliver`` adds one).
+    round: int = 0
+
+
+class CallbackDelivery(LedgerModel):
+    """The outbox entry of one event of a batch for its callback URL (one per event).
+
+    The body is stored as sent, so every attempt (and a redelivery) sends the same bytes under
+    the same ``webhook_id``; only the timestamp and signatures are made per attempt.
+    """
+
+    batch_id: str
+    slug: str  # the event's short name, the item's key under the batch
+    webhook_id: str
+    event: str  # the EventBridge detail-type
+    url: str
+    body: str
+    state: DeliveryState = DeliveryState.PENDING
+    created_at: int
+    #: Attempts of the current round so far, and every attempt of every round.
+    round: int = 0
+    tries: int = 0
+    attempts: list[CallbackAttempt] = Field(default_factory=list)
+    next_attempt_at: int | None = None
+    finished_at: int | None = None
+    #: The worker sending an attempt right now, until when (two never send the same attempt).
+    lease_owner: str | None = None
+    lease_until: int | None = None
+    #: Why the delivery stopped (the last error, or the permanent answer).
+    reason: str | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -26,6 +28,20 @@ class ReportMessage(Message):
     #: ``"approval"``: look at a batch waiting for approval (decided, or past its deadline?)
     #: instead of reporting it.
     check: str | None = None
+
+
+class CallbackMessage(Message):
+    """One attempt (or a hop toward it) of a callback delivery: which, of which round."""
+
+    batch_id: str = Field(min_length=1)
+    delivery: str = Field(min_length=1)  # the delivery's event slug
+    round: int = Field(default=0, ge=0)
+    attempt: int = Field(default=1, ge=1)
+
+
+#: Validation context key: a local run lets callbacks go to loopback receivers over http://.
+ALLOW_LOOPBACK_CALLBACKS = "allow_loopback_callbacks"
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class RequestRecipient(Message):
@@ -52,10 +68,13 @@ class DistributionRequest(Message):
 
     @field_validator("callback_url")
     @classmethod
-    def _https_only(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("https://"):
-            raise ValueError("callbackUrl must be an https:// URL")
-        return value
+    def _https_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value.startswith("https://"):
+            return value
+        local = bool((info.context or {}).get(ALLOW_LOOPBACK_CALLBACKS))
+        if local and value.startswith("http://") and _loopback_host(value):
+            return value
+        raise ValueError("callbackUrl must be an https:// URL")
 
     @field_validator("recipients_s3_uri")
     @classmethod
@@ -63,3 +82,8 @@ class DistributionRequest(Message):
         if value is not None and not value.startswith("s3://"):
             raise ValueError("recipientsS3Uri must look like s3://bucket/key.csv")
         return value
+
+
+def _loopback_host(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")

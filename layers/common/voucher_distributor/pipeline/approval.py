@@ -19,6 +19,7 @@ from voucher_distributor.adapters.ledger import Claim
 from voucher_distributor.adapters.queues import MAX_DELAY_SECONDS
 from voucher_distributor.domain.timestamps import iso_utc, utc_day
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus
+from voucher_distributor.pipeline.callbacks import send_event_callback
 from voucher_distributor.pipeline.context import Services, log
 
 #: The report queue message that asks for a waiting batch to be looked at.
@@ -126,6 +127,8 @@ def waiting_preview(services: Services, batch: BatchRecord) -> dict[str, Any]:
 def announce_waiting(services: Services, batch: BatchRecord) -> None:
     detail = waiting_preview(services, batch)
     services.events.publish("Voucher Batch Awaiting Approval", detail)
+    # HR hears its batch waits (the commands in the detail are for the stage's operators).
+    send_event_callback(services, batch, "Voucher Batch Awaiting Approval", detail)
     if services.notifications is not None:
         targets = ", ".join(f"{p['quantity']:,} of {p['program']}" for p in detail["purchases"])
         services.notifications.publish(

@@ -71,7 +71,13 @@ def build_services(settings: Settings, metrics: MetricSink | None = None) -> Ser
         certiverse=CertiverseClient(settings.certiverse_base_url, tokens),
         metrics=metrics or NoMetrics(),
         callbacks=(
-            SignedCallbacks(CallbackSender(), _secret_reader(settings.callback_secret_arn))
+            SignedCallbacks(
+                CallbackSender(
+                    allow_loopback=settings.callback_allow_loopback,
+                    timeout_s=settings.callback_timeout_seconds,
+                ),
+                _secret_reader(settings.callback_secret_arn),
+            )
             if settings.callback_secret_arn
             else None
         ),

@@ -18,6 +18,7 @@ from voucher_distributor.domain.timestamps import iso_utc
 from voucher_distributor.models.ledger import ApiRequestRecord, BatchRecord, BatchStatus
 from voucher_distributor.models.messages import DistributionRequest
 from voucher_distributor.pipeline.approval import approval_summary
+from voucher_distributor.pipeline.callbacks import deliveries_view
 from voucher_distributor.pipeline.context import Services
 
 #: CSV bodies posted to the API: not under ``incoming/``, so the upload trigger never sees them.
@@ -149,6 +150,7 @@ def distribution_view(services: Services, batch_id: str) -> dict[str, Any]:
             for c in chunks
         ],
         "approval": approval_summary(batch),
+        "callbacks": deliveries_view(services.ledger.callback_deliveries(batch_id)),
         "resultsReady": batch.status == BatchStatus.DONE,
         **({"error": batch.error} if batch.error else {}),
     }

@@ -15,7 +15,6 @@ all, the row is ``failed`` and ``retry-failed`` gives it a voucher.
 from __future__ import annotations
 
 import heapq
-import json
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -23,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from voucher_distributor.adapters.callbacks import CallbackFailed, CallbackRefused
 from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
 from voucher_distributor.domain.emails import redact_emails
 from voucher_distributor.domain.outcomes import merge_outcomes, outcomes_file, tally_chunks
@@ -37,6 +35,7 @@ from voucher_distributor.models.ledger import (
     ChunkState,
 )
 from voucher_distributor.pipeline.approval import approval_summary, rejection_reason
+from voucher_distributor.pipeline.callbacks import deliveries_view, send_event_callback
 from voucher_distributor.pipeline.context import Services, log
 
 
@@ -366,6 +365,13 @@ def _summary(
         **({"wouldAwaitApproval": batch.would_wait} if batch.dry_run else {}),
         **({"retryOf": batch.retry_of} if batch.retry_of else {}),
         **({"retriedBy": batch.retried_by} if batch.retried_by else {}),
+        # Deliveries so far (e.g. "awaiting approval"); this report's own event is added by
+        # its first attempt, which rewrites the summary.
+        **(
+            {"callbacks": deliveries_view(services.ledger.callback_deliveries(batch.batch_id))}
+            if batch.callback_url
+            else {}
+        ),
         "timings": {
             "createdAt": iso_utc(batch.created_at),
             "finishedAt": iso_utc(finished_at),
@@ -396,11 +402,5 @@ def _announce(
     else:
         detail_type = "Voucher Batch Completed" if completed else "Voucher Batch Failed"
     services.events.publish(detail_type, detail)
-    if batch.callback_url and services.callbacks is not None:
-        body = json.dumps(detail, separators=(",", ":"), default=str).encode()
-        try:
-            services.callbacks.send(batch.callback_url, body)
-            services.metrics.count("CallbacksDelivered")
-        except (CallbackRefused, CallbackFailed) as exc:
-            services.metrics.count("CallbacksFailed")
-            log.error("callback of batch %s not delivered: %s", batch.batch_id, exc)
+    # Recorded and queued, not sent here: the callback queue retries it for a day.
+    send_event_callback(services, batch, detail_type, detail)
