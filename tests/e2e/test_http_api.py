@@ -24,8 +24,10 @@ from voucher_distributor_cli.ops.api_clients import add_client, revoke_client
 from voucher_distributor_cli.sandbox import SandboxConfig
 
 from .conftest import CLOUD, PARTNER, SPRING, TOKEN
-from .test_callbacks import Receiver
-from .test_callbacks import receiver  # noqa: F401 - the loopback receiver fixture
+from .test_callbacks import (
+    Receiver,
+    receiver,  # noqa: F401 - the loopback receiver fixture
+)
 
 
 @pytest.fixture(scope="module")
