@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +117,67 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
             thing.close()
         else:
             thing.stop()  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------ a webhook receiver
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+
+@dataclass
+class Receiver:
+    """An integrator's webhook receiver: answers ``down_for`` requests with 503, then 200
+    (``down_for=None``: always 503, until :meth:`heal`)."""
+
+    down_for: int | None = 0
+    got: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def heal(self) -> None:
+        with self.lock:
+            self.down_for = 0
+
+    def answer(self, headers: dict[str, str], body: bytes) -> int:
+        with self.lock:
+            down = self.down_for is None or len(self.got) < self.down_for
+            status = 503 if down else 200
+            self.got.append(Received(headers, body, status))
+            return status
+
+    def accepted_once_per_id(self) -> dict[str, list[bytes]]:
+        """What a deduplicating receiver keeps: the first accepted body per webhook-id."""
+        kept: dict[str, list[bytes]] = defaultdict(list)
+        for r in self.got:
+            if r.answered == 200 and r.headers["webhook-id"] not in kept:
+                kept[r.headers["webhook-id"]].append(r.body)
+        return kept
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status = state.answer({k.lower(): v for k, v in self.headers.items()}, body)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_port}/hooks/vouchers?token=s3cr3t-q"
+    finally:
+        server.shutdown()
+        server.server_close()

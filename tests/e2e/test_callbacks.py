@@ -11,11 +11,6 @@ the summary, ``status`` and ``local run``'s line; signatures verify with the ref
 from __future__ import annotations
 
 import json
-import threading
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,68 +24,7 @@ from voucher_distributor_cli.ops.redeliver import format_redelivered, redeliver_
 from voucher_distributor_cli.ops.status import batch_status, format_status
 from voucher_distributor_cli.ops.target import Target
 
-from .conftest import SPRING, World
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    answered: int
-
-
-@dataclass
-class Receiver:
-    """An integrator's webhook receiver: answers ``down_for`` requests with 503, then 200
-    (``down_for=None``: always 503, until :meth:`heal`)."""
-
-    down_for: int | None = 0
-    got: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def heal(self) -> None:
-        with self.lock:
-            self.down_for = 0
-
-    def answer(self, headers: dict[str, str], body: bytes) -> int:
-        with self.lock:
-            down = self.down_for is None or len(self.got) < self.down_for
-            status = 503 if down else 200
-            self.got.append(Received(headers, body, status))
-            return status
-
-    def accepted_once_per_id(self) -> dict[str, list[bytes]]:
-        """What a deduplicating receiver keeps: the first accepted body per webhook-id."""
-        kept: dict[str, list[bytes]] = defaultdict(list)
-        for r in self.got:
-            if r.answered == 200 and r.headers["webhook-id"] not in kept:
-                kept[r.headers["webhook-id"]].append(r.body)
-        return kept
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, str]]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status = state.answer({k.lower(): v for k, v in self.headers.items()}, body)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            """Quiet."""
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_port}/hooks/vouchers?token=s3cr3t-q"
-    finally:
-        server.shutdown()
-        server.server_close()
+from .conftest import SPRING, Receiver, World
 
 
 def _signing_key(world: World) -> str:

@@ -23,11 +23,7 @@ from voucher_distributor_cli.local.up import LOCAL_CLIENT_ID, LocalStackUp
 from voucher_distributor_cli.ops.api_clients import add_client, revoke_client
 from voucher_distributor_cli.sandbox import SandboxConfig
 
-from .conftest import CLOUD, PARTNER, SPRING, TOKEN
-from .test_callbacks import (
-    Receiver,
-    receiver,  # noqa: F401 - the loopback receiver fixture
-)
+from .conftest import CLOUD, PARTNER, SPRING, TOKEN, Receiver
 
 
 @pytest.fixture(scope="module")

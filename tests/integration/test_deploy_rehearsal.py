@@ -59,6 +59,10 @@ def test_the_translated_template_creates_completely(stack: MotoStack) -> None:
         "AWS::S3::BucketPolicy",
         "AWS::SNS::TopicPolicy",
         "AWS::CloudWatch::Alarm",
+        # The HTTP API: `local up` serves it with the same handler on loopback.
+        "AWS::ApiGatewayV2::Api",
+        "AWS::ApiGatewayV2::Stage",
+        "AWS::Lambda::Permission",
     }
     assert {"IngestCsvFunction", "PurchaseFunction", "LedgerTable", "InboxBucket"} <= set(
         stack.resources

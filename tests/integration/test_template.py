@@ -18,6 +18,8 @@ import re
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,11 +29,16 @@ from typing import Any
 import botocore.client
 import pytest
 
+from voucher_distributor.domain import standard_webhooks as sw
 from voucher_distributor.domain.batches import INCOMING_PREFIX, RESULTS_PREFIX, WORK_PREFIX
+from voucher_distributor.models.api import Scope
 from voucher_distributor.settings import Settings
 from voucher_distributor_cli.local.run import DEFAULT_TEMPLATE, LocalPipeline
 from voucher_distributor_cli.local.run import _forget_process_caches as forget_process_caches
 from voucher_distributor_cli.local.runner import FunctionSpec, LocalLambdas, MotoStack, SamTemplate
+from voucher_distributor_cli.local.up import api_gateway_event
+from voucher_distributor_cli.ops.api_clients import add_client
+from voucher_distributor_cli.ops.target import Target
 from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,7 +247,7 @@ def test_every_function_has_a_log_group_with_retention(
 
 def _emitted_metrics() -> set[str]:
     names = set()
-    for path in PIPELINE_SOURCES.rglob("*.py"):
+    for path in [*PIPELINE_SOURCES.rglob("*.py"), *(ROOT / "functions").rglob("*.py")]:
         for first_argument in re.findall(r"metrics\.count\(([^,)]*)", path.read_text()):
             names |= set(re.findall(r"\"(\w+)\"", first_argument))
         # Per reason class: the names are returned by a helper, then counted.
@@ -511,12 +518,33 @@ def _scenarios_with(
     # other rejected (its claims given back, its rows reported rejected).
     # An HR request of 5 waits until its timeout rejects it (the report function looking again
     # meanwhile).
+    # The approval goes through the HTTP API.
+    api = _ApiCaller(pipeline)
     for name, decision in (("approve.csv", "approved"), ("reject.csv", "rejected")):
         five = "".join(f"{name[0]}{n}@acme.example,{SPRING}\r\n" for n in range(5))
         batch = pipeline.submit_csv(csv_file(name, f"email,program_name\r\n{five}"))
+        assert batch is not None
         pipeline.run_until_done(batch, timeout_s=120, stop_when_waiting=True)
-        pipeline.decide(batch, decision, "not this week" if decision == "rejected" else None)
+        if decision == "approved":
+            assert api.call("POST", f"/v1/distributions/{batch}/approve", b"{}")[0] == 200
+        else:
+            pipeline.decide(batch, decision, "not this week")
         run(batch)
+    # The rest of the API: a JSON and a CSV distribution, status, results link, holdings.
+    status, accepted = api.call("POST", "/v1/distributions", json.dumps({
+        "requestId": "template-api-1", "programName": SPRING,
+        "recipients": [{"email": "jill@acme.example"}]}).encode())  # fmt: skip
+    assert status == 202, accepted
+    run(accepted["batchId"])
+    status, csv_accepted = api.call(
+        "POST", "/v1/distributions?program=" + SPRING.replace(" ", "+"),
+        b"email\r\nkim@acme.example\r\n", content_type="text/csv",
+    )  # fmt: skip
+    assert status == 202, csv_accepted
+    run(csv_accepted["batchId"])
+    assert api.call("GET", f"/v1/distributions/{accepted['batchId']}")[0] == 200
+    assert api.call("GET", f"/v1/distributions/{accepted['batchId']}/results")[0] == 200
+    assert api.call("GET", "/v1/holdings?email=jill%40acme.example")[0] == 200
     run(pipeline.submit_request({"requestId": "template-wait", "partnerName": PARTNER,
         "programName": SPRING, "callbackUrl": hook,
         "recipients": [{"email": f"t{n}@acme.example"} for n in range(5)]}))  # fmt: skip
@@ -537,6 +565,25 @@ def _scenarios_with(
     pipeline.submit_request("this is not json")
     pipeline.submit_request(request)  # a repeat: the same batch, nothing new
     pipeline.run_until_idle(timeout_s=60)
+
+
+class _ApiCaller:
+    """Signed requests to the API function, as API Gateway would hand them over."""
+
+    def __init__(self, pipeline: LocalPipeline) -> None:
+        self.pipeline = pipeline
+        target = Target.local(pipeline.stack.endpoint_url)
+        self.secret = add_client(target, "template", scopes=list(Scope))["secret"]
+
+    def call(
+        self, method: str, target: str, body: bytes = b"", content_type: str = "application/json"
+    ) -> tuple[int, Any]:
+        signed = sw.headers(self.secret, f"msg_{uuid.uuid4().hex}", int(time.time()), body)
+        headers = {"content-type": content_type, "host": "api.example", **signed}
+        event = api_gateway_event(method, target, headers, body, "api.example")
+        assert self.pipeline.lambdas is not None
+        result = self.pipeline.lambdas.invoke("ApiFunction", event)
+        return int(result["statusCode"]), json.loads(result["body"])
 
 
 def test_each_policy_grants_exactly_the_calls_its_function_makes(

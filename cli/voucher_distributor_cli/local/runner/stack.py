@@ -60,8 +60,9 @@ _FUNCTION = "AWS::Lambda::Function"
 _MAPPING = "AWS::Lambda::EventSourceMapping"
 _SECRET = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
 _POLICIES = ("AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy")
-#: The HTTP API is served by ``local up``'s loopback server (the same handler), not by moto.
-_HTTP_API = ("AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage")
+#: The HTTP API is served by ``local up``'s loopback server (the same handler), not by moto; its
+#: Lambda permissions (API Gateway's right to invoke the function) with it.
+_HTTP_API = ("AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage", "AWS::Lambda::Permission")
 _NOT_EMULATED = frozenset({*_POLICIES, *_HTTP_API, "AWS::CloudWatch::Alarm"})
 #: Properties moto's CloudFormation ignores that the pipeline relies on, applied here.
 _FOLLOW_UP = {
