@@ -126,7 +126,7 @@ def test_aws_tools_and_operator_commands_work_against_it(
 def test_ctrl_c_stops_it_cleanly(running: tuple[subprocess.Popen[str], dict[str, Any]]) -> None:
     process, endpoints = running
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 0
+    assert process.wait(timeout=120) == 0
     assert "local stack stopped" in Path(endpoints["_stderr"]).read_text(encoding="utf-8")
     with pytest.raises(httpx.TransportError):
         httpx.get(endpoints["apiUrl"] + "/v1/holdings", timeout=5)

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -41,6 +42,8 @@ LOCAL_CLIENT_ID = "local-hr"
 #: API Gateway's HTTP API refuses larger bodies (10 MB) before any function sees them.
 MAX_API_BODY = 10 * 1024 * 1024
 _TEXT_TYPES = ("text/", "application/json", "application/problem+json")
+#: How long Ctrl-C waits for the stack to stop before leaving anyway.
+STOP_GRACE_S = 30.0
 
 
 def api_gateway_event(
@@ -235,7 +238,7 @@ class LocalStackUp:
         threading.Thread(target=self.api.serve_forever, name="local-api", daemon=True).start()
         pump = threading.Thread(target=self._pump, name="local-pump", daemon=True)
         pump.start()
-        self._exit.callback(lambda: pump.join(timeout=30))
+        self._exit.callback(lambda: pump.join(timeout=10))
         self._exit.callback(self._stop.set)
 
     # ------------------------------------------------------------------ what it serves
@@ -331,6 +334,23 @@ def serve_until_interrupted(up: LocalStackUp) -> None:
     # While a function runs, sys.stdout is its log file: read sys.stdout only while none does.
     with up.paused():
         print(line, file=sys.stdout, flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         while True:
             time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping the local stack…", file=sys.stderr, flush=True)
+        _exit_if_stuck(after_s=STOP_GRACE_S)
+
+
+def _exit_if_stuck(*, after_s: float) -> None:
+    """Stopping waits for the function running now; if that hangs, leave anyway (nothing of a
+    local stack outlives the process)."""
+
+    def leave() -> None:
+        print(f"the local stack did not stop within {after_s:g} s; exiting", file=sys.stderr,
+              flush=True)  # fmt: skip
+        os._exit(0)
+
+    timer = threading.Timer(after_s, leave)
+    timer.daemon = True
+    timer.start()
