@@ -7,8 +7,6 @@ unexpected error is a 500 problem with no detail (the log has it), never a stack
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -19,6 +17,7 @@ from pydantic import ValidationError
 
 from voucher_distributor.adapters.api_clients import ApiClientStore, ApiClientsUnreadable
 from voucher_distributor.domain.api_auth import Caller, Forbidden, Unauthorized, authenticate
+from voucher_distributor.domain.csv_input import CsvInputError, read_rows
 from voucher_distributor.domain.emails import normalise_email
 from voucher_distributor.models.api import Scope
 from voucher_distributor.models.messages import ALLOW_LOOPBACK_CALLBACKS, DistributionRequest
@@ -218,16 +217,15 @@ def _json_submission(body: bytes, caller: Caller) -> Submission:
 def _csv_submission(body: bytes, caller: Caller) -> Submission:
     query = app.current_event.query_string_parameters or {}
     problems: list[dict[str, str]] = []
+    # The pipeline's own reader (encodings, separators, column aliases): a body it would refuse
+    # from its first rows is refused here, before anything is queued.
     try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        problems.append({"field": "(body)", "problem": "the CSV must be UTF-8"})
-        text = ""
-    header = next(csv.reader(io.StringIO(text)), []) if text else []
-    if text and not any(h.strip().lower().replace("-", "") in _EMAIL_HEADERS for h in header):
-        problems.append({"field": "(body)", "problem": "the CSV's header row has no email column"})
-    if not text.strip() and not problems:
-        problems.append({"field": "(body)", "problem": "the CSV is empty"})
+        first = next(read_rows([body]), None)
+    except CsvInputError as exc:
+        problems.append({"field": "(body)", "problem": str(exc)})
+    else:
+        if first is None:
+            problems.append({"field": "(body)", "problem": "the CSV has no recipients"})
     fields = {
         "requestId": query.get("requestId") or _idempotency_key(caller),
         "partnerName": query.get("partner") or query.get("partnerName"),
@@ -255,9 +253,6 @@ def _csv_submission(body: bytes, caller: Caller) -> Submission:
     return Submission(request=request, csv_body=body)
 
 
-_EMAIL_HEADERS = frozenset({"email", "e-mail", "emailaddress", "email_address", "mail"})
-
-
 def _query_name(field: str) -> str:
     return {
         "requestId": "requestId (query, or Idempotency-Key / webhook-id)",
@@ -283,9 +278,9 @@ def _decide(batch_id: str, decision: str) -> dict[str, Any]:
             document = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise Problem(400, "Bad Request", f"the body is not JSON: {exc}") from exc
-        note = str(document.get("note") or document.get("reason") or "") or None
-        if isinstance(document, dict) is False:
+        if not isinstance(document, dict):
             raise Problem(400, "Bad Request", 'the body must be a JSON object: {"note": "…"}')
+        note = str(document.get("note") or document.get("reason") or "")[:500] or None
     svc = services()
     try:
         batch = decide_batch(

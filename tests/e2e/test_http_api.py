@@ -341,7 +341,7 @@ def test_invalid_requests_list_every_problem(up: LocalStackUp, api: httpx.Client
         csv_bad = post(api, secret, b"name\r\nAnn\r\n", content_type="text/csv",
                        headers={"Idempotency-Key": "k-1"})  # fmt: skip
         assert csv_bad.status_code == 422
-        assert "no email column" in csv_bad.text
+        assert "no e-mail column" in csv_bad.text
         no_key = post(api, secret, b"email\r\na@example.com\r\n", content_type="text/csv")
         assert no_key.status_code == 202  # the webhook-id is the key
         too_big = post(api, secret, b"email\r\n" + b"a@example.com\r\n" * 300_000,
