@@ -7,6 +7,7 @@ unexpected error is a 500 problem with no detail (the log has it), never a stack
 
 from __future__ import annotations
 
+import base64
 import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -79,10 +80,9 @@ def _caller(scope: Scope) -> Caller:
 
 def _raw_body() -> bytes:
     event = app.current_event
-    body = event.decoded_body if event.is_base64_encoded else event.body
-    if body is None:
-        return b""
-    return body.encode() if isinstance(body, str) else bytes(body)
+    body = event.body or ""
+    # Not Powertools' decoded_body: it decodes the bytes as UTF-8, and a CSV may be cp1252.
+    return base64.b64decode(body) if event.is_base64_encoded else body.encode()
 
 
 def _header(name: str) -> str | None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from voucher_distributor.domain import standard_webhooks as sw
 from voucher_distributor.domain.batches import request_batch_id
 from voucher_distributor.domain.standard_webhooks import new_secret
 from voucher_distributor.models.api import Scope
@@ -387,3 +388,26 @@ def test_local_client_id(up: LocalStackUp) -> None:
     assert line["apiClientSecret"].startswith("whsec_")
     assert {"endpointUrl", "region", "stack", "bucket", "requestQueueUrl", "table", "apiUrl",
             "callbackSigningSecret", "certiverseUrl"} <= set(line)  # fmt: skip
+
+
+def test_a_csv_body_is_read_as_an_upload_would_be(up: LocalStackUp, api: httpx.Client) -> None:
+    """An Excel export in Windows-1252 with ';' and German headers is taken as from the bucket;
+    a workbook sent as text/csv is refused with the reader's own words."""
+    secret = up.client_secret
+    excel = "E-Mail-Adresse;Vorname\r\njuergen@example.com;Jürgen\r\n".encode("cp1252")
+    # The signature covers the bytes as sent (the reference library signs text only).
+    headers = sw.headers(secret, f"msg_{uuid.uuid4().hex}", int(time.time()), excel)
+    headers["content-type"] = "text/csv; charset=windows-1252"
+    answer = api.post("/v1/distributions", content=excel, params={"program": SPRING},
+                      headers=headers)  # fmt: skip
+    assert answer.status_code == 202, answer.text
+    view = wait_until_ended(api, secret, answer.json()["statusUrl"])
+    rows = results_rows(api, secret, view["batchId"])
+    assert [(r["email"], r["first_name"], r["status"]) for r in rows] == [
+        ("juergen@example.com", "Jürgen", "assigned")
+    ]
+    workbook = b"PK\x03\x04" + b"\0" * 64
+    refused = post(api, secret, workbook, content_type="text/csv",
+                   headers={"Idempotency-Key": uuid.uuid4().hex})  # fmt: skip
+    assert refused.status_code == 422
+    assert "Excel workbook" in refused.json()["problems"][0]["problem"]

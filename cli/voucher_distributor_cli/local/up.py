@@ -61,6 +61,11 @@ def api_gateway_event(
         query[name] = f"{query[name]},{value}" if name in query else value
     content_type = lowered.get("content-type", "")
     textual = not body or content_type.startswith(_TEXT_TYPES)
+    if textual:
+        try:
+            body.decode()
+        except UnicodeDecodeError:  # text in another encoding travels as bytes, base64-encoded
+            textual = False
     now = datetime.now(UTC)
     return {
         "version": "2.0",
