@@ -1,0 +1,318 @@
+"""Redemption sync: after the hand-out, follow every code through Certiverse.
+
+Scheduled (``RedemptionSyncMinutes``) and run on demand (``voucher-distributor sync``). Each run
+reads the vouchers of every purchase that still has unsettled codes (one listing per purchase,
+page after page: at most ⌈codes / page size⌉ + 1 calls each), records on each code's assignment
+item — the code the person's holding points at — what changed (used and when, reservation,
+active, expiry, the e-mail Certiverse holds), and moves a purchase whose every code is used,
+expired or inactive out of the open list, so it is never read again. Then it announces the
+unused codes that came within ``ExpiryNoticeDays`` of their expiry (once per code) and rewrites
+``<name>.redemptions.csv`` beside the results of every batch whose codes changed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from voucher_distributor.adapters.callbacks import CallbackFailed, CallbackRefused
+from voucher_distributor.domain.redemption import (
+    changed,
+    count_states,
+    due_expiry_notice,
+    is_settled,
+    redemption_csv,
+    redemption_of,
+)
+from voucher_distributor.domain.results_csv import spreadsheet_safe
+from voucher_distributor.domain.timestamps import iso_utc
+from voucher_distributor.models.ledger import (
+    AssignmentRecord,
+    BatchRecord,
+    BatchStatus,
+    TrackedPurchase,
+)
+from voucher_distributor.pipeline.context import Services, log
+
+#: The event a (partner, program)'s newly expiring unused codes are announced by.
+VOUCHERS_EXPIRING = "Vouchers Expiring"
+#: Where the lists of expiring codes go (the results lifecycle applies).
+EXPIRING_PREFIX = "results/expiring/"
+
+
+@dataclass
+class SyncOutcome:
+    """What one run did (logged, printed by ``voucher-distributor sync``)."""
+
+    purchases_read: int = 0
+    purchases_settled: int = 0
+    purchases_waiting: int = 0  # their batch is not reported yet: read on a later run
+    codes_read: int = 0
+    codes_changed: int = 0
+    email_mismatches: int = 0
+    expiring_announced: int = 0
+    batches_reported: list[str] = field(default_factory=list)
+    #: Counts by state per "partner / program", settled purchases included.
+    by_program: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "purchasesRead": self.purchases_read,
+            "purchasesSettled": self.purchases_settled,
+            "purchasesWaiting": self.purchases_waiting,
+            "codesRead": self.codes_read,
+            "codesChanged": self.codes_changed,
+            "emailMismatches": self.email_mismatches,
+            "expiringAnnounced": self.expiring_announced,
+            "batchesReported": self.batches_reported,
+            "byProgram": self.by_program,
+        }
+
+
+@dataclass(frozen=True)
+class _Expiring:
+    assignment: AssignmentRecord
+    expires_utc: str
+
+
+def sync_redemptions(services: Services) -> SyncOutcome:
+    """One run of the sync over every open purchase; safe to run again at any time."""
+    now = services.now()
+    moment = datetime.fromtimestamp(now, UTC)
+    outcome = SyncOutcome()
+    batches: dict[str, BatchRecord | None] = {}
+    touched: set[str] = set()
+    expiring: dict[tuple[str, str], list[_Expiring]] = defaultdict(list)
+    notice_days = services.settings.expiry_notice_days
+
+    for purchase in services.ledger.open_purchases():
+        if purchase.batch_id not in batches:
+            batches[purchase.batch_id] = services.ledger.get_batch(purchase.batch_id)
+        batch = batches[purchase.batch_id]
+        if batch is None or batch.status != BatchStatus.DONE:
+            outcome.purchases_waiting += 1
+            continue
+        outcome.purchases_read += 1
+        vouchers = {
+            v.voucher_code: v
+            for v in services.certiverse.iter_vouchers(purchase_code=purchase.purchase_code)
+            if v.voucher_purchase_code == purchase.purchase_code
+        }
+        outcome.codes_read += len(vouchers)
+        rows = services.ledger.get_assignments((purchase.batch_id, r) for r in purchase.rows)
+        states: list[str] = []
+        all_known = True
+        for assignment in rows.values():
+            if assignment.status != "assigned" or not assignment.voucher_code:
+                continue
+            voucher = vouchers.get(assignment.voucher_code)
+            old = assignment.redemption
+            if voucher is None:  # not listed (yet): keep what we knew, read it again next run
+                all_known = False
+                states.append(old.state if old else "unused")
+                continue
+            new = redemption_of(voucher, assignment.email, moment)
+            new.expiry_noticed_at = old.expiry_noticed_at if old else None
+            new.synced_at = old.synced_at if old else None
+            if changed(old, new):
+                new.synced_at = now
+                services.ledger.record_redemption(
+                    assignment.batch_id, assignment.row_number, new
+                )
+                outcome.codes_changed += 1
+                touched.add(assignment.batch_id)
+            outcome.email_mismatches += new.email_mismatch
+            if due_expiry_notice(new, moment, notice_days):
+                expiring[(purchase.partner_name, purchase.program_name)].append(
+                    _Expiring(assignment, new.expires_utc)
+                )
+            states.append(new.state)
+        counts = count_states(states)
+        settled = all_known and all(is_settled(s) for s in states)
+        if settled:
+            services.ledger.settle_purchase(
+                purchase.model_copy(update={"counts": counts, "synced_at": now, "settled_at": now})
+            )
+            outcome.purchases_settled += 1
+        elif counts != purchase.counts:
+            services.ledger.record_purchase_sync(
+                purchase.model_copy(update={"counts": counts, "synced_at": now})
+            )
+    for (partner, program), codes in sorted(expiring.items()):
+        outcome.expiring_announced += _announce_expiring(services, partner, program, codes, now)
+    for batch_id in sorted(touched):
+        batch = batches.get(batch_id)
+        if batch is not None:
+            write_batch_redemptions(services, batch, now)
+            outcome.batches_reported.append(batch_id)
+    outcome.by_program = _totals_by_program(services)
+    for name, counts in outcome.by_program.items():
+        # One line per program: the dashboard's "redemption by program" reads these (no
+        # e-mails; program names only), so no metric dimension per program is billed.
+        log.info("redemption by program", extra={"program": name, "redemption": counts})
+    if outcome.email_mismatches:
+        services.metrics.count("RedemptionEmailMismatches", outcome.email_mismatches)
+    services.metrics.count("RedemptionCodesChanged", outcome.codes_changed)
+    services.metrics.count("VouchersExpiringAnnounced", outcome.expiring_announced)
+    return outcome
+
+
+def _totals_by_program(services: Services) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = {}
+    purchases = services.ledger.open_purchases() + services.ledger.settled_purchases()
+    for purchase in purchases:
+        name = f"{purchase.partner_name} / {purchase.program_name}"
+        into = totals.setdefault(name, count_states([]))
+        for state, number in purchase.counts.items():
+            into[state] = into.get(state, 0) + number
+    return dict(sorted(totals.items()))
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def redemptions_key(batch: BatchRecord) -> str:
+    """``results/…/<name>.redemptions.csv`` beside the batch's results file."""
+    key = batch.results_csv_key
+    stem = key.removesuffix(".csv").removesuffix(".results")
+    return f"{stem}.redemptions.csv"
+
+
+def write_batch_redemptions(services: Services, batch: BatchRecord, now: int) -> dict[str, int]:
+    """Rewrite the batch's redemption report and its counts in the summary; the counts."""
+    body, counts = redemption_csv(services.ledger.iter_assignments(batch.batch_id))
+    key = redemptions_key(batch)
+    services.storage.put_bytes(key, body, content_type="text/csv; charset=utf-8")
+    summary = services.storage.get_json(batch.summary_key)
+    if isinstance(summary, dict):
+        summary["redemptions"] = {"counts": counts, "results": key, "syncedAt": iso_utc(now)}
+        services.storage.put_json(batch.summary_key, summary)
+    return counts
+
+
+# ----------------------------------------------------------------------------- notices
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "unnamed"
+
+
+def _announce_expiring(
+    services: Services, partner: str, program: str, codes: list[_Expiring], now: int
+) -> int:
+    """Claim each code's one notice, then announce the claimed ones; how many were announced.
+
+    A code is claimed with a conditional write before anything is sent, so two syncs never
+    announce it twice; if sending fails the claims are given back and the next run tries again.
+    """
+    claimed = [
+        c
+        for c in codes
+        if services.ledger.mark_expiry_noticed(
+            c.assignment.batch_id, c.assignment.row_number, now=now
+        )
+    ]
+    if not claimed:
+        return 0
+    claimed.sort(key=lambda c: (c.expires_utc, c.assignment.email))
+    key = f"{EXPIRING_PREFIX}{_slug(partner)}/{_slug(program)}/{iso_utc(now).replace(':', '')}.csv"
+    lines = ["email,voucher_code,expires_utc,partner,program,batch_id"]
+    lines += [
+        ",".join(
+            _csv_cell(v)
+            for v in (
+                c.assignment.email,
+                c.assignment.voucher_code,
+                c.expires_utc,
+                partner,
+                program,
+                c.assignment.batch_id,
+            )
+        )
+        for c in claimed
+    ]
+    detail: dict[str, Any] = {
+        "partner": partner,
+        "program": program,
+        "count": len(claimed),
+        "noticeDays": services.settings.expiry_notice_days,
+        "earliestExpiry": claimed[0].expires_utc,
+        "latestExpiry": claimed[-1].expires_utc,
+        "csv": f"s3://{services.storage.bucket}/{key}",
+        "byBatch": dict(_per_batch(claimed)),
+    }
+    try:
+        body = ("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8")
+        services.storage.put_bytes(key, body, content_type="text/csv; charset=utf-8")
+        services.events.publish(VOUCHERS_EXPIRING, detail)
+    except Exception:
+        for c in claimed:
+            services.ledger.unmark_expiry_noticed(
+                c.assignment.batch_id, c.assignment.row_number, now=now
+            )
+        raise
+    for batch_id in detail["byBatch"]:
+        batch = services.ledger.get_batch(batch_id)
+        if batch is not None and batch.callback_url:
+            mine = [c for c in claimed if c.assignment.batch_id == batch_id]
+            _send_callback(
+                services,
+                batch,
+                VOUCHERS_EXPIRING,
+                {
+                    **{k: v for k, v in detail.items() if k != "byBatch"},
+                    "batchId": batch_id,
+                    "count": len(mine),
+                    # The people this batch's sender gave us, so it can remind them without
+                    # reading the bucket.
+                    "vouchers": [
+                        {
+                            "email": c.assignment.email,
+                            "voucherCode": c.assignment.voucher_code,
+                            "expiresUtc": c.expires_utc,
+                        }
+                        for c in mine
+                    ],
+                },
+            )
+    log.info("%d code(s) of %s / %s announced as expiring", len(claimed), partner, program)
+    return len(claimed)
+
+
+def _per_batch(claimed: list[_Expiring]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for c in claimed:
+        counts[c.assignment.batch_id] += 1
+    return dict(sorted(counts.items()))
+
+
+def _csv_cell(value: str) -> str:
+    value = spreadsheet_safe(value)
+    if any(ch in value for ch in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _send_callback(
+    services: Services, batch: BatchRecord, detail_type: str, detail: dict[str, Any]
+) -> None:
+    """Tell the batch's ``callbackUrl`` (if any): the one place the sync sends a callback.
+
+    The body is the event's detail with its ``type``. A callback that fails is counted and
+    logged, never retried here (the event went out through EventBridge regardless).
+    """
+    if not batch.callback_url or services.callbacks is None:
+        return
+    body = json.dumps(
+        {"type": detail_type, **detail}, separators=(",", ":"), default=str
+    ).encode()
+    try:
+        services.callbacks.send(batch.callback_url, body)
+        services.metrics.count("CallbacksDelivered")
+    except (CallbackRefused, CallbackFailed) as exc:
+        services.metrics.count("CallbacksFailed")
+        log.error("callback of batch %s not delivered: %s", batch.batch_id, exc)
