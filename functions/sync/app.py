@@ -17,5 +17,7 @@ if TYPE_CHECKING:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:  # noqa: ARG001
     logger.set_correlation_id(str(event.get("id") or "") or None)
     outcome = sync_redemptions(services()).as_dict()
-    logger.info("redemption sync", extra={"sync": {k: v for k, v in outcome.items() if k != "byProgram"}})
+    logger.info(
+        "redemption sync", extra={"sync": {k: v for k, v in outcome.items() if k != "byProgram"}}
+    )
     return outcome

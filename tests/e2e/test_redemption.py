@@ -67,7 +67,9 @@ def test_the_sync_records_what_certiverse_says_and_reports_it(make_world) -> Non
         json={"voucherCodes": [c[0]], "set": {"isUsed": True,
               "usedBy": {"usedDateUtc": "2026-12-01T09:30:00Z", "firstName": "A"}}},
     ).json() == {"updated": 1, "notFound": []}  # fmt: skip
-    world.sandbox.update_vouchers([c[1]], {"reservationCode": "R-77", "reservationStatus": "Booked"})
+    world.sandbox.update_vouchers(
+        [c[1]], {"reservationCode": "R-77", "reservationStatus": "Booked"}
+    )
     world.sandbox.update_vouchers([c[2]], {"isActive": False})
     world.sandbox.update_vouchers([c[3]], {"recipientEmail": "someone.else@acme.example"})
     world.sandbox.update_vouchers([c[4]], {"recipientEmail": codes[4].email.upper()})
@@ -75,7 +77,8 @@ def test_the_sync_records_what_certiverse_says_and_reports_it(make_world) -> Non
 
     first = world.pipeline.sync()
 
-    assert first["codesChanged"] == 25 and first["emailMismatches"] == 1
+    assert first["codesChanged"] == 25
+    assert first["emailMismatches"] == 1
     # One listing of the purchase, page after page: ⌈25 / 10⌉ calls, within the floor.
     listings = _voucher_listings(world)
     assert len(listings) == math.ceil(25 / PAGE)
@@ -83,22 +86,26 @@ def test_the_sync_records_what_certiverse_says_and_reports_it(make_world) -> Non
     states = {code: by_code[code].redemption.state for code in c}  # type: ignore[union-attr]
     assert [states[x] for x in c[:4]] == ["used", "reserved", "inactive", "unused"]
     used = by_code[c[0]].redemption
-    assert used is not None and used.used_at == "2026-12-01T09:30:00Z"
+    assert used is not None
+    assert used.used_at == "2026-12-01T09:30:00Z"
     reserved = by_code[c[1]].redemption
-    assert reserved is not None and (reserved.reservation_code, reserved.reservation_status) == (
+    assert reserved is not None
+    assert (reserved.reservation_code, reserved.reservation_status) == (
         "R-77",
         "Booked",
     )
     mismatch = by_code[c[3]].redemption
-    assert mismatch is not None and mismatch.email_mismatch
+    assert mismatch is not None
+    assert mismatch.email_mismatch
     assert mismatch.certiverse_email == "someone.else@acme.example"
     same_person = by_code[c[4]].redemption
-    assert same_person is not None and not same_person.email_mismatch  # case does not matter
+    assert same_person is not None
+    assert not same_person.email_mismatch
 
     rows = _report(world, batch_id)
     assert len(rows) == 25
     assert {r["voucher_code"]: r["state"] for r in rows} == states
-    assert [r for r in rows if r["email_mismatch"] == "yes"][0]["voucher_code"] == c[3]
+    assert next(r for r in rows if r["email_mismatch"] == "yes")["voucher_code"] == c[3]
     summary = world.pipeline.result(batch_id).summary
     assert summary["redemptions"]["counts"] == {
         "unused": 22, "reserved": 1, "used": 1, "expired": 0, "inactive": 1,
@@ -106,7 +113,8 @@ def test_the_sync_records_what_certiverse_says_and_reports_it(make_world) -> Non
 
     # Nothing changed in Certiverse: nothing is written, nothing announced.
     again = world.pipeline.sync()
-    assert again["codesChanged"] == 0 and again["batchesReported"] == []
+    assert again["codesChanged"] == 0
+    assert again["batchesReported"] == []
     assert not [e for e in world.events_heard(listener) if e["detail-type"] == VOUCHERS_EXPIRING]
 
     # Time moves: three unused codes come within 30 days of their expiry, one expires.
@@ -150,7 +158,8 @@ def test_a_settled_purchase_is_not_read_again(make_world) -> None:
     second = world.pipeline.sync()
     assert second["purchasesRead"] == 1
     listed = set(_voucher_listings(world))
-    assert listed == {cloud_purchase} and spring_purchase not in listed
+    assert listed == {cloud_purchase}
+    assert spring_purchase not in listed
     assert second["byProgram"][f"Acme Corp / {SPRING}"] == {
         "unused": 0, "reserved": 0, "used": 6, "expired": 3, "inactive": 3,
     }  # fmt: skip

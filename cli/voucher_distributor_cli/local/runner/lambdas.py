@@ -323,7 +323,7 @@ class LocalLambdas:
     # ---------------------------------------------------------------- schedules
 
     def scheduled_functions(self) -> dict[str, float]:
-        """Functions with a ``rate(...)`` schedule and its period in seconds (cron ones left out)."""
+        """Functions with a ``rate(...)`` schedule, and its period in seconds (not cron ones)."""
         rates: dict[str, float] = {}
         for function_id, spec in self.functions.items():
             for schedule in spec.schedules:

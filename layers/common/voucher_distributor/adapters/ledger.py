@@ -118,7 +118,10 @@ def _assignment_record(item: Mapping[str, Any]) -> AssignmentRecord:
     redemption = None
     if "redemption" in item:
         redemption = RedemptionRecord.model_validate(
-            {**_plain(item["redemption"]), "expiry_noticed_at": _plain(item.get("expiry_noticed_at"))}
+            {
+                **_plain(item["redemption"]),
+                "expiry_noticed_at": _plain(item.get("expiry_noticed_at")),
+            }
         )
     return AssignmentRecord(
         batch_id=str(item["pk"]).removeprefix("B#"),
@@ -815,7 +818,9 @@ class Ledger:
             self._table.update_item(
                 Key={"pk": _batch_pk(batch_id), "sk": _row_sk(row_number)},
                 UpdateExpression="SET expiry_noticed_at = :now",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(expiry_noticed_at)",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND attribute_not_exists(expiry_noticed_at)"
+                ),
                 ExpressionAttributeValues={":now": now},
             )
         except ClientError as exc:

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from voucher_distributor.domain.emails import normalise_email
-from voucher_distributor.models.certiverse import PartnerVoucherModel
 from voucher_distributor.domain.results_csv import spreadsheet_safe
+from voucher_distributor.models.certiverse import PartnerVoucherModel
 from voucher_distributor.models.ledger import AssignmentRecord, RedemptionRecord
 
 RedemptionState = Literal["unused", "reserved", "used", "expired", "inactive"]

@@ -79,73 +79,38 @@ class _Expiring:
     expires_utc: str
 
 
+@dataclass
+class _Run:
+    """One run's working state: the clock, what it found, what it must do at the end."""
+
+    now: int
+    moment: datetime
+    notice_days: int
+    outcome: SyncOutcome = field(default_factory=SyncOutcome)
+    batches: dict[str, BatchRecord | None] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)
+    expiring: dict[tuple[str, str], list[_Expiring]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+
 def sync_redemptions(services: Services) -> SyncOutcome:
     """One run of the sync over every open purchase; safe to run again at any time."""
     now = services.now()
-    moment = datetime.fromtimestamp(now, UTC)
-    outcome = SyncOutcome()
-    batches: dict[str, BatchRecord | None] = {}
-    touched: set[str] = set()
-    expiring: dict[tuple[str, str], list[_Expiring]] = defaultdict(list)
-    notice_days = services.settings.expiry_notice_days
-
+    run = _Run(now, datetime.fromtimestamp(now, UTC), services.settings.expiry_notice_days)
+    outcome = run.outcome
     for purchase in services.ledger.open_purchases():
-        if purchase.batch_id not in batches:
-            batches[purchase.batch_id] = services.ledger.get_batch(purchase.batch_id)
-        batch = batches[purchase.batch_id]
+        if purchase.batch_id not in run.batches:
+            run.batches[purchase.batch_id] = services.ledger.get_batch(purchase.batch_id)
+        batch = run.batches[purchase.batch_id]
         if batch is None or batch.status != BatchStatus.DONE:
-            outcome.purchases_waiting += 1
+            outcome.purchases_waiting += 1  # its report writes the summary the sync adds to
             continue
-        outcome.purchases_read += 1
-        vouchers = {
-            v.voucher_code: v
-            for v in services.certiverse.iter_vouchers(purchase_code=purchase.purchase_code)
-            if v.voucher_purchase_code == purchase.purchase_code
-        }
-        outcome.codes_read += len(vouchers)
-        rows = services.ledger.get_assignments((purchase.batch_id, r) for r in purchase.rows)
-        states: list[str] = []
-        all_known = True
-        for assignment in rows.values():
-            if assignment.status != "assigned" or not assignment.voucher_code:
-                continue
-            voucher = vouchers.get(assignment.voucher_code)
-            old = assignment.redemption
-            if voucher is None:  # not listed (yet): keep what we knew, read it again next run
-                all_known = False
-                states.append(old.state if old else "unused")
-                continue
-            new = redemption_of(voucher, assignment.email, moment)
-            new.expiry_noticed_at = old.expiry_noticed_at if old else None
-            new.synced_at = old.synced_at if old else None
-            if changed(old, new):
-                new.synced_at = now
-                services.ledger.record_redemption(
-                    assignment.batch_id, assignment.row_number, new
-                )
-                outcome.codes_changed += 1
-                touched.add(assignment.batch_id)
-            outcome.email_mismatches += new.email_mismatch
-            if due_expiry_notice(new, moment, notice_days):
-                expiring[(purchase.partner_name, purchase.program_name)].append(
-                    _Expiring(assignment, new.expires_utc)
-                )
-            states.append(new.state)
-        counts = count_states(states)
-        settled = all_known and all(is_settled(s) for s in states)
-        if settled:
-            services.ledger.settle_purchase(
-                purchase.model_copy(update={"counts": counts, "synced_at": now, "settled_at": now})
-            )
-            outcome.purchases_settled += 1
-        elif counts != purchase.counts:
-            services.ledger.record_purchase_sync(
-                purchase.model_copy(update={"counts": counts, "synced_at": now})
-            )
-    for (partner, program), codes in sorted(expiring.items()):
+        _sync_purchase(services, run, purchase)
+    for (partner, program), codes in sorted(run.expiring.items()):
         outcome.expiring_announced += _announce_expiring(services, partner, program, codes, now)
-    for batch_id in sorted(touched):
-        batch = batches.get(batch_id)
+    for batch_id in sorted(run.touched):
+        batch = run.batches.get(batch_id)
         if batch is not None:
             write_batch_redemptions(services, batch, now)
             outcome.batches_reported.append(batch_id)
@@ -159,6 +124,56 @@ def sync_redemptions(services: Services) -> SyncOutcome:
     services.metrics.count("RedemptionCodesChanged", outcome.codes_changed)
     services.metrics.count("VouchersExpiringAnnounced", outcome.expiring_announced)
     return outcome
+
+
+def _sync_purchase(services: Services, run: _Run, purchase: TrackedPurchase) -> None:
+    """Read one purchase's vouchers (one listing), record what changed, settle it if done."""
+    outcome = run.outcome
+    outcome.purchases_read += 1
+    vouchers = {
+        v.voucher_code: v
+        for v in services.certiverse.iter_vouchers(purchase_code=purchase.purchase_code)
+        if v.voucher_purchase_code == purchase.purchase_code
+    }
+    outcome.codes_read += len(vouchers)
+    rows = services.ledger.get_assignments((purchase.batch_id, r) for r in purchase.rows)
+    states: list[str] = []
+    all_known = True
+    for assignment in rows.values():
+        if assignment.status != "assigned" or not assignment.voucher_code:
+            continue
+        voucher = vouchers.get(assignment.voucher_code)
+        old = assignment.redemption
+        if voucher is None:  # not listed (yet): keep what we knew, read it again next run
+            all_known = False
+            states.append(old.state if old else "unused")
+            continue
+        new = redemption_of(voucher, assignment.email, run.moment)
+        new.expiry_noticed_at = old.expiry_noticed_at if old else None
+        new.synced_at = old.synced_at if old else None
+        if changed(old, new):
+            new.synced_at = run.now
+            services.ledger.record_redemption(assignment.batch_id, assignment.row_number, new)
+            outcome.codes_changed += 1
+            run.touched.add(assignment.batch_id)
+        outcome.email_mismatches += new.email_mismatch
+        if due_expiry_notice(new, run.moment, run.notice_days):
+            run.expiring[(purchase.partner_name, purchase.program_name)].append(
+                _Expiring(assignment, new.expires_utc)
+            )
+        states.append(new.state)
+    counts = count_states(states)
+    if all_known and all(is_settled(s) for s in states):
+        services.ledger.settle_purchase(
+            purchase.model_copy(
+                update={"counts": counts, "synced_at": run.now, "settled_at": run.now}
+            )
+        )
+        outcome.purchases_settled += 1
+    elif counts != purchase.counts:
+        services.ledger.record_purchase_sync(
+            purchase.model_copy(update={"counts": counts, "synced_at": run.now})
+        )
 
 
 def _totals_by_program(services: Services) -> dict[str, dict[str, int]]:
@@ -307,9 +322,7 @@ def _send_callback(
     """
     if not batch.callback_url or services.callbacks is None:
         return
-    body = json.dumps(
-        {"type": detail_type, **detail}, separators=(",", ":"), default=str
-    ).encode()
+    body = json.dumps({"type": detail_type, **detail}, separators=(",", ":"), default=str).encode()
     try:
         services.callbacks.send(batch.callback_url, body)
         services.metrics.count("CallbacksDelivered")
