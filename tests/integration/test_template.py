@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,10 @@ NOT_EXERCISED_LOCALLY = {
     ("ReportFunction", "secretsmanager:GetSecretValue"): (
         "reads the callback signing key only to sign an https:// callback to a public address, "
         "which a loopback run cannot make"
+    ),
+    ("SyncFunction", "secretsmanager:GetSecretValue"): (
+        "the token secret is read by every run, but the callback signing key only to sign an "
+        "expiry notice's https:// callback to a public address, which a loopback run cannot make"
     ),
 }
 
@@ -505,6 +510,19 @@ def _scenarios(pipeline: LocalPipeline, sandbox: SandboxServer, tmp_path: Path) 
     pipeline.submit_request("this is not json")
     pipeline.submit_request(request)  # a repeat: the same batch, nothing new
     pipeline.run_until_idle(timeout_s=60)
+    # After the hand-out, the scheduled redemption sync (run now): one purchase's codes all
+    # used (it settles: moved out of the open list), another code coming up to its expiry
+    # (announced, its list written under results/), each batch's report and summary rewritten.
+    vouchers = sandbox.vouchers()
+    first = vouchers[0].voucher_purchase_code
+    sandbox.update_vouchers(
+        [v.voucher_code for v in vouchers if v.voucher_purchase_code == first], {"isUsed": True}
+    )
+    soon = (datetime.now(UTC) + timedelta(days=5)).isoformat()
+    others = [v.voucher_code for v in vouchers if v.voucher_purchase_code != first]
+    sandbox.update_vouchers(others[:1], {"expirationDateUtc": soon})
+    pipeline.sync()
+    pipeline.sync()
 
 
 def test_each_policy_grants_exactly_the_calls_its_function_makes(
