@@ -430,7 +430,11 @@ def _run_programs(args: argparse.Namespace) -> int:
     try:
         target = Target.from_args(args) if (args.stack or args.endpoint_url) else None
         with certiverse_for(certiverse_url=args.certiverse_url, target=target) as (client, where):
-            catalogue = read_catalogue(client, args.partner, where)
+            accept = (
+                target is not None
+                and target.function_env.get("ACCEPT_PORTAL_ASSIGNMENT", "").lower() == "true"
+            )
+            catalogue = read_catalogue(client, args.partner, where, accept_portal_assignment=accept)
     except CertiverseNotConfigured as exc:
         return fail(1, exc)
     except (NameNotFound, AmbiguousName, CertiverseValidationError) as exc:
