@@ -2,7 +2,8 @@
 
 Scheduled (``RedemptionSyncMinutes``) and run on demand (``voucher-distributor sync``). Each run
 reads the vouchers of every purchase that still has unsettled codes (one listing per purchase,
-page after page: at most ⌈codes / page size⌉ + 1 calls each), records on each code's assignment
+page after page, narrowed to unused, active codes once some are settled: ⌈unsettled codes /
+page size⌉ + 1 calls each while nothing changed), records on each code's assignment
 item — the code the person's holding points at — what changed (used and when, reservation,
 active, expiry, the e-mail Certiverse holds), and moves a purchase whose every code is used,
 expired or inactive out of the open list, so it is never read again. Then it announces the
@@ -30,6 +31,7 @@ from voucher_distributor.domain.redemption import (
 )
 from voucher_distributor.domain.results_csv import spreadsheet_safe
 from voucher_distributor.domain.timestamps import iso_utc
+from voucher_distributor.models.certiverse import PartnerVoucherModel
 from voucher_distributor.models.ledger import (
     AssignmentRecord,
     BatchRecord,
@@ -130,22 +132,18 @@ def _sync_purchase(services: Services, run: _Run, purchase: TrackedPurchase) -> 
     """Read one purchase's vouchers (one listing), record what changed, settle it if done."""
     outcome = run.outcome
     outcome.purchases_read += 1
-    vouchers = {
-        v.voucher_code: v
-        for v in services.certiverse.iter_vouchers(purchase_code=purchase.purchase_code)
-        if v.voucher_purchase_code == purchase.purchase_code
-    }
-    outcome.codes_read += len(vouchers)
     rows = services.ledger.get_assignments((purchase.batch_id, r) for r in purchase.rows)
+    handed = [a for a in rows.values() if a.status == "assigned" and a.voucher_code]
+    vouchers = _read_vouchers(services, purchase, handed)
+    outcome.codes_read += len(vouchers)
     states: list[str] = []
     all_known = True
-    for assignment in rows.values():
-        if assignment.status != "assigned" or not assignment.voucher_code:
-            continue
+    for assignment in handed:
         voucher = vouchers.get(assignment.voucher_code)
         old = assignment.redemption
-        if voucher is None:  # not listed (yet): keep what we knew, read it again next run
-            all_known = False
+        if voucher is None:
+            if old is None or old.state not in _NEVER_LISTED_AGAIN:
+                all_known = False  # not listed (yet): keep what we knew, read it next run
             states.append(old.state if old else "unused")
             continue
         new = redemption_of(voucher, assignment.email, run.moment)
@@ -174,6 +172,44 @@ def _sync_purchase(services: Services, run: _Run, purchase: TrackedPurchase) -> 
         services.ledger.record_purchase_sync(
             purchase.model_copy(update={"counts": counts, "synced_at": run.now})
         )
+
+
+#: Settled states the narrowed listing (unused and active codes) leaves out.
+_NEVER_LISTED_AGAIN = frozenset({"used", "inactive"})
+
+
+def _read_vouchers(
+    services: Services, purchase: TrackedPurchase, handed: list[AssignmentRecord]
+) -> dict[str, PartnerVoucherModel]:
+    """The purchase's vouchers that may still change, keyed by code.
+
+    While none of its codes is known used or inactive: one listing of the purchase. Once some
+    are, the listing is narrowed to unused, active codes (``isUsed=false&isActive=true``): what
+    is settled is not paged through again. A code we knew unsettled that the narrowed listing
+    leaves out was used or deactivated since: then the whole purchase is listed once more, to
+    read when and how.
+    """
+    code = purchase.purchase_code
+
+    def listing(*, open_only: bool = False) -> dict[str, PartnerVoucherModel]:
+        listed = services.certiverse.iter_vouchers(
+            purchase_code=code,
+            is_used=False if open_only else None,
+            is_active=True if open_only else None,
+        )
+        return {v.voucher_code: v for v in listed if v.voucher_purchase_code == code}
+
+    settled = {
+        a.voucher_code
+        for a in handed
+        if a.redemption is not None and a.redemption.state in _NEVER_LISTED_AGAIN
+    }
+    if not settled:
+        return listing()
+    narrowed = listing(open_only=True)
+    if any(a.voucher_code not in narrowed and a.voucher_code not in settled for a in handed):
+        return listing()
+    return narrowed
 
 
 def _totals_by_program(services: Services) -> dict[str, dict[str, int]]:
