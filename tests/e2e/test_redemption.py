@@ -165,6 +165,24 @@ def test_a_settled_purchase_is_not_read_again(make_world) -> None:
     }  # fmt: skip
     assert second["byProgram"][f"Acme Corp / {CLOUD}"]["unused"] == 8
 
+    # Half the Cloud codes used: the run that sees it reads the purchase whole once (to learn
+    # when); after that only its unused, active codes are paged through (one page of 4).
+    cloud_codes = [a.voucher_code for a in _codes(world, cloud)]
+    world.sandbox.update_vouchers(cloud_codes[:4], {"isUsed": True})
+    assert world.pipeline.sync()["codesChanged"] == 4
+    world.sandbox.clear_request_log()
+    steady = world.pipeline.sync()
+    assert steady["codesChanged"] == 0
+    queries = [
+        r.query
+        for r in world.sandbox.request_log()
+        if r.path.rstrip("/").endswith("/api/vouchers")
+    ]
+    assert queries == [{"purchaseCode": cloud_purchase, "isUsed": "false", "isActive": "true"}]
+    assert steady["byProgram"][f"Acme Corp / {CLOUD}"] == {
+        "unused": 4, "reserved": 0, "used": 4, "expired": 0, "inactive": 0,
+    }  # fmt: skip
+
 
 ENFORCED = "Example Corp Employee Upskilling"
 
