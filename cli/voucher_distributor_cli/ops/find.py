@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from voucher_distributor.domain.redemption import code_record
 from voucher_distributor_cli.ops.target import Target
-from voucher_distributor_cli.ops.voucher import code_record
 
 
 def find_recipient(target: Target, email: str) -> list[dict[str, Any]]:

@@ -5,66 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from voucher_distributor.domain.timestamps import iso_utc
-from voucher_distributor.models.ledger import AssignmentRecord, BatchRecord, HoldingRecord
+from voucher_distributor.domain.redemption import code_record
 from voucher_distributor_cli.ops.target import Target
 
-
-def code_record(
-    assignment: AssignmentRecord, batch: BatchRecord | None, holding: HoldingRecord | None
-) -> dict[str, Any]:
-    """The per-code view ``voucher``, ``find`` and the holdings look-up show."""
-    here = (assignment.batch_id, assignment.row_number)
-    holds = holding is not None and (holding.batch_id, holding.row_number) == here
-    redemption = assignment.redemption
-    replaced = next(
-        (h for h in (holding.history if holding else []) if (h.batch_id, h.row_number) == here),
-        None,
-    )
-    return {
-        "voucherCode": assignment.voucher_code,
-        "holder": assignment.email,
-        "holds": holds and assignment.status == "assigned",
-        "partner": assignment.partner_name,
-        "program": assignment.program_name,
-        "batchId": assignment.batch_id,
-        "row": assignment.row_number,
-        "channel": batch.kind if batch else None,
-        "assignedAt": iso_utc(batch.finished_at) if batch and batch.finished_at else None,
-        "purchaseCode": assignment.purchase_code,
-        "expiresUtc": (redemption.expires_utc if redemption else "") or assignment.expires_utc,
-        "active": redemption.active if redemption else None,
-        "state": redemption.state if redemption else "unused",
-        "syncedAt": iso_utc(redemption.synced_at) if redemption and redemption.synced_at else None,
-        "usedAt": (redemption.used_at if redemption else "") or None,
-        "reservation": (
-            {"code": redemption.reservation_code, "status": redemption.reservation_status}
-            if redemption and redemption.reservation_code
-            else None
-        ),
-        "certiverseEmail": (redemption.certiverse_email if redemption else "") or None,
-        "emailMismatch": bool(redemption and redemption.email_mismatch),
-        "expiryNoticeAt": (
-            iso_utc(redemption.expiry_noticed_at)
-            if redemption and redemption.expiry_noticed_at
-            else None
-        ),
-        "reissueHistory": [
-            {
-                "voucherCode": h.voucher_code,
-                "batchId": h.batch_id,
-                "row": h.row_number,
-                "replacedAt": iso_utc(h.replaced_at),
-                "replacedBy": h.replaced_by,
-            }
-            for h in (holding.history if holds and holding else [])
-        ],
-        "replacedBy": (
-            {"batchId": replaced.replaced_by, "at": iso_utc(replaced.replaced_at)}
-            if replaced
-            else None
-        ),
-    }
+__all__ = ["code_record", "find_voucher", "format_voucher"]
 
 
 def find_voucher(target: Target, code: str) -> dict[str, Any] | None:

@@ -13,12 +13,18 @@ import io
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from voucher_distributor.domain.emails import normalise_email
 from voucher_distributor.domain.results_csv import spreadsheet_safe
+from voucher_distributor.domain.timestamps import iso_utc
 from voucher_distributor.models.certiverse import PartnerVoucherModel
-from voucher_distributor.models.ledger import AssignmentRecord, RedemptionRecord
+from voucher_distributor.models.ledger import (
+    AssignmentRecord,
+    BatchRecord,
+    HoldingRecord,
+    RedemptionRecord,
+)
 
 RedemptionState = Literal["unused", "reserved", "used", "expired", "inactive"]
 
@@ -166,3 +172,64 @@ def redemption_csv(assignments: Iterable[AssignmentRecord]) -> tuple[bytes, dict
         states.append(row["state"])
         writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
     return ("\ufeff" + buffer.getvalue()).encode("utf-8"), count_states(states)
+
+
+def code_record(
+    assignment: AssignmentRecord, batch: BatchRecord | None, holding: HoldingRecord | None
+) -> dict[str, Any]:
+    """One code's record as ``voucher``, ``find`` and the holdings look-up (#9) show it.
+
+    ``holding`` is the person's holding of the code's (partner, program): it tells whether
+    the code is held now, the codes it replaced, or the reissue that replaced it.
+    """
+    here = (assignment.batch_id, assignment.row_number)
+    holds = holding is not None and (holding.batch_id, holding.row_number) == here
+    redemption = assignment.redemption
+    replaced = next(
+        (h for h in (holding.history if holding else []) if (h.batch_id, h.row_number) == here),
+        None,
+    )
+    return {
+        "voucherCode": assignment.voucher_code,
+        "holder": assignment.email,
+        "holds": holds and assignment.status == "assigned",
+        "partner": assignment.partner_name,
+        "program": assignment.program_name,
+        "batchId": assignment.batch_id,
+        "row": assignment.row_number,
+        "channel": batch.kind if batch else None,
+        "assignedAt": iso_utc(batch.finished_at) if batch and batch.finished_at else None,
+        "purchaseCode": assignment.purchase_code,
+        "expiresUtc": (redemption.expires_utc if redemption else "") or assignment.expires_utc,
+        "active": redemption.active if redemption else None,
+        "state": redemption.state if redemption else "unused",
+        "syncedAt": iso_utc(redemption.synced_at) if redemption and redemption.synced_at else None,
+        "usedAt": (redemption.used_at if redemption else "") or None,
+        "reservation": (
+            {"code": redemption.reservation_code, "status": redemption.reservation_status}
+            if redemption and redemption.reservation_code
+            else None
+        ),
+        "certiverseEmail": (redemption.certiverse_email if redemption else "") or None,
+        "emailMismatch": bool(redemption and redemption.email_mismatch),
+        "expiryNoticeAt": (
+            iso_utc(redemption.expiry_noticed_at)
+            if redemption and redemption.expiry_noticed_at
+            else None
+        ),
+        "reissueHistory": [
+            {
+                "voucherCode": h.voucher_code,
+                "batchId": h.batch_id,
+                "row": h.row_number,
+                "replacedAt": iso_utc(h.replaced_at),
+                "replacedBy": h.replaced_by,
+            }
+            for h in (holding.history if holds and holding else [])
+        ],
+        "replacedBy": (
+            {"batchId": replaced.replaced_by, "at": iso_utc(replaced.replaced_at)}
+            if replaced
+            else None
+        ),
+    }
