@@ -174,9 +174,7 @@ def test_a_settled_purchase_is_not_read_again(make_world) -> None:
     steady = world.pipeline.sync()
     assert steady["codesChanged"] == 0
     queries = [
-        r.query
-        for r in world.sandbox.request_log()
-        if r.path.rstrip("/").endswith("/api/vouchers")
+        r.query for r in world.sandbox.request_log() if r.path.rstrip("/").endswith("/api/vouchers")
     ]
     assert queries == [{"purchaseCode": cloud_purchase, "isUsed": "false", "isActive": "true"}]
     assert steady["byProgram"][f"Acme Corp / {CLOUD}"] == {
