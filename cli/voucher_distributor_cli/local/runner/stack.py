@@ -16,7 +16,9 @@ mappings. What this module still does, because moto's CloudFormation does not:
 * **Refs moto answers with a Python object** (layer versions, event buses): spelled out.
 * **Bucket versioning, S3 → SQS notifications, a table's TTL**: ignored by moto's
   CloudFormation, applied once the stack exists.
-* **Not emulated**: queue, bucket and topic policies, alarms (:attr:`MotoStack.ignored`).
+* **Not emulated**: queue, bucket and topic policies, alarms, Lambda permissions (a schedule
+  rule's right to invoke its function; the runner invokes it in-process); see
+  :attr:`MotoStack.ignored`.
 
 What this module needs resolved travels through the create as an SSM parameter holding JSON
 (an "echo", which keeps the resource's Condition), so moto evaluates it like anything else.
@@ -59,7 +61,9 @@ _FUNCTION = "AWS::Lambda::Function"
 _MAPPING = "AWS::Lambda::EventSourceMapping"
 _SECRET = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
 _POLICIES = ("AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy")
-_NOT_EMULATED = frozenset({*_POLICIES, "AWS::CloudWatch::Alarm"})
+#: A Lambda permission lets EventBridge invoke a scheduled function: locally the runner invokes
+#: it in-process (``LocalLambdas.run_scheduled``), and moto's CloudFormation does not create one.
+_NOT_EMULATED = frozenset({*_POLICIES, "AWS::CloudWatch::Alarm", "AWS::Lambda::Permission"})
 #: Properties moto's CloudFormation ignores that the pipeline relies on, applied here.
 _FOLLOW_UP = {
     "AWS::S3::Bucket": ("VersioningConfiguration", "NotificationConfiguration"),
