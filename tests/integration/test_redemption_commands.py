@@ -212,3 +212,33 @@ def test_reconcile_lists_codes_assigned_to_another_email(
     assert mismatch["voucherCode"] == handed.codes["person3@acme.example"]
     assert mismatch["holder"] == "person3@acme.example"
     assert mismatch["certiverseEmail"] == "intruder@acme.example"
+
+
+def test_sync_follows_purchases_bought_before_it_existed(
+    handed: Handed,
+    synced: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ledger = handed.pipeline.ledger
+    (tracked,) = ledger.open_purchases()
+    # A stack upgraded from before the sync: its purchases are not followed.
+    dynamodb = handed.pipeline.stack.client("dynamodb")
+    dynamodb.delete_item(
+        TableName=handed.pipeline.stack.resource("LedgerTable").ref,
+        Key={"pk": {"S": "SYNC#open"}, "sk": {"S": f"P#{tracked.purchase_code}"}},
+    )
+    assert ledger.open_purchases() == []
+    monkeypatch.setenv("CERTIVERSE_TOKEN", TOKEN)
+    status, out = _run(
+        ["sync", "--track-existing", *handed.where, *handed.certiverse, "--json"], capsys
+    )
+    assert status == 0
+    document = json.loads(out)
+    assert document["trackedExisting"] == 1
+    assert document["purchasesRead"] == 1
+    (again,) = ledger.open_purchases()
+    assert (again.purchase_code, again.rows) == (tracked.purchase_code, tracked.rows)
+    status, text = _run(["sync", "--track-existing", *handed.where, *handed.certiverse], capsys)
+    assert status == 0
+    assert "now following" not in text  # already followed: nothing added

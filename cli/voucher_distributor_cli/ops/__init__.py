@@ -53,7 +53,7 @@ from voucher_distributor_cli.ops.status import (
     format_status,
     stage_overview,
 )
-from voucher_distributor_cli.ops.sync import format_sync, run_sync
+from voucher_distributor_cli.ops.sync import format_sync, run_sync, sync_document
 from voucher_distributor_cli.ops.target import (
     LOCAL_STACK_NAME,
     OpsError,
@@ -247,6 +247,12 @@ def add_ops_arguments(subparsers: Any) -> None:
     sync.add_argument(
         "--certiverse-url", help="API base URL (default: the deployed functions' setting)"
     )
+    sync.add_argument(
+        "--track-existing",
+        action="store_true",
+        help="first follow the purchases bought before the sync existed (a scan of the chunks; "
+        "once, after upgrading a stack)",
+    )
     sync.set_defaults(handler=_run_sync)
 
     report = subparsers.add_parser(
@@ -359,8 +365,13 @@ def _run_voucher(args: argparse.Namespace) -> int:
 @_guarded
 def _run_sync(args: argparse.Namespace) -> int:
     token = os.environ.get("CERTIVERSE_TOKEN") or None
-    outcome = run_sync(Target.from_args(args), certiverse_url=args.certiverse_url, token=token)
-    _emit(args, outcome.as_dict(), format_sync(outcome))
+    outcome, added = run_sync(
+        Target.from_args(args),
+        certiverse_url=args.certiverse_url,
+        token=token,
+        existing=args.track_existing,
+    )
+    _emit(args, sync_document(outcome, added), format_sync(outcome, added))
     return 0
 
 
