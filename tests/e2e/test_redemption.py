@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from tests.e2e.conftest import CLOUD, SPRING, World, people
+from voucher_distributor.adapters.callbacks import (
+    SIGNATURE_HEADER,
+    CallbackSender,
+    SignedCallbacks,
+    verify,
+)
 from voucher_distributor.models.ledger import AssignmentRecord
-from voucher_distributor.pipeline.redemption import VOUCHERS_EXPIRING, redemptions_key
+from voucher_distributor.pipeline.redemption import (
+    VOUCHERS_EXPIRING,
+    redemptions_key,
+    sync_redemptions,
+)
+from voucher_distributor_cli.ops.sync import sync_services
+from voucher_distributor_cli.ops.target import Target
 
 PAGE = 10
 
@@ -206,3 +219,43 @@ def test_an_enforced_email_program_is_bought_with_accept_portal_assignment(make_
     assert {r["status"] for r in rows} == {"assigned"}
     assert all("assign this code to the recipient's e-mail in the Certiverse portal" in r["reason"]
                for r in rows)  # fmt: skip
+
+
+def test_an_expiry_notice_reaches_the_batchs_callback_signed(make_world) -> None:
+    """The sync's one callback hook (``_send_callback``), with the stack's services and a
+    callback receiver at the HTTP boundary (a public address, as the sender insists on)."""
+    world = make_world(page_size=PAGE)
+    batch_id = _hand_out(world, 5)
+    world.pipeline.ledger.update_batch(batch_id, callback_url="https://hr.example/hooks/vd")
+    codes = [a.voucher_code for a in _codes(world, batch_id)]
+    world.sandbox.update_vouchers(codes[:2], {"expirationDateUtc": _in_days(3)})
+    received: list[httpx.Request] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        received.append(request)
+        return httpx.Response(204)
+
+    target = Target.local(world.pipeline.stack.endpoint_url)
+    services = sync_services(target, certiverse_url=world.sandbox.base_url)
+    services.callbacks = SignedCallbacks(
+        CallbackSender(
+            resolver=lambda host, port: ["93.184.216.34"],
+            transport=httpx.MockTransport(receiver),
+        ),
+        lambda: "whsec-test-key",
+    )
+    outcome = sync_redemptions(services)
+    services.certiverse.close()
+
+    assert outcome.expiring_announced == 2
+    (request,) = received
+    assert request.headers["host"] == "hr.example"
+    body = json.loads(request.content)
+    assert body["type"] == VOUCHERS_EXPIRING
+    assert (body["batchId"], body["count"]) == (batch_id, 2)
+    assert sorted(v["voucherCode"] for v in body["vouchers"]) == sorted(codes[:2])
+    assert body["csv"].startswith(f"s3://{world.pipeline.bucket}/results/expiring/")
+    stamp, _, signature = request.headers[SIGNATURE_HEADER].partition(",v1=")
+    assert verify("whsec-test-key", request.headers[SIGNATURE_HEADER], request.content,
+                  now=int(stamp.removeprefix("t=")))  # fmt: skip
+    assert signature
