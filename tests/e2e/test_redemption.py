@@ -30,6 +30,7 @@ from voucher_distributor.pipeline.redemption import (
 )
 from voucher_distributor_cli.ops.sync import sync_services
 from voucher_distributor_cli.ops.target import Target
+from voucher_distributor_cli.sandbox import FaultSettings
 
 PAGE = 10
 
@@ -259,3 +260,18 @@ def test_an_expiry_notice_reaches_the_batchs_callback_signed(make_world) -> None
     assert verify("whsec-test-key", request.headers[SIGNATURE_HEADER], request.content,
                   now=int(stamp.removeprefix("t=")))  # fmt: skip
     assert signature
+
+
+def test_certiverse_down_leaves_purchases_for_the_next_run(make_world) -> None:
+    world = make_world(page_size=PAGE)
+    batch_id = _hand_out(world, 6)
+    code = _codes(world, batch_id)[0].voucher_code
+    world.sandbox.update_vouchers([code], {"isUsed": True})
+    world.sandbox.set_faults(FaultSettings(error_503_rate=1.0, retry_after_s=0))
+    down = world.pipeline.sync()
+    assert (down["purchasesUnread"], down["purchasesRead"], down["codesChanged"]) == (1, 0, 0)
+    world.sandbox.set_faults(FaultSettings())
+    up = world.pipeline.sync()
+    assert (up["purchasesUnread"], up["codesChanged"]) == (0, 6)
+    states = {a.voucher_code: a.redemption.state for a in _codes(world, batch_id)}  # type: ignore[union-attr]
+    assert states[code] == "used"

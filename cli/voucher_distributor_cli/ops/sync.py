@@ -111,6 +111,11 @@ def format_sync(outcome: SyncOutcome, added: int = 0) -> str:
         f"({outcome.codes_read:,} codes): {outcome.codes_changed:,} changed, "
         f"{outcome.purchases_settled} purchase(s) now settled (not read again)",
     ]
+    if outcome.purchases_unread:
+        lines.append(
+            f"{outcome.purchases_unread} purchase(s) could not be read (Certiverse 5xx or "
+            "unreachable): the next run reads them again"
+        )
     if outcome.purchases_waiting:
         lines.append(f"{outcome.purchases_waiting} purchase(s) wait for their batch's report")
     if outcome.email_mismatches:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from voucher_distributor.adapters.callbacks import CallbackFailed, CallbackRefused
+from voucher_distributor.adapters.certiverse import CertiverseServerError
 from voucher_distributor.domain.redemption import (
     changed,
     count_states,
@@ -53,6 +54,9 @@ class SyncOutcome:
     purchases_read: int = 0
     purchases_settled: int = 0
     purchases_waiting: int = 0  # their batch is not reported yet: read on a later run
+    #: Certiverse could not list them this run (5xx or unreachable after the client's retries):
+    #: read again by the next run; the others are synced regardless.
+    purchases_unread: int = 0
     codes_read: int = 0
     codes_changed: int = 0
     email_mismatches: int = 0
@@ -66,6 +70,7 @@ class SyncOutcome:
             "purchasesRead": self.purchases_read,
             "purchasesSettled": self.purchases_settled,
             "purchasesWaiting": self.purchases_waiting,
+            "purchasesUnread": self.purchases_unread,
             "codesRead": self.codes_read,
             "codesChanged": self.codes_changed,
             "emailMismatches": self.email_mismatches,
@@ -108,7 +113,13 @@ def sync_redemptions(services: Services) -> SyncOutcome:
         if batch is None or batch.status != BatchStatus.DONE:
             outcome.purchases_waiting += 1  # its report writes the summary the sync adds to
             continue
-        _sync_purchase(services, run, purchase)
+        try:
+            _sync_purchase(services, run, purchase)
+        except CertiverseServerError as exc:
+            outcome.purchases_unread += 1
+            log.warning("purchase %s not read this run: %s", purchase.purchase_code, exc)
+    if outcome.purchases_unread:
+        services.metrics.count("RedemptionPurchasesUnread", outcome.purchases_unread)
     for (partner, program), codes in sorted(run.expiring.items()):
         outcome.expiring_announced += _announce_expiring(services, partner, program, codes, now)
     for batch_id in sorted(run.touched):
@@ -131,10 +142,10 @@ def sync_redemptions(services: Services) -> SyncOutcome:
 def _sync_purchase(services: Services, run: _Run, purchase: TrackedPurchase) -> None:
     """Read one purchase's vouchers (one listing), record what changed, settle it if done."""
     outcome = run.outcome
-    outcome.purchases_read += 1
     rows = services.ledger.get_assignments((purchase.batch_id, r) for r in purchase.rows)
     handed = [a for a in rows.values() if a.status == "assigned" and a.voucher_code]
     vouchers = _read_vouchers(services, purchase, handed)
+    outcome.purchases_read += 1
     outcome.codes_read += len(vouchers)
     states: list[str] = []
     all_known = True
