@@ -1,7 +1,8 @@
 """`make bench`: every figure, printed as a table and written to bench-results.json.
 
 Sizes can be lowered for a quick look (the smoke test does): BENCH_API_ROWS, BENCH_E2E_ROWS,
-BENCH_INGEST_ROWS (the big ingest), BENCH_INGEST_BASE_ROWS, BENCH_COLD_SAMPLES.
+BENCH_INGEST_ROWS (the big ingest), BENCH_INGEST_BASE_ROWS, BENCH_COLD_SAMPLES,
+BENCH_SYNC_CODES (the redemption sync's held codes).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cold_start, ingest_rss, pipeline_run
+from bench import cold_start, ingest_rss, pipeline_run, sync_calls
 from bench.workload import PROGRAMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,8 @@ GOALS = {
     # Lambda's limit: a 1,000,000-row file must be ingested by one invocation.
     "ingest_1m_lambda_estimate_s": 900.0,
     "e2e_overhead_ratio": 2.0,
+    # The redemption sync: ⌈unsettled codes / page size⌉ + one per purchase with unsettled codes.
+    "sync_calls_ratio": 1.05,
 }
 
 
@@ -135,6 +138,23 @@ def run() -> dict[str, Any]:
         "wall_s": round(api.wall_s, 1),
     }
 
+    # -- the redemption sync's Certiverse calls
+    sync_codes = _env_int("BENCH_SYNC_CODES", 10_000)
+    step(f"redemption sync over {sync_codes:,} held codes, half of them settled")
+    synced = sync_calls.measure(sync_codes, page_size=PAGE_SIZE)
+    results["sync_calls_ratio"] = round(synced.ratio, 3)
+    details["sync"] = {
+        "codes": synced.codes,
+        "settled": synced.settled,
+        "purchases": synced.purchases,
+        "settled_purchases": synced.settled_purchases,
+        "page_size": synced.page_size,
+        "floor": synced.floor,
+        "calls": synced.calls,
+        "first_run_calls": synced.first_run_calls,
+        "other_calls": synced.other_calls,
+    }
+
     # -- end-to-end overhead
     _end_to_end(results, step)
     results["bench_seconds"] = round(time.perf_counter() - t0)
@@ -207,6 +227,10 @@ def table(results: dict[str, Any]) -> str:
         ("e2e_overhead_ratio_without_aws_emulation",
          results["e2e_overhead_ratio_without_aws_emulation"], "-",
          "the same minus the time spent inside AWS calls (moto and the SDK)"),
+        ("sync_calls_ratio", results["sync_calls_ratio"], "<= 1.05",
+         f"{d['sync']['calls']} voucher pages vs floor {d['sync']['floor']} "
+         f"({d['sync']['codes']:,} held codes, {d['sync']['settled']:,} settled; "
+         f"the run that saw them settle: {d['sync']['first_run_calls']})"),
         ("layer_mb", results["layer_mb"], "-", "unzipped, runtime-provided SDK excluded"),
     ]  # fmt: skip
     lines = [f"| {'figure':40} | {'value':>9} | {'goal':7} | {'met':3} | notes |",

@@ -31,7 +31,9 @@ def run_csv(world: World, path: Path, **kwargs: object) -> RunResult:
 
 
 def test_sample_csv_two_programs_several_purchases(make_world) -> None:
-    world = make_world()
+    # Its Example Corp rows are an enforced-assignment program: bought when the stack accepts
+    # portal assignment (refused by default: tests/e2e/test_redemption.py).
+    world = make_world(parameters={"AcceptPortalAssignment": "true"})
     result = run_csv(world, SAMPLE)
     assert_consistent(world, result)
     counts = result.summary["counts"]

@@ -62,7 +62,7 @@ def test_the_translated_template_creates_completely(stack: MotoStack) -> None:
         # The HTTP API: `local up` serves it with the same handler on loopback.
         "AWS::ApiGatewayV2::Api",
         "AWS::ApiGatewayV2::Stage",
-        "AWS::Lambda::Permission",
+        "AWS::Lambda::Permission",  # and the sync's schedule; locally: run_scheduled
     }
     assert {"IngestCsvFunction", "PurchaseFunction", "LedgerTable", "InboxBucket"} <= set(
         stack.resources

@@ -427,8 +427,10 @@ def test_the_real_template_builds_without_its_function_code() -> None:
         assert real.client("s3").head_bucket(Bucket=bucket)
 
         sources = {source.function_id: source for source in lambdas.event_sources}
-        # Every function is fed by a queue, but the HTTP API's (served by `local up`).
-        assert set(sources) == set(real.functions) - {"ApiFunction"}
+        # Every function is fed by a queue, but the HTTP API's (served by `local up`) and the
+        # sync, which runs on its schedule.
+        assert set(sources) == set(real.functions) - {"ApiFunction", "SyncFunction"}
+        assert lambdas.scheduled_functions() == {"SyncFunction": 21_600.0}
         assert sources["IngestCsvFunction"].queue_url == queues["UploadQueue"]
         for function_id in real.functions:
             env = real.function_environment(function_id)

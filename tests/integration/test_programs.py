@@ -50,12 +50,16 @@ def test_the_built_in_sandbox_says_what_a_partner_can_buy_and_why_not(
         "'Acme Corp' is not assigned to program 'Globex Partner Pilot'"
         in (said["Globex Partner Pilot"])
     )
-    assert said["Example Corp Employee Upskilling"] == (
-        "yes $0 active Example Corp Employee Upskilling only addresses at example.com; "
-        "enforced assignment*"
+    # An enforced assignment is refused as pre-flight refuses it (no AcceptPortalAssignment).
+    assert said["Example Corp Employee Upskilling"].startswith(
+        "no $0 active Example Corp Employee Upskilling program 'Example Corp Employee "
+        "Upskilling' lets only the account whose e-mail is assigned to the voucher in Certiverse"
+    )
+    assert said["Example Corp Employee Upskilling"].endswith(
+        "only addresses at example.com; enforced assignment*"
     )
     assert "* enforced assignment: the exam can only be booked from the account" in out
-    assert "4 of 8 programs can be bought by 'Acme Corp'" in out
+    assert "3 of 8 programs can be bought by 'Acme Corp'" in out
 
 
 def test_json_through_certiverse_url_judges_an_assigned_partner(
@@ -70,7 +74,8 @@ def test_json_through_certiverse_url_judges_an_assigned_partner(
     assert shown["partner"] == {"name": "Globex Learning", "status": "Active"}
     programs = {p["name"]: p for p in shown["programs"]}
     pilot = programs["Globex Partner Pilot"]
-    assert (pilot["canBuy"], pilot["price"], pilot["whyNot"]) == (True, "0", None)
+    assert (pilot["canBuy"], pilot["price"]) == (False, "0")
+    assert "AcceptPortalAssignment=true" in pilot["whyNot"]
     assert pilot["enforcedAssignment"] is True
     priced = programs["Professional Architect Certification"]
     assert priced["canBuy"] is False
@@ -106,7 +111,7 @@ def test_without_partner_several_are_listed_and_one_is_judged(
     out = capsys.readouterr().out
     assert code == 0
     assert "partner: Acme Corp (active)" in out
-    assert "4 of 8 programs can be bought by 'Acme Corp'" in out
+    assert "3 of 8 programs can be bought by 'Acme Corp'" in out
 
 
 def test_an_unknown_partner_is_a_usage_error_with_a_suggestion(
@@ -166,7 +171,11 @@ def test_a_deployed_stack_lends_its_url_and_token_secret(
         secret = boto3.client("secretsmanager", region_name=region).create_secret(
             Name="certiverse-token", SecretString=json.dumps({"token": SANDBOX_TOKEN})
         )["ARN"]
-        env = {"CERTIVERSE_BASE_URL": sandbox.base_url, "CERTIVERSE_TOKEN_SECRET_ARN": secret}
+        env = {
+            "CERTIVERSE_BASE_URL": sandbox.base_url,
+            "CERTIVERSE_TOKEN_SECRET_ARN": secret,
+            "ACCEPT_PORTAL_ASSIGNMENT": "true",  # and its AcceptPortalAssignment
+        }
         boto3.client("cloudformation", region_name=region).create_stack(
             StackName=stack, TemplateBody=json.dumps(_stack_template(env))
         )
@@ -174,6 +183,7 @@ def test_a_deployed_stack_lends_its_url_and_token_secret(
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith(f"Certiverse: {sandbox.base_url.rstrip('/')}/ (the stack's setting)")
+    # The stack accepts portal assignment: the enforced-assignment program can be bought.
     assert "4 of 8 programs can be bought by 'Acme Corp'" in out
 
 

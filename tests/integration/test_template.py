@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -565,6 +566,19 @@ def _scenarios_with(
     pipeline.submit_request("this is not json")
     pipeline.submit_request(request)  # a repeat: the same batch, nothing new
     pipeline.run_until_idle(timeout_s=60)
+    # After the hand-out, the scheduled redemption sync (run now): one purchase's codes all
+    # used (it settles: moved out of the open list), another code coming up to its expiry
+    # (announced, its list written under results/), each batch's report and summary rewritten.
+    vouchers = sandbox.vouchers()
+    first = vouchers[0].voucher_purchase_code
+    sandbox.update_vouchers(
+        [v.voucher_code for v in vouchers if v.voucher_purchase_code == first], {"isUsed": True}
+    )
+    soon = (datetime.now(UTC) + timedelta(days=5)).isoformat()
+    others = [v.voucher_code for v in vouchers if v.voucher_purchase_code != first]
+    sandbox.update_vouchers(others[:1], {"expirationDateUtc": soon})
+    pipeline.sync()
+    pipeline.sync()
 
 
 class _ApiCaller:

@@ -103,6 +103,8 @@ PARAMETERS = {
     "ApprovalThreshold": str(APPROVAL_THRESHOLD),
     "DailyVoucherLimit": "0",
     "MaxRecipientsPerBatch": "0",
+    # EXAMPLE enforces the assigned e-mail (issue 13): accepted, as a team assigning in the portal.
+    "AcceptPortalAssignment": "true",
 }
 APPROVAL_ACTIONS = ("approve", "reject", "timeout", "race")
 RUN_TIMEOUT_S = 60.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.__main__ import _split
 from bench.pipeline_run import WriteCounter, classify, floor_calls
+from bench.sync_calls import SyncCalls, voucher_pages
 
 from voucher_distributor_cli.sandbox.store import RequestRecord
 
@@ -47,3 +48,14 @@ def test_write_counter_counts_items() -> None:
     counter.count("TransactWriteItems", {"TransactItems": [{"Update": {}}, {"ConditionCheck": {}}]})
     counter.count("GetItem", {})
     assert counter.items == 5
+
+
+def test_sync_floor_counts_unsettled_pages_and_open_purchases() -> None:
+    synced = SyncCalls(
+        codes=10_000, settled=5_000, purchases=10, settled_purchases=3, page_size=100,
+        calls=56, first_run_calls=100, other_calls=0,
+    )  # fmt: skip
+    assert synced.floor == 50 + 7
+    assert round(synced.ratio, 3) == 0.982
+    log = [_get("/api/vouchers", purchaseCode="VP-1"), _get("/api/vouchers/purchases", status="x")]
+    assert voucher_pages(log) == (1, 1)

@@ -2,6 +2,9 @@ from decimal import Decimal
 
 from voucher_distributor.domain.eligibility import (
     email_refusal,
+    enforces_assigned_email,
+    portal_assignment_note,
+    portal_assignment_refusal,
     program_state,
     purchase_refusal,
     recipient_conditions,
@@ -113,3 +116,16 @@ def test_recipient_conditions_name_the_domains_and_an_enforced_assignment():
         "e-mail domains: only addresses at acme.example or globex.example (or a subdomain)"
     )
     assert enforced.startswith("enforced assignment: the exam can only be booked from the account")
+
+
+def test_an_enforced_assignment_is_explained_both_ways() -> None:
+    enforced = program(enforced=True)
+    assert enforces_assigned_email(enforced)
+    assert not enforces_assigned_email(program())
+    refusal = portal_assignment_refusal(enforced)
+    assert "enforceAssignedEmailToBookExam" in refusal
+    assert "the API cannot assign" in refusal
+    assert refusal.endswith("deploy with AcceptPortalAssignment=true, or choose another program")
+    assert portal_assignment_note(enforced).startswith(
+        "assign this code to the recipient's e-mail in the Certiverse portal"
+    )

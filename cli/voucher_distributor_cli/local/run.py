@@ -384,6 +384,13 @@ class LocalPipeline:
             "  (this run waits for the decision, or --timeout)"
         )
 
+    def sync(self) -> dict[str, Any]:
+        """Run the scheduled redemption sync once, now, as its EventBridge rule would."""
+        assert self.lambdas is not None, "start() first"
+        with self._logs_routed():
+            result: dict[str, Any] = self.lambdas.run_scheduled("SyncFunction")
+        return result
+
     def run_until_idle(self, *, timeout_s: float = 120) -> None:
         """Deliver events until every queue is empty (for inputs without a batch id)."""
         assert self.lambdas is not None, "start() first"

@@ -1,5 +1,5 @@
-"""Operating a stack: ``voucher-distributor status|find|retry-failed|redrive|redeliver|
-reconcile`` and ``programs``.
+"""Operating a stack: ``voucher-distributor status|find|voucher|retry-failed|redrive|redeliver|
+reconcile``, ``sync``, ``redemptions`` and ``programs``.
 
 Each command is a module (``status``, ``find``, ``retry``, ``redrive``, ``reconcile``,
 ``programs``); which stack they work on is :mod:`.target`'s job. Every command only reads,
@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -44,6 +45,7 @@ from voucher_distributor_cli.ops.reconcile import (
     reconcile,
 )
 from voucher_distributor_cli.ops.redeliver import format_redelivered, redeliver_callbacks
+from voucher_distributor_cli.ops.redemptions import redemptions_report, write_report
 from voucher_distributor_cli.ops.redrive import RedriveReport, redrive
 from voucher_distributor_cli.ops.retry import RetryStarted, retry_failed
 from voucher_distributor_cli.ops.status import (
@@ -52,12 +54,14 @@ from voucher_distributor_cli.ops.status import (
     format_status,
     stage_overview,
 )
+from voucher_distributor_cli.ops.sync import format_sync, run_sync, sync_document
 from voucher_distributor_cli.ops.target import (
     LOCAL_STACK_NAME,
     OpsError,
     Target,
     add_stack_options,
 )
+from voucher_distributor_cli.ops.voucher import find_voucher, format_voucher
 
 __all__ = [
     "COMMANDS",
@@ -80,20 +84,25 @@ __all__ = [
     "read_catalogue",
     "reconcile",
     "redeliver_callbacks",
+    "redemptions_report",
     "redrive",
     "retry_failed",
+    "run_sync",
 ]
 
 #: The command names, for the grouped ``--help``.
 COMMANDS = (
     "status",
     "find",
+    "voucher",
     "approve",
     "reject",
     "retry-failed",
     "redrive",
     "redeliver",
     "reconcile",
+    "sync",
+    "redemptions",
     "programs",
 )
 
@@ -138,6 +147,16 @@ def add_ops_arguments(subparsers: Any) -> None:
         "email", metavar="EMAIL", help="the recipient's e-mail address (any case, trimmed)"
     )
     find.set_defaults(handler=_run_find)
+
+    voucher = subparsers.add_parser(
+        "voucher",
+        parents=[where],
+        formatter_class=HelpFormatter,
+        help="one code's record: holder, program, batch and channel, state (unused, reserved, "
+        "used, expired, inactive), used at, reservation, reissue history",
+    )
+    voucher.add_argument("code", metavar="CODE", help="the voucher code")
+    voucher.set_defaults(handler=_run_voucher)
 
     approve = subparsers.add_parser(
         "approve",
@@ -235,6 +254,45 @@ def add_ops_arguments(subparsers: Any) -> None:
     )
     check.set_defaults(handler=_run_reconcile)
 
+    sync = subparsers.add_parser(
+        "sync",
+        parents=[where],
+        formatter_class=HelpFormatter,
+        help="run the redemption sync once, now: what Certiverse says of every unsettled code",
+        description=(
+            "The scheduled SyncFunction's work (every RedemptionSyncMinutes), here and now: "
+            "reads the vouchers of every purchase with unsettled codes, records used / "
+            "reserved / inactive / expired on each code, rewrites the batches' "
+            "<name>.redemptions.csv, announces codes within ExpiryNoticeDays of expiry (once "
+            "each). Certiverse as the stack's functions reach it, unless --certiverse-url "
+            "(token: CERTIVERSE_TOKEN)."
+        ),
+    )
+    sync.add_argument(
+        "--certiverse-url", help="API base URL (default: the deployed functions' setting)"
+    )
+    sync.add_argument(
+        "--track-existing",
+        action="store_true",
+        help="first follow the purchases bought before the sync existed (a scan of the chunks; "
+        "once, after upgrading a stack)",
+    )
+    sync.set_defaults(handler=_run_sync)
+
+    report = subparsers.add_parser(
+        "redemptions",
+        parents=[where],
+        formatter_class=HelpFormatter,
+        help="a CSV of every handed-out code of a batch or a program with its state",
+    )
+    scope = report.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--batch", dest="batch_id", metavar="ID", help="one batch's codes")
+    scope.add_argument("--program", metavar="NAME", help="every code of a program (exact name)")
+    report.add_argument(
+        "--out", required=True, metavar="FILE.csv", type=Path, help="where to write"
+    )
+    report.set_defaults(handler=_run_redemptions)
+
     programs = subparsers.add_parser(
         "programs",
         parents=[where],
@@ -322,6 +380,42 @@ def _run_find(args: argparse.Namespace) -> int:
 
 
 @_guarded
+def _run_voucher(args: argparse.Namespace) -> int:
+    record = find_voucher(Target.from_args(args), args.code)
+    _emit(args, record, format_voucher(record, args.code))
+    return 0 if record else 1
+
+
+@_guarded
+def _run_sync(args: argparse.Namespace) -> int:
+    token = os.environ.get("CERTIVERSE_TOKEN") or None
+    outcome, added = run_sync(
+        Target.from_args(args),
+        certiverse_url=args.certiverse_url,
+        token=token,
+        existing=args.track_existing,
+    )
+    _emit(args, sync_document(outcome, added), format_sync(outcome, added))
+    return 0
+
+
+@_guarded
+def _run_redemptions(args: argparse.Namespace) -> int:
+    body, counts = redemptions_report(
+        Target.from_args(args), batch_id=args.batch_id, program=args.program
+    )
+    write_report(body, args.out)
+    total = sum(counts.values())
+    said = ", ".join(f"{n:,} {state}" for state, n in counts.items())
+    _emit(
+        args,
+        {"out": str(args.out), "codes": total, "counts": counts},
+        f"{total:,} code(s) written to {args.out}: {said}",
+    )
+    return 0
+
+
+@_guarded
 def _run_retry_failed(args: argparse.Namespace) -> int:
     target = Target.from_args(args)
     if not target.bucket:
@@ -378,7 +472,11 @@ def _run_programs(args: argparse.Namespace) -> int:
     try:
         target = Target.from_args(args) if (args.stack or args.endpoint_url) else None
         with certiverse_for(certiverse_url=args.certiverse_url, target=target) as (client, where):
-            catalogue = read_catalogue(client, args.partner, where)
+            accept = (
+                target is not None
+                and target.function_env.get("ACCEPT_PORTAL_ASSIGNMENT", "").lower() == "true"
+            )
+            catalogue = read_catalogue(client, args.partner, where, accept_portal_assignment=accept)
     except CertiverseNotConfigured as exc:
         return fail(1, exc)
     except (NameNotFound, AmbiguousName, CertiverseValidationError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from voucher_distributor.domain.redemption import code_record
 from voucher_distributor_cli.ops.target import Target
 
 
@@ -16,14 +17,21 @@ def find_recipient(target: Target, email: str) -> list[dict[str, Any]]:
     wanted = email.strip()
     seen: dict[tuple[str, int], dict[str, Any]] = {}
     ledger = target.ledger
-    held = {
-        (h.batch_id, h.row_number)
+    holdings = {
+        (h.partner_name.casefold(), h.program_name.casefold()): h
         for candidate in dict.fromkeys([wanted, wanted.lower()])
         for h in ledger.holdings_for_email(candidate)
     }
+    held = {(h.batch_id, h.row_number) for h in holdings.values()}
+    batches: dict[str, Any] = {}
     for candidate in dict.fromkeys([wanted, wanted.lower()]):
         for record in ledger.assignments_for_email(candidate):
+            if record.batch_id not in batches:
+                batches[record.batch_id] = ledger.get_batch(record.batch_id)
+            holding = holdings.get((record.partner_name.casefold(), record.program_name.casefold()))
+            per_code = code_record(record, batches[record.batch_id], holding)
             seen[(record.batch_id, record.row_number)] = {
+                **per_code,
                 "batchId": record.batch_id,
                 "row": record.row_number,
                 "email": record.email,
@@ -37,6 +45,11 @@ def find_recipient(target: Target, email: str) -> list[dict[str, Any]]:
                 and record.status == "assigned",
                 **({"reason": record.reason} if record.reason else {}),
             }
+            if record.status != "assigned":  # no code: nothing to follow
+                for name in ("state", "active", "expiresUtc"):
+                    seen[(record.batch_id, record.row_number)][name] = (
+                        None if name != "expiresUtc" else record.expires_utc
+                    )
     return sorted(seen.values(), key=lambda r: (r["batchId"], r["row"]))
 
 
@@ -45,6 +58,10 @@ def format_found(found: list[dict[str, Any]], email: str) -> str:
         f"{'*' if r.get('holds') else ' '} {r['batchId']}  row {r['row']:>6}  {r['status']:<8}  "
         f"{r['voucherCode'] or '-':<16}  "
         f"{r['purchaseCode'] or '-':<14}  {r['program']}  expires {r['expiresUtc'] or '-'}"
+        + (f"  {r['state']}" if r.get("state") else "")
+        + (f" {r['usedAt']}" if r.get("usedAt") else "")
+        + (f" reservation {r['reservation']['code']}" if r.get("reservation") else "")
+        + ("  assigned to another e-mail in Certiverse" if r.get("emailMismatch") else "")
         + (f"  ({r['reason']})" if r.get("reason") else "")
         for r in found
     )

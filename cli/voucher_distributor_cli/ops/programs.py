@@ -28,6 +28,7 @@ from voucher_distributor.adapters.certiverse import (
 from voucher_distributor.domain.eligibility import (
     allowed_domains,
     partner_is_active,
+    portal_assignment_refusal,
     price_per_voucher,
     program_state,
     purchase_refusal,
@@ -109,8 +110,15 @@ class Catalogue:
         }
 
 
-def read_catalogue(client: CertiverseClient, partner_name: str | None, where: str) -> Catalogue:
-    """The programs, judged for ``partner_name`` (or the only partner there is).
+def read_catalogue(
+    client: CertiverseClient,
+    partner_name: str | None,
+    where: str,
+    *,
+    accept_portal_assignment: bool = False,
+) -> Catalogue:
+    """The programs, judged for ``partner_name`` (or the only partner there is), as pre-flight
+    judges them (an enforced assignment refused unless the stack has AcceptPortalAssignment).
 
     An unknown partner name raises ``NameNotFound`` with the names it may have meant.
     """
@@ -122,12 +130,18 @@ def read_catalogue(client: CertiverseClient, partner_name: str | None, where: st
         partner = partners[0] if len(partners) == 1 else None
         if partner is not None:
             partners = []
-    programs = [_line(program, partner) for program in client.iter_programs()]
+    programs = [
+        _line(program, partner, accept_portal_assignment=accept_portal_assignment)
+        for program in client.iter_programs()
+    ]
     return Catalogue(where, partner, programs, partners)
 
 
 def _line(
-    program: PartnerVoucherProgramModel, partner: PartnerVoucherPartnerModel | None
+    program: PartnerVoucherProgramModel,
+    partner: PartnerVoucherPartnerModel | None,
+    *,
+    accept_portal_assignment: bool = False,
 ) -> ProgramLine:
     conditions = tuple(recipient_conditions(program))
     domains = allowed_domains(program)
@@ -135,6 +149,8 @@ def _line(
     state = program_state(program)
     if partner is not None:
         refusal = purchase_refusal(program, partner)
+        if refusal is None and enforced and not accept_portal_assignment:
+            refusal = portal_assignment_refusal(program)
         return ProgramLine(
             program.name,
             state,

@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -307,12 +307,53 @@ def _control_put_token(sandbox: SandboxServer, body: bytes) -> ApiResponse:
     return ApiResponse(200, {"ok": True})
 
 
+def _codes(data: object) -> list[str] | None:
+    codes = data.get("voucherCodes") if isinstance(data, dict) else None
+    if isinstance(codes, list) and all(isinstance(c, str) for c in codes):
+        return codes
+    return None
+
+
+def _control_put_vouchers(sandbox: SandboxServer, body: bytes) -> ApiResponse:
+    """``{"voucherCodes": [...], "set": {"isUsed": true, "reservationCode": "R-1", ...}}``."""
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        data = None
+    codes = _codes(data)
+    changes = data.get("set") if isinstance(data, dict) else None
+    if codes is None or not isinstance(changes, dict):
+        return validation_problem(
+            {"body": ['A JSON body {"voucherCodes": ["..."], "set": {"isUsed": true}} is needed.']}
+        )
+    try:
+        missing = sandbox.update_vouchers(codes, changes)
+    except ValidationError as exc:
+        return validation_problem(_pydantic_errors(exc))
+    return ApiResponse(200, {"updated": len(codes) - len(missing), "notFound": missing})
+
+
+def _control_put_expiry(sandbox: SandboxServer, body: bytes) -> ApiResponse:
+    """``{"shiftDays": -300, "voucherCodes": [...]}`` (every voucher without codes)."""
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        data = None
+    days = data.get("shiftDays") if isinstance(data, dict) else None
+    if not isinstance(days, int | float) or isinstance(days, bool):
+        return validation_problem({"shiftDays": ["A number of days (negative: sooner)."]})
+    codes = _codes(data) if isinstance(data, dict) and "voucherCodes" in data else None
+    return ApiResponse(200, {"moved": sandbox.shift_expiry(days, codes)})
+
+
 _CONTROL_ENDPOINTS: dict[tuple[str, str], Callable[[SandboxServer, bytes], ApiResponse]] = {
     ("GET", CONTROL_PREFIX + "/health"): _control_health,
     ("GET", CONTROL_PREFIX + "/state"): _control_state,
     ("GET", CONTROL_PREFIX + "/faults"): _control_get_faults,
     ("PUT", CONTROL_PREFIX + "/faults"): _control_put_faults,
     ("PUT", CONTROL_PREFIX + "/token"): _control_put_token,
+    ("PUT", CONTROL_PREFIX + "/vouchers"): _control_put_vouchers,
+    ("PUT", CONTROL_PREFIX + "/expiry"): _control_put_expiry,
 }
 
 
@@ -441,6 +482,14 @@ class SandboxServer:
 
     def request_log(self) -> list[RequestRecord]:
         return self.store.request_log()
+
+    def update_vouchers(self, codes: Sequence[str], changes: dict[str, object]) -> list[str]:
+        """Mark codes used, reserved, inactive or assigned (wire field names); the missing."""
+        return self.store.update_vouchers(codes, changes)
+
+    def shift_expiry(self, days: float, codes: Sequence[str] | None = None) -> int:
+        """Move expiry dates by ``days`` (of ``codes``, or every voucher); how many moved."""
+        return self.store.shift_expiry(days, codes)
 
     def clear_request_log(self) -> None:
         self.store.clear_request_log()

@@ -397,6 +397,46 @@ class SandboxStore:
             ]
             return _page(matches, page, page_size)
 
+    def update_vouchers(self, codes: Sequence[str], changes: dict[str, object]) -> list[str]:
+        """Set fields (wire names: ``isUsed``, ``usedBy``, ``reservationCode``, …) on codes.
+
+        What happens in Certiverse after the hand-out (a code used, booked, deactivated, its
+        e-mail assigned in the portal), for tests and demos. Returns the codes not found.
+        ``"isUsed": true`` without ``usedBy`` records the use now.
+        """
+        with self._lock:
+            self._advance()
+            by_code = {v.voucher_code.casefold(): v for v in self._vouchers}
+            missing = []
+            for code in codes:
+                voucher = by_code.get(code.casefold())
+                if voucher is None:
+                    missing.append(code)
+                    continue
+                values = {**voucher.to_wire(), **changes}
+                if values.get("isUsed") and not values.get("usedBy"):
+                    values["usedBy"] = {"usedDateUtc": self._now_utc().isoformat()}
+                if values.get("isUsed") is False:
+                    values.pop("usedBy", None)
+                updated = PartnerVoucherModel.model_validate(
+                    {k: v for k, v in values.items() if v is not None}
+                )
+                for field in PartnerVoucherModel.model_fields:
+                    setattr(voucher, field, getattr(updated, field))
+            return missing
+
+    def shift_expiry(self, days: float, codes: Sequence[str] | None = None) -> int:
+        """Move expiry dates by ``days`` (negative: sooner), of ``codes`` or of every voucher."""
+        with self._lock:
+            self._advance()
+            wanted = None if codes is None else {c.casefold() for c in codes}
+            moved = 0
+            for voucher in self._vouchers:
+                if wanted is None or voucher.voucher_code.casefold() in wanted:
+                    voucher.expiration_date_utc += timedelta(days=days)
+                    moved += 1
+            return moved
+
     def vouchers(self) -> list[PartnerVoucherModel]:
         with self._lock:
             self._advance()

@@ -80,6 +80,12 @@ class Settings(BaseModel):
     approval_check_seconds: int = Field(default=900, ge=1, le=900)
     #: SNS topic told of every batch awaiting approval (e-mail subscriptions); empty: none.
     approval_topic_arn: str = ""
+    #: An unused code this many days from its expiry is announced once (``Vouchers Expiring``);
+    #: 0 turns the notices off.
+    expiry_notice_days: int = Field(default=30, ge=0)
+    #: Accept programs with ``enforceAssignedEmailToBookExam`` (the team assigns each code in
+    #: the Certiverse portal); otherwise pre-flight refuses them.
+    accept_portal_assignment: bool = False
     #: Holdings claimed at once while ingesting (one conditional write each, in parallel).
     claim_concurrency: int = Field(default=16, ge=1, le=64)
     #: Where the HTTP API hands distributions to the pipeline (the HR request queue).

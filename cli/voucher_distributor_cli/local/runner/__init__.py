@@ -13,6 +13,7 @@ from voucher_distributor_cli.local.runner.lambdas import (
     LocalLambdas,
     PumpReport,
     RunTimeoutError,
+    scheduled_event,
     sqs_record,
 )
 from voucher_distributor_cli.local.runner.stack import (
@@ -22,6 +23,7 @@ from voucher_distributor_cli.local.runner.stack import (
     PhysicalResource,
     QueueCounts,
     SamTemplate,
+    ScheduleSpec,
     SqsEventSpec,
     StackError,
     stack_queue_summary,
@@ -40,8 +42,10 @@ __all__ = [
     "QueueCounts",
     "RunTimeoutError",
     "SamTemplate",
+    "ScheduleSpec",
     "SqsEventSpec",
     "StackError",
+    "scheduled_event",
     "sqs_record",
     "stack_queue_summary",
 ]

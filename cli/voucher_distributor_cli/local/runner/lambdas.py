@@ -320,6 +320,25 @@ class LocalLambdas:
             private.update(_pop_modules(local_names))
             sys.modules.update(stashed)
 
+    # ---------------------------------------------------------------- schedules
+
+    def scheduled_functions(self) -> dict[str, float]:
+        """Functions with a ``rate(...)`` schedule, and its period in seconds (not cron ones)."""
+        rates: dict[str, float] = {}
+        for function_id, spec in self.functions.items():
+            for schedule in spec.schedules:
+                rate = schedule.rate_s
+                if rate is not None:
+                    rates[function_id] = min(rate, rates.get(function_id, rate))
+        return rates
+
+    def run_scheduled(self, function_id: str) -> Any:
+        """Invoke a scheduled function now with the event its EventBridge rule would send."""
+        spec = self._spec(function_id)
+        if not spec.schedules:
+            raise KeyError(f"function {function_id!r} has no Schedule event in the template")
+        return self.invoke(function_id, scheduled_event(spec, self.stack))
+
     def _spec(self, function_id: str) -> FunctionSpec:
         try:
             return self.functions[function_id]
@@ -458,6 +477,24 @@ class LocalLambdas:
         if failed:
             report.failures.append(InvocationFailure(function_id, tuple(failed), reason))
         return report
+
+
+def scheduled_event(spec: FunctionSpec, stack: MotoStack) -> dict[str, Any]:
+    """The ``Scheduled Event`` EventBridge delivers for the function's first schedule rule."""
+    rule = spec.schedules[0]
+    region = stack.region
+    account = stack.account_id
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [f"arn:aws:events:{region}:{account}:rule/{rule.rule_name}"],
+        "detail": {},
+    }
 
 
 def _batch_item_failures(

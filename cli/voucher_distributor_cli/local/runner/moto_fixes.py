@@ -17,6 +17,11 @@
   writes, and its server answers requests on threads. DynamoDB decides each conditional write
   (and each transaction) on its own; here one lock serialises them, so two batches claiming the
   same person at once cannot both win.
+- **A schedule rule matches every event.** An EventBridge rule with a ``ScheduleExpression``
+  and no ``EventPattern`` fires on its schedule only; moto treats the missing pattern as
+  "match all" and sends every ``PutEvents`` to its target (the sync function, which moto would
+  run in Docker: the put fails). Such a rule receives no events here; the local runner runs
+  its function on demand (``LocalLambdas.run_scheduled``).
 """
 
 from __future__ import annotations
@@ -53,7 +58,23 @@ def apply() -> None:
 
     notifications._get_s3_event = with_version
     _patch_put_transactions()
+    _patch_schedule_rules()
     _applied = True
+
+
+def _patch_schedule_rules() -> None:
+    from moto.events.models import Rule  # noqa: PLC0415
+
+    original = Rule.send_to_targets
+
+    @functools.wraps(original)
+    def on_schedule_only(self: Any, *args: Any, **kwargs: Any) -> None:
+        pattern = getattr(self.event_pattern, "_pattern", None)
+        if getattr(self, "scheduled_expression", None) and not pattern:
+            return
+        original(self, *args, **kwargs)
+
+    Rule.send_to_targets = on_schedule_only  # type: ignore[method-assign]
 
 
 def _patch_put_transactions() -> None:

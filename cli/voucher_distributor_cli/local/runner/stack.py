@@ -17,7 +17,8 @@ mappings. What this module still does, because moto's CloudFormation does not:
 * **Bucket versioning, S3 → SQS notifications, a table's TTL**: ignored by moto's
   CloudFormation, applied once the stack exists.
 * **Not emulated**: queue, bucket and topic policies, alarms, the HTTP API (``local up`` serves
-  it on loopback) (:attr:`MotoStack.ignored`).
+  it on loopback) and Lambda permissions (API Gateway's or a schedule's right to invoke a
+  function; the runner invokes it in-process); see :attr:`MotoStack.ignored`.
 
 What this module needs resolved travels through the create as an SSM parameter holding JSON
 (an "echo", which keeps the resource's Condition), so moto evaluates it like anything else.
@@ -60,8 +61,9 @@ _FUNCTION = "AWS::Lambda::Function"
 _MAPPING = "AWS::Lambda::EventSourceMapping"
 _SECRET = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
 _POLICIES = ("AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy")
-#: The HTTP API is served by ``local up``'s loopback server (the same handler), not by moto; its
-#: Lambda permissions (API Gateway's right to invoke the function) with it.
+#: The HTTP API is served by ``local up``'s loopback server (the same handler), not by moto; a
+#: Lambda permission (API Gateway's or a schedule's right to invoke a function) neither: locally
+#: the runner invokes the function in-process (``LocalLambdas.invoke``, ``run_scheduled``).
 _HTTP_API = ("AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage", "AWS::Lambda::Permission")
 _NOT_EMULATED = frozenset({*_POLICIES, *_HTTP_API, "AWS::CloudWatch::Alarm"})
 #: Properties moto's CloudFormation ignores that the pipeline relies on, applied here.
@@ -131,6 +133,35 @@ class SqsEventSpec:
 
 
 @dataclass(frozen=True)
+class ScheduleSpec:
+    """A function's EventBridge schedule (a SAM ``Schedule``/``ScheduleV2`` event), as created."""
+
+    rule_name: str
+    expression: str  # rate(6 hours), cron(...)
+
+    @property
+    def rate_s(self) -> float | None:
+        """Seconds between runs of a ``rate(...)`` expression; None for ``cron(...)``."""
+        return schedule_rate_seconds(self.expression)
+
+
+_RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def schedule_rate_seconds(expression: str) -> float | None:
+    """``rate(360 minutes)`` → 21600.0; None for anything that is not a rate."""
+    text = expression.strip()
+    if not (text.startswith("rate(") and text.endswith(")")):
+        return None
+    value, _, unit = text[5:-1].strip().partition(" ")
+    seconds = _RATE_UNITS.get(unit.strip().rstrip("s"))
+    try:
+        return float(value) * seconds if seconds is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     """A function as deployed: its configuration from the stack, its code from this machine."""
 
@@ -143,6 +174,8 @@ class FunctionSpec:
     function_name: str
     environment: dict[str, str] = field(default_factory=dict)
     sqs_events: tuple[SqsEventSpec, ...] = ()
+    #: EventBridge schedules that invoke it (``LocalLambdas.run_scheduled`` runs one).
+    schedules: tuple[ScheduleSpec, ...] = ()
 
     @property
     def module_name(self) -> str:
@@ -635,6 +668,7 @@ class MotoStack:
                     enabled=written[lid]["Properties"].get("Enabled", True) is not False,
                 )
             )
+        schedules = self._read_schedules(by_name)
         specs: dict[str, FunctionSpec] = {}
         for page in lam.get_paginator("list_functions").paginate():
             for config in page["Functions"]:
@@ -653,8 +687,26 @@ class MotoStack:
                     function_name=config["FunctionName"],
                     environment=env,
                     sqs_events=tuple(events[lid]),
+                    schedules=tuple(schedules.get(lid, ())),
                 )
         return {lid: specs[lid] for lid in self.translated["Resources"] if lid in specs}
+
+    def _read_schedules(self, by_name: Mapping[str, str]) -> dict[str, list[ScheduleSpec]]:
+        """Each function's scheduled EventBridge rules, from the created stack's rules."""
+        events = self.client("events")
+        found: dict[str, list[ScheduleSpec]] = {}
+        for resource in self._resources.values():
+            if resource.type != "AWS::Events::Rule":
+                continue
+            rule = events.describe_rule(Name=resource.ref)
+            expression = rule.get("ScheduleExpression")
+            if not expression:
+                continue
+            for target in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]:
+                function_id = by_name.get(str(target["Arn"]).rsplit(":", 1)[-1])
+                if function_id is not None:
+                    found.setdefault(function_id, []).append(ScheduleSpec(rule["Name"], expression))
+        return found
 
 
 def _replace_refs(value: Any, replacements: Mapping[str, Any]) -> Any:

@@ -42,6 +42,8 @@ from voucher_distributor.models.ledger import (
     DeliveryState,
     HoldingRecord,
     PreviousHolding,
+    RedemptionRecord,
+    TrackedPurchase,
 )
 
 EMAIL_INDEX = "by-email"
@@ -127,11 +129,30 @@ def _assignment_item(record: AssignmentRecord) -> dict[str, Any]:
 
 
 def _assignment_record(item: Mapping[str, Any]) -> AssignmentRecord:
+    redemption = None
+    if "redemption" in item:
+        redemption = RedemptionRecord.model_validate(
+            {
+                **_plain(item["redemption"]),
+                "expiry_noticed_at": _plain(item.get("expiry_noticed_at")),
+            }
+        )
     return AssignmentRecord(
         batch_id=str(item["pk"]).removeprefix("B#"),
         row_number=int(str(item["sk"]).removeprefix("R#")),
+        redemption=redemption,
         **{name: item[name] for name in _ASSIGNMENT_FIELDS if name in item},
     )
+
+
+#: The redemption sync's purchases: ``pk = SYNC#open`` while a code may still change (one Query
+#: lists them), ``SYNC#settled`` once every code is used, expired or inactive; ``sk = P#<code>``.
+_TRACK_OPEN = "SYNC#open"
+_TRACK_SETTLED = "SYNC#settled"
+
+
+def _track_sk(purchase_code: str) -> str:
+    return f"P#{purchase_code}"
 
 
 def _plain_client(resource_client: Any, pool: int, *, own_session: bool) -> Any:
@@ -893,6 +914,133 @@ class Ledger:
             Key={"pk": _api_request_pk(batch_id), "sk": _API_REQUEST_SK}, ConsistentRead=True
         ).get("Item")
         return ApiRequestRecord.model_validate(_plain(got)) if got else None
+
+    # ------------------------------------------------------------------ redemption
+
+    def track_purchase(self, purchase: TrackedPurchase) -> bool:
+        """Follow a bought purchase's codes after the hand-out; False if already followed."""
+        item = {
+            "pk": _TRACK_OPEN,
+            "sk": _track_sk(purchase.purchase_code),
+            **_item(purchase.model_dump(mode="json")),
+        }
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def open_purchases(self) -> list[TrackedPurchase]:
+        """Purchases with codes that may still change: one Query."""
+        return [
+            TrackedPurchase.model_validate(_plain(item))
+            for item in self._pages(
+                self._table.query,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _TRACK_OPEN},
+                ConsistentRead=True,
+            )
+        ]
+
+    def settled_purchases(self) -> list[TrackedPurchase]:
+        """Purchases whose every code is settled (their last counts), never read again."""
+        return [
+            TrackedPurchase.model_validate(_plain(item))
+            for item in self._pages(
+                self._table.query,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _TRACK_SETTLED},
+            )
+        ]
+
+    def record_purchase_sync(self, purchase: TrackedPurchase) -> None:
+        """The counts by state of a purchase still open, after a sync."""
+        self._table.update_item(
+            Key={"pk": _TRACK_OPEN, "sk": _track_sk(purchase.purchase_code)},
+            UpdateExpression="SET synced_at = :now, #counts = :counts",
+            ExpressionAttributeNames={"#counts": "counts"},
+            ExpressionAttributeValues={":now": purchase.synced_at, ":counts": purchase.counts},
+        )
+
+    def settle_purchase(self, purchase: TrackedPurchase) -> None:
+        """Move the purchase out of the open list: one transaction of a put and a delete."""
+        key = _track_sk(purchase.purchase_code)
+        settled = {"pk": _TRACK_SETTLED, "sk": key, **_item(purchase.model_dump(mode="json"))}
+        self._client.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": self.table_name, "Item": settled}},
+                {"Delete": {"TableName": self.table_name, "Key": {"pk": _TRACK_OPEN, "sk": key}}},
+            ]
+        )
+
+    def record_redemption(self, batch_id: str, row_number: int, record: RedemptionRecord) -> None:
+        """Store what Certiverse says of the code on its assignment item (the holding's code).
+
+        The expiry notice's mark is a separate attribute, so this write never undoes it.
+        """
+        facts = record.model_dump(mode="json", exclude={"expiry_noticed_at"})
+        self._table.update_item(
+            Key={"pk": _batch_pk(batch_id), "sk": _row_sk(row_number)},
+            UpdateExpression="SET redemption = :r",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":r": _item(facts)},
+        )
+
+    def mark_expiry_noticed(self, batch_id: str, row_number: int, *, now: int) -> bool:
+        """Claim the code's one expiry notice; False if it was announced already."""
+        try:
+            self._table.update_item(
+                Key={"pk": _batch_pk(batch_id), "sk": _row_sk(row_number)},
+                UpdateExpression="SET expiry_noticed_at = :now",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND attribute_not_exists(expiry_noticed_at)"
+                ),
+                ExpressionAttributeValues={":now": now},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def unmark_expiry_noticed(self, batch_id: str, row_number: int, *, now: int) -> None:
+        """Give the notice back (it could not be sent): the next sync announces the code."""
+        try:
+            self._table.update_item(
+                Key={"pk": _batch_pk(batch_id), "sk": _row_sk(row_number)},
+                UpdateExpression="REMOVE expiry_noticed_at",
+                ConditionExpression="expiry_noticed_at = :now",
+                ExpressionAttributeValues={":now": now},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    def find_voucher_code(self, voucher_code: str) -> AssignmentRecord | None:
+        """The assignment that handed out ``voucher_code``: a filtered scan, for operators."""
+        for item in self._pages(
+            self._table.scan,
+            FilterExpression="begins_with(sk, :r) AND voucher_code = :code",
+            ExpressionAttributeValues={":r": "R#", ":code": voucher_code},
+        ):
+            return _assignment_record(_plain(item))
+        return None
+
+    def iter_program_assignments(self, program_name: str) -> Iterator[AssignmentRecord]:
+        """Every handed-out code of a program (any partner): a filtered scan, for operators."""
+        for item in self._pages(
+            self._table.scan,
+            FilterExpression="begins_with(sk, :r) AND program_name = :program AND #s = :assigned",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":r": "R#",
+                ":program": program_name,
+                ":assigned": "assigned",
+            },
+        ):
+            yield _assignment_record(_plain(item))
 
     # ------------------------------------------------------------------ holdings
 

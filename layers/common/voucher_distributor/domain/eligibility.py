@@ -122,3 +122,26 @@ def email_refusal(program: PartnerVoucherProgramModel, email: str) -> str | None
     if any(domain == d or domain.endswith("." + d) for d in domains):
         return None
     return f"e-mail domain {domain!r} is not allowed by program {program.name!r}"
+
+
+def enforces_assigned_email(program: PartnerVoucherProgramModel) -> bool:
+    """Only the e-mail assigned to a voucher in Certiverse may book (the API cannot assign)."""
+    return program.restrictions.enforce_assigned_email_to_book_exam
+
+
+def portal_assignment_refusal(program: PartnerVoucherProgramModel) -> str:
+    """Why pre-flight refuses an enforced-assignment program unless the stack accepts it."""
+    return (
+        f"program {program.name!r} lets only the account whose e-mail is assigned to the voucher "
+        "in Certiverse book the exam (enforceAssignedEmailToBookExam), and the API cannot assign "
+        "codes: a code we hand out could not be booked. Assign the codes in the Certiverse portal "
+        "and deploy with AcceptPortalAssignment=true, or choose another program"
+    )
+
+
+def portal_assignment_note(program: PartnerVoucherProgramModel) -> str:
+    """Said on each row of an accepted enforced-assignment program: what is left to do."""
+    return (
+        f"assign this code to the recipient's e-mail in the Certiverse portal: program "
+        f"{program.name!r} lets only the assigned e-mail book the exam"
+    )

@@ -132,6 +132,58 @@ class RecipientRecord(LedgerModel):
     reissue: bool = False
 
 
+class RedemptionRecord(LedgerModel):
+    """What Certiverse says of one handed-out code, as the redemption sync last saw it.
+
+    Kept on the code's assignment item, which the person's holding points at: ``find``,
+    ``voucher`` and the redemption reports read it there.
+    """
+
+    state: str  # unused, reserved, used, expired or inactive (domain.redemption)
+    active: bool = True
+    used_at: str = ""  # ISO 8601 UTC
+    reservation_code: str = ""
+    reservation_status: str = ""
+    expires_utc: str = ""
+    #: The e-mail Certiverse holds for the code (assigned in its portal), if any.
+    certiverse_email: str = ""
+    #: Certiverse holds another e-mail than the person we gave the code to.
+    email_mismatch: bool = False
+    synced_at: int | None = None  # the sync that last changed the record
+    #: When the code was announced as expiring (once per code; a conditional write).
+    expiry_noticed_at: int | None = None
+
+    def facts(self) -> tuple[object, ...]:
+        """What Certiverse told, without our bookkeeping: a write happens when these change."""
+        return (
+            self.state,
+            self.active,
+            self.used_at,
+            self.reservation_code,
+            self.reservation_status,
+            self.expires_utc,
+            self.certiverse_email,
+            self.email_mismatch,
+        )
+
+
+class TrackedPurchase(LedgerModel):
+    """A purchase whose codes the redemption sync follows until every one is settled."""
+
+    purchase_code: str
+    batch_id: str
+    chunk_no: int
+    partner_name: str
+    program_name: str
+    #: The batch rows that got this purchase's codes (their assignment items).
+    rows: list[int] = Field(default_factory=list)
+    tracked_at: int
+    synced_at: int | None = None
+    #: Counts by state at the last sync (the dashboard's and the reports' totals).
+    counts: dict[str, int] = Field(default_factory=dict)
+    settled_at: int | None = None
+
+
 class AssignmentRecord(LedgerModel):
     """The outcome for one recipient: the code it was given, or why it got none."""
 
@@ -152,6 +204,8 @@ class AssignmentRecord(LedgerModel):
     extra: dict[str, str] = Field(default_factory=dict)
     #: The line of the input file the row starts on (results file only, not the table).
     line: int | None = None
+    #: What Certiverse says of the code since the hand-out (the redemption sync; table only).
+    redemption: RedemptionRecord | None = None
 
 
 class PreviousHolding(LedgerModel):

@@ -132,6 +132,8 @@ class _Plan:
     extra_columns: list[str] = field(default_factory=list)
     #: Rejected rows by reason class (metric name): a handful of billed metrics, no dimension.
     rejected_by_class: dict[str, int] = field(default_factory=dict)
+    #: What each assigned row of a target is told (an enforced assignment: do it in the portal).
+    notes: dict[Target, str] = field(default_factory=dict)
 
 
 def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
@@ -156,7 +158,10 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             claimer=claimer,
             replay=replay,
         )
-        preflight = Preflight(services.certiverse)
+        preflight = Preflight(
+            services.certiverse,
+            accept_portal_assignment=services.settings.accept_portal_assignment,
+        )
         try:
             _plan_rows(services, request, plan, preflight)
         except CsvInputError as exc:
@@ -393,6 +398,8 @@ def _plan_rows(
                 assert verdict.partner is not None
                 assert verdict.program is not None
                 target = Target(verdict.partner.name, verdict.program.name)
+                if verdict.note:
+                    plan.notes[target] = verdict.note
                 if duplicates.seen(target.program_name, row.email):
                     reason = (
                         "duplicate: this e-mail already appears for program "
@@ -510,6 +517,7 @@ def _add_to_chunk(
     reissued: bool,
 ) -> None:
     row, target = accepted.row, accepted.target
+    note = "; ".join(n for n in (note, plan.notes.get(target, "")) if n)
     plan.to_buy += 1
     chunk = plan.open_chunks.setdefault(target, [])
     chunk.append(

@@ -22,7 +22,12 @@ from voucher_distributor.adapters.certiverse import (
     TokenUnavailable,
 )
 from voucher_distributor.domain.chunking import Target
-from voucher_distributor.domain.eligibility import purchase_refusal
+from voucher_distributor.domain.eligibility import (
+    enforces_assigned_email,
+    portal_assignment_note,
+    portal_assignment_refusal,
+    purchase_refusal,
+)
 from voucher_distributor.models.certiverse import (
     PartnerVoucherPartnerModel,
     PartnerVoucherProgramModel,
@@ -37,13 +42,17 @@ class Verdict:
     program: PartnerVoucherProgramModel | None = None
     refusal: str | None = None  # the input's fault: rows `rejected`
     failure: str | None = None  # the system's fault: rows `failed`, retry once fixed
+    #: Said on each assigned row (an accepted enforced-assignment program: assign in the portal).
+    note: str = ""
 
 
 class Preflight:
     """Caches look-ups: each partner and each program is looked up once per batch."""
 
-    def __init__(self, client: CertiverseClient) -> None:
+    def __init__(self, client: CertiverseClient, *, accept_portal_assignment: bool = False) -> None:
         self._client = client
+        #: AcceptPortalAssignment: buy for enforced-assignment programs (assigned in the portal).
+        self._accept_portal_assignment = accept_portal_assignment
         self._partners: dict[str, PartnerVoucherPartnerModel | str] = {}
         self._programs: dict[str, PartnerVoucherProgramModel | str] = {}
         self._verdicts: dict[Target, Verdict] = {}
@@ -92,7 +101,13 @@ class Preflight:
         if isinstance(program, str):
             return Verdict(refusal=program)
         refusal = purchase_refusal(program, partner)
-        return Verdict(partner=partner, program=program, refusal=refusal)
+        note = ""
+        if refusal is None and enforces_assigned_email(program):
+            if self._accept_portal_assignment:
+                note = portal_assignment_note(program)
+            else:
+                refusal = portal_assignment_refusal(program)
+        return Verdict(partner=partner, program=program, refusal=refusal, note=note)
 
     def _partner(self, name: str) -> PartnerVoucherPartnerModel | str:
         key = name.strip().casefold()

@@ -43,6 +43,7 @@ from voucher_distributor.models.ledger import (
     ChunkRecord,
     ChunkState,
     RecipientRecord,
+    TrackedPurchase,
 )
 from voucher_distributor.pipeline.context import Services, log
 
@@ -359,7 +360,29 @@ def _assign(services: Services, chunk: ChunkRecord, vouchers: list[PartnerVouche
     records = [_outcome(chunk, r, voucher=v) for r, v in assign_codes(recipients, vouchers)]
     if _end_chunk(services, chunk, ChunkState.ASSIGNED, records):
         services.metrics.count("VouchersAssigned", len(records))
+    _track_for_sync(services, chunk, recipients)
     return "assigned"
+
+
+def _track_for_sync(
+    services: Services, chunk: ChunkRecord, recipients: list[RecipientRecord] | None = None
+) -> None:
+    """Hand the bought purchase to the redemption sync (idempotent: a conditional put)."""
+    if not chunk.purchase_code:
+        return
+    if recipients is None:
+        recipients = services.storage.read_recipients(chunk.rows_key)
+    services.ledger.track_purchase(
+        TrackedPurchase(
+            purchase_code=chunk.purchase_code,
+            batch_id=chunk.batch_id,
+            chunk_no=chunk.chunk_no,
+            partner_name=chunk.partner_name,
+            program_name=chunk.program_name,
+            rows=sorted(r.row_number for r in recipients),
+            tracked_at=services.now(),
+        )
+    )
 
 
 def _fail(services: Services, chunk: ChunkRecord, reason: str) -> str:
@@ -383,6 +406,8 @@ def _settle_ended(services: Services, chunk: ChunkRecord) -> None:
     if chunk.state == ChunkState.FAILED:
         _release_claims(services, chunk)
     _report_if_last(services, chunk.batch_id, chunk.chunk_no)
+    if chunk.state == ChunkState.ASSIGNED:
+        _track_for_sync(services, chunk)
 
 
 def _release_claims(
