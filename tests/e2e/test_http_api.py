@@ -152,8 +152,10 @@ def test_holdings_show_what_a_person_holds(up: LocalStackUp, api: httpx.Client) 
     assert got.status_code == 200, got.text
     (holding,) = got.json()["holdings"]
     assert holding["program"] == SPRING
-    assert holding["status"] == "assigned"
+    assert holding["holds"] is True
+    assert holding["state"] == "unused"
     assert holding["voucherCode"]
+    assert holding["channel"] == "request"
 
 
 def test_the_same_request_again_is_the_same_batch_and_another_body_is_409(

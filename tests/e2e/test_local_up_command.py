@@ -118,6 +118,10 @@ def test_aws_tools_and_operator_commands_work_against_it(
     found = ops(endpoints, "find", "up1@example.com", "--json")
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)[0]["status"] == "assigned"
+    # The redemption sync, once, now: it reaches the stack's Certiverse (the sandbox) unasked.
+    synced = ops(endpoints, "sync", "--json")
+    assert synced.returncode == 0, synced.stderr
+    assert json.loads(synced.stdout)["purchasesRead"] >= 2  # the upload's and the request's
     clients = ops(endpoints, "api-client", "list")
     assert clients.returncode == 0, clients.stderr
     assert [c["clientId"] for c in json.loads(clients.stdout)] == ["local-hr"]

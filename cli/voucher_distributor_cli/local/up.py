@@ -196,6 +196,7 @@ class LocalStackUp:
         self.api: LocalApiServer | None = None
         self.client_secret = ""
         self.pump_errors = 0
+        self.scheduled_runs = 0
 
     def __enter__(self) -> LocalStackUp:
         try:
@@ -230,6 +231,7 @@ class LocalStackUp:
                 parameters=self._parameters,
             )
         )
+        self._point_ops_at_certiverse(url)
         added = add_client(
             self.target(),
             LOCAL_CLIENT_ID,
@@ -318,6 +320,9 @@ class LocalStackUp:
 
     def _pump(self) -> None:
         lambdas = self._lambdas()
+        # Scheduled functions (the redemption sync) run at their rate, the first time one
+        # period after startup, as a new EventBridge schedule would.
+        due = {fid: time.monotonic() + rate for fid, rate in lambdas.scheduled_functions().items()}
         while not self._stop.is_set():
             delivered = 0
             if self._held.is_set():
@@ -326,11 +331,30 @@ class LocalStackUp:
             try:
                 with self._lock, self._running().logs_routed():
                     delivered = lambdas.pump_once().delivered
+                    for function_id, at in due.items():
+                        if time.monotonic() >= at:
+                            due[function_id] = at + lambdas.scheduled_functions()[function_id]
+                            lambdas.run_scheduled(function_id)
+                            self.scheduled_runs += 1
             except Exception:  # keep serving: the message returns to its queue and retries
                 self.pump_errors += 1
-                log.exception("delivering queue messages failed")
+                log.exception("delivering queue messages or running a schedule failed")
             if not delivered:
                 self._stop.wait(0.1)
+
+    def _point_ops_at_certiverse(self, url: str) -> None:
+        """The functions' configuration names the sandbox (or --certiverse-url), so operator
+        commands that ask Certiverse (sync, reconcile, programs) reach the same one. The
+        template only takes https:// URLs; the local runner passes the URL in-process."""
+        stack = self._running().stack
+        client = stack.client("lambda")
+        for function_id in stack.functions:
+            name = stack.function_name(function_id)
+            env = stack.function_environment(function_id)
+            client.update_function_configuration(
+                FunctionName=name,
+                Environment={"Variables": {**env, "CERTIVERSE_BASE_URL": url}},
+            )
 
 
 def serve_until_interrupted(up: LocalStackUp) -> None:

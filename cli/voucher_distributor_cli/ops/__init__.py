@@ -254,6 +254,43 @@ def add_ops_arguments(subparsers: Any) -> None:
     )
     check.set_defaults(handler=_run_reconcile)
 
+    _add_redemption_commands(subparsers, where)
+
+    programs = subparsers.add_parser(
+        "programs",
+        parents=[where],
+        formatter_class=HelpFormatter,
+        epilog=PROGRAMS_EXIT_CODES,
+        help="Certiverse's programs, and whether a partner can buy each (and why not)",
+        description=(
+            "Lists the Certiverse programs: price, state and, for the partner, whether it can "
+            "buy each through the API and why not (a price, an inactive program or partner, "
+            "not assigned to it) — pre-flight's own verdict, so a 'no' is why local run would "
+            "reject those rows — with what each asks of recipients (e-mail domains, an "
+            "enforced assignment). Without --partner: the only partner is judged; with several, "
+            "they are listed. Certiverse is the built-in sandbox unless --certiverse-url names a "
+            "server (token: CERTIVERSE_TOKEN) or --stack names a deployed stack (its URL and "
+            "token secret)."
+        ),
+    )
+    programs.add_argument(
+        "--partner",
+        metavar="NAME",
+        help="judge every program for this partner, named exactly (any case) (default: the "
+        "only partner, when Certiverse has one)",
+    )
+    programs.add_argument(
+        "--certiverse-url",
+        metavar="URL",
+        help="a Certiverse-compatible API base URL (https://HOST/api, or the host alone); the "
+        "token comes from CERTIVERSE_TOKEN (default: the stack's setting with --stack, else the "
+        "built-in sandbox on loopback)",
+    )
+    programs.set_defaults(handler=_run_programs)
+
+
+def _add_redemption_commands(subparsers: Any, where: argparse.ArgumentParser) -> None:
+    """``sync`` and ``redemptions``: after the hand-out."""
     sync = subparsers.add_parser(
         "sync",
         parents=[where],
@@ -292,38 +329,6 @@ def add_ops_arguments(subparsers: Any) -> None:
         "--out", required=True, metavar="FILE.csv", type=Path, help="where to write"
     )
     report.set_defaults(handler=_run_redemptions)
-
-    programs = subparsers.add_parser(
-        "programs",
-        parents=[where],
-        formatter_class=HelpFormatter,
-        epilog=PROGRAMS_EXIT_CODES,
-        help="Certiverse's programs, and whether a partner can buy each (and why not)",
-        description=(
-            "Lists the Certiverse programs: price, state and, for the partner, whether it can "
-            "buy each through the API and why not (a price, an inactive program or partner, "
-            "not assigned to it) — pre-flight's own verdict, so a 'no' is why local run would "
-            "reject those rows — with what each asks of recipients (e-mail domains, an "
-            "enforced assignment). Without --partner: the only partner is judged; with several, "
-            "they are listed. Certiverse is the built-in sandbox unless --certiverse-url names a "
-            "server (token: CERTIVERSE_TOKEN) or --stack names a deployed stack (its URL and "
-            "token secret)."
-        ),
-    )
-    programs.add_argument(
-        "--partner",
-        metavar="NAME",
-        help="judge every program for this partner, named exactly (any case) (default: the "
-        "only partner, when Certiverse has one)",
-    )
-    programs.add_argument(
-        "--certiverse-url",
-        metavar="URL",
-        help="a Certiverse-compatible API base URL (https://HOST/api, or the host alone); the "
-        "token comes from CERTIVERSE_TOKEN (default: the stack's setting with --stack, else the "
-        "built-in sandbox on loopback)",
-    )
-    programs.set_defaults(handler=_run_programs)
 
 
 Command = Callable[[argparse.Namespace], int]

@@ -14,6 +14,7 @@ from typing import Any
 
 from voucher_distributor.domain.batches import request_batch_id
 from voucher_distributor.domain.outcomes import tally_chunks
+from voucher_distributor.domain.redemption import code_record
 from voucher_distributor.domain.timestamps import iso_utc
 from voucher_distributor.models.ledger import ApiRequestRecord, BatchRecord, BatchStatus
 from voucher_distributor.models.messages import DistributionRequest
@@ -210,22 +211,22 @@ def results_link(services: Services, batch_id: str) -> dict[str, Any]:
 
 
 def holdings_view(services: Services, email: str) -> list[dict[str, Any]]:
-    """The vouchers a person holds now, one per (partner, program), with their codes."""
+    """The vouchers a person holds now, one per (partner, program): each code's record (state,
+    expiry, use, reservation, reissue history), as ``voucher`` and ``find`` show it."""
     holdings = services.ledger.holdings_for_email(email)
     records = services.ledger.get_assignments((h.batch_id, h.row_number) for h in holdings)
+    batches = {b: services.ledger.get_batch(b) for b in {h.batch_id for h in holdings}}
     out = []
     for h in holdings:
         record = records.get((h.batch_id, h.row_number))
+        if record is None:  # claimed, and its code still being bought
+            out.append(
+                {"holder": h.email, "partner": h.partner_name, "program": h.program_name,
+                 "batchId": h.batch_id, "row": h.row_number, "voucherCode": None,
+                 "state": "pending", "claimedAt": iso_utc(h.claimed_at)}
+            )  # fmt: skip
+            continue
         out.append(
-            {
-                "partner": h.partner_name,
-                "program": h.program_name,
-                "batchId": h.batch_id,
-                "voucherCode": record.voucher_code if record else None,
-                "status": record.status if record else "pending",
-                "expiresUtc": record.expires_utc if record else None,
-                "claimedAt": iso_utc(h.claimed_at),
-                "reissues": len(h.history),
-            }
+            {**code_record(record, batches[h.batch_id], h), "claimedAt": iso_utc(h.claimed_at)}
         )
     return out
