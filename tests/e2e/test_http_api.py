@@ -99,12 +99,28 @@ def people(prefix: str, n: int) -> list[dict[str, str]]:
 # ------------------------------------------------------------------ the happy paths
 
 
-def test_a_signed_json_request_ends_with_a_results_link(
-    up: LocalStackUp, api: httpx.Client
+def verified_callback(up: LocalStackUp, state: Receiver, batch_id: str) -> dict[str, Any]:
+    """The batch's completion event as the receiver got it, verified with the reference
+    library and the callback secret ``local up`` printed."""
+    deadline = time.monotonic() + 60
+    while not (accepted := [r for r in state.got if r.answered == 200]):
+        assert time.monotonic() < deadline, "no callback arrived"
+        time.sleep(0.2)
+    (got,) = accepted
+    event: dict[str, Any] = Webhook(up.endpoints()["callbackSigningSecret"]).verify(
+        got.body, got.headers
+    )
+    assert event["batchId"] == batch_id
+    assert got.headers["webhook-id"] == f"msg_{batch_id}_completed"
+    return event
+
+
+def test_a_signed_json_request_ends_with_a_results_link_and_a_verified_callback(
+    up: LocalStackUp, api: httpx.Client, receiver: tuple[Receiver, str]
 ) -> None:
     secret = up.client_secret
     request = {"requestId": f"hr-{uuid.uuid4().hex}", "programName": SPRING,
-               "recipients": people("json", 5)}  # fmt: skip
+               "recipients": people("json", 5), "callbackUrl": receiver[1]}  # fmt: skip
     answer = post(api, secret, request)
     assert answer.status_code == 202, answer.text
     accepted = answer.json()
@@ -120,16 +136,18 @@ def test_a_signed_json_request_ends_with_a_results_link(
     batch = up.batch(accepted["batchId"])
     assert batch is not None
     assert "api client local-hr" in batch.sender
+    event = verified_callback(up, receiver[0], accepted["batchId"])
+    assert (event["type"], event["counts"]["assigned"]) == ("Voucher Batch Completed", 5)
 
 
 def test_a_signed_csv_body_with_partner_and_program_as_query(
-    up: LocalStackUp, api: httpx.Client
+    up: LocalStackUp, api: httpx.Client, receiver: tuple[Receiver, str]
 ) -> None:
     secret = up.client_secret
     body = "Email,First Name\r\ncsv1@example.com,Ann\r\ncsv2@example.com,Bo\r\nnot-an-email,Cy\r\n"
     answer = post(
         api, secret, body.encode(), content_type="text/csv",
-        params={"partner": PARTNER, "program": CLOUD},
+        params={"partner": PARTNER, "program": CLOUD, "callbackUrl": receiver[1]},
         headers={"Idempotency-Key": f"csv-{uuid.uuid4().hex}"},
     )  # fmt: skip
     assert answer.status_code == 202, answer.text
@@ -138,6 +156,8 @@ def test_a_signed_csv_body_with_partner_and_program_as_query(
     rows = results_rows(api, secret, answer.json()["batchId"])
     assert [r["status"] for r in rows] == ["assigned", "assigned", "rejected"]
     assert {r["program"] for r in rows} == {CLOUD}
+    event = verified_callback(up, receiver[0], answer.json()["batchId"])
+    assert event["counts"]["rejected"] == 1
 
 
 def test_holdings_show_what_a_person_holds(up: LocalStackUp, api: httpx.Client) -> None:
