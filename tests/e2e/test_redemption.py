@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from standardwebhooks.webhooks import Webhook
 
-from tests.e2e.conftest import CLOUD, SPRING, World, people
-from voucher_distributor.adapters.callbacks import (
-    SIGNATURE_HEADER,
-    CallbackSender,
-    SignedCallbacks,
-    verify,
-)
+from tests.e2e.conftest import CLOUD, SPRING, Receiver, World, people
+from voucher_distributor.adapters.callbacks import SIGNATURE_HEADER, verify, webhook_secret
 from voucher_distributor.models.ledger import AssignmentRecord
 from voucher_distributor.pipeline.redemption import (
     VOUCHERS_EXPIRING,
@@ -222,44 +217,44 @@ def test_an_enforced_email_program_is_bought_with_accept_portal_assignment(make_
                for r in rows)  # fmt: skip
 
 
-def test_an_expiry_notice_reaches_the_batchs_callback_signed(make_world) -> None:
-    """The sync's one callback hook (``_send_callback``), with the stack's services and a
-    callback receiver at the HTTP boundary (a public address, as the sender insists on)."""
+def test_an_expiry_notice_reaches_the_batchs_callback_signed(
+    make_world, receiver: tuple[Receiver, str]
+) -> None:
+    """The sync's one callback hook (``_send_callback``) goes through the durable outbox: the
+    deliverer posts the notice to the batch's receiver (down at first), signed; it arrives once
+    per ``webhook-id``, and a second sync announces nothing again."""
+    state, url = receiver
+    state.down_for = 1
     world = make_world(page_size=PAGE)
     batch_id = _hand_out(world, 5)
-    world.pipeline.ledger.update_batch(batch_id, callback_url="https://hr.example/hooks/vd")
+    world.pipeline.ledger.update_batch(batch_id, callback_url=url)
     codes = [a.voucher_code for a in _codes(world, batch_id)]
     world.sandbox.update_vouchers(codes[:2], {"expirationDateUtc": _in_days(3)})
-    received: list[httpx.Request] = []
-
-    def receiver(request: httpx.Request) -> httpx.Response:
-        received.append(request)
-        return httpx.Response(204)
 
     target = Target.local(world.pipeline.stack.endpoint_url)
-    services = sync_services(target, certiverse_url=world.sandbox.base_url)
-    services.callbacks = SignedCallbacks(
-        CallbackSender(
-            resolver=lambda host, port: ["93.184.216.34"],
-            transport=httpx.MockTransport(receiver),
-        ),
-        lambda: "whsec-test-key",
-    )
-    outcome = sync_redemptions(services)
-    services.certiverse.close()
+    for expected in (2, 0):
+        services = sync_services(target, certiverse_url=world.sandbox.base_url)
+        outcome = sync_redemptions(services)
+        services.certiverse.close()
+        assert outcome.expiring_announced == expected
+        world.pipeline.run_until_idle(timeout_s=60)
 
-    assert outcome.expiring_announced == 2
-    (request,) = received
-    assert request.headers["host"] == "hr.example"
-    body = json.loads(request.content)
-    assert body["type"] == VOUCHERS_EXPIRING
-    assert (body["batchId"], body["count"]) == (batch_id, 2)
-    assert sorted(v["voucherCode"] for v in body["vouchers"]) == sorted(codes[:2])
-    assert body["csv"].startswith(f"s3://{world.pipeline.bucket}/results/expiring/")
-    stamp, _, signature = request.headers[SIGNATURE_HEADER].partition(",v1=")
-    assert verify("whsec-test-key", request.headers[SIGNATURE_HEADER], request.content,
-                  now=int(stamp.removeprefix("t=")))  # fmt: skip
-    assert signature
+    assert [r.answered for r in state.got] == [503, 200]
+    kept = state.accepted_once_per_id()
+    (webhook_id,) = kept
+    assert webhook_id.startswith(f"msg_{batch_id}_vouchers-expiring-")
+    stack = world.pipeline.stack
+    key = stack.client("secretsmanager").get_secret_value(
+        SecretId=stack.resource("CallbackSigningSecret").ref
+    )["SecretString"]
+    for got in state.got:
+        body = Webhook(webhook_secret(key)).verify(got.body, got.headers)
+        assert verify(key, got.headers[SIGNATURE_HEADER.lower()], got.body,
+                      now=int(got.headers["webhook-timestamp"]))  # fmt: skip
+        assert body["type"] == VOUCHERS_EXPIRING
+        assert (body["batchId"], body["count"]) == (batch_id, 2)
+        assert sorted(v["voucherCode"] for v in body["vouchers"]) == sorted(codes[:2])
+        assert body["csv"].startswith(f"s3://{world.pipeline.bucket}/results/expiring/")
 
 
 def test_certiverse_down_leaves_purchases_for_the_next_run(make_world) -> None:

@@ -12,7 +12,6 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from voucher_distributor.adapters.callbacks import CallbackSender, SignedCallbacks
 from voucher_distributor.adapters.events import Events
 from voucher_distributor.adapters.queues import Queues
 from voucher_distributor.adapters.storage import Storage
@@ -26,7 +25,10 @@ from voucher_distributor_cli.ops.target import OpsError, Target
 def sync_services(
     target: Target, *, certiverse_url: str | None = None, token: str | None = None
 ) -> Services:
-    """The sync's services for ``target``: its adapters through this session and endpoint."""
+    """The sync's services for ``target``: its adapters through this session and endpoint.
+
+    No callback sender: an expiry notice's callback goes to the stack's callback queue (the
+    outbox), and the stack's deliverer sends it."""
     env = dict(target.function_env)
     if certiverse_url:
         env["CERTIVERSE_BASE_URL"] = certiverse_url
@@ -34,15 +36,6 @@ def sync_services(
         settings = Settings.from_environ(env)
     except SettingsError as exc:
         raise OpsError(f"the stack's function settings cannot be read: {exc}") from exc
-    callbacks = None
-    secret = env.get("CALLBACK_SECRET_ARN")
-    if secret:
-        secrets = target.client("secretsmanager")
-
-        def key() -> str:
-            return str(secrets.get_secret_value(SecretId=secret).get("SecretString") or "")
-
-        callbacks = SignedCallbacks(CallbackSender(), key)
     return Services(
         settings=settings,
         ledger=target.ledger,
@@ -50,7 +43,6 @@ def sync_services(
         queues=Queues(sqs=target.client("sqs")),
         events=Events(settings.event_bus_name, events=target.client("events")),
         certiverse=target.certiverse(certiverse_url, token),
-        callbacks=callbacks,
     )
 
 
