@@ -26,7 +26,7 @@ class ApiClient(BaseModel):
     cannot sign). Deleting the entry, or ``revoked: true``, shuts that client out alone.
     """
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, defer_build=True)
 
     scopes: frozenset[Scope] = Field(min_length=1)
     secrets: tuple[str, ...] = ()
@@ -45,7 +45,7 @@ class ApiClient(BaseModel):
 class ApiClients(BaseModel):
     """The API clients secret's JSON: ``{"clients": {"<client id>": {…}}}``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     clients: dict[str, ApiClient] = Field(default_factory=dict)
 
