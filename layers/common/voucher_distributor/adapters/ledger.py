@@ -261,13 +261,7 @@ class Ledger:
     def create_batch(self, batch: BatchRecord) -> bool:
         """Create the batch unless it exists; False means this source was seen before."""
         item = {"pk": _batch_pk(batch.batch_id), "sk": _BATCH_SK, **batch.model_dump(mode="json")}
-        try:
-            self._table.put_item(Item=_item(item), ConditionExpression="attribute_not_exists(pk)")
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._put_if_absent(_item(item))
 
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         got = self._table.get_item(
@@ -447,6 +441,16 @@ class Ledger:
             },
         )
 
+    def _put_if_absent(self, item: dict[str, Any]) -> bool:
+        """Put the item unless its key exists; False when it did (another writer, a replay)."""
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
     def _update_batch_if(self, batch_id: str, **update: Any) -> BatchRecord | None:
         """A conditional update of the batch item: the record after it, or None if the
         condition did not hold."""
@@ -470,13 +474,7 @@ class Ledger:
             "sk": _delivery_sk(delivery.slug),
             **delivery.model_dump(mode="json"),
         }
-        try:
-            self._table.put_item(Item=_item(item), ConditionExpression="attribute_not_exists(pk)")
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._put_if_absent(_item(item))
 
     def get_callback_delivery(self, batch_id: str, slug: str) -> CallbackDelivery | None:
         got = self._table.get_item(
@@ -602,13 +600,7 @@ class Ledger:
             "sk": _chunk_sk(chunk.chunk_no),
             **chunk.model_dump(mode="json"),
         }
-        try:
-            self._table.put_item(Item=_item(item), ConditionExpression="attribute_not_exists(pk)")
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._put_if_absent(_item(item))
 
     def replace_pending_chunk(self, chunk: ChunkRecord) -> None:
         """Plan a chunk anew while no worker has taken it (a replayed ingest planned it again)."""
@@ -895,14 +887,7 @@ class Ledger:
         Keyed by the batch id, which the key determines: a status look-up finds it too.
         """
         item = {"pk": _api_request_pk(record.batch_id), "sk": _API_REQUEST_SK}
-        try:
-            self._table.put_item(
-                Item=_item({**item, **record.model_dump(mode="json")}),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
+        if not self._put_if_absent(_item({**item, **record.model_dump(mode="json")})):
             got = self._table.get_item(Key=item, ConsistentRead=True).get("Item")
             if got is None:  # expired between the write and the read: this answer stands
                 return self.remember_api_request(record)
@@ -924,13 +909,7 @@ class Ledger:
             "sk": _track_sk(purchase.purchase_code),
             **_item(purchase.model_dump(mode="json")),
         }
-        try:
-            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._put_if_absent(item)
 
     def open_purchases(self) -> list[TrackedPurchase]:
         """Purchases with codes that may still change: one Query."""
