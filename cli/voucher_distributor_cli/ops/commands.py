@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -45,6 +47,8 @@ from voucher_distributor_cli.ops.status import (
 from voucher_distributor_cli.ops.sync import format_sync, run_sync, sync_document
 from voucher_distributor_cli.ops.target import OpsError, Target
 from voucher_distributor_cli.ops.voucher import find_voucher, format_voucher
+
+Found = TypeVar("Found")
 
 PROGRAMS_EXIT_CODES = """\
 exit codes:
@@ -90,9 +94,7 @@ def _run_status(args: argparse.Namespace) -> int:
     ],
 )
 def _run_find(args: argparse.Namespace) -> int:
-    found = find_recipient(Target.from_args(args), args.email)
-    emit(args, found, format_found(found, args.email))
-    return 0 if found else 1
+    return _look_up(args, args.email, find_recipient, format_found)
 
 
 @command(
@@ -102,9 +104,19 @@ def _run_find(args: argparse.Namespace) -> int:
     arguments=[arg("code", metavar="CODE", help="the voucher code")],
 )
 def _run_voucher(args: argparse.Namespace) -> int:
-    record = find_voucher(Target.from_args(args), args.code)
-    emit(args, record, format_voucher(record, args.code))
-    return 0 if record else 1
+    return _look_up(args, args.code, find_voucher, format_voucher)
+
+
+def _look_up(
+    args: argparse.Namespace,
+    key: str,
+    find: Callable[[Target, str], Found],
+    show: Callable[[Found, str], str],
+) -> int:
+    """Print what ``find`` has for ``key``; exit status 1 when it has nothing."""
+    found = find(Target.from_args(args), key)
+    emit(args, found, show(found, key))
+    return 0 if found else 1
 
 
 @command(
@@ -119,9 +131,7 @@ def _run_voucher(args: argparse.Namespace) -> int:
     arguments=[WAITING_BATCH],
 )
 def _run_approve(args: argparse.Namespace) -> int:
-    decided = decide(Target.from_args(args), args.batch_id, decision="approved")
-    emit(args, decision_view(decided), format_decision(decided))
-    return 0
+    return _decide(args, "approved")
 
 
 @command(
@@ -138,7 +148,11 @@ def _run_approve(args: argparse.Namespace) -> int:
     ],
 )  # fmt: skip
 def _run_reject(args: argparse.Namespace) -> int:
-    decided = decide(Target.from_args(args), args.batch_id, decision="rejected", note=args.reason)
+    return _decide(args, "rejected", note=args.reason)
+
+
+def _decide(args: argparse.Namespace, decision: str, *, note: str | None = None) -> int:
+    decided = decide(Target.from_args(args), args.batch_id, decision=decision, note=note)
     emit(args, decision_view(decided), format_decision(decided))
     return 0
 
