@@ -43,7 +43,7 @@ def consistency_violations(
     """
     problems: list[str] = []
     batch_id = result.batch_id
-    chunks = list(ledger.iter_chunks(batch_id))
+    chunks = list(ledger.chunks.iter_chunks(batch_id))
     all_purchases = sandbox.purchases()
     purchases = all_purchases if whole_sandbox else batch_purchases(all_purchases, batch_id)
     bought_codes = [p.voucher_purchase_code for p in purchases]
@@ -109,7 +109,7 @@ def consistency_violations(
         problems.append("a person got two codes for one program")
     # the ledger holds one assignment per accepted row, matching the results
     # (rows that failed before any purchase, like rejected and existing ones, have none)
-    ledger_rows = {a.row_number: a for a in ledger.iter_assignments(batch_id)}
+    ledger_rows = {a.row_number: a for a in ledger.assignments.iter_assignments(batch_id)}
     for row in rows:
         number = int(row["row"])
         record = ledger_rows.get(number)
@@ -123,7 +123,7 @@ def consistency_violations(
         elif (record.status, record.voucher_code) != (row["status"], row["voucher_code"]):
             problems.append(f"row {number}: ledger and results disagree")
         if row["status"] == "assigned":
-            holding = ledger.get_holding(
+            holding = ledger.holdings.get_holding(
                 _cell(row["email"]), _cell(row["partner"]), _cell(row["program"])
             )
             if holding is None:
@@ -133,7 +133,7 @@ def consistency_violations(
         if row["status"] != "existing" or (dry_run and not row["voucher_code"]):
             continue  # (a dry run's person whose code is still being bought elsewhere)
         given = [
-            a for a in ledger.assignments_for_email(_cell(row["email"]))
+            a for a in ledger.assignments.assignments_for_email(_cell(row["email"]))
             if a.status == "assigned" and a.voucher_code == row["voucher_code"]
         ]  # fmt: skip
         if not given or given[0].program_name != row["program"] or given[0].batch_id == batch_id:
@@ -144,7 +144,7 @@ def consistency_violations(
             problems.append(f"summary counts {status}={counts.get(status)} != results")
     if dry_run and counts.get("wouldAssign", 0) != statuses.get("would-assign", 0):
         problems.append("summary counts wouldAssign != results")
-    if dry_run and any(h.batch_id == batch_id for h in ledger.iter_holdings()):
+    if dry_run and any(h.batch_id == batch_id for h in ledger.holdings.iter_holdings()):
         problems.append("a dry run claimed a holding")
     return problems
 

@@ -55,7 +55,7 @@ def test_a_receiver_down_at_first_gets_the_event_once_signed_and_every_attempt_i
 
     assert [r.answered for r in state.got] == [503, 503, 200]
     kept = state.accepted_once_per_id()
-    (deliveries,) = [world.pipeline.ledger.callback_deliveries(batch_id)]
+    (deliveries,) = [world.pipeline.ledger.outbox.callback_deliveries(batch_id)]
     assert list(kept) == [d.webhook_id for d in deliveries] == [f"msg_{batch_id}_completed"]
     # The same bytes and the same id on every attempt; each attempt signed afresh.
     assert {r.body for r in state.got} == {kept[f"msg_{batch_id}_completed"][0]}
@@ -100,7 +100,7 @@ def test_a_receiver_that_stays_down_fails_visibly_and_redeliver_sends_it_once_up
     world: World = make_world(parameters={"CallbackRetrySchedule": "1,1"})
     batch_id = _request(world, "cb-down", url, count=1)
     world.pipeline.run_until_done(batch_id, timeout_s=90)
-    (delivery,) = world.pipeline.ledger.callback_deliveries(batch_id)
+    (delivery,) = world.pipeline.ledger.outbox.callback_deliveries(batch_id)
     assert delivery.state == "failed"
     assert [a.status for a in delivery.attempts] == [503, 503, 503]
     log = (world.tmp / "handlers.log").read_text(encoding="utf-8")
@@ -113,7 +113,7 @@ def test_a_receiver_that_stays_down_fails_visibly_and_redeliver_sends_it_once_up
     view = redeliver_callbacks(Target.local(endpoint), batch_id)
     assert "1 callback(s) queued again" in format_redelivered(view, include_all=False)
     world.pipeline.run_until_done(batch_id, timeout_s=60)
-    (delivery,) = world.pipeline.ledger.callback_deliveries(batch_id)
+    (delivery,) = world.pipeline.ledger.outbox.callback_deliveries(batch_id)
     assert delivery.state == "delivered"
     assert [(a.round, a.status) for a in delivery.attempts] == [(0, 503)] * 3 + [(1, 200)]
     assert list(state.accepted_once_per_id()) == [delivery.webhook_id]
@@ -168,7 +168,7 @@ def test_local_run_allows_loopback_http_but_not_other_plain_http(
     world: World = make_world()
     accepted = _request(world, "cb-loop", url.replace("127.0.0.1", "localhost"), count=1)
     world.pipeline.run_until_done(accepted, timeout_s=60)
-    (delivery,) = world.pipeline.ledger.callback_deliveries(accepted)
+    (delivery,) = world.pipeline.ledger.outbox.callback_deliveries(accepted)
     assert delivery.state == "delivered"
     message_id, refused = world.pipeline.send_request(
         {"requestId": "cb-far", "programName": SPRING, "callbackUrl": "http://hooks.example/x",

@@ -117,7 +117,7 @@ def test_reissue_buys_exactly_the_rows_that_ask(make_world) -> None:
         assert row["status"] == "assigned"
         assert row["voucher_code"] != old_codes[row["email"]]
         assert f"replaces voucher {old_codes[row['email']]}" in row["reason"]
-    holding = world.pipeline.ledger.get_holding(again[0]["email"], PARTNER, SPRING)
+    holding = world.pipeline.ledger.holdings.get_holding(again[0]["email"], PARTNER, SPRING)
     assert holding is not None
     assert holding.batch_id == second.batch_id
     assert [h.voucher_code for h in holding.history] == [old_codes[again[0]["email"]]]
@@ -231,7 +231,7 @@ def test_a_failed_chunk_gives_its_claims_back(make_world) -> None:
     world.sandbox.set_faults(FaultSettings(generation_failure_rate=1.0))
     (failed,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(4)))])
     assert statuses(failed) == {"failed": 4}
-    assert list(world.pipeline.ledger.iter_holdings()) == []
+    assert list(world.pipeline.ledger.holdings.iter_holdings()) == []
     world.sandbox.set_faults(FaultSettings())
     (again,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(4), "b.csv"))])
     assert statuses(again) == {"assigned": 4}

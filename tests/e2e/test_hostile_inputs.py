@@ -83,7 +83,7 @@ def request(env: Env, body: dict[str, Any] | str) -> RunResult | None:
     """The request's results, or None when it was refused at the door (no batch at all)."""
     batch_id = env.pipeline.submit_request(body)
     env.pipeline.run_until_idle(timeout_s=60)
-    if batch_id is None or env.pipeline.ledger.get_batch(batch_id) is None:
+    if batch_id is None or env.pipeline.ledger.batches.get_batch(batch_id) is None:
         return None
     env.pipeline.run_until_done(batch_id, timeout_s=60)
     env.pipeline.run_until_idle(timeout_s=60)
@@ -103,7 +103,7 @@ def refused(env: Env, result: RunResult, *words: str) -> None:
     error = (result.summary["error"] or "").lower()
     for word in words:
         assert word.lower() in error, result.summary["error"]
-    assert env.pipeline.ledger.get_batch(result.batch_id).status == BatchStatus.FAILED
+    assert env.pipeline.ledger.batches.get_batch(result.batch_id).status == BatchStatus.FAILED
 
 
 def invalid_requests(env: Env) -> dict[str, dict[str, Any]]:
@@ -279,7 +279,7 @@ def test_hostile_file_breaking_after_full_chunks_buys_nothing_and_leaves_nothing
     result = upload(env, broken_after(12_000), "incoming/hostile/broken-midway.csv")
     refused(env, result, "after data row", "not valid utf-8")
     assert result.summary["purchases"] == []
-    assert list(env.pipeline.ledger.iter_chunks(result.batch_id)) == []
+    assert list(env.pipeline.ledger.chunks.iter_chunks(result.batch_id)) == []
     consistent(env, result)
 
 
@@ -346,7 +346,10 @@ def test_hostile_s3_event_outside_incoming_csv_is_ignored(env: Env, key: str) ->
     env.pipeline.run_until_idle(timeout_s=30)
     head = s3.head_object(Bucket=env.pipeline.bucket, Key=key)
     version = head.get("VersionId") or head["ETag"].strip('"')
-    assert env.pipeline.ledger.get_batch(csv_batch_id(env.pipeline.bucket, key, version)) is None
+    assert (
+        env.pipeline.ledger.batches.get_batch(csv_batch_id(env.pipeline.bucket, key, version))
+        is None
+    )
 
 
 # ---------------------------------------------------------------------- HR requests

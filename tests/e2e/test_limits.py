@@ -20,7 +20,7 @@ def _purchases(result: RunResult) -> list[tuple[str, str, int]]:
 def _holdings(world: World) -> set[tuple[str, str, str, int]]:
     return {
         (h.email, h.program_name, h.batch_id, h.row_number)
-        for h in world.pipeline.ledger.iter_holdings()
+        for h in world.pipeline.ledger.holdings.iter_holdings()
     }
 
 
@@ -118,7 +118,7 @@ def test_a_batch_over_the_threshold_waits_and_approve_lets_it_finish(make_world)
     assert statuses(result) == {"assigned": 12}
     assert result.summary["approval"]["decision"] == "approved"
     assert result.summary["approval"]["by"] == decided.approval_by
-    assert world.pipeline.ledger.vouchers_counted(_today()) == 12
+    assert world.pipeline.ledger.counts.vouchers_counted(_today()) == 12
 
 
 def test_reject_ends_a_waiting_batch_with_nothing_bought_and_claims_given_back(
@@ -134,7 +134,7 @@ def test_reject_ends_a_waiting_batch_with_nothing_bought_and_claims_given_back(
     assert statuses(result) == {"rejected": 12}
     assert result.summary["status"] == "rejected"
     assert all("wrong list" in r["reason"] for r in result.rows)
-    assert not [h for h in world.pipeline.ledger.iter_holdings() if h.batch_id == batch_id]
+    assert not [h for h in world.pipeline.ledger.holdings.iter_holdings() if h.batch_id == batch_id]
     # the same people are free to get a voucher from a smaller list
     (again,) = finish(world, [world.pipeline.submit_csv(world.csv_file(crowd[:5], "five.csv"))])
     assert statuses(again) == {"assigned": 5}
@@ -147,7 +147,7 @@ def test_a_dry_run_says_the_real_run_would_wait_for_approval(make_world) -> None
     assert dry.summary["wouldAwaitApproval"] == (
         "it would buy 12 vouchers, over ApprovalThreshold (10)"
     )
-    batch = world.pipeline.ledger.get_batch(dry.batch_id)
+    batch = world.pipeline.ledger.batches.get_batch(dry.batch_id)
     assert batch is not None
     assert batch.approval_reason is None  # the dry run itself never waits
     assert world.sandbox.purchases() == []
@@ -166,11 +166,11 @@ def test_two_batches_at_once_cannot_together_cross_the_daily_limit(make_world) -
     assert "would cross DailyVoucherLimit (25)" in (waiting[0].approval_reason or "")
     bought = sum(p.quantity for p in world.sandbox.purchases())
     assert bought <= 25
-    assert world.pipeline.ledger.vouchers_counted(_today()) == bought
+    assert world.pipeline.ledger.counts.vouchers_counted(_today()) == bought
     world.pipeline.decide(waiting[0].batch_id, "approved")  # an approval may cross the limit
     finish(world, ids)
     assert sum(p.quantity for p in world.sandbox.purchases()) == 28
-    assert world.pipeline.ledger.vouchers_counted(_today()) == 28
+    assert world.pipeline.ledger.counts.vouchers_counted(_today()) == 28
 
 
 def test_the_timeout_rejects_a_forgotten_batch(make_world) -> None:
@@ -181,7 +181,7 @@ def test_the_timeout_rejects_a_forgotten_batch(make_world) -> None:
     assert statuses(result) == {"rejected": 12}
     assert result.summary["approval"]["by"] == "timeout"
     assert "ApprovalTimeoutHours" in result.rows[0]["reason"]
-    batch = world.pipeline.ledger.get_batch(batch_id)
+    batch = world.pipeline.ledger.batches.get_batch(batch_id)
     assert batch is not None
     assert batch.approval_decision == "rejected"
 
@@ -195,7 +195,7 @@ def test_an_input_over_max_recipients_is_refused_whole(make_world) -> None:
     assert "95 rows, over MaxRecipientsPerBatch (40)" in result.summary["error"]
     assert "split it into 3 inputs" in result.summary["error"]
     assert world.sandbox.purchases() == []
-    assert not list(world.pipeline.ledger.iter_holdings())
+    assert not list(world.pipeline.ledger.holdings.iter_holdings())
 
 
 def _today() -> str:

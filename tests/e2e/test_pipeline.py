@@ -59,7 +59,7 @@ def test_sample_csv_two_programs_several_purchases(make_world) -> None:
     assert formula["Department"] == "'+cmd"
     # look-up by recipient e-mail
     someone = next(r for r in result.rows if r["status"] == "assigned")
-    found = world.pipeline.ledger.assignments_for_email(someone["email"])
+    found = world.pipeline.ledger.assignments.assignments_for_email(someone["email"])
     assert [a.voucher_code for a in found] == [someone["voucher_code"]]
 
 
@@ -80,7 +80,7 @@ def test_sqs_request_inline_recipients(make_world) -> None:
     (purchase,) = world.sandbox.purchases()
     assert (purchase.program_name, purchase.quantity) == (CLOUD, 25)
     assert purchase.notes.startswith("November onboarding cohort [vd:")
-    batch = world.pipeline.ledger.get_batch(batch_id)
+    batch = world.pipeline.ledger.batches.get_batch(batch_id)
     assert batch.results_csv_key == (
         "results/requests/hr-2026-11-21-onboarding-0042/hr-2026-11-21-onboarding-0042.results.csv"
     )
@@ -166,7 +166,7 @@ def test_reply_lost_after_the_purchase_is_adopted_not_bought_again(make_world) -
     result = world.pipeline.result(batch_id)
     assert_consistent(world, result)
     assert len(world.sandbox.purchases()) == 1
-    (chunk,) = world.pipeline.ledger.iter_chunks(batch_id)
+    (chunk,) = world.pipeline.ledger.chunks.iter_chunks(batch_id)
     assert chunk.adopted
     assert result.summary["counts"]["assigned"] == 40
 
@@ -199,7 +199,7 @@ def test_crash_between_post_and_state_write_adopts_the_purchase(make_world) -> N
     result = world.pipeline.result(batch_id)
     assert_consistent(world, result)
     assert len(world.sandbox.purchases()) == 1
-    (chunk,) = world.pipeline.ledger.iter_chunks(batch_id)
+    (chunk,) = world.pipeline.ledger.chunks.iter_chunks(batch_id)
     assert chunk.adopted
     assert chunk.purchase_attempts == 2
     assert result.summary["counts"]["assigned"] == 25
@@ -226,7 +226,7 @@ def test_generation_slower_than_several_polls(make_world) -> None:
     world = make_world(generation_delay_s=4.0)
     result = run_csv(world, world.csv_file(people(10)))
     assert_consistent(world, result)
-    (chunk,) = world.pipeline.ledger.iter_chunks(result.batch_id)
+    (chunk,) = world.pipeline.ledger.chunks.iter_chunks(result.batch_id)
     assert chunk.state == ChunkState.ASSIGNED
     polls = [r for r in world.sandbox.request_log() if r.path.endswith("/vouchers/purchases")]
     assert len([r for r in polls if r.method == "GET"]) >= 3
@@ -253,7 +253,7 @@ def test_generation_failure_fails_the_chunk_visibly(make_world) -> None:
         "failed": 8,
     }
     assert all("CheckoutFailed" in r["reason"] for r in result.rows)
-    (chunk,) = world.pipeline.ledger.iter_chunks(result.batch_id)
+    (chunk,) = world.pipeline.ledger.chunks.iter_chunks(result.batch_id)
     assert chunk.state == ChunkState.FAILED
     assert len(world.sandbox.purchases()) == 1
 

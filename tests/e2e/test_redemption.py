@@ -39,7 +39,11 @@ def _hand_out(world: World, count: int, program: str = SPRING, *, start: int = 1
 
 
 def _codes(world: World, batch_id: str) -> list[AssignmentRecord]:
-    return [a for a in world.pipeline.ledger.iter_assignments(batch_id) if a.status == "assigned"]
+    return [
+        a
+        for a in world.pipeline.ledger.assignments.iter_assignments(batch_id)
+        if a.status == "assigned"
+    ]
 
 
 def _voucher_listings(world: World) -> list[str]:
@@ -56,7 +60,7 @@ def _in_days(days: float) -> str:
 
 
 def _report(world: World, batch_id: str) -> list[dict[str, str]]:
-    batch = world.pipeline.ledger.get_batch(batch_id)
+    batch = world.pipeline.ledger.batches.get_batch(batch_id)
     assert batch is not None
     s3 = world.pipeline.stack.client("s3")
     body = s3.get_object(Bucket=world.pipeline.bucket, Key=redemptions_key(batch))["Body"].read()
@@ -227,7 +231,7 @@ def test_an_expiry_notice_reaches_the_batchs_callback_signed(
     state.down_for = 1
     world = make_world(page_size=PAGE)
     batch_id = _hand_out(world, 5)
-    world.pipeline.ledger.update_batch(batch_id, callback_url=url)
+    world.pipeline.ledger.batches.update_batch(batch_id, callback_url=url)
     codes = [a.voucher_code for a in _codes(world, batch_id)]
     world.sandbox.update_vouchers(codes[:2], {"expirationDateUtc": _in_days(3)})
 

@@ -59,30 +59,30 @@ def _delivery(batch_id: str = "r-1", slug: str = "completed", **values: Any) -> 
 
 
 def test_a_delivery_is_recorded_once(ledger: Ledger) -> None:
-    assert ledger.put_callback_delivery(_delivery())
-    assert not ledger.put_callback_delivery(_delivery(url="https://elsewhere.example/x"))
-    (stored,) = ledger.callback_deliveries("r-1")
+    assert ledger.outbox.put_callback_delivery(_delivery())
+    assert not ledger.outbox.put_callback_delivery(_delivery(url="https://elsewhere.example/x"))
+    (stored,) = ledger.outbox.callback_deliveries("r-1")
     assert stored.url == "https://hooks.example/cb"
     assert stored.state == DeliveryState.PENDING
-    assert ledger.get_batch("r-1") is None  # the outbox item is not a batch
+    assert ledger.batches.get_batch("r-1") is None  # the outbox item is not a batch
 
 
 def test_two_workers_cannot_both_take_one_attempt(ledger: Ledger) -> None:
-    ledger.put_callback_delivery(_delivery())
-    seen = ledger.get_callback_delivery("r-1", "completed")
+    ledger.outbox.put_callback_delivery(_delivery())
+    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
     assert seen is not None
-    assert ledger.claim_callback_attempt(seen, owner="a", now=T0, lease_seconds=60)
-    assert not ledger.claim_callback_attempt(seen, owner="b", now=T0 + 1, lease_seconds=60)
+    assert ledger.outbox.claim_callback_attempt(seen, owner="a", now=T0, lease_seconds=60)
+    assert not ledger.outbox.claim_callback_attempt(seen, owner="b", now=T0 + 1, lease_seconds=60)
     attempt = CallbackAttempt(at=T0 + 1, status=503, latency_ms=12)
-    assert not ledger.record_callback_attempt(
+    assert not ledger.outbox.record_callback_attempt(
         seen, attempt, owner="b", state=DeliveryState.PENDING, next_attempt_at=T0 + 6, reason="x"
     )
-    assert ledger.record_callback_attempt(
+    assert ledger.outbox.record_callback_attempt(
         seen, attempt, owner="a", state=DeliveryState.PENDING, next_attempt_at=T0 + 6, reason="x"
     )
     # The attempt is made: the same view of the delivery can take it no more.
-    assert not ledger.claim_callback_attempt(seen, owner="c", now=T0 + 100, lease_seconds=60)
-    after = ledger.get_callback_delivery("r-1", "completed")
+    assert not ledger.outbox.claim_callback_attempt(seen, owner="c", now=T0 + 100, lease_seconds=60)
+    after = ledger.outbox.get_callback_delivery("r-1", "completed")
     assert after is not None
     assert after.tries == 1
     assert after.attempts == [attempt]
@@ -91,21 +91,23 @@ def test_two_workers_cannot_both_take_one_attempt(ledger: Ledger) -> None:
 
 
 def test_a_dead_workers_lease_runs_out_and_the_attempt_is_taken_over(ledger: Ledger) -> None:
-    ledger.put_callback_delivery(_delivery())
-    seen = ledger.get_callback_delivery("r-1", "completed")
+    ledger.outbox.put_callback_delivery(_delivery())
+    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
     assert seen is not None
-    assert ledger.claim_callback_attempt(seen, owner="dead", now=T0, lease_seconds=60)
-    assert not ledger.claim_callback_attempt(seen, owner="b", now=T0 + 59, lease_seconds=60)
-    assert ledger.claim_callback_attempt(seen, owner="b", now=T0 + 61, lease_seconds=60)
+    assert ledger.outbox.claim_callback_attempt(seen, owner="dead", now=T0, lease_seconds=60)
+    assert not ledger.outbox.claim_callback_attempt(seen, owner="b", now=T0 + 59, lease_seconds=60)
+    assert ledger.outbox.claim_callback_attempt(seen, owner="b", now=T0 + 61, lease_seconds=60)
 
 
 def test_only_an_ended_delivery_is_restarted_and_the_old_round_goes_stale(ledger: Ledger) -> None:
-    ledger.put_callback_delivery(_delivery())
-    seen = ledger.get_callback_delivery("r-1", "completed")
+    ledger.outbox.put_callback_delivery(_delivery())
+    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
     assert seen is not None
-    assert ledger.restart_callback_delivery(seen, now=T0, states={DeliveryState.FAILED}) is None
-    ledger.claim_callback_attempt(seen, owner="a", now=T0, lease_seconds=60)
-    ledger.record_callback_attempt(
+    assert (
+        ledger.outbox.restart_callback_delivery(seen, now=T0, states={DeliveryState.FAILED}) is None
+    )
+    ledger.outbox.claim_callback_attempt(seen, owner="a", now=T0, lease_seconds=60)
+    ledger.outbox.record_callback_attempt(
         seen,
         CallbackAttempt(at=T0, status=410),
         owner="a",
@@ -113,17 +115,22 @@ def test_only_an_ended_delivery_is_restarted_and_the_old_round_goes_stale(ledger
         next_attempt_at=None,
         reason="HTTP 410",
     )
-    failed = ledger.get_callback_delivery("r-1", "completed")
+    failed = ledger.outbox.get_callback_delivery("r-1", "completed")
     assert failed is not None
-    again = ledger.restart_callback_delivery(failed, now=T0 + 5, states={DeliveryState.FAILED})
+    again = ledger.outbox.restart_callback_delivery(
+        failed, now=T0 + 5, states={DeliveryState.FAILED}
+    )
     assert again is not None
     assert (again.state, again.round, again.tries, again.reason) == ("pending", 1, 0, None)
     assert again.attempts == failed.attempts  # the history stays
     # The same restart asked twice (two operators): once.
     assert (
-        ledger.restart_callback_delivery(failed, now=T0 + 6, states={DeliveryState.FAILED}) is None
+        ledger.outbox.restart_callback_delivery(failed, now=T0 + 6, states={DeliveryState.FAILED})
+        is None
     )
-    assert not ledger.claim_callback_attempt(failed, owner="old", now=T0 + 7, lease_seconds=60)
+    assert not ledger.outbox.claim_callback_attempt(
+        failed, owner="old", now=T0 + 7, lease_seconds=60
+    )
 
 
 # ---------------------------------------------------------------------- the deliverer's steps
@@ -216,7 +223,7 @@ def _batch(rig: Rig, batch_id: str = "r-cb", url: str | None = "https://hooks.ex
         callback_url=url,
         status="DONE",
     )
-    rig.services.ledger.create_batch(batch)
+    rig.services.ledger.batches.create_batch(batch)
     rig.services.storage.put_json(batch.summary_key, {"batchId": batch_id, "status": "completed"})
     return batch
 
@@ -224,7 +231,7 @@ def _batch(rig: Rig, batch_id: str = "r-cb", url: str | None = "https://hooks.ex
 def test_no_callback_url_means_no_delivery(rig: Rig) -> None:
     batch = _batch(rig, url=None)
     send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
-    assert rig.services.ledger.callback_deliveries(batch.batch_id) == []
+    assert rig.services.ledger.outbox.callback_deliveries(batch.batch_id) == []
     assert rig.visible() == []
 
 
@@ -232,7 +239,7 @@ def test_an_event_announced_twice_is_one_message_with_one_id(rig: Rig) -> None:
     batch = _batch(rig)
     for _ in range(2):  # a re-run of the report
         send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
-    (delivery,) = rig.services.ledger.callback_deliveries("r-cb")
+    (delivery,) = rig.services.ledger.outbox.callback_deliveries("r-cb")
     assert delivery.webhook_id == "msg_r-cb_completed"
     assert json.loads(delivery.body) == {"type": "Voucher Batch Completed", "batchId": "r-cb"}
     messages = rig.visible()
@@ -255,7 +262,7 @@ def test_retries_wait_in_hops_of_at_most_fifteen_minutes_then_deliver(rig: Rig) 
     rig.now[0] += 5
     second = CallbackMessage(batch_id="r-cb", delivery="completed", round=0, attempt=2)
     assert deliver(rig.services, second) == "pending"
-    (delivery,) = rig.services.ledger.callback_deliveries("r-cb")
+    (delivery,) = rig.services.ledger.outbox.callback_deliveries("r-cb")
     assert delivery.next_attempt_at == T0 + 5 + 3600
     third = CallbackMessage(batch_id="r-cb", delivery="completed", round=0, attempt=3)
     rig.now[0] += 900  # a hop arrives: not due yet, sent on again
@@ -264,7 +271,7 @@ def test_retries_wait_in_hops_of_at_most_fifteen_minutes_then_deliver(rig: Rig) 
     assert rig.delayed() >= 1
     rig.now[0] += 2700
     assert deliver(rig.services, third) == "delivered"
-    (delivery,) = rig.services.ledger.callback_deliveries("r-cb")
+    (delivery,) = rig.services.ledger.outbox.callback_deliveries("r-cb")
     assert [a.status for a in delivery.attempts] == [503, 502, 200]
     assert [a.at for a in delivery.attempts] == [T0, T0 + 5, T0 + 3605]
     # The same bytes and id every time; the timestamp per attempt.
@@ -292,7 +299,7 @@ def test_attempts_run_out_then_redeliver_gives_a_fresh_budget_under_the_same_id(
         message = CallbackMessage(batch_id="r-cb", delivery="completed", attempt=attempt)
         deliver(rig.services, message)
         rig.now[0] += wait
-    (failed,) = rig.services.ledger.callback_deliveries("r-cb")
+    (failed,) = rig.services.ledger.outbox.callback_deliveries("r-cb")
     assert failed.state == DeliveryState.FAILED
     assert failed.reason == "HTTP 503 on the last of 3 attempts"
     assert deliveries_view([failed])[0]["reason"] == failed.reason
@@ -306,7 +313,7 @@ def test_attempts_run_out_then_redeliver_gives_a_fresh_budget_under_the_same_id(
     old_round = CallbackMessage(batch_id="r-cb", delivery="completed", round=0, attempt=3)
     assert deliver(rig.services, old_round) == "stale"
     assert deliver(rig.services, CallbackMessage.model_validate(message)) == "delivered"
-    (done,) = rig.services.ledger.callback_deliveries("r-cb")
+    (done,) = rig.services.ledger.outbox.callback_deliveries("r-cb")
     assert [(a.round, a.status) for a in done.attempts] == [(0, 503)] * 3 + [(1, 200)]
 
 

@@ -21,15 +21,17 @@ def assigned(batch: str, row: int, code: str) -> AssignmentRecord:
 
 
 def test_first_claim_wins_and_a_replay_gets_its_claim_back(ledger: Ledger) -> None:
-    assert [o.kind for o in ledger.claim_holdings([claim("f-a", 1)], now=10)] == ["claimed"]
-    assert ledger.claim_holdings([claim("f-a", 1)], now=11)[0].kind == "claimed"
-    other = ledger.claim_holdings([claim("f-b", 4)], now=12)[0]
+    assert [o.kind for o in ledger.holdings.claim_holdings([claim("f-a", 1)], now=10)] == [
+        "claimed"
+    ]
+    assert ledger.holdings.claim_holdings([claim("f-a", 1)], now=11)[0].kind == "claimed"
+    other = ledger.holdings.claim_holdings([claim("f-b", 4)], now=12)[0]
     assert other.kind == "held"
     assert other.holding is not None
     assert (other.holding.batch_id, other.holding.row_number) == ("f-a", 1)
     # Names compare case-insensitively: the same program, whatever the spelling.
     spelled = Claim("ann@acme.example", "ACME CORP", "spring drive", "f-c", 2)
-    assert ledger.claim_holdings([spelled], now=13)[0].kind == "held"
+    assert ledger.holdings.claim_holdings([spelled], now=13)[0].kind == "held"
 
 
 def test_concurrent_claims_of_the_same_people_buy_once_per_person(ledger: Ledger) -> None:
@@ -37,7 +39,9 @@ def test_concurrent_claims_of_the_same_people_buy_once_per_person(ledger: Ledger
     outcomes: dict[str, list[str]] = {}
 
     def run(batch: str) -> None:
-        got = ledger.claim_holdings([claim(batch, i, p) for i, p in enumerate(people)], now=1)
+        got = ledger.holdings.claim_holdings(
+            [claim(batch, i, p) for i, p in enumerate(people)], now=1
+        )
         outcomes[batch] = [o.kind for o in got]
 
     threads = [threading.Thread(target=run, args=(f"f-{n}",)) for n in range(4)]
@@ -48,49 +52,49 @@ def test_concurrent_claims_of_the_same_people_buy_once_per_person(ledger: Ledger
     for index in range(len(people)):
         kinds = [outcomes[f"f-{n}"][index] for n in range(4)]
         assert sorted(kinds) == ["claimed", "held", "held", "held"], people[index]
-    assert len(list(ledger.iter_holdings())) == 40
-    assert len(ledger.holdings_for_email("p7@acme.example")) == 1
+    assert len(list(ledger.holdings.iter_holdings())) == 40
+    assert len(ledger.holdings.holdings_for_email("p7@acme.example")) == 1
 
 
 def test_reissue_moves_the_holding_and_keeps_history(ledger: Ledger) -> None:
-    ledger.claim_holdings([claim("f-a", 1)], now=10)
-    ledger.put_assignments([assigned("f-a", 1, "OLD-CODE")])
-    outcome = ledger.claim_holdings([claim("f-b", 3, reissue=True)], now=20)[0]
+    ledger.holdings.claim_holdings([claim("f-a", 1)], now=10)
+    ledger.assignments.put_assignments([assigned("f-a", 1, "OLD-CODE")])
+    outcome = ledger.holdings.claim_holdings([claim("f-b", 3, reissue=True)], now=20)[0]
     assert outcome.kind == "reissued"
     assert outcome.previous is not None
     assert outcome.previous.voucher_code == "OLD-CODE"
     # Replayed: the same answer, history not doubled.
-    again = ledger.claim_holdings([claim("f-b", 3, reissue=True)], now=21)[0]
+    again = ledger.holdings.claim_holdings([claim("f-b", 3, reissue=True)], now=21)[0]
     assert again.kind == "reissued"
     assert again.previous is not None
     assert again.previous.voucher_code == "OLD-CODE"
-    holding = ledger.get_holding("ann@acme.example", "Acme Corp", "Spring Drive")
+    holding = ledger.holdings.get_holding("ann@acme.example", "Acme Corp", "Spring Drive")
     assert holding is not None
     assert (holding.batch_id, holding.row_number) == ("f-b", 3)
     assert [h.voucher_code for h in holding.history] == ["OLD-CODE"]
 
     # The reissue failed: the holding goes back to the voucher it replaced.
-    assert ledger.release_holding(claim("f-b", 3))
-    assert not ledger.release_holding(claim("f-b", 3))
-    holding = ledger.get_holding("ann@acme.example", "Acme Corp", "Spring Drive")
+    assert ledger.holdings.release_holding(claim("f-b", 3))
+    assert not ledger.holdings.release_holding(claim("f-b", 3))
+    holding = ledger.holdings.get_holding("ann@acme.example", "Acme Corp", "Spring Drive")
     assert holding is not None
     assert (holding.batch_id, holding.row_number, holding.history) == ("f-a", 1, [])
 
 
 def test_release_removes_a_first_claim_only_for_its_own_row(ledger: Ledger) -> None:
-    ledger.claim_holdings([claim("f-a", 1)], now=10)
-    assert not ledger.release_holding(claim("f-b", 1))
-    assert ledger.release_holdings([claim("f-a", 1)]) == 1
-    assert ledger.get_holding("ann@acme.example", "Acme Corp", "Spring Drive") is None
-    assert ledger.claim_holdings([claim("f-b", 1)], now=11)[0].kind == "claimed"
+    ledger.holdings.claim_holdings([claim("f-a", 1)], now=10)
+    assert not ledger.holdings.release_holding(claim("f-b", 1))
+    assert ledger.holdings.release_holdings([claim("f-a", 1)]) == 1
+    assert ledger.holdings.get_holding("ann@acme.example", "Acme Corp", "Spring Drive") is None
+    assert ledger.holdings.claim_holdings([claim("f-b", 1)], now=11)[0].kind == "claimed"
 
 
 def test_holdings_stay_out_of_the_assignment_index(ledger: Ledger) -> None:
-    ledger.claim_holdings([claim("f-a", 1)], now=10)
-    ledger.put_assignments([assigned("f-a", 1, "CODE-1")])
-    found = ledger.assignments_for_email("ann@acme.example")
+    ledger.holdings.claim_holdings([claim("f-a", 1)], now=10)
+    ledger.assignments.put_assignments([assigned("f-a", 1, "CODE-1")])
+    found = ledger.assignments.assignments_for_email("ann@acme.example")
     assert [a.voucher_code for a in found] == ["CODE-1"]
-    assert ledger.get_assignments([("f-a", 1), ("f-a", 2)]).keys() == {("f-a", 1)}
+    assert ledger.assignments.get_assignments([("f-a", 1), ("f-a", 2)]).keys() == {("f-a", 1)}
 
 
 def test_a_transaction_cancelled_by_a_concurrent_one_goes_again(ledger: Ledger) -> None:
@@ -99,7 +103,7 @@ def test_a_transaction_cancelled_by_a_concurrent_one_goes_again(ledger: Ledger) 
     from botocore.stub import Stubber
 
     claims = [claim("f-a", 1, "x@acme.example"), claim("f-a", 2, "y@acme.example")]
-    wire = ledger._wire
+    wire = ledger.table.wire
     with Stubber(wire) as stub:
         stub.add_client_error(
             "transact_write_items",
@@ -109,6 +113,6 @@ def test_a_transaction_cancelled_by_a_concurrent_one_goes_again(ledger: Ledger) 
             },
         )
         stub.add_response("transact_write_items", {})
-        outcomes = ledger.claim_holdings(claims, now=5)
+        outcomes = ledger.holdings.claim_holdings(claims, now=5)
         stub.assert_no_pending_responses()
     assert [o.kind for o in outcomes] == ["claimed", "claimed"]

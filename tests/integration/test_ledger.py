@@ -47,80 +47,85 @@ def chunk(no: int = 0, quantity: int = 3) -> ChunkRecord:
 
 
 def test_a_batch_is_created_once(ledger: Ledger) -> None:
-    assert ledger.create_batch(batch())
-    assert not ledger.create_batch(batch())  # the same source delivered again
-    assert ledger.get_batch("f-1").status == BatchStatus.INGESTING
+    assert ledger.batches.create_batch(batch())
+    assert not ledger.batches.create_batch(batch())  # the same source delivered again
+    assert ledger.batches.get_batch("f-1").status == BatchStatus.INGESTING
 
 
 def test_only_one_worker_gets_the_lease(ledger: Ledger) -> None:
-    ledger.create_batch(batch())
-    assert ledger.put_chunk_if_absent(chunk())
-    assert not ledger.put_chunk_if_absent(chunk())  # re-planning keeps the existing record
-    first = ledger.acquire_purchase_lease("f-1", 0, owner="w1", now=100, lease_seconds=60)
-    second = ledger.acquire_purchase_lease("f-1", 0, owner="w2", now=130, lease_seconds=60)
+    ledger.batches.create_batch(batch())
+    assert ledger.chunks.put_chunk_if_absent(chunk())
+    assert not ledger.chunks.put_chunk_if_absent(chunk())  # re-planning keeps the existing record
+    first = ledger.chunks.acquire_purchase_lease("f-1", 0, owner="w1", now=100, lease_seconds=60)
+    second = ledger.chunks.acquire_purchase_lease("f-1", 0, owner="w2", now=130, lease_seconds=60)
     assert first is not None
     assert first.purchase_attempts == 1
     assert second is None
 
 
 def test_an_expired_lease_is_taken_over_and_counts_the_attempt(ledger: Ledger) -> None:
-    ledger.create_batch(batch())
-    ledger.put_chunk_if_absent(chunk())
-    ledger.acquire_purchase_lease("f-1", 0, owner="w1", now=100, lease_seconds=60)
-    taken = ledger.acquire_purchase_lease("f-1", 0, owner="w2", now=161, lease_seconds=60)
+    ledger.batches.create_batch(batch())
+    ledger.chunks.put_chunk_if_absent(chunk())
+    ledger.chunks.acquire_purchase_lease("f-1", 0, owner="w1", now=100, lease_seconds=60)
+    taken = ledger.chunks.acquire_purchase_lease("f-1", 0, owner="w2", now=161, lease_seconds=60)
     assert taken is not None
     assert taken.lease_owner == "w2"
     assert taken.purchase_attempts == 2  # the new owner must look for w1's purchase first
     # the old owner can no longer record a purchase
-    assert not ledger.record_purchase(
+    assert not ledger.chunks.record_purchase(
         "f-1", 0, owner="w1", purchase_code="VP-1", purchase_id="1",
         purchased_at=170, deadline_at=999, adopted=False,
     )  # fmt: skip
-    assert ledger.record_purchase(
+    assert ledger.chunks.record_purchase(
         "f-1", 0, owner="w2", purchase_code="VP-1", purchase_id="1",
         purchased_at=170, deadline_at=999, adopted=True,
     )  # fmt: skip
-    recorded = ledger.get_chunk("f-1", 0)
+    recorded = ledger.chunks.get_chunk("f-1", 0)
     assert (recorded.state, recorded.purchase_code, recorded.adopted) == (
         ChunkState.PURCHASED, "VP-1", True,
     )  # fmt: skip
     assert recorded.lease_owner is None
     # a purchased chunk cannot be leased again
-    assert ledger.acquire_purchase_lease("f-1", 0, owner="w3", now=10_000, lease_seconds=60) is None
+    assert (
+        ledger.chunks.acquire_purchase_lease("f-1", 0, owner="w3", now=10_000, lease_seconds=60)
+        is None
+    )
 
 
 def test_finishing_a_chunk_counts_once(ledger: Ledger) -> None:
-    ledger.create_batch(batch())
-    ledger.update_batch("f-1", chunk_count=2)
+    ledger.batches.create_batch(batch())
+    ledger.batches.update_batch("f-1", chunk_count=2)
     for no in (0, 1):
-        ledger.put_chunk_if_absent(chunk(no))
-    done = ledger.get_chunk("f-1", 0)
-    assert ledger.finish_chunk(done, state=ChunkState.ASSIGNED, assigned=3, failed=0)
-    assert not ledger.finish_chunk(done, state=ChunkState.ASSIGNED, assigned=3, failed=0)
-    failed = ledger.get_chunk("f-1", 1)
-    assert ledger.finish_chunk(failed, state=ChunkState.FAILED, assigned=0, failed=3, reason="x")
-    ended = list(ledger.iter_chunks("f-1"))
+        ledger.chunks.put_chunk_if_absent(chunk(no))
+    done = ledger.chunks.get_chunk("f-1", 0)
+    assert ledger.chunks.finish_chunk(done, state=ChunkState.ASSIGNED, assigned=3, failed=0)
+    assert not ledger.chunks.finish_chunk(done, state=ChunkState.ASSIGNED, assigned=3, failed=0)
+    failed = ledger.chunks.get_chunk("f-1", 1)
+    assert ledger.chunks.finish_chunk(
+        failed, state=ChunkState.FAILED, assigned=0, failed=3, reason="x"
+    )
+    ended = list(ledger.chunks.iter_chunks("f-1"))
     assert [(c.state, c.assigned_count, c.failed_count) for c in ended] == [
         (ChunkState.ASSIGNED, 3, 0),
         (ChunkState.FAILED, 0, 3),
     ]
-    assert ledger.get_chunk("f-1", 1).failure_reason == "x"
+    assert ledger.chunks.get_chunk("f-1", 1).failure_reason == "x"
     # counting in the batch is idempotent: a replay or a second worker never counts twice
-    assert ledger.count_finished_chunk("f-1", 0).chunks_finished == 1
-    assert ledger.count_finished_chunk("f-1", 0).chunks_finished == 1
-    record = ledger.count_finished_chunk("f-1", 1)
+    assert ledger.batches.count_finished_chunk("f-1", 0).chunks_finished == 1
+    assert ledger.batches.count_finished_chunk("f-1", 0).chunks_finished == 1
+    record = ledger.batches.count_finished_chunk("f-1", 1)
     assert (record.finished_chunks, record.chunks_finished) == ({0, 1}, 2)
-    assert ledger.get_batch("f-1").finished_chunks == {0, 1}
+    assert ledger.batches.get_batch("f-1").finished_chunks == {0, 1}
     with pytest.raises(ValueError, match="not a final"):
-        ledger.finish_chunk(failed, state=ChunkState.PURCHASED, assigned=0, failed=0)
+        ledger.chunks.finish_chunk(failed, state=ChunkState.PURCHASED, assigned=0, failed=0)
 
 
 def test_report_starts_once_the_batch_is_done(ledger: Ledger) -> None:
-    ledger.create_batch(batch())
-    assert ledger.start_report("f-1").status == BatchStatus.REPORTING
-    assert ledger.start_report("f-1") is not None  # a crashed report may run again
-    ledger.update_batch("f-1", status=BatchStatus.DONE.value)
-    assert ledger.start_report("f-1") is None
+    ledger.batches.create_batch(batch())
+    assert ledger.batches.start_report("f-1").status == BatchStatus.REPORTING
+    assert ledger.batches.start_report("f-1") is not None  # a crashed report may run again
+    ledger.batches.update_batch("f-1", status=BatchStatus.DONE.value)
+    assert ledger.batches.start_report("f-1") is None
 
 
 def test_assignments_are_idempotent_ordered_and_found_by_email(ledger: Ledger) -> None:
@@ -132,14 +137,16 @@ def test_assignments_are_idempotent_ordered_and_found_by_email(ledger: Ledger) -
         )
         for n in (12, 3, 7, 100)
     ]  # fmt: skip
-    assert ledger.put_assignments(records) == 4
-    assert ledger.put_assignments(records) == 4  # a replay rewrites the same items
-    assert [a.row_number for a in ledger.iter_assignments("f-1")] == [3, 7, 12, 100]
-    assert {a.voucher_code for a in ledger.assignments_for_email("p0@acme.example")} == {
+    assert ledger.assignments.put_assignments(records) == 4
+    assert ledger.assignments.put_assignments(records) == 4  # a replay rewrites the same items
+    assert [a.row_number for a in ledger.assignments.iter_assignments("f-1")] == [3, 7, 12, 100]
+    assert {
+        a.voucher_code for a in ledger.assignments.assignments_for_email("p0@acme.example")
+    } == {
         "C12",
         "C3",
     }
     # the ledger keeps the voucher, not the recipient's row: extra columns stay in the results
-    first = next(ledger.iter_assignments("f-1"))
+    first = next(ledger.assignments.iter_assignments("f-1"))
     assert (first.batch_id, first.row_number, first.voucher_code) == ("f-1", 3, "C3")
     assert (first.extra, first.first_name) == ({}, "")

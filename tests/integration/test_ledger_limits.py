@@ -12,7 +12,7 @@ DAY = "2026-11-30"
 
 
 def batch(ledger: Ledger, batch_id: str) -> str:
-    ledger.create_batch(
+    ledger.batches.create_batch(
         BatchRecord(batch_id=batch_id, kind="csv", source=f"s3://b/{batch_id}",
                     results_csv_key="r.csv", summary_key="s.json", created_at=1)
     )  # fmt: skip
@@ -26,20 +26,22 @@ def plan(count: int) -> dict[str, int]:
 def test_a_plan_is_counted_once_and_one_that_would_cross_the_limit_writes_nothing(
     ledger: Ledger,
 ) -> None:
-    assert ledger.record_plan(batch(ledger, "b1"), plan(30), day=DAY, count=30, limit=50)
-    assert ledger.vouchers_counted(DAY) == 30
+    assert ledger.batches.record_plan(batch(ledger, "b1"), plan(30), day=DAY, count=30, limit=50)
+    assert ledger.counts.vouchers_counted(DAY) == 30
     # the same batch again (a duplicate delivery that planned it too): counted once
-    assert ledger.record_plan("b1", plan(30), day=DAY, count=30, limit=50)
-    assert ledger.vouchers_counted(DAY) == 30
+    assert ledger.batches.record_plan("b1", plan(30), day=DAY, count=30, limit=50)
+    assert ledger.counts.vouchers_counted(DAY) == 30
     # 30 + 25 > 50: refused whole, the batch's plan not recorded
-    assert not ledger.record_plan(batch(ledger, "b2"), plan(25), day=DAY, count=25, limit=50)
-    assert ledger.vouchers_counted(DAY) == 30
-    b2 = ledger.get_batch("b2")
+    assert not ledger.batches.record_plan(
+        batch(ledger, "b2"), plan(25), day=DAY, count=25, limit=50
+    )
+    assert ledger.counts.vouchers_counted(DAY) == 30
+    b2 = ledger.batches.get_batch("b2")
     assert b2 is not None
     assert b2.chunk_count is None
-    assert ledger.record_plan(batch(ledger, "b3"), plan(20), day=DAY, count=20, limit=50)
-    assert ledger.vouchers_counted(DAY) == 50
-    assert ledger.vouchers_counted("2026-12-01") == 0  # another day, another count
+    assert ledger.batches.record_plan(batch(ledger, "b3"), plan(20), day=DAY, count=20, limit=50)
+    assert ledger.counts.vouchers_counted(DAY) == 50
+    assert ledger.counts.vouchers_counted("2026-12-01") == 0  # another day, another count
 
 
 def test_concurrent_batches_never_together_cross_the_limit(ledger: Ledger) -> None:
@@ -47,7 +49,7 @@ def test_concurrent_batches_never_together_cross_the_limit(ledger: Ledger) -> No
     won: list[str] = []
 
     def go(batch_id: str) -> None:
-        if ledger.record_plan(batch_id, plan(10), day=DAY, count=10, limit=45):
+        if ledger.batches.record_plan(batch_id, plan(10), day=DAY, count=10, limit=45):
             won.append(batch_id)
 
     threads = [threading.Thread(target=go, args=(b,)) for b in ids]
@@ -56,7 +58,7 @@ def test_concurrent_batches_never_together_cross_the_limit(ledger: Ledger) -> No
     for thread in threads:
         thread.join()
     assert len(won) == 4
-    assert ledger.vouchers_counted(DAY) == 40
+    assert ledger.counts.vouchers_counted(DAY) == 40
 
 
 def test_one_decision_per_waiting_batch_and_an_approval_counts_past_the_limit(
@@ -64,13 +66,15 @@ def test_one_decision_per_waiting_batch_and_an_approval_counts_past_the_limit(
 ) -> None:
     waiting = batch(ledger, "w1")
     assert (
-        ledger.decide_approval(waiting, decision="approved", by="me", at=5) is None
+        ledger.batches.decide_approval(waiting, decision="approved", by="me", at=5) is None
     )  # not waiting
-    ledger.update_batch(waiting, status=BatchStatus.AWAITING_APPROVAL.value)
+    ledger.batches.update_batch(waiting, status=BatchStatus.AWAITING_APPROVAL.value)
     results: list[object] = []
 
     def decide(decision: str) -> None:
-        results.append(ledger.decide_approval(waiting, decision=decision, by=decision, at=6))
+        results.append(
+            ledger.batches.decide_approval(waiting, decision=decision, by=decision, at=6)
+        )
 
     threads = [threading.Thread(target=decide, args=(d,)) for d in ("approved", "rejected") * 3]
     for thread in threads:
@@ -79,20 +83,20 @@ def test_one_decision_per_waiting_batch_and_an_approval_counts_past_the_limit(
         thread.join()
     decided = [r for r in results if r is not None]
     assert len(decided) == 1
-    record = ledger.get_batch(waiting)
+    record = ledger.batches.get_batch(waiting)
     assert record is not None
     assert record.approval_decision == record.approval_by  # the one that won, recorded whole
     if record.approval_decision == "approved":
-        ledger.update_batch(waiting, vouchers_planned=70)
-        assert ledger.release_approved(waiting, day=DAY, count=70)
-        assert not ledger.release_approved(waiting, day=DAY, count=70)  # once
-        assert ledger.vouchers_counted(DAY) == 70  # no limit applies to an approval
-        moved = ledger.get_batch(waiting)
+        ledger.batches.update_batch(waiting, vouchers_planned=70)
+        assert ledger.batches.release_approved(waiting, day=DAY, count=70)
+        assert not ledger.batches.release_approved(waiting, day=DAY, count=70)  # once
+        assert ledger.counts.vouchers_counted(DAY) == 70  # no limit applies to an approval
+        moved = ledger.batches.get_batch(waiting)
         assert moved is not None
         assert moved.status == BatchStatus.PLANNED
     else:
-        assert not ledger.release_approved(waiting, day=DAY, count=70)  # a rejected batch
-        assert ledger.vouchers_counted(DAY) == 0
-    assert [b.batch_id for b in ledger.batches_awaiting_approval()] == (
+        assert not ledger.batches.release_approved(waiting, day=DAY, count=70)  # a rejected batch
+        assert ledger.counts.vouchers_counted(DAY) == 0
+    assert [b.batch_id for b in ledger.batches.batches_awaiting_approval()] == (
         [] if record.approval_decision == "approved" else [waiting]
     )

@@ -108,7 +108,7 @@ def test_status_reads_the_deployed_ledger(
     deployed: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ledger = Ledger(f"{STACK}-ledger", dynamodb=boto3.resource("dynamodb", region_name=REGION))
-    ledger.create_batch(
+    ledger.batches.create_batch(
         BatchRecord(
             batch_id="f-1", kind="csv", source="s3://inbox/incoming/a.csv",
             results_csv_key="results/a.results.csv", summary_key="results/a.summary.json",
@@ -116,15 +116,15 @@ def test_status_reads_the_deployed_ledger(
         )
     )  # fmt: skip
     for no, quantity in ((0, 1000), (1, 500)):
-        ledger.put_chunk_if_absent(
+        ledger.chunks.put_chunk_if_absent(
             ChunkRecord(
                 batch_id="f-1", chunk_no=no, partner_name="Acme Corp", program_name="Spring",
                 quantity=quantity, rows_key=f"work/f-1/chunks/{no:05d}.jsonl", first_row=2,
             )
         )  # fmt: skip
-    ended = ledger.get_chunk("f-1", 0)
+    ended = ledger.chunks.get_chunk("f-1", 0)
     assert ended is not None
-    ledger.finish_chunk(ended, state=ChunkState.ASSIGNED, assigned=1000, failed=0)
+    ledger.chunks.finish_chunk(ended, state=ChunkState.ASSIGNED, assigned=1000, failed=0)
 
     code = main(["status", "--stack", STACK, "--region", REGION, "--json", "f-1"])
     shown = json.loads(capsys.readouterr().out)

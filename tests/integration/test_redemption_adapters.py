@@ -114,39 +114,43 @@ def test_tracked_purchases_open_then_settled(ledger: Ledger) -> None:
         purchase_code="VP-1", batch_id="f-1", chunk_no=0, partner_name="Acme Corp",
         program_name="Spring", rows=[1, 2], tracked_at=100,
     )  # fmt: skip
-    assert ledger.track_purchase(tracked) is True
-    assert ledger.track_purchase(tracked) is False  # a replayed chunk end: once
-    assert [p.purchase_code for p in ledger.open_purchases()] == ["VP-1"]
-    ledger.record_purchase_sync(tracked.model_copy(update={"counts": {"used": 1}, "synced_at": 5}))
-    assert ledger.open_purchases()[0].counts == {"used": 1}
-    ledger.settle_purchase(tracked.model_copy(update={"counts": {"used": 2}, "settled_at": 9}))
-    assert ledger.open_purchases() == []
-    (settled,) = ledger.settled_purchases()
+    assert ledger.tracking.track_purchase(tracked) is True
+    assert ledger.tracking.track_purchase(tracked) is False  # a replayed chunk end: once
+    assert [p.purchase_code for p in ledger.tracking.open_purchases()] == ["VP-1"]
+    ledger.tracking.record_purchase_sync(
+        tracked.model_copy(update={"counts": {"used": 1}, "synced_at": 5})
+    )
+    assert ledger.tracking.open_purchases()[0].counts == {"used": 1}
+    ledger.tracking.settle_purchase(
+        tracked.model_copy(update={"counts": {"used": 2}, "settled_at": 9})
+    )
+    assert ledger.tracking.open_purchases() == []
+    (settled,) = ledger.tracking.settled_purchases()
     assert (settled.counts, settled.settled_at, settled.rows) == ({"used": 2}, 9, [1, 2])
 
 
 def test_a_codes_record_and_its_one_expiry_notice(ledger: Ledger) -> None:
-    ledger.put_assignments([_assignment(1, "SPR-1"), _assignment(2, "SPR-2")])
+    ledger.assignments.put_assignments([_assignment(1, "SPR-1"), _assignment(2, "SPR-2")])
     record = RedemptionRecord(state="unused", expires_utc="2027-01-01T00:00:00Z", synced_at=7)
-    ledger.record_redemption("f-1", 1, record)
-    assert ledger.mark_expiry_noticed("f-1", 1, now=50) is True
-    assert ledger.mark_expiry_noticed("f-1", 1, now=60) is False  # announced once
+    ledger.tracking.record_redemption("f-1", 1, record)
+    assert ledger.tracking.mark_expiry_noticed("f-1", 1, now=50) is True
+    assert ledger.tracking.mark_expiry_noticed("f-1", 1, now=60) is False  # announced once
     # A later change of the record keeps the notice's mark.
-    ledger.record_redemption("f-1", 1, record.model_copy(update={"state": "used"}))
-    got = ledger.get_assignments([("f-1", 1)])[("f-1", 1)].redemption
+    ledger.tracking.record_redemption("f-1", 1, record.model_copy(update={"state": "used"}))
+    got = ledger.assignments.get_assignments([("f-1", 1)])[("f-1", 1)].redemption
     assert got is not None
     assert (got.state, got.expiry_noticed_at, got.synced_at) == ("used", 50, 7)
     # A notice that could not be sent is given back, and only by the run that took it.
-    ledger.unmark_expiry_noticed("f-1", 1, now=60)
-    assert ledger.mark_expiry_noticed("f-1", 1, now=70) is False
-    ledger.unmark_expiry_noticed("f-1", 1, now=50)
-    assert ledger.mark_expiry_noticed("f-1", 1, now=70) is True
+    ledger.tracking.unmark_expiry_noticed("f-1", 1, now=60)
+    assert ledger.tracking.mark_expiry_noticed("f-1", 1, now=70) is False
+    ledger.tracking.unmark_expiry_noticed("f-1", 1, now=50)
+    assert ledger.tracking.mark_expiry_noticed("f-1", 1, now=70) is True
 
-    found = ledger.find_voucher_code("SPR-2")
+    found = ledger.assignments.find_voucher_code("SPR-2")
     assert found is not None
     assert (found.row_number, found.redemption) == (2, None)
-    assert ledger.find_voucher_code("SPR-404") is None
-    assert [a.voucher_code for a in ledger.iter_program_assignments("Spring")] == [
+    assert ledger.assignments.find_voucher_code("SPR-404") is None
+    assert [a.voucher_code for a in ledger.assignments.iter_program_assignments("Spring")] == [
         "SPR-1",
         "SPR-2",
     ]

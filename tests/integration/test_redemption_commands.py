@@ -65,7 +65,7 @@ def handed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Handed]:
         pipeline.run_until_done(batch_id, timeout_s=120)
         codes = {
             a.email: a.voucher_code
-            for a in pipeline.ledger.iter_assignments(batch_id)
+            for a in pipeline.ledger.assignments.iter_assignments(batch_id)
             if a.status == "assigned"
         }
         sandbox.update_vouchers(
@@ -221,14 +221,14 @@ def test_sync_follows_purchases_bought_before_it_existed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     ledger = handed.pipeline.ledger
-    (tracked,) = ledger.open_purchases()
+    (tracked,) = ledger.tracking.open_purchases()
     # A stack upgraded from before the sync: its purchases are not followed.
     dynamodb = handed.pipeline.stack.client("dynamodb")
     dynamodb.delete_item(
         TableName=handed.pipeline.stack.resource("LedgerTable").ref,
         Key={"pk": {"S": "SYNC#open"}, "sk": {"S": f"P#{tracked.purchase_code}"}},
     )
-    assert ledger.open_purchases() == []
+    assert ledger.tracking.open_purchases() == []
     monkeypatch.setenv("CERTIVERSE_TOKEN", TOKEN)
     status, out = _run(
         ["sync", "--track-existing", *handed.where, *handed.certiverse, "--json"], capsys
@@ -237,7 +237,7 @@ def test_sync_follows_purchases_bought_before_it_existed(
     document = json.loads(out)
     assert document["trackedExisting"] == 1
     assert document["purchasesRead"] == 1
-    (again,) = ledger.open_purchases()
+    (again,) = ledger.tracking.open_purchases()
     assert (again.purchase_code, again.rows) == (tracked.purchase_code, tracked.rows)
     status, text = _run(["sync", "--track-existing", *handed.where, *handed.certiverse], capsys)
     assert status == 0

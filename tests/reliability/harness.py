@@ -771,7 +771,7 @@ class Harness:
             left = [statuses.get(b, "not sent") for b in batch_ids]
             violations.append(f"the batches did not end within {RUN_TIMEOUT_S:g}s ({left})")
         counts: Counter[str] = Counter()
-        chunks = sum(len(list(self.ledger.iter_chunks(b))) for b in batch_ids)
+        chunks = sum(len(list(self.ledger.chunks.iter_chunks(b))) for b in batch_ids)
         if ended:
             results = self._results(batch_ids)
             for result in results:
@@ -799,7 +799,7 @@ class Harness:
         """Each batch's own results, in submission order (two uploads of one key write their
         results to one key: each batch's versions are picked out of what was written)."""
         assert self.pipeline is not None
-        batches = {b: self.ledger.get_batch(b) for b in batch_ids}
+        batches = {b: self.ledger.batches.get_batch(b) for b in batch_ids}
         keys = Counter(b.summary_key for b in batches.values() if b is not None)
         results = []
         for batch_id in batch_ids:
@@ -850,7 +850,7 @@ class Harness:
         only when that is exactly what happened."""
         if not fired["token-revoked"]:
             return problems
-        chunks = list(self.ledger.iter_chunks(result.batch_id))
+        chunks = list(self.ledger.chunks.iter_chunks(result.batch_id))
         recorded = {c.purchase_code for c in chunks}
         unrecorded = [
             p
@@ -928,7 +928,7 @@ class Harness:
         statuses = dict.fromkeys(batch_ids, "timeout")
         while time.monotonic() < deadline:
             for batch_id in batch_ids:
-                batch = self.ledger.get_batch(batch_id)
+                batch = self.ledger.batches.get_batch(batch_id)
                 if batch is not None and batch.status in {BatchStatus.DONE, BatchStatus.FAILED}:
                     statuses[batch_id] = batch.status.value.lower()
                 elif batch is not None and batch.status == BatchStatus.AWAITING_APPROVAL:
@@ -1038,7 +1038,7 @@ class Harness:
         )
         legit_failure = set(scenario.kinds) & FAILING_FAULTS
         problems = self._reconcile_flagged(problems, result, fired)
-        batch = self.ledger.get_batch(result.batch_id)
+        batch = self.ledger.batches.get_batch(result.batch_id)
         rejected_whole = False
         if batch is not None and batch.approval_reason is not None:
             problems += self._check_approval(scenario, batch, result, fired)
@@ -1108,7 +1108,7 @@ class Harness:
                 problems.append(f"a rejected batch's summary says {summary.get('status')!r}")
             if [r for r in result.rows if r["status"] == "assigned"]:
                 problems.append("a rejected batch assigned codes")
-            held = [h for h in self.ledger.iter_holdings() if h.batch_id == batch.batch_id]
+            held = [h for h in self.ledger.holdings.iter_holdings() if h.batch_id == batch.batch_id]
             if held:
                 problems.append(f"a rejected batch still holds {len(held)} claim(s)")
         elif summary.get("status") == "rejected":
@@ -1140,7 +1140,7 @@ class Harness:
         sold = 0
         for result in results:
             mine = batch_purchases(purchases, result.batch_id)
-            for chunk in self.ledger.iter_chunks(result.batch_id):
+            for chunk in self.ledger.chunks.iter_chunks(result.batch_id):
                 if chunk.state == ChunkState.FAILED:
                     continue  # bought, but its codes never came: nobody got one
                 marked = [p for p in mine if find_marker(p.notes, result.batch_id, chunk.chunk_no)]

@@ -93,7 +93,7 @@ def test_worker_dead_right_after_taking_the_lease(harness: Harness) -> None:
     record = harness.run(scenario)
     assert record.status == "done", record.violations
     assert not record.violations
-    (chunk,) = harness.ledger.iter_chunks(harness_batch(harness, scenario))
+    (chunk,) = harness.ledger.chunks.iter_chunks(harness_batch(harness, scenario))
     assert chunk.state == ChunkState.ASSIGNED
 
 
@@ -142,7 +142,7 @@ def test_replayed_ingest_that_fails_preflight_drops_the_first_attempts_plan(
     assert record.fired["wire:rejected-file:after"] == 1
     assert not record.violations
     people = {row["email"] for row in make_scenario(452).rows}
-    assert not [h for h in harness.ledger.iter_holdings() if h.email in people]
+    assert not [h for h in harness.ledger.holdings.iter_holdings() if h.email in people]
 
 
 def test_batch_with_nothing_to_buy_is_reported_after_dying_before_asking(

@@ -22,23 +22,23 @@ def leased() -> Iterator[Ledger]:
             aws_access_key_id="testing", aws_secret_access_key="testing",
         )  # fmt: skip
         ledger = Ledger(stack.resource("LedgerTable").ref, dynamodb=dynamodb)
-        ledger.create_batch(batch())
-        ledger.put_chunk_if_absent(chunk())
-        assert ledger.acquire_purchase_lease("f-1", 0, owner="a", now=100, lease_seconds=10)
+        ledger.batches.create_batch(batch())
+        ledger.chunks.put_chunk_if_absent(chunk())
+        assert ledger.chunks.acquire_purchase_lease("f-1", 0, owner="a", now=100, lease_seconds=10)
         yield ledger
 
 
 def test_a_live_lease_is_renewed_for_a_whole_period(leased: Ledger) -> None:
-    assert leased.renew_purchase_lease("f-1", 0, owner="a", now=109, lease_seconds=10)
-    assert leased.get_chunk("f-1", 0).lease_until == 119
+    assert leased.chunks.renew_purchase_lease("f-1", 0, owner="a", now=109, lease_seconds=10)
+    assert leased.chunks.get_chunk("f-1", 0).lease_until == 119
     # so a second worker at 112 cannot take it over while the POST is in flight
-    assert leased.acquire_purchase_lease("f-1", 0, owner="b", now=112, lease_seconds=10) is None
+    assert leased.chunks.acquire_purchase_lease("f-1", 0, owner="b", now=112, lease_seconds=10) is None
 
 
 def test_an_expired_lease_is_not_renewed(leased: Ledger) -> None:
-    assert not leased.renew_purchase_lease("f-1", 0, owner="a", now=111, lease_seconds=10)
+    assert not leased.chunks.renew_purchase_lease("f-1", 0, owner="a", now=111, lease_seconds=10)
 
 
 def test_another_workers_lease_is_not_renewed(leased: Ledger) -> None:
-    assert leased.acquire_purchase_lease("f-1", 0, owner="b", now=111, lease_seconds=10)
-    assert not leased.renew_purchase_lease("f-1", 0, owner="a", now=112, lease_seconds=10)
+    assert leased.chunks.acquire_purchase_lease("f-1", 0, owner="b", now=111, lease_seconds=10)
+    assert not leased.chunks.renew_purchase_lease("f-1", 0, owner="a", now=112, lease_seconds=10)

@@ -291,7 +291,7 @@ class LocalPipeline:
 
         def decided() -> bool:
             nonlocal answer
-            if batch_id is not None and self.ledger.get_batch(batch_id) is not None:
+            if batch_id is not None and self.ledger.batches.get_batch(batch_id) is not None:
                 return True
             answer = self.refusal(message_id)
             return answer is not None
@@ -303,10 +303,10 @@ class LocalPipeline:
     # ------------------------------------------------------------------ running
 
     def progress(self, batch_id: str) -> Progress:
-        batch = self.ledger.get_batch(batch_id)
+        batch = self.ledger.batches.get_batch(batch_id)
         if batch is None:
             return Progress()
-        chunks = list(self.ledger.iter_chunks(batch_id))
+        chunks = list(self.ledger.chunks.iter_chunks(batch_id))
         bought = [c for c in chunks if c.purchase_code]
         tally = tally_chunks(chunks)
         return Progress(
@@ -342,7 +342,7 @@ class LocalPipeline:
                 self._shown[batch_id], last_shown = line, time.monotonic()
 
         def finished() -> bool:
-            batch = self.ledger.get_batch(batch_id)
+            batch = self.ledger.batches.get_batch(batch_id)
             done = batch is not None and batch.status in FINAL_STATUSES
             # A batch's callbacks go out after it ends: wait for them to be delivered or fail.
             done = done and not self.callbacks_pending(batch_id)
@@ -363,7 +363,7 @@ class LocalPipeline:
 
         with self._logs_routed():
             self.lambdas.run_until(finished, timeout_s)
-        batch = self.ledger.get_batch(batch_id)
+        batch = self.ledger.batches.get_batch(batch_id)
         assert batch is not None
         shown(self.progress(batch_id).line())  # the final state, once
         return batch
@@ -371,7 +371,8 @@ class LocalPipeline:
     def callbacks_pending(self, batch_id: str) -> bool:
         """Whether a callback of the batch still has attempts to make."""
         return any(
-            d.state == DeliveryState.PENDING for d in self.ledger.callback_deliveries(batch_id)
+            d.state == DeliveryState.PENDING
+            for d in self.ledger.outbox.callback_deliveries(batch_id)
         )
 
     def _approval_hint(self, batch: BatchRecord) -> str:
@@ -408,7 +409,7 @@ class LocalPipeline:
 
     def result(self, batch_id: str, out_dir: Path | None = None) -> RunResult:
         """Read the batch's summary and results CSV; copy them to ``out_dir`` when given."""
-        batch = self.ledger.get_batch(batch_id)
+        batch = self.ledger.batches.get_batch(batch_id)
         if batch is None:
             raise LocalRunError(f"no batch {batch_id}")
         s3 = self.stack.client("s3")

@@ -290,7 +290,7 @@ class LocalStackUp:
         }
 
     def batch(self, batch_id: str) -> BatchRecord | None:
-        return self._running().ledger.get_batch(batch_id)
+        return self._running().ledger.batches.get_batch(batch_id)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

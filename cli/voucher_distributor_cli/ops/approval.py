@@ -35,7 +35,7 @@ def decide(
     queue = target.queues.get("ReportQueue")
     if not queue:
         raise OpsError("the stack has no ReportQueue")
-    if target.ledger.get_batch(batch_id) is None:
+    if target.ledger.batches.get_batch(batch_id) is None:
         raise OpsError(f"no batch {batch_id} in {target.table_name}")
     sqs = target.client("sqs")
     try:

@@ -20,14 +20,14 @@ def find_recipient(target: Target, email: str) -> list[dict[str, Any]]:
     holdings = {
         (h.partner_name.casefold(), h.program_name.casefold()): h
         for candidate in dict.fromkeys([wanted, wanted.lower()])
-        for h in ledger.holdings_for_email(candidate)
+        for h in ledger.holdings.holdings_for_email(candidate)
     }
     held = {(h.batch_id, h.row_number) for h in holdings.values()}
     batches: dict[str, Any] = {}
     for candidate in dict.fromkeys([wanted, wanted.lower()]):
-        for record in ledger.assignments_for_email(candidate):
+        for record in ledger.assignments.assignments_for_email(candidate):
             if record.batch_id not in batches:
-                batches[record.batch_id] = ledger.get_batch(record.batch_id)
+                batches[record.batch_id] = ledger.batches.get_batch(record.batch_id)
             holding = holdings.get((record.partner_name.casefold(), record.program_name.casefold()))
             per_code = code_record(record, batches[record.batch_id], holding)
             seen[(record.batch_id, record.row_number)] = {

@@ -57,7 +57,7 @@ _BOUGHT = {ChunkState.PURCHASED, ChunkState.ASSIGNED}
 
 def iter_all_chunks(target: Target) -> Iterator[ChunkRecord]:
     """Every chunk of every batch (a filtered scan: an operator's read, not the pipeline's)."""
-    return target.ledger.iter_all_chunks()
+    return target.ledger.chunks.iter_all_chunks()
 
 
 def reconcile(  # noqa: PLR0912 - one branch per kind of disagreement
@@ -175,7 +175,7 @@ def _assigned_rows_by_chunk(
     ``mismatches`` on the way (one read of the assignments serves both)."""
     counts: Counter[tuple[str, int]] = Counter()
     for batch in sorted(batches):
-        for record in target.ledger.iter_assignments(batch):
+        for record in target.ledger.assignments.iter_assignments(batch):
             if record.status == "assigned":
                 counts[(batch, record.chunk_no)] += 1
             if record.redemption is not None and record.redemption.email_mismatch:
@@ -194,7 +194,7 @@ def _assigned_rows_by_chunk(
 
 def _created_at(target: Target, batch_id: str, cache: dict[str, int]) -> int:
     if batch_id not in cache:
-        batch: BatchRecord | None = target.ledger.get_batch(batch_id)
+        batch: BatchRecord | None = target.ledger.batches.get_batch(batch_id)
         cache[batch_id] = batch.created_at if batch else 0
     return cache[batch_id]
 

@@ -17,9 +17,9 @@ def redeliver_callbacks(
 ) -> dict[str, Any]:
     """Restart the batch's failed (``include_all``: all) deliveries; what was restarted."""
     ledger = target.ledger
-    if ledger.get_batch(batch_id) is None:
+    if ledger.batches.get_batch(batch_id) is None:
         raise OpsError(f"no batch {batch_id} in {target.table_name}")
-    deliveries = ledger.callback_deliveries(batch_id)
+    deliveries = ledger.outbox.callback_deliveries(batch_id)
     if not deliveries:
         raise OpsError(
             f"batch {batch_id} has no callbacks to redeliver: its input named no callbackUrl"
@@ -38,7 +38,7 @@ def redeliver_callbacks(
     return {
         "batchId": batch_id,
         "redelivered": [d.webhook_id for d in restarted],
-        "callbacks": deliveries_view(ledger.callback_deliveries(batch_id)),
+        "callbacks": deliveries_view(ledger.outbox.callback_deliveries(batch_id)),
     }
 
 

@@ -15,11 +15,11 @@ def redemptions_report(
     """The report's bytes (UTF-8 with BOM) and its counts by state."""
     ledger = target.ledger
     if batch_id:
-        if ledger.get_batch(batch_id) is None:
+        if ledger.batches.get_batch(batch_id) is None:
             raise OpsError(f"no batch {batch_id} in the ledger")
-        return redemption_csv(ledger.iter_assignments(batch_id))
+        return redemption_csv(ledger.assignments.iter_assignments(batch_id))
     if program:
-        return redemption_csv(ledger.iter_program_assignments(program))
+        return redemption_csv(ledger.assignments.iter_program_assignments(program))
     raise OpsError("which codes? pass --batch ID or --program NAME")
 
 

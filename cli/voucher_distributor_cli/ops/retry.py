@@ -80,7 +80,7 @@ def retry_failed(
     ledger: Ledger, s3: Any, bucket: str, batch_id: str, *, now: float | None = None
 ) -> RetryStarted:
     """Upload the batch's failed rows as a new input linked to it; the new batch's id."""
-    batch = ledger.get_batch(batch_id)
+    batch = ledger.batches.get_batch(batch_id)
     if batch is None:
         raise OpsError(f"no batch {batch_id}")
     if batch.status not in {BatchStatus.DONE, BatchStatus.FAILED}:

@@ -9,10 +9,10 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from voucher_distributor.domain.approval import approval_summary
 from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.domain.timestamps import utc_day
 from voucher_distributor.models.ledger import BatchRecord, ChunkRecord
-from voucher_distributor.pipeline.approval import approval_summary
 from voucher_distributor.pipeline.callbacks import deliveries_view
 from voucher_distributor_cli.ops.target import OpsError, Target
 
@@ -20,10 +20,10 @@ from voucher_distributor_cli.ops.target import OpsError, Target
 def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> dict[str, Any]:
     """The batch, its counts and each chunk's state, with ages in seconds."""
     now_s = int(time.time() if now is None else now)
-    batch = target.ledger.get_batch(batch_id)
+    batch = target.ledger.batches.get_batch(batch_id)
     if batch is None:
         raise OpsError(f"no batch {batch_id} in {target.table_name}")
-    chunks = list(target.ledger.iter_chunks(batch_id))
+    chunks = list(target.ledger.chunks.iter_chunks(batch_id))
     tally = tally_chunks(chunks)
     return {
         "batchId": batch.batch_id,
@@ -50,7 +50,7 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
         **({"approval": approval} if (approval := approval_summary(batch)) else {}),
         **({"error": batch.error} if batch.error else {}),
         **(
-            {"callbacks": deliveries_view(target.ledger.callback_deliveries(batch_id))}
+            {"callbacks": deliveries_view(target.ledger.outbox.callback_deliveries(batch_id))}
             if batch.callback_url
             else {}
         ),
@@ -62,10 +62,10 @@ def stage_overview(target: Target, *, now: float | None = None) -> dict[str, Any
     now_s = int(time.time() if now is None else now)
     day = utc_day(now_s)
     limit = target.function_env.get("DAILY_VOUCHER_LIMIT")
-    waiting = sorted(target.ledger.batches_awaiting_approval(), key=lambda b: b.created_at)
+    waiting = sorted(target.ledger.batches.batches_awaiting_approval(), key=lambda b: b.created_at)
     return {
         "day": day,
-        "vouchersToday": target.ledger.vouchers_counted(day),
+        "vouchersToday": target.ledger.counts.vouchers_counted(day),
         "dailyVoucherLimit": int(limit) if limit else None,
         "awaitingApproval": [_waiting_view(b, now_s) for b in waiting],
     }

@@ -53,20 +53,20 @@ def track_existing(target: Target) -> int:
     that is neither followed nor settled yet is handed to the sync, with its rows.
     """
     ledger = target.ledger
-    settled = {p.purchase_code for p in ledger.settled_purchases()}
-    followed = {p.purchase_code for p in ledger.open_purchases()}
+    settled = {p.purchase_code for p in ledger.tracking.settled_purchases()}
+    followed = {p.purchase_code for p in ledger.tracking.open_purchases()}
     by_batch: dict[str, list[ChunkRecord]] = defaultdict(list)
-    for chunk in ledger.iter_all_chunks():
+    for chunk in ledger.chunks.iter_all_chunks():
         code = chunk.purchase_code
         if chunk.state == ChunkState.ASSIGNED and code and code not in settled | followed:
             by_batch[chunk.batch_id].append(chunk)
     added = 0
     for batch_id, chunks in sorted(by_batch.items()):
         rows: dict[int, list[int]] = defaultdict(list)
-        for assignment in ledger.iter_assignments(batch_id):
+        for assignment in ledger.assignments.iter_assignments(batch_id):
             rows[assignment.chunk_no].append(assignment.row_number)
         for chunk in chunks:
-            added += ledger.track_purchase(
+            added += ledger.tracking.track_purchase(
                 TrackedPurchase(
                     purchase_code=chunk.purchase_code or "",
                     batch_id=batch_id,

@@ -14,11 +14,13 @@ __all__ = ["code_record", "find_voucher", "format_voucher"]
 def find_voucher(target: Target, code: str) -> dict[str, Any] | None:
     """The code's record, or None when the ledger never handed it out (a filtered scan)."""
     ledger = target.ledger
-    assignment = ledger.find_voucher_code(code.strip())
+    assignment = ledger.assignments.find_voucher_code(code.strip())
     if assignment is None:
         return None
-    batch = ledger.get_batch(assignment.batch_id)
-    holding = ledger.get_holding(assignment.email, assignment.partner_name, assignment.program_name)
+    batch = ledger.batches.get_batch(assignment.batch_id)
+    holding = ledger.holdings.get_holding(
+        assignment.email, assignment.partner_name, assignment.program_name
+    )
     return code_record(assignment, batch, holding)
 
 

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from voucher_distributor.domain import standard_webhooks
+from voucher_distributor.models.webhook_secret import SECRET_PREFIX
 
 _log = logging.getLogger(__name__)
 
@@ -73,9 +74,9 @@ def webhook_secret(key: str) -> str:
     """The ``whsec_`` secret of the signing key: the key itself when it is one already, else
     ``whsec_`` + base64 of its bytes (the same HMAC key X-Voucher-Signature uses)."""
     text = key.strip()
-    if text.startswith(standard_webhooks.SECRET_PREFIX):
+    if text.startswith(SECRET_PREFIX):
         return text
-    return standard_webhooks.SECRET_PREFIX + base64.b64encode(text.encode()).decode()
+    return SECRET_PREFIX + base64.b64encode(text.encode()).decode()
 
 
 def system_resolver(host: str, port: int) -> list[str]:

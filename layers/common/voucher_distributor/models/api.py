@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from voucher_distributor.domain.standard_webhooks import secret_key
+from voucher_distributor.models.webhook_secret import secret_key
 
 
 class Scope(StrEnum):

@@ -15,16 +15,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from voucher_distributor.adapters.ledger import Claim
+from voucher_distributor.adapters.ledger.holdings import Claim
 from voucher_distributor.adapters.queues import MAX_DELAY_SECONDS
+from voucher_distributor.domain.approval import TIMEOUT_DECIDER
 from voucher_distributor.domain.timestamps import iso_utc, utc_day
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus
 from voucher_distributor.pipeline.callbacks import send_event_callback
 from voucher_distributor.pipeline.context import Services, log
+from voucher_distributor.pipeline.report import report_batch
 
 #: The report queue message that asks for a waiting batch to be looked at.
 APPROVAL_CHECK = "approval"
-TIMEOUT_DECIDER = "timeout"
 
 
 def record_plan_or_wait(services: Services, batch: BatchRecord, values: dict[str, Any]) -> bool:
@@ -34,23 +35,25 @@ def record_plan_or_wait(services: Services, batch: BatchRecord, values: dict[str
     if batch.dry_run:
         # What the real run would meet, said in the summary; nothing is counted or held.
         would = _dry_run_gate(services, count)
-        ledger.update_batch(batch.batch_id, **values, **({"would_wait": would} if would else {}))
+        ledger.batches.update_batch(
+            batch.batch_id, **values, **({"would_wait": would} if would else {})
+        )
         return True
     if count == 0:
-        ledger.update_batch(batch.batch_id, **values)
+        ledger.batches.update_batch(batch.batch_id, **values)
         return True
     day = utc_day(services.now())
     limit = settings.daily_voucher_limit
     reason = _too_big(services, count)
     if reason is None:
-        if ledger.record_plan(
+        if ledger.batches.record_plan(
             batch.batch_id, {**values, "counted_day": day}, day=day, count=count, limit=limit
         ):
             services.metrics.count("VouchersCounted", count)
             return True
-        reason = _crossing(limit, ledger.vouchers_counted(day), count, day)
+        reason = _crossing(limit, ledger.counts.vouchers_counted(day), count, day)
     deadline = services.now() + int(settings.approval_timeout_hours * 3600)
-    waiting = ledger.update_batch(
+    waiting = ledger.batches.update_batch(
         batch.batch_id,
         **values,
         status=BatchStatus.AWAITING_APPROVAL.value,
@@ -72,7 +75,7 @@ def _dry_run_gate(services: Services, count: int) -> str | None:
     limit = services.settings.daily_voucher_limit
     if reason is None and limit:
         day = utc_day(services.now())
-        used = services.ledger.vouchers_counted(day)
+        used = services.ledger.counts.vouchers_counted(day)
         if used + count > limit:
             reason = _crossing(limit, used, count, day)
     return reason
@@ -100,7 +103,7 @@ def waiting_preview(services: Services, batch: BatchRecord) -> dict[str, Any]:
     purchases = [
         {"chunk": c.chunk_no, "partner": c.partner_name, "program": c.program_name,
          "quantity": c.quantity}
-        for c in services.ledger.iter_chunks(batch.batch_id)
+        for c in services.ledger.chunks.iter_chunks(batch.batch_id)
     ]  # fmt: skip
     return {
         "batchId": batch.batch_id,
@@ -152,7 +155,7 @@ def announce_waiting(services: Services, batch: BatchRecord) -> None:
 def check_approval(services: Services, batch_id: str) -> str:
     """Carry out a waiting batch's decision, reject it at its deadline, or look again later."""
     ledger = services.ledger
-    batch = ledger.get_batch(batch_id)
+    batch = ledger.batches.get_batch(batch_id)
     if batch is None:
         return "missing"
     unfinished_rejection = batch.approval_decision == "rejected" and batch.status not in {
@@ -168,7 +171,7 @@ def check_approval(services: Services, batch_id: str) -> str:
             _check_later(services, batch)
             return "waiting"
         hours = services.settings.approval_timeout_hours
-        decided = ledger.decide_approval(
+        decided = ledger.batches.decide_approval(
             batch_id,
             decision="rejected",
             by=TIMEOUT_DECIDER,
@@ -192,7 +195,9 @@ def _hand_out_approved(services: Services, batch: BatchRecord) -> str:
         ({"batchId": batch.batch_id, "chunkNo": n} for n in range(batch.chunk_count or 0)),
     )
     day = utc_day(services.now())
-    if services.ledger.release_approved(batch.batch_id, day=day, count=batch.vouchers_planned):
+    if services.ledger.batches.release_approved(
+        batch.batch_id, day=day, count=batch.vouchers_planned
+    ):
         services.metrics.count("ApprovalsApproved")
         services.metrics.count("VouchersCounted", batch.vouchers_planned)
         log.info("batch %s approved by %s: handed out", batch.batch_id, batch.approval_by)
@@ -200,15 +205,12 @@ def _hand_out_approved(services: Services, batch: BatchRecord) -> str:
 
 
 def _carry_out_rejection(services: Services, batch: BatchRecord) -> str:
-    # Imported here: report imports this module's helpers for the summary.
-    from voucher_distributor.pipeline.report import report_batch  # noqa: PLC0415
-
     claims = [
         Claim(r.email, c.partner_name, c.program_name, batch.batch_id, r.row_number, r.reissue)
-        for c in services.ledger.iter_chunks(batch.batch_id)
+        for c in services.ledger.chunks.iter_chunks(batch.batch_id)
         for r in services.storage.read_recipients(c.rows_key)
     ]
-    released = services.ledger.release_holdings(claims)
+    released = services.ledger.holdings.release_holdings(claims)
     log.info(
         "batch %s rejected by %s: %d claim(s) given back, nothing bought",
         batch.batch_id, batch.approval_by, released,
@@ -217,28 +219,6 @@ def _carry_out_rejection(services: Services, batch: BatchRecord) -> str:
         services.metrics.count("ApprovalsRejected")
     report_batch(services, batch.batch_id)
     return "rejected"
-
-
-def rejection_reason(batch: BatchRecord) -> str:
-    """Why a rejected batch's rows got nothing, as each row and the summary say it."""
-    if batch.approval_by == TIMEOUT_DECIDER:
-        return f"not bought: {batch.approval_note}; it waited because {batch.approval_reason}"
-    note = f": {batch.approval_note}" if batch.approval_note else ""
-    return f"not bought: rejected by {batch.approval_by}{note}"
-
-
-def approval_summary(batch: BatchRecord) -> dict[str, Any] | None:
-    """The summary's ``approval`` object, for a batch that had to wait for one."""
-    if batch.approval_reason is None:
-        return None
-    return {
-        "reason": batch.approval_reason,
-        "deadline": iso_utc(batch.approval_deadline or 0),
-        "decision": batch.approval_decision,
-        "by": batch.approval_by,
-        "at": iso_utc(batch.approval_at) if batch.approval_at else None,
-        "note": batch.approval_note,
-    }
 
 
 def _check_later(services: Services, batch: BatchRecord) -> None:

@@ -82,8 +82,8 @@ def send_event_callback(
         created_at=services.now(),
         next_attempt_at=services.now(),
     )
-    if not services.ledger.put_callback_delivery(delivery):
-        existing = services.ledger.get_callback_delivery(batch.batch_id, slug)
+    if not services.ledger.outbox.put_callback_delivery(delivery):
+        existing = services.ledger.outbox.get_callback_delivery(batch.batch_id, slug)
         if existing is None or existing.state != DeliveryState.PENDING or existing.tries:
             return  # recorded and under way (or ended) already: nothing more to send
         delivery = existing  # recorded, but its first message may not have gone: send it again
@@ -96,7 +96,7 @@ def send_event_callback(
 
 def deliver(services: Services, message: CallbackMessage) -> str:
     """One attempt of a delivery (or one hop toward it); what happened, for the log."""
-    delivery = services.ledger.get_callback_delivery(message.batch_id, message.delivery)
+    delivery = services.ledger.outbox.get_callback_delivery(message.batch_id, message.delivery)
     if delivery is None:
         return "missing"
     return _not_now(services, delivery, message) or _attempt(services, delivery)
@@ -124,7 +124,7 @@ def _attempt(services: Services, delivery: CallbackDelivery) -> str:
     """Claim the attempt, make it, record it; then end the delivery or queue the next one."""
     ledger, now = services.ledger, services.now()
     owner = uuid.uuid4().hex
-    if not ledger.claim_callback_attempt(
+    if not ledger.outbox.claim_callback_attempt(
         delivery, owner=owner, now=now, lease_seconds=ATTEMPT_LEASE_SECONDS
     ):
         return "taken"
@@ -144,7 +144,7 @@ def _attempt(services: Services, delivery: CallbackDelivery) -> str:
         now=at,
     )
     state = DeliveryState(outcome.state)
-    if not ledger.record_callback_attempt(
+    if not ledger.outbox.record_callback_attempt(
         delivery,
         attempt,
         owner=owner,
@@ -201,10 +201,10 @@ def redeliver(
     if include_all:
         states |= {DeliveryState.DELIVERED, DeliveryState.PENDING}
     restarted = []
-    for delivery in ledger.callback_deliveries(batch_id):
+    for delivery in ledger.outbox.callback_deliveries(batch_id):
         if delivery.state not in states:
             continue
-        again = ledger.restart_callback_delivery(delivery, now=now, states=states)
+        again = ledger.outbox.restart_callback_delivery(delivery, now=now, states=states)
         if again is not None:
             queues.send(queue_url, _message(again, attempt=1))
             restarted.append(again)
@@ -249,7 +249,7 @@ def update_summary(services: Services, batch_id: str) -> None:
     exists (the report writes it; an event before the report, e.g. awaiting approval, finds
     none and the report includes it). Written only over the version read, so a summary the
     report or another attempt wrote meanwhile is never replaced by an older one."""
-    batch = services.ledger.get_batch(batch_id)
+    batch = services.ledger.batches.get_batch(batch_id)
     if batch is None:
         return
     for _ in range(3):
@@ -259,7 +259,7 @@ def update_summary(services: Services, batch_id: str) -> None:
         summary, etag = found
         if summary.get("batchId") != batch_id:
             return  # another batch's summary under the same key
-        summary["callbacks"] = deliveries_view(services.ledger.callback_deliveries(batch_id))
+        summary["callbacks"] = deliveries_view(services.ledger.outbox.callback_deliveries(batch_id))
         try:
             if services.storage.put_json_if_unchanged(batch.summary_key, summary, etag):
                 return

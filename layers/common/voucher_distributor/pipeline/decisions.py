@@ -38,14 +38,14 @@ def decide_batch(
     """Record ``approved`` or ``rejected`` and ask for it to be carried out."""
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}")
-    batch = ledger.get_batch(batch_id)
+    batch = ledger.batches.get_batch(batch_id)
     if batch is None:
         raise DecisionRefused(f"no batch {batch_id} in {ledger.table_name}", missing=True)
     if batch.status != BatchStatus.AWAITING_APPROVAL or batch.approval_decision:
         raise DecisionRefused(not_waiting(batch))
-    decided = ledger.decide_approval(batch_id, decision=decision, by=by, at=at, note=note)
+    decided = ledger.batches.decide_approval(batch_id, decision=decision, by=by, at=at, note=note)
     if decided is None:  # decided (or timed out) between the read and the write
-        current = ledger.get_batch(batch_id)
+        current = ledger.batches.get_batch(batch_id)
         raise DecisionRefused(not_waiting(current) if current else f"batch {batch_id} is gone")
     send_report({"batchId": batch_id, "check": APPROVAL_CHECK})
     return decided

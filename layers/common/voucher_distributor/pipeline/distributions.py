@@ -12,13 +12,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from voucher_distributor.domain.approval import approval_summary
 from voucher_distributor.domain.batches import request_batch_id
 from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.domain.redemption import code_record
 from voucher_distributor.domain.timestamps import iso_utc
 from voucher_distributor.models.ledger import ApiRequestRecord, BatchRecord, BatchStatus
 from voucher_distributor.models.messages import DistributionRequest
-from voucher_distributor.pipeline.approval import approval_summary
 from voucher_distributor.pipeline.callbacks import deliveries_view
 from voucher_distributor.pipeline.context import Services
 
@@ -79,7 +79,7 @@ def submit_distribution(services: Services, client_id: str, submission: Submissi
     request = submission.request
     batch_id = request_batch_id(request.request_id, dry_run=request.dry_run)
     now = services.now()
-    earlier = services.ledger.remember_api_request(
+    earlier = services.ledger.requests.remember_api_request(
         ApiRequestRecord(
             idempotency_key=request.request_id,
             client_id=client_id,
@@ -120,10 +120,10 @@ def distribution_view(services: Services, batch_id: str) -> dict[str, Any]:
 
     Accepted but not yet read by ingest, it is ``queued`` (the API's own record of it).
     """
-    batch = services.ledger.get_batch(batch_id) if batch_id else None
+    batch = services.ledger.batches.get_batch(batch_id) if batch_id else None
     if batch is None:
         return _queued_view(services, batch_id)
-    chunks = list(services.ledger.iter_chunks(batch_id))
+    chunks = list(services.ledger.chunks.iter_chunks(batch_id))
     tally = tally_chunks(chunks)
     return {
         "batchId": batch.batch_id,
@@ -151,14 +151,14 @@ def distribution_view(services: Services, batch_id: str) -> dict[str, Any]:
             for c in chunks
         ],
         "approval": approval_summary(batch),
-        "callbacks": deliveries_view(services.ledger.callback_deliveries(batch_id)),
+        "callbacks": deliveries_view(services.ledger.outbox.callback_deliveries(batch_id)),
         "resultsReady": batch.status == BatchStatus.DONE,
         **({"error": batch.error} if batch.error else {}),
     }
 
 
 def _queued_view(services: Services, batch_id: str) -> dict[str, Any]:
-    accepted = services.ledger.get_api_request(batch_id) if batch_id else None
+    accepted = services.ledger.requests.get_api_request(batch_id) if batch_id else None
     if accepted is None:
         raise NotFound(f"no distribution {batch_id!r}")
     return {
@@ -186,7 +186,7 @@ def state_word(batch: BatchRecord) -> str:
 
 def results_link(services: Services, batch_id: str) -> dict[str, Any]:
     """Short-lived links to the results CSV and the summary, once the batch is reported."""
-    batch = services.ledger.get_batch(batch_id) if batch_id else None
+    batch = services.ledger.batches.get_batch(batch_id) if batch_id else None
     if batch is None:
         _queued_view(services, batch_id)  # NotFound unless the API accepted it
         raise NotReady(f"distribution {batch_id} is queued; its results come when it ends")
@@ -213,9 +213,11 @@ def results_link(services: Services, batch_id: str) -> dict[str, Any]:
 def holdings_view(services: Services, email: str) -> list[dict[str, Any]]:
     """The vouchers a person holds now, one per (partner, program): each code's record (state,
     expiry, use, reservation, reissue history), as ``voucher`` and ``find`` show it."""
-    holdings = services.ledger.holdings_for_email(email)
-    records = services.ledger.get_assignments((h.batch_id, h.row_number) for h in holdings)
-    batches = {b: services.ledger.get_batch(b) for b in {h.batch_id for h in holdings}}
+    holdings = services.ledger.holdings.holdings_for_email(email)
+    records = services.ledger.assignments.get_assignments(
+        (h.batch_id, h.row_number) for h in holdings
+    )
+    batches = {b: services.ledger.batches.get_batch(b) for b in {h.batch_id for h in holdings}}
     out = []
     for h in holdings:
         record = records.get((h.batch_id, h.row_number))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from voucher_distributor.adapters.certiverse import CertiverseUnauthorized
-from voucher_distributor.adapters.ledger import Claim, ClaimOutcome
+from voucher_distributor.adapters.ledger.holdings import Claim, ClaimOutcome
 from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
 from voucher_distributor.domain.chunking import MAX_CHUNK, DuplicateTracker, Target, resolve_target
 from voucher_distributor.domain.csv_input import CsvInputError, ReadTally
@@ -139,7 +139,7 @@ class _Plan:
 def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
     batch = request.batch
     ledger = services.ledger
-    replay = not ledger.create_batch(batch)
+    replay = not ledger.batches.create_batch(batch)
     if replay:
         resumed = _resume(services, batch.batch_id)
         if resumed is not None:
@@ -179,7 +179,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         if preflight.transient and not request.final_attempt:
             _give_back(services, batch.batch_id, plan)
             if plan.replay:
-                services.ledger.release_holdings(plan.unclaimed)
+                services.ledger.holdings.release_holdings(plan.unclaimed)
             services.metrics.count("PreflightRetries")
             log.warning(
                 "batch %s: Certiverse is down during pre-flight; the input will be read again",
@@ -254,7 +254,7 @@ def _count_planned(services: Services, batch: BatchRecord, plan: _Plan) -> None:
 
 def _resume(services: Services, batch_id: str) -> IngestOutcome | None:
     """A later delivery of an input already seen: finish what is left, or say to plan again."""
-    existing = services.ledger.get_batch(batch_id)
+    existing = services.ledger.batches.get_batch(batch_id)
     if existing is not None and existing.status != BatchStatus.INGESTING:
         log.info("batch %s already ingested (%s): nothing to do", batch_id, existing.status)
         if existing.status == BatchStatus.PLANNED and (
@@ -288,14 +288,14 @@ def _hand_out(services: Services, batch_id: str, chunk_numbers: list[int]) -> No
         settings.purchase_queue_url,
         ({"batchId": batch_id, "chunkNo": n} for n in chunk_numbers),
     )
-    services.ledger.update_batch(batch_id, status=BatchStatus.PLANNED.value)
+    services.ledger.batches.update_batch(batch_id, status=BatchStatus.PLANNED.value)
     if not chunk_numbers:
         services.queues.send(settings.report_queue_url, {"batchId": batch_id})
 
 
 def _link_retry(services: Services, original_id: str, batch_id: str) -> None:
     """``retry-failed``: name this batch in the original's record and summary."""
-    original = services.ledger.link_retry(original_id, batch_id)
+    original = services.ledger.batches.link_retry(original_id, batch_id)
     if original is None:
         log.warning("batch %s retries unknown batch %s", batch_id, original_id)
         return
@@ -312,8 +312,8 @@ def _forget_earlier_attempt(services: Services, batch_id: str, plan: _Plan) -> N
     numbered past this plan's are dropped (none was handed out: the plan was never recorded),
     and rows this attempt did not claim give back what the earlier one claimed for them.
     """
-    dropped = services.ledger.delete_pending_chunks(batch_id, from_chunk=plan.next_chunk)
-    released = services.ledger.release_holdings(plan.unclaimed)
+    dropped = services.ledger.chunks.delete_pending_chunks(batch_id, from_chunk=plan.next_chunk)
+    released = services.ledger.holdings.release_holdings(plan.unclaimed)
     if dropped or released:
         log.info(
             "batch %s: the earlier attempt's %d chunk(s) and %d claim(s) dropped",
@@ -340,8 +340,8 @@ def _give_back(services: Services, batch_id: str, plan: _Plan) -> None:
     for line in plan.claims_file:
         email, partner, program, row, reissued = line.rstrip("\n").split("\t")
         claims.append(Claim(email, partner, program, batch_id, int(row), reissue=reissued == "1"))
-    released = services.ledger.release_holdings(claims)
-    dropped = services.ledger.delete_pending_chunks(batch_id)
+    released = services.ledger.holdings.release_holdings(claims)
+    dropped = services.ledger.chunks.delete_pending_chunks(batch_id)
     if dropped or released:
         log.info(
             "batch %s: dropped %d planned chunk(s), released %d claim(s); nothing was bought",
@@ -456,7 +456,7 @@ def _settle_claims(
         ]
         ledger = services.ledger
         # A dry run only looks at what the claims would find; nothing is written.
-        send = ledger.look_up_holdings if batch.dry_run else ledger.claim_holdings
+        send = ledger.holdings.look_up_holdings if batch.dry_run else ledger.holdings.claim_holdings
         assert plan.claimer is not None
         sent = plan.claimer.submit(send, claims, now=services.now())
         plan.in_flight = _ClaimRound(plan.pending, claims, sent)
@@ -557,7 +557,7 @@ def _flush(services: Services, batch: BatchRecord, target: Target, plan: _Plan) 
         plan.chunk_numbers.append(chunk_no)
         return
     services.storage.put_recipients(rows_key, recipients)
-    services.ledger.put_chunk_if_absent(record)
+    services.ledger.chunks.put_chunk_if_absent(record)
     plan.chunk_numbers.append(chunk_no)
 
 
@@ -572,7 +572,7 @@ def _replan_chunk(services: Services, record: ChunkRecord) -> bool:
     plan a chunk differently. A chunk nobody has taken yet (PENDING) is planned anew; one a
     worker took is kept exactly as it was bought, and must not have changed.
     """
-    current = services.ledger.get_chunk(record.batch_id, record.chunk_no)
+    current = services.ledger.chunks.get_chunk(record.batch_id, record.chunk_no)
     if current is None:
         return True
     same = (current.quantity, current.first_row, current.program_name) == (
@@ -582,7 +582,7 @@ def _replan_chunk(services: Services, record: ChunkRecord) -> bool:
     )
     if current.state == ChunkState.PENDING:
         if not same:
-            services.ledger.replace_pending_chunk(record)
+            services.ledger.chunks.replace_pending_chunk(record)
         return True
     if not same:
         raise PlanChanged(

@@ -27,7 +27,7 @@ from voucher_distributor.adapters.certiverse import (
     CertiverseUnauthorized,
     PurchaseOutcomeUnknown,
 )
-from voucher_distributor.adapters.ledger import Claim
+from voucher_distributor.adapters.ledger.holdings import Claim
 from voucher_distributor.domain.assignment import assign_codes
 from voucher_distributor.domain.batches import find_marker, purchase_notes, work_key
 from voucher_distributor.domain.outcomes import outcomes_file
@@ -70,7 +70,7 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
     services: Services, batch_id: str, chunk_no: int, *, owner: str, receive_count: int = 1
 ) -> str:
     """Handle one purchase-queue message. Returns what happened, for logs and tests."""
-    chunk = services.ledger.get_chunk(batch_id, chunk_no)
+    chunk = services.ledger.chunks.get_chunk(batch_id, chunk_no)
     if chunk is None:
         log.warning("chunk %s/%05d does not exist; dropping the message", batch_id, chunk_no)
         return "missing"
@@ -80,7 +80,7 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
     if chunk.state == ChunkState.PURCHASED:
         return _check_then_schedule(services, chunk)
 
-    leased = services.ledger.acquire_purchase_lease(
+    leased = services.ledger.chunks.acquire_purchase_lease(
         batch_id,
         chunk_no,
         owner=owner,
@@ -88,7 +88,7 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
         lease_seconds=services.settings.purchase_lease_seconds,
     )
     if leased is None:
-        current = services.ledger.get_chunk(batch_id, chunk_no)
+        current = services.ledger.chunks.get_chunk(batch_id, chunk_no)
         if current is not None and current.state == ChunkState.PURCHASING:
             # Not a failure: look again once the lease is over, on a message of its own, so a
             # chunk whose holder died never rides its last receive into the DLQ.
@@ -139,7 +139,7 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
         )
 
     now = services.now()
-    recorded = services.ledger.record_purchase(
+    recorded = services.ledger.chunks.record_purchase(
         batch_id,
         chunk_no,
         owner=owner,
@@ -160,7 +160,7 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
         batch_id, chunk_no, "adopted" if adopted else "created",
         purchase.voucher_purchase_code, purchase.quantity,
     )  # fmt: skip
-    bought = services.ledger.get_chunk(batch_id, chunk_no)
+    bought = services.ledger.chunks.get_chunk(batch_id, chunk_no)
     assert bought is not None
     return _check_then_schedule(services, bought)
 
@@ -172,11 +172,11 @@ def _buy_or_adopt(
         found = find_chunk_purchase(services, chunk)
         if found is not None:
             return found, True
-    batch = services.ledger.get_batch(chunk.batch_id)
+    batch = services.ledger.batches.get_batch(chunk.batch_id)
     # The look-up above may have taken a while (retries): buy only with a whole lease ahead, so
     # no other worker can take the chunk over while this POST is in flight.
     assert chunk.lease_owner is not None
-    if not services.ledger.renew_purchase_lease(
+    if not services.ledger.chunks.renew_purchase_lease(
         chunk.batch_id,
         chunk.chunk_no,
         owner=chunk.lease_owner,
@@ -241,7 +241,7 @@ def _check_then_schedule(services: Services, chunk: ChunkRecord) -> str:
 
 def poll_chunk(services: Services, batch_id: str, chunk_no: int, attempt: int) -> str:
     """Handle one poll-queue message."""
-    chunk = services.ledger.get_chunk(batch_id, chunk_no)
+    chunk = services.ledger.chunks.get_chunk(batch_id, chunk_no)
     if chunk is None or chunk.state != ChunkState.PURCHASED:
         if chunk is not None and chunk.state in {ChunkState.ASSIGNED, ChunkState.FAILED}:
             _settle_ended(services, chunk)
@@ -372,7 +372,7 @@ def _track_for_sync(
         return
     if recipients is None:
         recipients = services.storage.read_recipients(chunk.rows_key)
-    services.ledger.track_purchase(
+    services.ledger.tracking.track_purchase(
         TrackedPurchase(
             purchase_code=chunk.purchase_code,
             batch_id=chunk.batch_id,
@@ -394,7 +394,7 @@ def _fail(services: Services, chunk: ChunkRecord, reason: str) -> str:
         _release_claims(services, chunk, recipients)
         return "failed"
     # Another worker ended it first, maybe with its codes assigned: release only if it failed.
-    ended = services.ledger.get_chunk(chunk.batch_id, chunk.chunk_no)
+    ended = services.ledger.chunks.get_chunk(chunk.batch_id, chunk.chunk_no)
     if ended is not None and ended.state == ChunkState.FAILED:
         _release_claims(services, ended, recipients)
     return "failed"
@@ -420,7 +420,7 @@ def _release_claims(
     """
     if recipients is None:
         recipients = services.storage.read_recipients(chunk.rows_key)
-    released = services.ledger.release_holdings(
+    released = services.ledger.holdings.release_holdings(
         [
             Claim(
                 r.email,
@@ -455,9 +455,9 @@ def _end_chunk(
     services.storage.put_records(
         work_key(chunk.batch_id, outcomes_file(chunk.chunk_no, state)), records
     )
-    services.ledger.put_assignments(records)
+    services.ledger.assignments.put_assignments(records)
     assigned = sum(1 for r in records if r.status == "assigned")
-    ended = services.ledger.finish_chunk(
+    ended = services.ledger.chunks.finish_chunk(
         chunk, state=state, assigned=assigned, failed=len(records) - assigned, reason=reason
     )
     _report_if_last(services, chunk.batch_id, chunk.chunk_no)
@@ -470,7 +470,7 @@ def _report_if_last(services: Services, batch_id: str, chunk_no: int) -> None:
     Called again on every later delivery for an ended chunk, so a worker that died between
     ending the chunk and counting it (or before sending the report request) is made good.
     """
-    batch = services.ledger.count_finished_chunk(batch_id, chunk_no)
+    batch = services.ledger.batches.count_finished_chunk(batch_id, chunk_no)
     if batch.status == BatchStatus.DONE:
         return
     if batch.chunk_count is not None and batch.chunks_finished >= batch.chunk_count:

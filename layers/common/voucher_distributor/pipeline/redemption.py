@@ -106,9 +106,9 @@ def sync_redemptions(services: Services) -> SyncOutcome:
     now = services.now()
     run = _Run(now, datetime.fromtimestamp(now, UTC), services.settings.expiry_notice_days)
     outcome = run.outcome
-    for purchase in services.ledger.open_purchases():
+    for purchase in services.ledger.tracking.open_purchases():
         if purchase.batch_id not in run.batches:
-            run.batches[purchase.batch_id] = services.ledger.get_batch(purchase.batch_id)
+            run.batches[purchase.batch_id] = services.ledger.batches.get_batch(purchase.batch_id)
         batch = run.batches[purchase.batch_id]
         if batch is None or batch.status != BatchStatus.DONE:
             outcome.purchases_waiting += 1  # its report writes the summary the sync adds to
@@ -142,7 +142,9 @@ def sync_redemptions(services: Services) -> SyncOutcome:
 def _sync_purchase(services: Services, run: _Run, purchase: TrackedPurchase) -> None:
     """Read one purchase's vouchers (one listing), record what changed, settle it if done."""
     outcome = run.outcome
-    rows = services.ledger.get_assignments((purchase.batch_id, r) for r in purchase.rows)
+    rows = services.ledger.assignments.get_assignments(
+        (purchase.batch_id, r) for r in purchase.rows
+    )
     handed = [a for a in rows.values() if a.status == "assigned" and a.voucher_code]
     vouchers = _read_vouchers(services, purchase, handed)
     outcome.purchases_read += 1
@@ -162,7 +164,9 @@ def _sync_purchase(services: Services, run: _Run, purchase: TrackedPurchase) -> 
         new.synced_at = old.synced_at if old else None
         if changed(old, new):
             new.synced_at = run.now
-            services.ledger.record_redemption(assignment.batch_id, assignment.row_number, new)
+            services.ledger.tracking.record_redemption(
+                assignment.batch_id, assignment.row_number, new
+            )
             outcome.codes_changed += 1
             run.touched.add(assignment.batch_id)
         outcome.email_mismatches += new.email_mismatch
@@ -173,14 +177,14 @@ def _sync_purchase(services: Services, run: _Run, purchase: TrackedPurchase) -> 
         states.append(new.state)
     counts = count_states(states)
     if all_known and all(is_settled(s) for s in states):
-        services.ledger.settle_purchase(
+        services.ledger.tracking.settle_purchase(
             purchase.model_copy(
                 update={"counts": counts, "synced_at": run.now, "settled_at": run.now}
             )
         )
         outcome.purchases_settled += 1
     elif counts != purchase.counts:
-        services.ledger.record_purchase_sync(
+        services.ledger.tracking.record_purchase_sync(
             purchase.model_copy(update={"counts": counts, "synced_at": run.now})
         )
 
@@ -225,7 +229,9 @@ def _read_vouchers(
 
 def _totals_by_program(services: Services) -> dict[str, dict[str, int]]:
     totals: dict[str, dict[str, int]] = {}
-    purchases = services.ledger.open_purchases() + services.ledger.settled_purchases()
+    purchases = (
+        services.ledger.tracking.open_purchases() + services.ledger.tracking.settled_purchases()
+    )
     for purchase in purchases:
         name = f"{purchase.partner_name} / {purchase.program_name}"
         into = totals.setdefault(name, count_states([]))
@@ -246,7 +252,7 @@ def redemptions_key(batch: BatchRecord) -> str:
 
 def write_batch_redemptions(services: Services, batch: BatchRecord, now: int) -> dict[str, int]:
     """Rewrite the batch's redemption report and its counts in the summary; the counts."""
-    body, counts = redemption_csv(services.ledger.iter_assignments(batch.batch_id))
+    body, counts = redemption_csv(services.ledger.assignments.iter_assignments(batch.batch_id))
     key = redemptions_key(batch)
     services.storage.put_bytes(key, body, content_type="text/csv; charset=utf-8")
     summary = services.storage.get_json(batch.summary_key)
@@ -274,7 +280,7 @@ def _announce_expiring(
     claimed = [
         c
         for c in codes
-        if services.ledger.mark_expiry_noticed(
+        if services.ledger.tracking.mark_expiry_noticed(
             c.assignment.batch_id, c.assignment.row_number, now=now
         )
     ]
@@ -314,7 +320,7 @@ def _announce_expiring(
         # event cannot be published, the next sync claims the same codes and records nothing
         # twice.
         for batch_id in detail["byBatch"]:
-            batch = services.ledger.get_batch(batch_id)
+            batch = services.ledger.batches.get_batch(batch_id)
             if batch is not None and batch.callback_url:
                 mine = [c for c in claimed if c.assignment.batch_id == batch_id]
                 _send_callback(
@@ -340,7 +346,7 @@ def _announce_expiring(
         services.events.publish(VOUCHERS_EXPIRING, detail)
     except Exception:
         for c in claimed:
-            services.ledger.unmark_expiry_noticed(
+            services.ledger.tracking.unmark_expiry_noticed(
                 c.assignment.batch_id, c.assignment.row_number, now=now
             )
         raise

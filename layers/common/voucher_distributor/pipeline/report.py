@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from voucher_distributor.domain.approval import approval_summary, rejection_reason
 from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
 from voucher_distributor.domain.emails import redact_emails
 from voucher_distributor.domain.outcomes import merge_outcomes, outcomes_file, tally_chunks
@@ -34,7 +35,6 @@ from voucher_distributor.models.ledger import (
     ChunkRecord,
     ChunkState,
 )
-from voucher_distributor.pipeline.approval import approval_summary, rejection_reason
 from voucher_distributor.pipeline.callbacks import deliveries_view, send_event_callback
 from voucher_distributor.pipeline.context import Services, log
 
@@ -44,10 +44,10 @@ class HoldersPending(RuntimeError):
 
 
 def report_batch(services: Services, batch_id: str) -> str:
-    batch = services.ledger.start_report(batch_id)
+    batch = services.ledger.batches.start_report(batch_id)
     if batch is None:
         return "already-reported"
-    chunks = list(services.ledger.iter_chunks(batch_id))
+    chunks = list(services.ledger.chunks.iter_chunks(batch_id))
     counts: Counter[str] = Counter()
     with tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv") as out:
         writer = ResultsCsvWriter(out, batch.extra_columns)
@@ -75,7 +75,7 @@ def report_batch(services: Services, batch_id: str) -> str:
     services.storage.put_json(batch.summary_key, summary)
     _announce(services, batch, summary, completed=not failed)
     tally = tally_chunks(chunks)
-    services.ledger.update_batch(
+    services.ledger.batches.update_batch(
         batch_id,
         status=status.value,
         finished_at=finished_at,
@@ -91,10 +91,10 @@ def report_batch(services: Services, batch_id: str) -> str:
 
 def fail_batch(services: Services, batch_id: str, reason: str) -> None:
     """The input was unusable: record why under results/, announce it, buy nothing."""
-    batch = services.ledger.update_batch(
+    batch = services.ledger.batches.update_batch(
         batch_id, status=BatchStatus.FAILED.value, error=reason, finished_at=services.now()
     )
-    chunks = list(services.ledger.iter_chunks(batch_id))
+    chunks = list(services.ledger.chunks.iter_chunks(batch_id))
     summary = _summary(services, batch, chunks, Counter(), services.now())
     services.storage.put_json(batch.summary_key, summary)
     _announce(services, batch, summary, completed=False)
@@ -227,7 +227,7 @@ class ExistingRows:
     def _resolve(self, block: list[dict[str, Any]]) -> Iterator[ResultRow]:
         if not block:
             return
-        holders = self._services.ledger.get_assignments(
+        holders = self._services.ledger.assignments.get_assignments(
             (str(r["holder_batch"]), int(r["holder_row"])) for r in block
         )
         for record in block:
@@ -240,13 +240,13 @@ class ExistingRows:
     def _look_again(self, record: dict[str, Any], found: AssignmentRecord | None) -> ResultRow:
         """The recorded holder has no code: who holds the person's voucher now?"""
         ledger = self._services.ledger
-        holding = ledger.get_holding(
+        holding = ledger.holdings.get_holding(
             str(record["email"]), str(record["partner_name"]), str(record["program_name"])
         )
         holder = (str(record["holder_batch"]), int(record["holder_row"]))
         if holding is not None and (holding.batch_id, holding.row_number) != holder:
             holder = (holding.batch_id, holding.row_number)
-            found = ledger.get_assignments([holder]).get(holder)
+            found = ledger.assignments.get_assignments([holder]).get(holder)
             if found is not None and found.status == "assigned":
                 return self._existing(record, found, holding.claimed_at)
         if holding is not None and found is None:
@@ -304,7 +304,7 @@ class ExistingRows:
 
     def _batch(self, batch_id: str) -> BatchRecord | None:
         if batch_id not in self._batches:
-            self._batches[batch_id] = self._services.ledger.get_batch(batch_id)
+            self._batches[batch_id] = self._services.ledger.batches.get_batch(batch_id)
         return self._batches[batch_id]
 
 
@@ -368,7 +368,11 @@ def _summary(
         # Deliveries so far (e.g. "awaiting approval"); this report's own event is added by
         # its first attempt, which rewrites the summary.
         **(
-            {"callbacks": deliveries_view(services.ledger.callback_deliveries(batch.batch_id))}
+            {
+                "callbacks": deliveries_view(
+                    services.ledger.outbox.callback_deliveries(batch.batch_id)
+                )
+            }
             if batch.callback_url
             else {}
         ),

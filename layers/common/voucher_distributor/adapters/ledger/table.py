@@ -1,0 +1,213 @@
+"""What every store of the ledger shares: the one DynamoDB table, its keys and its writes.
+
+One table holds every aggregate; each store (``batches``, ``chunks``, ``assignments``,
+``holdings``, ``outbox``, ``requests``, ``tracking``, ``counts``) owns its keys' prefixes:
+
+- ``pk = B#<batch>``: ``sk = BATCH`` (the batch), ``C#<chunk:05>`` (a chunk), ``R#<row:09>`` (an
+  assignment) or ``W#<event>`` (a callback delivery, the outbox).
+- ``pk = H#<e-mail>``, ``sk = P#<partner>\t<program>`` (names case-folded): a holding.
+- ``pk = API#<batch>``, ``sk = REQUEST``: an API request's idempotency record.
+- ``pk = SYNC#open`` / ``SYNC#settled``, ``sk = P#<purchase code>``: a tracked purchase.
+- ``pk = COUNT#vouchers``, ``sk = D#<day>``: the day's voucher count.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+EMAIL_INDEX = "by-email"
+#: Claims per TransactWriteItems call (DynamoDB's limit).
+CLAIMS_PER_CALL = 100
+#: Transactions cancelled by a concurrent one on the same people, before giving up.
+_MAX_CONFLICT_RETRIES = 8
+_rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
+BATCH_SK = "BATCH"
+API_REQUEST_SK = "REQUEST"
+#: The daily voucher counts: one item per UTC day.
+COUNTER_PK = "COUNT#vouchers"
+#: The redemption sync's purchases: ``pk = SYNC#open`` while a code may still change (one Query
+#: lists them), ``SYNC#settled`` once every code is used, expired or inactive; ``sk = P#<code>``.
+TRACK_OPEN = "SYNC#open"
+TRACK_SETTLED = "SYNC#settled"
+
+
+class LedgerError(RuntimeError):
+    """The ledger could not be read or written; the message is retried by SQS."""
+
+
+def day_sk(day: str) -> str:
+    return f"D#{day}"
+
+
+def api_request_pk(batch_id: str) -> str:
+    return f"API#{batch_id}"
+
+
+def batch_pk(batch_id: str) -> str:
+    return f"B#{batch_id}"
+
+
+def chunk_sk(chunk_no: int) -> str:
+    return f"C#{chunk_no:05d}"
+
+
+def delivery_sk(slug: str) -> str:
+    return f"W#{slug}"
+
+
+def row_sk(row_number: int) -> str:
+    return f"R#{row_number:09d}"
+
+
+def track_sk(purchase_code: str) -> str:
+    return f"P#{purchase_code}"
+
+
+def holding_pk(email: str) -> str:
+    return f"H#{email}"
+
+
+def holding_sk(partner_name: str, program_name: str) -> str:
+    return f"P#{partner_name.strip().casefold()}\t{program_name.strip().casefold()}"
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; our records hold ints."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, set):
+        return {plain(v) for v in value}
+    return value
+
+
+def compact(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if v is not None and v not in ({}, [])}
+
+
+def plain_client(resource_client: Any, pool: int, *, own_session: bool) -> Any:
+    """A DynamoDB client like the resource's (endpoint, region, credentials) without boto3's
+    value conversion, and without parameter validation (our requests are built, not typed).
+
+    From boto3's default session, as the resource is, unless the caller brought a resource of
+    its own (another session's credentials): then from those credentials.
+    """
+    meta = resource_client.meta
+    config = meta.config.merge(Config(parameter_validation=False, max_pool_connections=pool))
+    signer = getattr(resource_client, "_request_signer", None)
+    credentials = getattr(signer, "_credentials", None)
+    if not own_session or credentials is None:
+        return boto3.client(
+            "dynamodb", endpoint_url=meta.endpoint_url, region_name=meta.region_name, config=config
+        )
+    frozen = credentials.get_frozen_credentials()
+    return boto3.session.Session(
+        aws_access_key_id=frozen.access_key,
+        aws_secret_access_key=frozen.secret_key,
+        aws_session_token=frozen.token,
+        region_name=meta.region_name,
+    ).client("dynamodb", endpoint_url=meta.endpoint_url, config=config)
+
+
+def cancellation_reasons(exc: ClientError, items: int) -> list[dict[str, Any]]:
+    """A cancelled transaction's reason per item; any other error goes on up."""
+    if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        raise exc
+    reasons: list[dict[str, Any]] = exc.response.get("CancellationReasons") or []
+    if len(reasons) != items:
+        raise exc
+    return reasons
+
+
+def back_off_on_conflict(exc: ClientError, reasons: list[dict[str, Any]], conflicts: int) -> int:
+    """Another batch's transaction touched the same people: wait a little (jittered, doubling)
+    before going again, a bounded number of times; the conflicts so far."""
+    if not any(r.get("Code") == "TransactionConflict" for r in reasons):
+        return conflicts
+    conflicts += 1
+    if conflicts > _MAX_CONFLICT_RETRIES:
+        raise exc
+    time.sleep(_rng.uniform(0, 0.05 * 2**conflicts))
+    return conflicts
+
+
+def conditional_failed(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+
+class LedgerTable:
+    """The table and the clients every store writes through, built once per process."""
+
+    def __init__(self, table_name: str, *, dynamodb: Any = None, pool: int = 10) -> None:
+        resource = dynamodb or boto3.resource(
+            "dynamodb", config=Config(max_pool_connections=max(10, pool))
+        )
+        self.table = resource.Table(table_name)
+        # The resource's client takes plain Python values and, unlike the resource, is safe to
+        # share between threads: claims go out on it in parallel.
+        self.client = self.table.meta.client
+        # Claims, the one write per recipient at ingest, go out on a plain client with values
+        # already in DynamoDB's wire form and no parameter validation: a third of the client
+        # CPU of the resource's client, which walks every request to convert it.
+        self.wire = plain_client(self.client, max(10, pool), own_session=dynamodb is not None)
+        self.name = table_name
+
+
+class Store:
+    """A store of one aggregate: the shared table, and the reads and writes all stores use."""
+
+    def __init__(self, table: LedgerTable) -> None:
+        self._ledger_table = table
+        self._table = table.table
+        self._client = table.client
+        self._wire = table.wire
+        self.table_name = table.name
+
+    def _put_if_absent(self, item: dict[str, Any]) -> bool:
+        """Put the item unless its key exists; False when it did (another writer, a replay)."""
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def _query_prefix(self, batch_id: str, prefix: str) -> Iterator[dict[str, Any]]:
+        for item in self._pages(
+            self._table.query,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": batch_pk(batch_id), ":prefix": prefix},
+            ConsistentRead=True,
+        ):
+            yield plain(item)
+
+    def _scan_prefix(self, key: str, prefix: str) -> Iterator[dict[str, Any]]:
+        """Items whose ``key`` starts with ``prefix``: a filtered scan (operators, checks)."""
+        return self._pages(
+            self._table.scan,
+            FilterExpression=f"begins_with({key}, :prefix)",
+            ExpressionAttributeValues={":prefix": prefix},
+        )
+
+    @staticmethod
+    def _pages(read: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a Query or Scan, page after page."""
+        while True:
+            got = read(**kwargs)
+            yield from got["Items"]
+            if "LastEvaluatedKey" not in got:
+                return
+            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
