@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from voucher_distributor.models.messages import ALLOW_LOOPBACK_CALLBACKS, DistributionRequest
 from voucher_distributor.pipeline.distributions import API_CLIENT_ATTRIBUTE
-from voucher_distributor.pipeline.ingest import ingest
 from voucher_distributor.pipeline.requests import refuse_request
 from voucher_distributor.pipeline.sources import request_ingest
-from voucher_distributor.runtime import logger, metrics, services, tracer
+from voucher_distributor.runtime import ingest_delivery, logger, metrics, services, tracer
 from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
 
 if TYPE_CHECKING:
@@ -32,11 +30,7 @@ def record_handler(record: SqsRecord) -> None:
     sender = record.attributes.get("SenderId", "")
     if api_client := record.message_attribute(API_CLIENT_ATTRIBUTE):
         sender = f"api client {api_client} (via {sender or 'the HTTP API'})"
-    ingest_request = request_ingest(services(), request, sender=sender)
-    logger.set_correlation_id(ingest_request.batch.batch_id)
-    final = record.approximate_receive_count >= services().settings.max_ingest_attempts
-    outcome = ingest(services(), replace(ingest_request, final_attempt=final))
-    logger.info("ingested request", extra={"outcome": outcome.__dict__})
+    ingest_delivery(request_ingest(services(), request, sender=sender), record, "ingested request")
 
 
 @logger.inject_lambda_context
