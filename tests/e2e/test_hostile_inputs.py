@@ -96,8 +96,9 @@ def consistent(env: Env, result: RunResult) -> None:
 
 
 def refused(env: Env, result: RunResult, *words: str) -> None:
-    """Nothing bought; the batch failed; the summary under results/ says why."""
-    assert result.summary["status"] == "failed"
+    """Nothing bought; the input rejected (the sender's to fix: issue 25); the summary under
+    results/ says why."""
+    assert result.summary["status"] == "rejected"
     assert result.summary["results"]["summary"].startswith("results/")
     assert batch_purchases(env.sandbox.purchases(), result.batch_id) == []
     error = (result.summary["error"] or "").lower()
@@ -369,9 +370,12 @@ REFUSED_REQUESTS: list[tuple[str, str | dict[str, Any], str]] = [
      "requestId"),
     ("recipients-string", {"requestId": "rs-1", "recipients": "a@acme.example"}, "recipients"),
     ("recipient-email-number", {"requestId": "rn-1", "recipients": [{"email": 12345}]},
-     "recipients.0.email"),
+     "recipients[0].email"),
     ("recipient-missing-email", {"requestId": "rm-1", "recipients": [{"firstName": "A"}]},
-     "recipients.0.email"),
+     "recipients[0].email"),
+    # Issue 25 (7): only a JSON boolean is a dry run; "yes" is never taken as true.
+    ("dry-run-string", {"requestId": "dr-yes", "dryRun": "yes",
+     "recipients": recipients("d", 1)}, "dryRun"),
     ("partner-name-object", {"requestId": "po-1", "partnerName": {"$ne": 1},
      "recipients": recipients("p", 1)}, "partnerName"),
     ("callback-http", {"requestId": "cb-http", "callbackUrl": "http://hooks.example/x",

@@ -70,7 +70,7 @@ def test_dry_run_then_parameter_overrides_from_the_command_line(
     captured = capsys.readouterr()
     (line,) = [json.loads(text) for text in captured.out.splitlines()]
     assert code == 3
-    assert line["status"] == "failed"
+    assert line["status"] == "rejected"  # the sender's to fix: split the file
     assert "4 rows, over MaxRecipientsPerBatch (3)" in line["error"]
 
     code = main([*base, "--parameter-overrides", "NoSuchParameter=1"])

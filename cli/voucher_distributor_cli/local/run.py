@@ -8,9 +8,8 @@ the events the way the template wires them until the batch ends, then read what 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import csv
-import io
 import json
 import logging
 import os
@@ -25,8 +24,10 @@ from typing import IO, Any, TextIO
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import csv_batch_id, request_batch_id
 from voucher_distributor.domain.outcomes import tally_chunks
+from voucher_distributor.domain.results_csv import read_results
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState, DeliveryState
 from voucher_distributor.pipeline.requests import refusal_key
+from voucher_distributor_cli.arguments import command_hint
 from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack, moto_fixes
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
@@ -376,12 +377,12 @@ class LocalPipeline:
         )
 
     def _approval_hint(self, batch: BatchRecord) -> str:
-        where = f"--endpoint-url {self.stack.endpoint_url}"
+        where = argparse.Namespace(endpoint_url=self.stack.endpoint_url)
+        approve = command_hint(where, "approve", batch.batch_id)
+        reject = command_hint(where, "reject", batch.batch_id, "--reason", '"…"')
         return (
             f"[awaiting approval] batch {batch.batch_id}: {batch.approval_reason}. Nothing is "
-            "bought until it is decided; in another terminal:\n"
-            f"    voucher-distributor approve {batch.batch_id} {where}\n"
-            f'    voucher-distributor reject {batch.batch_id} --reason "…" {where}\n'
+            f"bought until it is decided; in another terminal:\n    {approve}\n    {reject}\n"
             "  (this run waits for the decision, or --timeout)"
         )
 
@@ -427,11 +428,7 @@ class LocalPipeline:
                 results_path.write_bytes(csv_bytes)
             else:
                 results_path = None
-        rows = (
-            list(csv.DictReader(io.StringIO(csv_bytes.decode("utf-8-sig"))))
-            if csv_bytes is not None
-            else []
-        )
+        rows = read_results(csv_bytes) if csv_bytes is not None else []
         return RunResult(batch_id, summary, results_path, summary_path, rows)
 
     def _copy_names(self, out_dir: Path, batch: BatchRecord) -> tuple[Path, Path]:

@@ -24,6 +24,7 @@ from voucher_distributor.adapters.certiverse import (
     NameNotFound,
     TokenUnavailable,
 )
+from voucher_distributor_cli.arguments import command_hint
 from voucher_distributor_cli.ops.approval import decide, decision_view, format_decision
 from voucher_distributor_cli.ops.find import find_recipient, format_found
 from voucher_distributor_cli.ops.programs import (
@@ -79,10 +80,10 @@ def _run_status(args: argparse.Namespace) -> int:
     target = Target.from_args(args)
     if args.batch_id is None:
         overview = stage_overview(target)
-        emit(args, overview, format_overview(overview))
+        emit(args, overview, format_overview(overview, args))
         return 0
     view = batch_status(target, args.batch_id)
-    emit(args, view, format_status(view))
+    emit(args, view, format_status(view, args))
     return 0
 
 
@@ -153,7 +154,7 @@ def _run_reject(args: argparse.Namespace) -> int:
 
 def _decide(args: argparse.Namespace, decision: str, *, note: str | None = None) -> int:
     decided = decide(Target.from_args(args), args.batch_id, decision=decision, note=note)
-    emit(args, decision_view(decided), format_decision(decided))
+    emit(args, decision_view(decided), format_decision(decided, args))
     return 0
 
 
@@ -172,13 +173,20 @@ def _run_retry_failed(args: argparse.Namespace) -> int:
     if not target.bucket:
         raise OpsError("the stack has no InboxBucket")
     started = retry_failed(target.ledger, target.client("s3"), target.bucket, args.batch_id)
-    emit(
-        args,
-        started.as_dict(),
-        f"batch {started.batch_id}: retrying {started.rows:,} failed row(s) of "
-        f"{started.retry_of} (uploaded s3://{target.bucket}/{started.key}); follow it with "
-        f"`voucher-distributor status {started.batch_id}`",
-    )
+    follow = f"`{command_hint(args, 'status', started.batch_id)}`"
+    if started.existing:
+        text = (
+            f"batch {started.retry_of} was retried already, by batch {started.batch_id}: "
+            f"nothing new was uploaded. Follow it with {follow}; if rows of it fail, retry "
+            f"those with `{command_hint(args, 'retry-failed', started.batch_id)}`"
+        )
+    else:
+        text = (
+            f"batch {started.batch_id}: retrying {started.rows:,} failed row(s) of "
+            f"{started.retry_of} (uploaded s3://{target.bucket}/{started.key}); follow it "
+            f"with {follow}"
+        )
+    emit(args, started.as_dict(), text)
     return 0
 
 
@@ -231,7 +239,7 @@ def _run_redrive(args: argparse.Namespace) -> int:
 )  # fmt: skip
 def _run_redeliver(args: argparse.Namespace) -> int:
     view = redeliver_callbacks(Target.from_args(args), args.batch_id, include_all=args.include_all)
-    emit(args, view, format_redelivered(view, include_all=args.include_all))
+    emit(args, view, format_redelivered(view, include_all=args.include_all, args=args))
     return 0
 
 

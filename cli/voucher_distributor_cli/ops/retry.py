@@ -17,7 +17,7 @@ from typing import Any
 
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import csv_batch_id
-from voucher_distributor.domain.results_csv import RESULT_COLUMNS
+from voucher_distributor.domain.results_csv import RESULT_COLUMNS, read_results
 from voucher_distributor.models.ledger import BatchStatus
 from voucher_distributor_cli.ops.target import OpsError
 
@@ -38,6 +38,8 @@ class RetryStarted:
     batch_id: str
     key: str
     rows: int
+    #: The batch had been retried already: this is that retry, nothing new was uploaded.
+    existing: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,19 +47,20 @@ class RetryStarted:
             "batchId": self.batch_id,
             "upload": self.key,
             "rows": self.rows,
+            "existing": self.existing,
         }
 
 
 def failed_rows_csv(results_csv: bytes) -> tuple[bytes, int]:
     """The retry file for a results CSV: its failed rows, with their original row number."""
-    reader = csv.DictReader(io.StringIO(results_csv.decode("utf-8-sig"), newline=""))
-    extra = [name for name in reader.fieldnames or [] if name not in RESULT_COLUMNS]
+    rows = read_results(results_csv)
+    extra = [name for name in (rows[0] if rows else {}) if name not in RESULT_COLUMNS]
     header = [*_CARRIED.values(), "original_row", *extra]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
     count = 0
-    for row in reader:
+    for row in rows:
         if row.get("status") != "failed":
             continue
         writer.writerow(
@@ -74,6 +77,30 @@ def _unsafe(cell: str | None) -> str:
     if value.startswith("'") and value[1:2] in {"=", "+", "-", "@", "\t", "\r"}:
         return value[1:]
     return value
+
+
+def retry_prefix(batch_id: str) -> str:
+    """Where ``retry-failed`` uploads a batch's failed rows."""
+    return f"incoming/retries/{batch_id}/"
+
+
+def _earlier_retry(ledger: Ledger, s3: Any, bucket: str, batch_id: str) -> tuple[str, str] | None:
+    """The retry batch (id, upload key) made for ``batch_id`` before, if any: the one ingest
+    linked (``retriedBy``), else the last upload under its retries folder (not yet read)."""
+    batch = ledger.batches.get_batch(batch_id)
+    listed = s3.list_object_versions(Bucket=bucket, Prefix=retry_prefix(batch_id))
+    versions = sorted(
+        (v for v in listed.get("Versions", []) if v.get("IsLatest")),
+        key=lambda v: v["LastModified"],
+    )
+    by_id = {csv_batch_id(bucket, v["Key"], v["VersionId"]): v["Key"] for v in versions}
+    if batch is not None and batch.retried_by:
+        last = batch.retried_by[-1]
+        return last, by_id.get(last, "")
+    if versions:
+        newest = versions[-1]
+        return csv_batch_id(bucket, newest["Key"], newest["VersionId"]), newest["Key"]
+    return None
 
 
 def retry_failed(
@@ -97,9 +124,12 @@ def retry_failed(
     content, count = failed_rows_csv(body)
     if count == 0:
         raise OpsError(f"batch {batch_id} has no failed rows")
+    earlier = _earlier_retry(ledger, s3, bucket, batch_id)
+    if earlier is not None:
+        return RetryStarted(batch_id, earlier[0], earlier[1], count, existing=True)
     stem = (batch.input_name or batch_id).rsplit(".", 1)[0] or batch_id
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    key = f"incoming/retries/{batch_id}/{stem}.retry-{stamp}.csv"
+    key = f"{retry_prefix(batch_id)}{stem}.retry-{stamp}.csv"
     put = s3.put_object(
         Bucket=bucket,
         Key=key,

@@ -31,8 +31,10 @@ Rules, in the order they apply:
   nothing; they are counted in ``ReadTally.blank_lines`` (blank lines before the header too).
   Short rows are padded with empty cells; non-blank cells beyond the header are a row problem.
   A cell longer than ``max_field_chars`` is a row problem (the cell is emptied); a row longer than
-  ``max_row_chars`` is skipped unread and reported as a problem. An unclosed quote is a problem of
-  the row it swallowed the rest of the file into.
+  ``max_row_chars`` is skipped unread and reported as a problem (with its e-mail, names,
+  partner and program when its first ``HEAD_CHARS`` characters hold them whole, else those
+  characters in the problem, so its results row still says whose it was). An unclosed quote
+  is a problem of the row it swallowed the rest of the file into.
 * **Whole-file answers.** An empty file and a header with no data rows are errors too. Reading is
   lazy; every file-level problem except those found mid-stream is raised by the first ``next()``,
   before any row is yielded.
@@ -65,6 +67,11 @@ class ReadTally:
 
     #: Blank lines (nothing but whitespace and delimiters) skipped, before the header or after.
     blank_lines: int = 0
+    #: The delimiter the header was read with (``,``, ``;`` or tab), once it was read: the
+    #: results file is written with it, so it opens as the input did.
+    delimiter: str = ","
+    #: The file began with a byte-order mark.
+    bom: bool = False
 
 
 #: Canonical field -> the header spellings we accept (compared after ``header_key``).
@@ -99,6 +106,8 @@ HEADER_ALIASES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
 DEFAULT_MAX_FIELD_CHARS: Final = 10_000
 #: Matches ``csv``'s own default field limit, so the parser never refuses a row we accepted.
 DEFAULT_MAX_ROW_CHARS: Final = 131_072
+#: How much of a row too long to read is kept, so its results row says whose it was.
+HEAD_CHARS: Final = 200
 
 _HEADER_NOISE = re.compile(r"[\s_\-\ufeff]+")
 
@@ -141,9 +150,10 @@ def read_rows(
     """
     if max_field_chars < 1 or max_row_chars < max_field_chars:
         raise ValueError("need 1 <= max_field_chars <= max_row_chars")
+    tally = tally or ReadTally()
     framer = _Framer(max_row_chars)
-    records = framer.records(_Decoder().texts(chunks))
-    reader = _RowReader(framer, records, max_field_chars, tally or ReadTally())
+    records = framer.records(_Decoder(tally).texts(chunks))
+    reader = _RowReader(framer, records, max_field_chars, tally)
     return reader.rows()
 
 
@@ -201,7 +211,8 @@ class _Undecodable(Exception):
 class _Decoder:
     """Turns the byte chunks into text chunks, choosing the encoding by the module's rule."""
 
-    def __init__(self) -> None:
+    def __init__(self, tally: ReadTally) -> None:
+        self._tally = tally
         self.encoding = "ascii"  # until a BOM or the first non-ASCII byte decides
         self._decode: Callable[[bytes, bool], str] | None = None
         self._pending_bytes: Callable[[], int] = lambda: 0
@@ -232,6 +243,7 @@ class _Decoder:
     def _strip_bom(self, head: bytes) -> bytes:
         for bom, encoding in _BOMS:
             if head.startswith(bom):
+                self._tally.bom = True
                 self._use(encoding)
                 self._consumed = len(bom)
                 return head[len(bom) :]
@@ -320,6 +332,9 @@ class _Framer:
         self.unterminated = False
         #: The line the record yielded last starts on (1-based).
         self.record_line = 0
+        #: The first ``HEAD_CHARS`` of the record yielded last when it was too long to keep.
+        self.record_head = ""
+        self._head = ""  # the same, of the record being read, once it outgrew the limit
         self._line = 1  # the line the record being read starts on
         self._breaks = 0  # line breaks inside it so far (in quoted cells)
         self._last_cr = False  # its text so far ends with CR (a CRLF may span two blocks)
@@ -406,6 +421,8 @@ class _Framer:
         if self._size <= self.max_row_chars:
             self._parts.append(piece)
         else:
+            if not self._head:  # what says whose row it was: its start
+                self._head = ("".join(self._parts) + piece)[:HEAD_CHARS]
             self._parts = [piece[-1]]  # too long to keep: only its last character still matters
 
     def _finish(self, piece: str) -> str | None:
@@ -417,6 +434,7 @@ class _Framer:
         size = self._size + len(piece)
         if size > self.max_row_chars:
             record = None
+            self.record_head = self._head or ("".join(self._parts) + piece)[:HEAD_CHARS]
         elif self._parts:
             self._parts.append(piece)
             record = "".join(self._parts)
@@ -424,6 +442,7 @@ class _Framer:
             record = piece
         self._parts = []
         self._size = 0
+        self._head = ""
         return record
 
 
@@ -607,6 +626,7 @@ class _RowReader:
                 chosen = delimiter
                 break
         self._framer.delimiter = chosen
+        self._tally.delimiter = chosen
         self._splitter = _CellSplitter(chosen)
         return self._splitter.split(record)
 
@@ -637,18 +657,40 @@ class _RowReader:
             self._tally.blank_lines += 1
 
     def _unreadable_row(self, problem: str | None = None) -> InputRow:
-        if problem is None:
+        identity: dict[str, str] = {}
+        if problem is None:  # too long to read: what its start says of whose row it was
+            head = self._framer.record_head
+            identity = self._identity(head)
             problem = (
                 f"the row is longer than {self._framer.max_row_chars:,} characters, "
                 "so it was not read"
             )
             if self._framer.unterminated:
                 problem += f"; {_UNCLOSED_QUOTE}"
+            if "email" not in identity and head:
+                problem += f"; it starts: {head!r}"
         extra = {name: "" for _, name in self._layout.extra}
         return InputRow(
-            self._row_number, "", "", "", "", None, None, extra, problem,
+            self._row_number, identity.get("email", ""), identity.get("first_name", ""),
+            identity.get("last_name", ""), identity.get("external_id", ""),
+            identity.get("partner_name"), identity.get("program_name"), extra, problem,
             line=self._framer.record_line,
         )  # fmt: skip
+
+    def _identity(self, head: str) -> dict[str, str]:
+        """The fields of a row too long to read that its first characters hold whole (every
+        cell before the last one the head reaches into): its e-mail, names, partner, program."""
+        try:
+            complete = self._splitter.split(head)[:-1]
+        except csv.Error:
+            return {}
+        found = {}
+        for name, index in zip(KNOWN_FIELDS, self._indices, strict=True):
+            if index < len(complete) and complete[index].strip() and name != "reissue":
+                found[name] = complete[index].strip()
+        if "email" in found:
+            found["email"] = normalise_email(found["email"])
+        return found
 
     def _row(self, cells: list[str]) -> InputRow:
         layout = self._layout

@@ -66,6 +66,11 @@ class BatchRecord(LedgerModel):
     reissue: bool = False
     #: Blank lines the CSV reader skipped (they take a row number but yield no row).
     blank_lines: int = 0
+    #: The input CSV's delimiter: the results file is written with it (``,`` for requests).
+    results_delimiter: str = ","
+    #: The input itself was unusable (no e-mail column, not a CSV, too many rows): the
+    #: sender's to fix, so the batch is reported ``rejected`` (``FAILED`` in the ledger).
+    input_rejected: bool = False
     #: A dry run: planned and reported (``would-assign``), never bought, nothing claimed.
     dry_run: bool = False
     #: Who sent the input (the uploader's or the SQS sender's AWS principal), when known.

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 
@@ -63,8 +70,9 @@ class DistributionRequest(Message):
     recipients: list[RequestRecipient] | None = None
     recipients_s3_uri: str | None = Field(default=None, alias="recipientsS3Uri")
     callback_url: str | None = None
-    #: Go through ingest and pre-flight, report ``would-assign``; buy and claim nothing.
-    dry_run: bool = False
+    #: Go through ingest and pre-flight, report ``would-assign``; buy and claim nothing. Only
+    #: a JSON boolean: ``"yes"`` or ``1`` is refused, never taken as true.
+    dry_run: StrictBool = False
 
     @field_validator("callback_url")
     @classmethod

@@ -32,6 +32,7 @@ from voucher_distributor.domain.assignment import assign_codes
 from voucher_distributor.domain.batches import find_marker, purchase_notes, work_key
 from voucher_distributor.domain.outcomes import outcomes_file
 from voucher_distributor.domain.polling import next_poll_delay, readiness
+from voucher_distributor.domain.timestamps import iso_z
 from voucher_distributor.models.certiverse import (
     PartnerVoucherModel,
     PartnerVoucherPurchaseModel,
@@ -344,9 +345,7 @@ def _outcome(
         status="assigned" if voucher else "failed",
         voucher_code=voucher.voucher_code if voucher else "",
         purchase_code=voucher.voucher_purchase_code if voucher else chunk.purchase_code or "",
-        expires_utc=(
-            voucher.expiration_date_utc.isoformat().replace("+00:00", "Z") if voucher else ""
-        ),
+        expires_utc=(iso_z(voucher.expiration_date_utc) if voucher else ""),
         reason=reason if not voucher else recipient.note,
         extra=recipient.extra,
         line=recipient.line,
