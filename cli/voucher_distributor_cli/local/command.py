@@ -110,6 +110,14 @@ def add_local_commands(subparsers: Any) -> None:
         "(default: the template's defaults)",
     )
     run.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="keep the local stack between runs: load the ledger, the bucket's results and the "
+        "sandbox's sales from DIR at the start and write them there at the end, so a person "
+        "sent again is 'existing' (default: none, every run starts an empty stack)",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=Path("local-results"),
@@ -182,6 +190,7 @@ def _run_local(args: argparse.Namespace) -> int:
     from voucher_distributor_cli.local.run import LocalRunError, run_files  # noqa: PLC0415
     from voucher_distributor_cli.local.runner import RunTimeoutError  # noqa: PLC0415
     from voucher_distributor_cli.local.runner.stack import StackError  # noqa: PLC0415
+    from voucher_distributor_cli.local.state import StateError  # noqa: PLC0415
 
     try:
         results = run_files(
@@ -196,12 +205,14 @@ def _run_local(args: argparse.Namespace) -> int:
             seed=args.seed,
             dry_run=args.dry_run,
             parameters=dict(args.parameter_overrides),
+            state=args.state,
         )
-    except (LocalRunError, RunTimeoutError, StackError) as exc:
+    except (LocalRunError, RunTimeoutError, StackError, StateError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
         return EXIT_COULD_NOT_RUN
     for result in results:
         _show_outcome(result, sys.stderr)
+    print(_stack_note(args.state), file=sys.stderr)
     for result in results:
         print(json.dumps(result.final_line(), ensure_ascii=False), flush=True)
     return max(exit_code(result) for result in results)
@@ -253,6 +264,19 @@ def _run_up(args: argparse.Namespace) -> int:
         pass
     print("local stack stopped", file=sys.stderr)
     return EXIT_DONE
+
+
+def _stack_note(state: Path | None) -> str:
+    """Whether the next run remembers this one: the duplicate guarantee across runs."""
+    if state is not None:
+        return (
+            f"state kept in {state}: run again with --state {state} and the people of this "
+            "run are 'existing', with the codes they got"
+        )
+    return (
+        "this run's stack is gone: each `local run` starts an empty one, so a file run again "
+        "gets new codes — pass --state DIR to keep it between runs, or use `local up`"
+    )
 
 
 def exit_code(result: RunResult) -> int:
