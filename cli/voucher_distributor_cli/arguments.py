@@ -1,4 +1,4 @@
-"""argparse value types the command groups share."""
+"""argparse value types the command groups share, and how a hint names the command to run next."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 #: The global options that say which stack a command works on: a hint repeats those given.
-TARGET_OPTIONS = ("stack", "endpoint_url", "region", "profile")
+TARGET_OPTIONS = ("endpoint_url", "stack", "region", "profile")
 
 
 def invocation(argv0: str | None = None) -> str:
@@ -66,7 +66,7 @@ def invocation(argv0: str | None = None) -> str:
     name = Path(argv0).name
     if name == "voucher-distributor":
         script = Path(argv0)
-    elif name in {"main.py", "__main__.py"} or argv0 == "-m":
+    elif name in {"main.py", "__main__.py"} and Path(argv0).parent.name == __package__:
         return f"{_shown(Path(sys.executable))} -m voucher_distributor_cli.main"
     else:  # started some other way (a test, an embedding): the script beside the interpreter
         script = Path(sys.executable).parent / "voucher-distributor"

@@ -78,7 +78,8 @@ def test_status_shows_chunks_counts_and_ages(ran: Ran, capsys: pytest.CaptureFix
 
     code, text = _run(["status", ran.batch_id, *ran.where], capsys)
     assert code == 0
-    assert "5 assigned, 1 rejected, 0 failed" in text
+    assert "5 assigned, 0 existing, 1 rejected, 0 failed" in text
+    assert view["counts"]["existing"] == 0  # issue 25 (12): the existing count is shown
     assert chunk["purchaseCode"] in text
 
 
