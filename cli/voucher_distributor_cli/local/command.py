@@ -141,9 +141,11 @@ def add_local_commands(subparsers: Any) -> None:
             "deliver queue messages, and keeps them running until Ctrl-C. Prints one JSON line: "
             "endpointUrl, region, stack, bucket, requestQueueUrl, table, apiUrl, apiClientId "
             "and apiClientSecret (a local API client with every scope), callbackSigningSecret "
-            "and certiverseUrl. Then `aws --endpoint-url …`, curl and every voucher-distributor "
-            "operator command (--endpoint-url URL --stack NAME) work against it. Locally, "
-            "callbacks may go to http:// loopback receivers."
+            "and certiverseUrl; on stderr, an upload (with the dummy AWS credentials moto "
+            "takes) and a status command, ready to paste. Then `aws --endpoint-url …`, curl and "
+            "every voucher-distributor operator command (--endpoint-url URL --stack NAME) work "
+            "against it. What fails meanwhile (a Certiverse outage) is one line each on stderr, "
+            "its trace in --log. Locally, callbacks may go to http:// loopback receivers."
         ),
     )
     up.add_argument("--partner", help="partner for rows and requests that name none")
