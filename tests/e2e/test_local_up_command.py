@@ -159,7 +159,7 @@ def test_issue25_10_it_prints_an_upload_line_that_needs_no_aws_configuration(
          "Bucket=sys.argv[2], Key='incoming/ready.csv', Body=b'email\\r\\nr@example.com\\r\\n')",
          endpoints["endpointUrl"], endpoints["bucket"]],
         env={**bare, **env, "AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere},
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert put.returncode == 0, put.stderr
 
