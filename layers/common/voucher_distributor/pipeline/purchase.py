@@ -12,9 +12,10 @@ The purchase POST has no idempotency key. The protocol that keeps it exactly-onc
    looks again before buying.
 4. PURCHASING → PURCHASED only while the worker still holds the lease.
 
-Ending a chunk (codes assigned, or failed) writes its outcome file and assignment items, moves
-the chunk to its final state with its counts (one conditional write), then adds the chunk to the
-batch's set of ended chunks (idempotent); whoever sees the set complete asks for the report.
+Ending a chunk (codes assigned, or failed) writes its outcome file, moves the chunk to its final
+state with its counts (one conditional write), then — only the worker that won that write — its
+assignment items, then adds the chunk to the batch's set of ended chunks (idempotent); whoever
+sees the set complete asks for the report.
 """
 
 from __future__ import annotations
@@ -405,6 +406,7 @@ def _settle_ended(services: Services, chunk: ChunkRecord) -> None:
     its claims, counting it in the batch or asking for the report; do what it left."""
     if chunk.state == ChunkState.FAILED:
         _release_claims(services, chunk)
+    _restore_assignments(services, chunk)
     _report_if_last(services, chunk.batch_id, chunk.chunk_no)
     if chunk.state == ChunkState.ASSIGNED:
         _track_for_sync(services, chunk)
@@ -445,23 +447,47 @@ def _end_chunk(
     *,
     reason: str | None = None,
 ) -> bool:
-    """Write the chunk's outcomes, end it, and count it in the batch; True if this call ended it.
+    """Write the chunk's outcome file, end it, write its assignment items, and count it in the
+    batch; True if this call ended it.
 
-    Order matters: the outcome file and the assignment items exist before the chunk reads as
-    ended, and the chunk is ended before the batch counts it, so whoever sees the last chunk
-    counted can report from the files.
+    Order matters: the outcome file (one per final state, so two workers ending the chunk
+    differently never write the same file) exists before the chunk reads as ended. Only the
+    worker that won the end writes the assignment items, so a loser (say ``failed`` against
+    an ``assigned`` winner) never overwrites the winner's. The chunk is counted in the batch
+    only once its items are written, so whoever sees the last chunk counted can report.
     """
     records.sort(key=lambda r: r.row_number)
     services.storage.put_records(
         work_key(chunk.batch_id, outcomes_file(chunk.chunk_no, state)), records
     )
-    services.ledger.assignments.put_assignments(records)
     assigned = sum(1 for r in records if r.status == "assigned")
     ended = services.ledger.chunks.finish_chunk(
         chunk, state=state, assigned=assigned, failed=len(records) - assigned, reason=reason
     )
+    if ended:
+        services.ledger.assignments.put_assignments(records)
+    else:
+        winner = services.ledger.chunks.get_chunk(chunk.batch_id, chunk.chunk_no)
+        if winner is not None:
+            _restore_assignments(services, winner)
     _report_if_last(services, chunk.batch_id, chunk.chunk_no)
     return ended
+
+
+def _restore_assignments(services: Services, chunk: ChunkRecord) -> None:
+    """An ended chunk the batch has not counted yet: its winner may have died between ending
+    it and writing its assignment items; write them from the outcome file that won.
+
+    Once the batch counts the chunk its items were written, and later writes (the redemption
+    sync's) are not to be overwritten: nothing to do then.
+    """
+    batch = services.ledger.batches.get_batch(chunk.batch_id)
+    if batch is None or chunk.chunk_no in batch.finished_chunks:
+        return
+    key = work_key(chunk.batch_id, outcomes_file(chunk.chunk_no, chunk.state))
+    services.ledger.assignments.put_assignments(
+        services.storage.read_records(key, AssignmentRecord)
+    )
 
 
 def _report_if_last(services: Services, batch_id: str, chunk_no: int) -> None:
