@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from voucher_distributor.adapters.ledger import Ledger
-from voucher_distributor.domain.batches import chunk_marker, find_marker
+from voucher_distributor.domain.batches import find_marker, trailing_marker
 from voucher_distributor_cli.local.run import RunResult
 
 
@@ -23,8 +23,7 @@ class _Sandbox(Protocol):
 
 def batch_purchases(purchases: Iterable[Any], batch_id: str) -> list[Any]:
     """The sandbox purchases whose notes carry a marker of this batch."""
-    prefix = chunk_marker(batch_id, 0)[: -len("00000]")]
-    return [p for p in purchases if prefix in (p.notes or "")]
+    return [p for p in purchases if (found := trailing_marker(p.notes)) and found[1] == batch_id]
 
 
 def consistency_violations(
@@ -57,7 +56,7 @@ def consistency_violations(
             f"{sorted(chunk_codes)}"
         )
     for chunk in chunks:
-        marked = [p for p in purchases if find_marker(p.notes, batch_id, chunk.chunk_no)]
+        marked = [p for p in purchases if find_marker(p.notes, batch_id, chunk.chunk_no, None)]
         if len(marked) > 1:
             problems.append(f"chunk {chunk.chunk_no} bought {len(marked)} times")
         if chunk.purchase_code:

@@ -1143,7 +1143,9 @@ class Harness:
             for chunk in self.ledger.chunks.iter_chunks(result.batch_id):
                 if chunk.state == ChunkState.FAILED:
                     continue  # bought, but its codes never came: nobody got one
-                marked = [p for p in mine if find_marker(p.notes, result.batch_id, chunk.chunk_no)]
+                marked = [
+                    p for p in mine if find_marker(p.notes, result.batch_id, chunk.chunk_no, None)
+                ]
                 sold += sum(p.quantity for p in marked)
         expected = len(given) + reissued
         if sold != expected:

@@ -40,6 +40,9 @@ class Settings(BaseModel):
     callback_allow_loopback: bool = False
     #: Each callback attempt's HTTP timeout; the lease on an attempt outlasts it and the function.
     callback_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    #: The CloudFormation stack id; its hash tags this stack's purchase markers, so two stacks
+    #: on one Certiverse account never adopt each other's purchases.
+    stack_id: str = ""
     default_partner_name: str = ""
     default_program_name: str = ""
     #: A purchase whose codes do not exist by then fails its chunk.

@@ -30,7 +30,13 @@ from voucher_distributor.adapters.certiverse import (
 )
 from voucher_distributor.adapters.ledger.holdings import Claim
 from voucher_distributor.domain.assignment import assign_codes
-from voucher_distributor.domain.batches import find_marker, purchase_notes, work_key
+from voucher_distributor.domain.batches import (
+    chunk_marker,
+    find_marker,
+    purchase_notes,
+    stack_tag,
+    work_key,
+)
 from voucher_distributor.domain.outcomes import outcomes_file
 from voucher_distributor.domain.polling import next_poll_delay, readiness
 from voucher_distributor.models.certiverse import (
@@ -126,7 +132,7 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
             # An earlier attempt may have bought it and we can no longer look: say so.
             reason += (
                 "; an earlier attempt may have bought this chunk: once the token is fixed, run "
-                f"reconcile for marker {purchase_notes('', batch_id, chunk_no).strip()}"
+                f"reconcile for marker {_marker(services, batch_id, chunk_no)}"
             )
         return _fail(services, leased, reason)
     except (CertiverseServerError, PurchaseNotConfirmed) as exc:
@@ -136,7 +142,7 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
             services,
             leased,
             f"Certiverse kept failing ({exc}); if a purchase with marker "
-            f"{purchase_notes('', batch_id, chunk_no).strip()} exists, run reconcile",
+            f"{_marker(services, batch_id, chunk_no)} exists, run reconcile",
         )
 
     now = services.now()
@@ -186,7 +192,9 @@ def _buy_or_adopt(
     ):
         raise LeaseLost(f"chunk {chunk.batch_id}/{chunk.chunk_no:05d}: lease over before buying")
     command = VoucherPurchaseCreateCommand(
-        notes=purchase_notes(batch.notes if batch else "", chunk.batch_id, chunk.chunk_no),
+        notes=purchase_notes(
+            batch.notes if batch else "", chunk.batch_id, chunk.chunk_no, _stack(services)
+        ),
         partner_name=chunk.partner_name,
         program_name=chunk.program_name,
         quantity=chunk.quantity,
@@ -201,23 +209,49 @@ def _buy_or_adopt(
         raise PurchaseNotConfirmed(str(exc)) from exc
 
 
+def _stack(services: Services) -> str:
+    return stack_tag(services.settings.stack_id)
+
+
+def _marker(services: Services, batch_id: str, chunk_no: int) -> str:
+    return chunk_marker(batch_id, chunk_no, _stack(services))
+
+
 def find_chunk_purchase(
     services: Services, chunk: ChunkRecord
 ) -> PartnerVoucherPurchaseModel | None:
-    """The purchase whose notes carry this chunk's marker, if Certiverse has one."""
-    matches = [
-        p
-        for p in services.certiverse.iter_pair_purchases(
-            partner_name=chunk.partner_name, program_name=chunk.program_name
-        )
-        if find_marker(p.notes, chunk.batch_id, chunk.chunk_no)
-    ]
+    """The purchase this stack made for this chunk, if Certiverse has one.
+
+    Its notes must end with the chunk's marker of this stack (a marker elsewhere in the notes
+    was typed, not appended), and its quantity and program must be the chunk's: anything else
+    is someone else's purchase, and adopting it would give one code to two people.
+    """
+    stack = _stack(services)
+    matches = []
+    for p in services.certiverse.iter_pair_purchases(
+        partner_name=chunk.partner_name, program_name=chunk.program_name
+    ):
+        if not find_marker(p.notes, chunk.batch_id, chunk.chunk_no, stack):
+            continue
+        if p.quantity != chunk.quantity or not _same_name(p.program_name, chunk.program_name):
+            log.error(
+                "chunk %s/%05d: purchase %s carries its marker but is for %d of %s, not %d of "
+                "%s; not adopting it",
+                chunk.batch_id, chunk.chunk_no, p.voucher_purchase_code, p.quantity,
+                p.program_name, chunk.quantity, chunk.program_name,
+            )  # fmt: skip
+            continue
+        matches.append(p)
     if len(matches) > 1:
         log.error(
             "chunk %s/%05d has %d purchases with its marker; adopting the first",
             chunk.batch_id, chunk.chunk_no, len(matches),
         )  # fmt: skip
     return min(matches, key=lambda p: p.purchase_date_utc) if matches else None
+
+
+def _same_name(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
 
 
 # ---------------------------------------------------------------------- polling
