@@ -550,6 +550,20 @@ def _scenarios_with(
     run(pipeline.submit_request({"requestId": "template-wait", "partnerName": PARTNER,
         "programName": SPRING, "callbackUrl": hook,
         "recipients": [{"email": f"t{n}@acme.example"} for n in range(5)]}))  # fmt: skip
+    # A chunk whose purchase lease another worker holds: the purchase function sends the
+    # message again to its own queue ("busy"), and buys once the lease is over.
+    leased = pipeline.submit_csv(
+        csv_file("leased.csv", f"email,program_name\r\nlee@acme.example,{SPRING}\r\n")
+    )
+    lambdas = pipeline.lambdas
+    assert lambdas is not None
+    (ingest,) = [s for s in lambdas.event_sources if s.function_id == "IngestCsvFunction"]
+    while pipeline.ledger.chunks.get_chunk(leased, 0) is None:  # the ingest alone
+        lambdas._deliver(ingest, lambdas._receive(ingest))
+    assert pipeline.ledger.chunks.acquire_purchase_lease(
+        leased, 0, owner="another-worker", now=int(time.time()), lease_seconds=2
+    )
+    run(leased)
     # Dry runs: by metadata, under incoming/dry-run/, and by request; nothing bought.
     dry = csv_file("dry.csv", f"email,program_name\r\nann@acme.example,{SPRING}\r\n"
         f"hank@acme.example,{SPRING}\r\n")  # fmt: skip
