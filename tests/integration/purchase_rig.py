@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from voucher_distributor.adapters.certiverse import CertiverseClient, EnvToken
+from voucher_distributor.adapters.certiverse import CertiverseClient, EnvToken, RetryPolicy
 from voucher_distributor.adapters.events import Events
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.adapters.queues import Queues
@@ -39,10 +39,12 @@ class Rig:
     def ledger(self) -> Ledger:
         return self.services.ledger
 
-    def with_settings(self, **changes: Any) -> Services:
-        """The same adapters under other settings (another stack, a tighter timing)."""
+    def with_settings(self, clock: Any = None, **changes: Any) -> Services:
+        """The same adapters under other settings (another stack, a tighter timing), and
+        another clock if given."""
         settings = self.services.settings.model_copy(update=changes)
-        return Services(**{**self.services.__dict__, "settings": settings})
+        extra = {"clock": clock} if clock is not None else {}
+        return Services(**{**self.services.__dict__, "settings": settings, **extra})
 
     def add_batch(self, batch_id: str, people: int, *, notes: str = "") -> ChunkRecord:
         """A batch of one chunk of ``people`` recipients, planned and waiting to be bought."""
@@ -70,19 +72,23 @@ class Rig:
         return chunk
 
     def visible(self, logical_id: str) -> list[dict[str, Any]]:
-        """The messages a queue holds now, delayed ones included (taken off it)."""
+        """Every message a queue holds now, delayed ones included once due (taken off it)."""
         import json
+        import time
 
         sqs = self.stack.client("sqs")
         url = self.stack.resource(logical_id).ref
-        sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "0"})
         got: list[dict[str, Any]] = []
-        while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get(
-            "Messages", []
-        ):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
             got += [json.loads(m["Body"]) for m in batch]
             for m in batch:
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            if not batch:
+                if self.stack.queue_counts(url).total == 0:
+                    break
+                time.sleep(0.2)
         return got
 
 
@@ -104,6 +110,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
             report_queue_url=stack.resource("ReportQueue").ref,
             certiverse_base_url=sandbox.base_url,
             initial_check_seconds=0,
+            poll_base_delay_seconds=0,
         )
         services = Services(
             settings=settings,
@@ -111,6 +118,9 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
             storage=Storage(bucket, s3=boto3.client("s3", **kwargs)),
             queues=Queues(sqs=boto3.client("sqs", **kwargs)),
             events=Events(events=boto3.client("events", **kwargs)),
-            certiverse=CertiverseClient(sandbox.base_url, EnvToken()),
+            # A short retry budget: a Certiverse that keeps failing shows in seconds.
+            certiverse=CertiverseClient(
+                sandbox.base_url, EnvToken(), retry=RetryPolicy(max_attempts=2, total_budget_s=2)
+            ),
         )
         yield Rig(stack, sandbox, services)

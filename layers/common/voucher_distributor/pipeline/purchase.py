@@ -21,9 +21,11 @@ sees the set complete asks for the report.
 from __future__ import annotations
 
 import random
+import uuid
 
 from voucher_distributor.adapters.certiverse import (
     CertiverseBadRequest,
+    CertiverseError,
     CertiverseServerError,
     CertiverseUnauthorized,
     PurchaseOutcomeUnknown,
@@ -52,6 +54,7 @@ from voucher_distributor.models.ledger import (
     RecipientRecord,
     TrackedPurchase,
 )
+from voucher_distributor.models.messages import PollMessage
 from voucher_distributor.pipeline.context import Services, log
 
 
@@ -270,34 +273,77 @@ def _check_then_schedule(services: Services, chunk: ChunkRecord) -> str:
             break
         services.sleep(wait)
         wait = min(wait * 2, 4.0)
-    _schedule_poll(services, chunk, attempt=1)
+    if chunk.poll_token is not None:
+        # A redelivered purchase message: a poll chain already waits for these codes.
+        return "polling"
+    _schedule_poll(services, chunk, attempt=1, after=None)
     return "polling"
 
 
-def poll_chunk(services: Services, batch_id: str, chunk_no: int, attempt: int) -> str:
-    """Handle one poll-queue message."""
+def poll_chunk(
+    services: Services, batch_id: str, chunk_no: int, attempt: int, token: str | None = None
+) -> str:
+    """Handle one poll-queue message.
+
+    A message that is not the chunk's live poll chain (another copy of an earlier step handed
+    over first) is dropped, so a duplicated message never doubles the chain. The deadline is
+    looked at first: past it, one last look, and the chunk fails if that finds no codes, even
+    when Certiverse keeps erroring (the chunk never stays PURCHASED with nobody polling).
+    """
     chunk = services.ledger.chunks.get_chunk(batch_id, chunk_no)
     if chunk is None or chunk.state != ChunkState.PURCHASED:
         if chunk is not None and chunk.state in {ChunkState.ASSIGNED, ChunkState.FAILED}:
             _settle_ended(services, chunk)
         return "not-waiting"
+    if token != chunk.poll_token:
+        log.info(
+            "chunk %s/%05d poll %d is not the live poll chain (at poll %s); dropping it",
+            batch_id, chunk_no, attempt, chunk.poll_attempt,
+        )  # fmt: skip
+        return "duplicate"
     services.metrics.count("PollAttempts")
+    if chunk.deadline_at is not None and services.now() >= chunk.deadline_at:
+        hours = services.settings.poll_deadline_seconds / 3600
+        reason = (
+            f"Certiverse had not generated the codes of purchase {chunk.purchase_code} "
+            f"within the {hours:g} h deadline"
+        )
+        try:
+            outcome = check_codes(services, chunk)
+        except CertiverseError as exc:
+            outcome, reason = None, f"{reason} (the last look failed: {exc})"
+        return outcome if outcome is not None else _fail(services, chunk, reason)
     outcome = check_codes(services, chunk)
     if outcome is not None:
         return outcome
-    if chunk.deadline_at is not None and services.now() >= chunk.deadline_at:
-        hours = services.settings.poll_deadline_seconds / 3600
-        return _fail(
-            services,
-            chunk,
-            f"Certiverse had not generated the codes of purchase {chunk.purchase_code} "
-            f"within the {hours:g} h deadline",
-        )
-    _schedule_poll(services, chunk, attempt=attempt + 1)
+    _schedule_poll(services, chunk, attempt=attempt + 1, after=chunk.poll_token)
     return "polling"
 
 
-def _schedule_poll(services: Services, chunk: ChunkRecord, *, attempt: int) -> None:
+def defer_poll(services: Services, message: PollMessage) -> None:
+    """A poll message this invocation has no time left for: the same step, sent again (its
+    token unchanged, so it stays the live chain's)."""
+    services.queues.send(
+        services.settings.poll_queue_url,
+        message.model_dump(mode="json", by_alias=True, exclude_none=True),
+        delay_seconds=1,
+    )
+    log.info(
+        "chunk %s/%05d poll %d: no time left in this invocation; sent again",
+        message.batch_id, message.chunk_no, message.attempt,
+    )  # fmt: skip
+
+
+def _schedule_poll(
+    services: Services, chunk: ChunkRecord, *, attempt: int, after: str | None
+) -> None:
+    """Send the chain's next poll message, then make it the chunk's live chain.
+
+    In that order: a worker dying between the two leaves the chain as it was, and the message
+    it was handling comes back and sends again; the message sent first is then not the live
+    chain's and is dropped. Two copies of one message both send; one hands over, the other's
+    message is dropped.
+    """
     settings = services.settings
     delay = next_poll_delay(
         attempt,
@@ -306,12 +352,21 @@ def _schedule_poll(services: Services, chunk: ChunkRecord, *, attempt: int) -> N
         rng=_rng,
     )
     if chunk.deadline_at is not None:
-        delay = max(0, min(delay, chunk.deadline_at - services.now()))
+        delay = min(delay, chunk.deadline_at - services.now())
+    token = uuid.uuid4().hex[:16]
     services.queues.send(
         settings.poll_queue_url,
-        {"batchId": chunk.batch_id, "chunkNo": chunk.chunk_no, "attempt": attempt},
-        delay_seconds=delay,
+        {"batchId": chunk.batch_id, "chunkNo": chunk.chunk_no, "attempt": attempt, "token": token},
+        # At least a second: the hand-over below lands before the message can be received.
+        delay_seconds=max(1, delay),
     )
+    if not services.ledger.chunks.hand_over_poll(
+        chunk.batch_id, chunk.chunk_no, after=after, token=token, attempt=attempt
+    ):
+        log.info(
+            "chunk %s/%05d: another copy of this poll step handed over first",
+            chunk.batch_id, chunk.chunk_no,
+        )  # fmt: skip
 
 
 def check_codes(services: Services, chunk: ChunkRecord) -> str | None:

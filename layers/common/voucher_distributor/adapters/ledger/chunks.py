@@ -187,14 +187,36 @@ class ChunkStore(Store):
             raise
         return True
 
-    def count_poll(self, batch_id: str, chunk_no: int) -> int:
-        got = self._table.update_item(
-            Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
-            UpdateExpression="ADD poll_attempts :one",
-            ExpressionAttributeValues={":one": 1},
-            ReturnValues="UPDATED_NEW",
+    def hand_over_poll(
+        self, batch_id: str, chunk_no: int, *, after: str | None, token: str, attempt: int
+    ) -> bool:
+        """Make ``token`` (attempt ``attempt``) the chunk's live poll chain, if the live one is
+        still ``after`` (None: no chain yet) and the chunk still waits for its codes; False if
+        another copy of the message handed over first (a duplicate chain: stop)."""
+        condition = "#state = :purchased AND " + (
+            "attribute_not_exists(poll_token)" if after is None else "poll_token = :after"
         )
-        return int(got["Attributes"]["poll_attempts"])
+        try:
+            self._table.update_item(
+                Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
+                UpdateExpression=(
+                    "SET poll_token = :token, poll_attempt = :attempt ADD poll_attempts :one"
+                ),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":purchased": ChunkState.PURCHASED.value,
+                    ":token": token,
+                    ":attempt": attempt,
+                    ":one": 1,
+                    **({":after": after} if after is not None else {}),
+                },
+            )
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
 
     def finish_chunk(
         self,
