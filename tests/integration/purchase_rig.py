@@ -4,6 +4,7 @@ chooses (an interleaving forced, not hoped for)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,13 @@ class Rig:
 @pytest.fixture
 def rig(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     monkeypatch.setenv("CERTIVERSE_TOKEN", TOKEN)
-    config = SandboxConfig(token=TOKEN, generation_delay_s=0, page_size=100, seed=7)
+    with make_rig(SandboxConfig(token=TOKEN, generation_delay_s=0, page_size=100, seed=7)) as r:
+        yield r
+
+
+@contextlib.contextmanager
+def make_rig(config: SandboxConfig, **settings_changes: Any) -> Iterator[Rig]:
+    """The rig with a sandbox of ``config`` (CERTIVERSE_TOKEN must be its token)."""
     with MotoStack(TEMPLATE) as stack, SandboxServer(config, host="127.0.0.1", port=0) as sandbox:
         kwargs = {
             "endpoint_url": stack.endpoint_url, "region_name": "us-east-1",
@@ -111,6 +118,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
             certiverse_base_url=sandbox.base_url,
             initial_check_seconds=0,
             poll_base_delay_seconds=0,
+            **settings_changes,
         )
         services = Services(
             settings=settings,

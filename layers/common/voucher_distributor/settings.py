@@ -30,6 +30,9 @@ class Settings(BaseModel):
     certiverse_base_url: str = Field(min_length=1)
     #: Secrets Manager ARN of the token; empty means "read CERTIVERSE_TOKEN" (local runs).
     certiverse_token_secret_arn: str = ""
+    #: The e-mail of the Certiverse API user the token belongs to: narrows the look for an
+    #: earlier purchase (``purchasedByEmail``) when a program lists over 10,000 purchases.
+    certiverse_api_user_email: str = ""
     callback_secret_arn: str = ""
     #: The queue of callback deliveries (one message per attempt or hop); empty: no callbacks.
     callback_queue_url: str = ""

@@ -26,6 +26,7 @@ import uuid
 from voucher_distributor.adapters.certiverse import (
     CertiverseBadRequest,
     CertiverseError,
+    CertiverseRecordLimitExceeded,
     CertiverseServerError,
     CertiverseUnauthorized,
     PurchaseOutcomeUnknown,
@@ -76,7 +77,7 @@ _rng = random.Random()  # noqa: S311 - poll jitter, not a secret
 # ---------------------------------------------------------------------- purchase
 
 
-def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
+def purchase_chunk(  # noqa: PLR0911, PLR0912 - one exit per outcome of the protocol
     services: Services, batch_id: str, chunk_no: int, *, owner: str, receive_count: int = 1
 ) -> str:
     """Handle one purchase-queue message. Returns what happened, for logs and tests."""
@@ -138,6 +139,18 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
                 f"reconcile for marker {_marker(services, batch_id, chunk_no)}"
             )
         return _fail(services, leased, reason)
+    except CertiverseRecordLimitExceeded as exc:
+        # Even narrowed, the look for an earlier purchase lists too many: buying blind could
+        # buy twice, so it never buys; on the last delivery the chunk fails, visibly.
+        if not final_attempt:
+            raise
+        return _fail(
+            services,
+            leased,
+            f"could not look for an earlier purchase of this chunk ({exc}); set "
+            f"CertiverseApiUserEmail to the API user's e-mail, or run reconcile for marker "
+            f"{_marker(services, batch_id, chunk_no)}",
+        )
     except (CertiverseServerError, PurchaseNotConfirmed) as exc:
         if not final_attempt:
             raise
@@ -232,7 +245,9 @@ def find_chunk_purchase(
     stack = _stack(services)
     matches = []
     for p in services.certiverse.iter_pair_purchases(
-        partner_name=chunk.partner_name, program_name=chunk.program_name
+        partner_name=chunk.partner_name,
+        program_name=chunk.program_name,
+        purchased_by_email=services.settings.certiverse_api_user_email or None,
     ):
         if not find_marker(p.notes, chunk.batch_id, chunk.chunk_no, stack):
             continue
