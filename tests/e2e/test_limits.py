@@ -51,7 +51,7 @@ def test_a_dry_run_reports_what_the_real_run_then_does_and_buys_nothing(make_wor
     assert rows["person1@acme.example", SPRING]["status"] == "existing"
     assert rows["person1@acme.example", SPRING]["voucher_code"]  # the code they hold, shown
     assert "reissued as asked" in rows["person2@acme.example", SPRING]["reason"]
-    assert dry.summary["results"]["csv"].endswith("big.dry-run.results.csv")
+    assert dry.summary["results"]["csv"].endswith(f"big.{dry.batch_id[:14]}.dry-run.results.csv")
     (event,) = [e for e in world.events_heard(listener) if e["detail"]["batchId"] == dry.batch_id]
     assert event["detail-type"] == "Voucher Batch Dry Run Completed"
     assert event["detail"]["dryRun"] is True

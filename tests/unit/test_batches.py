@@ -9,6 +9,7 @@ from voucher_distributor.domain.batches import (
     request_batch_id,
     result_keys_for_request,
     result_keys_for_upload,
+    short_batch_id,
     stack_tag,
     trailing_marker,
 )
@@ -78,14 +79,42 @@ def test_notes_are_single_line_and_bounded():
 
 
 def test_result_keys_mirror_the_upload_path():
-    keys = result_keys_for_upload("incoming/hr/2026/Staff List.csv")
-    assert keys.results_csv == "results/hr/2026/Staff List.results.csv"
-    assert keys.summary_json == "results/hr/2026/Staff List.summary.json"
+    batch = csv_batch_id("inbox", "incoming/hr/2026/Staff List.csv", "v1")
+    keys = result_keys_for_upload("incoming/hr/2026/Staff List.csv", batch)
+    assert keys.results_csv == f"results/hr/2026/Staff List.{batch[:14]}.results.csv"
+    assert keys.summary_json == f"results/hr/2026/Staff List.{batch[:14]}.summary.json"
+    assert short_batch_id(batch) == batch[:14]
+
+
+def _upload(key: str, version: str = "v1") -> str:
+    return result_keys_for_upload(key, csv_batch_id("inbox", key, version)).results_csv
+
+
+def _request(request_id: str) -> str:
+    return result_keys_for_request(request_id, request_batch_id(request_id)).results_csv
+
+
+def test_result_keys_are_unique_per_batch():
+    """Pairs whose readable names meet: each batch still has results of its own (before, the
+    later one overwrote the earlier, and /results or retry-failed of one used the other's)."""
+    long = "x" * 100
+    pairs = [
+        (_request("a/b"), _request("a_b")),
+        (_request(long + "-one"), _request(long + "-two")),
+        (_upload("incoming/requests/x/x.csv"), _request("x")),
+        (_upload("incoming/team.csv", "v1"), _upload("incoming/team.csv", "v2")),
+    ]
+    for first, second in pairs:
+        assert first != second
+    assert _request("a/b").startswith("results/requests/a_b/a_b.r-")  # still readable
 
 
 @given(st.text(max_size=80))
 def test_result_keys_never_escape_results(key):
-    for keys in (result_keys_for_upload("incoming/" + key), result_keys_for_request(key)):
+    for keys in (
+        result_keys_for_upload("incoming/" + key, csv_batch_id("inbox", key, "v")),
+        result_keys_for_request(key, request_batch_id(key)),
+    ):
         for path in (keys.results_csv, keys.summary_json):
             assert path.startswith("results/")
             assert "/../" not in path
@@ -94,6 +123,6 @@ def test_result_keys_never_escape_results(key):
 
 
 def test_hostile_request_ids_are_tamed():
-    keys = result_keys_for_request("../../incoming/evil.csv")
+    keys = result_keys_for_request("../../incoming/evil.csv", request_batch_id("evil"))
     assert keys.results_csv.startswith("results/requests/")
     assert "incoming/" not in keys.results_csv

@@ -101,23 +101,39 @@ def dry_run_keys(keys: ResultKeys) -> ResultKeys:
     )
 
 
-def result_keys_for_upload(key: str) -> ResultKeys:
-    """``incoming/a/b/x.csv`` → ``results/a/b/x.results.csv`` and ``x.summary.json``; never
-    outside ``results/`` whatever the key holds (``..``, absolute parts, odd characters)."""
+def short_batch_id(batch_id: str) -> str:
+    """The batch id as results keys carry it: its kind and the first 12 digits of its hash."""
+    return batch_id[:14]
+
+
+def result_keys_for_upload(key: str, batch_id: str) -> ResultKeys:
+    """``incoming/a/b/x.csv`` → ``results/a/b/x.<batch>.results.csv`` and
+    ``x.<batch>.summary.json``; never outside ``results/`` whatever the key holds (``..``,
+    absolute parts, odd characters).
+
+    ``<batch>`` is the short batch id (:func:`short_batch_id`): two batches never share a
+    results file, though their readable names may meet (a new version of the same upload,
+    ``a/b`` and ``a_b``, an upload under ``incoming/requests/x/`` and the request ``x``).
+    """
     relative = key[len(INCOMING_PREFIX) :] if key.startswith(INCOMING_PREFIX) else key
     parts = [_safe_part(p) for p in relative.split("/") if p not in {"", ".", ".."}]
     if not parts:
         parts = ["upload"]
     folder, name = parts[:-1], parts[-1]
     stem = name[:-4] if name.lower().endswith(".csv") else name
-    base = posixpath.join(RESULTS_PREFIX, *folder, stem or "upload")
-    return ResultKeys(results_csv=f"{base}.results.csv", summary_json=f"{base}.summary.json")
+    return _keys(posixpath.join(RESULTS_PREFIX, *folder, stem or "upload"), batch_id)
 
 
-def result_keys_for_request(request_id: str) -> ResultKeys:
+def result_keys_for_request(request_id: str, batch_id: str) -> ResultKeys:
+    """``results/requests/<name>/<name>.<batch>.results.csv``: ``<name>`` the readable
+    ``requestId`` (odd characters replaced, at most 100), ``<batch>`` the short batch id."""
     name = _safe_part(request_id)[:100] or "request"
-    base = posixpath.join(RESULTS_PREFIX, "requests", name, name)
-    return ResultKeys(results_csv=f"{base}.results.csv", summary_json=f"{base}.summary.json")
+    return _keys(posixpath.join(RESULTS_PREFIX, "requests", name, name), batch_id)
+
+
+def _keys(base: str, batch_id: str) -> ResultKeys:
+    tagged = f"{base}.{short_batch_id(batch_id)}"
+    return ResultKeys(results_csv=f"{tagged}.results.csv", summary_json=f"{tagged}.summary.json")
 
 
 def _safe_part(part: str) -> str:
