@@ -54,8 +54,9 @@ _BOUGHT = {ChunkState.PURCHASED, ChunkState.ASSIGNED}
 
 
 def iter_all_chunks(target: Target) -> Iterator[ChunkRecord]:
-    """Every chunk of every batch (a filtered scan: an operator's read, not the pipeline's)."""
-    return target.ledger.chunks.iter_all_chunks()
+    """Every chunk of every batch, state by state from the ``chunks-by-state`` index (chunk
+    items only: no assignment, holding or batch is read)."""
+    return target.ledger.chunks.iter_chunks_by_state()
 
 
 def reconcile(  # noqa: PLR0912 - one branch per kind of disagreement
@@ -76,7 +77,9 @@ def reconcile(  # noqa: PLR0912 - one branch per kind of disagreement
       assignments in the ledger differ from the chunk's quantity.
     """
     now_s = int(time.time() if now is None else now)
-    chunks = [c for c in iter_all_chunks(target) if batch_id is None or c.batch_id == batch_id]
+    chunks = list(
+        iter_all_chunks(target) if batch_id is None else target.ledger.chunks.iter_chunks(batch_id)
+    )
     report = Reconciliation(chunks=len(chunks))
     ours = {(c.batch_id, c.chunk_no): c for c in chunks}
     by_code = {c.purchase_code: c for c in chunks if c.purchase_code}

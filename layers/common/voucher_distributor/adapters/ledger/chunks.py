@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from botocore.exceptions import ClientError
 
 from voucher_distributor.adapters.ledger.table import (
+    CHUNK_STATE_INDEX,
     Store,
     batch_pk,
     chunk_sk,
@@ -79,9 +80,26 @@ class ChunkStore(Store):
         return deleted
 
     def iter_all_chunks(self) -> Iterator[ChunkRecord]:
-        """Every chunk of every batch: a filtered scan for operators (reconcile)."""
+        """Every chunk of every batch, whole: a filtered scan of the table (only ``sync
+        --track-existing``, a one-time migration, reads this)."""
         for item in self._scan_prefix("sk", "C#"):
             yield ChunkRecord.model_validate(plain(item))
+
+    def iter_chunks_by_state(
+        self, states: Iterable[ChunkState] = tuple(ChunkState)
+    ) -> Iterator[ChunkRecord]:
+        """Every chunk in ``states``, from the ``chunks-by-state`` index (chunk items only,
+        projected to what reconcile compares: keys, names, quantity, purchase, counts; not the
+        lease or the failure reason)."""
+        for state in states:
+            for item in self._pages(
+                self._table.query,
+                IndexName=CHUNK_STATE_INDEX,
+                KeyConditionExpression="#state = :state",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":state": state.value},
+            ):
+                yield ChunkRecord.model_validate(plain(item))
 
     def acquire_purchase_lease(
         self, batch_id: str, chunk_no: int, *, owner: str, now: int, lease_seconds: int

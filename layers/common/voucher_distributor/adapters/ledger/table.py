@@ -24,6 +24,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 EMAIL_INDEX = "by-email"
+#: The operators' sparse indexes (template.yaml says what each holds and projects).
+CODE_INDEX = "by-code"
+PROGRAM_INDEX = "by-program"
+BATCH_STATUS_INDEX = "batches-by-status"
+CHUNK_STATE_INDEX = "chunks-by-state"
 #: Claims per TransactWriteItems call (DynamoDB's limit).
 CLAIMS_PER_CALL = 100
 #: Transactions cancelled for a retryable reason (a concurrent one, throttling), before giving up.
