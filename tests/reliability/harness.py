@@ -551,7 +551,8 @@ def sandbox_faults(scenario: Scenario) -> FaultSettings:
         settings["drop_rate"] = 0.1
     if "reply-lost" in kinds:
         settings.update(post_commit_fault="drop", post_commit_fault_rate=0.7)
-    if "slow-generation" in kinds:
+    if "slow-generation" in kinds or {"end-race", "slow-poll"} & kinds:
+        # (the two poll seams need polls: codes that come after the purchase's own check)
         settings["generation_delay_s"] = 1.2
     if "late-codes" in kinds:
         settings["complete_before_codes_s"] = 0.8
