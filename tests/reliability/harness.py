@@ -642,8 +642,11 @@ class Harness:
                 and self.hooks.plan.armed
             ):
                 # A slow poll: the invocation has a second left after its first message, so
-                # the others are sent again (the seam's hits: messages deferred).
-                self._fired["slow-poll"] += max(0, len(event.get("Records", [])) - 1)
+                # the others are sent again (hits: invocations slowed, and messages deferred).
+                self._fired["slow-poll"] += 1
+                deferred = len(event.get("Records", [])) - 1
+                if deferred > 0:
+                    self._fired["slow-poll-deferred"] += deferred
                 with mock.patch.object(
                     LambdaContext, "get_remaining_time_in_millis", return_value=1_000
                 ):
