@@ -15,7 +15,7 @@ from voucher_distributor_cli.local.run import RunResult
 from voucher_distributor_cli.main import main
 from voucher_distributor_cli.sandbox import FaultSettings
 
-from ..invariants import assert_consistent, holdings_violations
+from ..invariants import assert_consistent, holdings_violations, iter_holdings
 from .conftest import PARTNER, SPRING, World, people
 
 
@@ -233,7 +233,7 @@ def test_a_failed_chunk_gives_its_claims_back(make_world) -> None:
     world.sandbox.set_faults(FaultSettings(generation_failure_rate=1.0))
     (failed,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(4)))])
     assert statuses(failed) == {"failed": 4}
-    assert list(world.pipeline.ledger.holdings.iter_holdings()) == []
+    assert list(iter_holdings(world.pipeline.ledger)) == []
     world.sandbox.set_faults(FaultSettings())
     (again,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(4), "b.csv"))])
     assert statuses(again) == {"assigned": 4}

@@ -234,13 +234,14 @@ CSV_CASES = [
     Case("key-with-spaces", csv_text(NAMES, "sp@acme.example,A").encode(), ["assigned"],
          key="incoming/HR exports/Nov list (final).csv",
          check=lambda r: r.summary["results"]["csv"]
-         == "results/HR exports/Nov list _final_.results.csv"),
+         == f"results/HR exports/Nov list _final_.{r.batch_id[:14]}.results.csv"),
     Case("key-with-unicode", csv_text(NAMES, "uk@acme.example,A").encode(), ["assigned"],
          key="incoming/équipe/liste ñ.csv",
          check=lambda r: r.summary["results"]["csv"].startswith("results/")),
     Case("key-with-dotdot", csv_text(NAMES, "dd@acme.example,A").encode(), ["assigned"],
          key="incoming/../../work/evil/../x.csv",
-         check=lambda r: r.summary["results"]["csv"] == "results/work/evil/x.results.csv"),
+         check=lambda r: r.summary["results"]["csv"]
+         == f"results/work/evil/x.{r.batch_id[:14]}.results.csv"),
 ]  # fmt: skip
 
 

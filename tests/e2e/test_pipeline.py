@@ -82,7 +82,8 @@ def test_sqs_request_inline_recipients(make_world) -> None:
     assert purchase.notes.startswith("November onboarding cohort [vd:")
     batch = world.pipeline.ledger.batches.get_batch(batch_id)
     assert batch.results_csv_key == (
-        "results/requests/hr-2026-11-21-onboarding-0042/hr-2026-11-21-onboarding-0042.results.csv"
+        "results/requests/hr-2026-11-21-onboarding-0042/hr-2026-11-21-onboarding-0042."
+        f"{batch_id[:14]}.results.csv"
     )
 
 
@@ -325,7 +326,7 @@ def test_unusable_files_buy_nothing_and_say_why(make_world, content: bytes, expe
     assert batch.status == BatchStatus.FAILED
     summary = world.pipeline.result(batch_id).summary
     assert expected in summary["error"].lower()
-    assert summary["results"]["summary"] == "results/bad.summary.json"
+    assert summary["results"]["summary"] == f"results/bad.{batch_id[:14]}.summary.json"
     assert world.sandbox.purchases() == []
 
 

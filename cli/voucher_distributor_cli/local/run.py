@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from voucher_distributor.adapters.ledger import Ledger
-from voucher_distributor.domain.batches import csv_batch_id, request_batch_id
+from voucher_distributor.domain.batches import csv_batch_id, request_batch_id, short_batch_id
 from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.domain.results_csv import read_results
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState, DeliveryState
@@ -438,8 +438,10 @@ class LocalPipeline:
         known = self._copies.get(batch.batch_id)
         if known is not None:
             return known
-        summary_name = Path(batch.summary_key).name
-        results_name = Path(batch.results_csv_key).name
+        # The copies keep the readable name; the short batch id the S3 keys carry is left out.
+        tag = f".{short_batch_id(batch.batch_id)}"
+        summary_name = Path(batch.summary_key).name.replace(tag, "", 1)
+        results_name = Path(batch.results_csv_key).name.replace(tag, "", 1)
         stem = results_name.removesuffix(".results.csv")
         taken = {p for pair in self._copies.values() for p in pair}
         number = 1

@@ -279,8 +279,9 @@ def _run_reconcile(args: argparse.Namespace) -> int:
     arguments=[
         CERTIVERSE_URL,
         arg("--track-existing", action="store_true",
-            help="first follow the purchases bought before the sync existed (a scan of the "
-            "chunks; once, after upgrading a stack)"),
+            help="first follow the purchases bought before the sync existed. A one-time "
+            "migration that scans the whole ledger table (every item, not an index): run it "
+            "once, after upgrading a stack"),
     ],
 )  # fmt: skip
 def _run_sync(args: argparse.Namespace) -> int:

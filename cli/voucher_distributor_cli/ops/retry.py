@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import csv_batch_id
 from voucher_distributor.domain.results_csv import RESULT_COLUMNS, read_results
-from voucher_distributor.models.ledger import BatchStatus
+from voucher_distributor.models.ledger import BatchRecord, BatchStatus
 from voucher_distributor_cli.ops.target import OpsError
 
 #: Results columns that become the retry file's own (the rest are the user's, passed through).
@@ -114,6 +115,7 @@ def retry_failed(
         raise OpsError(
             f"batch {batch_id} is still {batch.status.value}: retry its failed rows once it ends"
         )
+    _check_results_are_its_own(s3, bucket, batch)
     try:
         body = s3.get_object(Bucket=bucket, Key=batch.results_csv_key)["Body"].read()
     except s3.exceptions.NoSuchKey as exc:
@@ -139,3 +141,21 @@ def retry_failed(
     )
     version = put.get("VersionId") or str(put.get("ETag", "")).strip('"')
     return RetryStarted(batch_id, csv_batch_id(bucket, key, version), key, count)
+
+
+def _check_results_are_its_own(s3: Any, bucket: str, batch: BatchRecord) -> None:
+    """The results file is this batch's (its summary names it): before results keys carried the
+    batch id, a later batch with the same readable name wrote over them, and retrying those
+    rows would retry another batch's people."""
+    try:
+        summary = json.loads(s3.get_object(Bucket=bucket, Key=batch.summary_key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return  # no summary: the results file's absence is reported next
+    written_for = summary.get("batchId") if isinstance(summary, dict) else None
+    if written_for != batch.batch_id:
+        raise OpsError(
+            f"the results at {batch.results_csv_key} are batch {written_for}'s, not "
+            f"{batch.batch_id}'s (written over before results keys carried the batch id): "
+            f"retry-failed {written_for} if you meant that one; this batch's rows are in "
+            f"the ledger (status --batch {batch.batch_id})"
+        )

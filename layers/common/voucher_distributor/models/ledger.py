@@ -114,6 +114,10 @@ class ChunkRecord(LedgerModel):
     purchased_at: int | None = None
     deadline_at: int | None = None
     poll_attempts: int = 0
+    #: The live poll chain: the attempt and token of the poll message last handed over. A poll
+    #: message carrying another token is a duplicate chain's, and is dropped.
+    poll_attempt: int | None = None
+    poll_token: str | None = None
     adopted: bool = False
     failure_reason: str | None = None
     assigned_count: int = 0  # set when the chunk ends

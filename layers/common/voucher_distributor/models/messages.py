@@ -28,6 +28,9 @@ class ChunkMessage(Message):
 
 class PollMessage(ChunkMessage):
     attempt: int = Field(default=1, ge=1)
+    #: The chain's token for this step (the chunk records the live one); None from a sender
+    #: that predates it (taken as the live chain if the chunk records none).
+    token: str | None = None
 
 
 class ReportMessage(Message):

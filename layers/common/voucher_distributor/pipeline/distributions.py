@@ -203,6 +203,16 @@ def results_link(services: Services, batch_id: str) -> dict[str, Any]:
             f"batch {batch_id} is {state_word(batch)}; its results are written when it ends — "
             "poll GET /v1/distributions/{batchId} or wait for the callback"
         )
+    summary = services.storage.get_json(batch.summary_key)
+    written_for = summary.get("batchId") if isinstance(summary, dict) else None
+    if written_for != batch_id:
+        # Before results keys carried the batch id, a later batch could write over them.
+        raise NotFound(
+            f"the results of batch {batch_id} at {batch.summary_key} are "
+            + (f"batch {written_for}'s" if written_for else "missing")
+            + "; its rows are in the ledger (voucher-distributor status --batch "
+            f"{batch_id}), or send the request again under a new requestId"
+        )
     has_csv = batch.status == BatchStatus.DONE and services.storage.exists(batch.results_csv_key)
     expires = services.now() + RESULTS_LINK_S
     return {
