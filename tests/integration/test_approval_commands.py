@@ -162,4 +162,4 @@ def test_issue25_9_hints_print_a_command_that_runs_with_the_flags_given(
     assert command[-4:] == where  # pasted, it reaches the same stack
     pipeline.run_until_done(first, timeout_s=120)
     code, out, _ = _run(["status", first, *where], capsys)
-    assert f"  results  s3://{pipeline.bucket}/results/hint1.results.csv" in out
+    assert f"  results  s3://{pipeline.bucket}/results/hint1.{first[:14]}.results.csv" in out
