@@ -53,16 +53,19 @@ def pytest_collection_modifyitems(
         if item.get_closest_marker("xdist_group") is None and _shares_a_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     yield
-    _suffix_the_groups(config, items)
+    if getattr(config.option, "loadgroup", False):  # set on xdist workers only
+        # The scheduler hands out groups first (largest first), then single tests in this
+        # order: the longest single tests (marked slow) go first, not last, so none of them
+        # is still running alone at the end. Stable: every worker sorts alike.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        _suffix_the_groups(items)
 
 
-def _suffix_the_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
+def _suffix_the_groups(items: list[pytest.Item]) -> None:
     """pytest-xdist 3.8 tells its scheduler an item's group by appending ``@group`` to the
     item's ``_nodeid``, which pytest 9.2 no longer reads (its node ids are structured): the
     groups are then silently ignored (pytest-dev/pytest-xdist#1386, fix proposed in #1388).
     Until a release has the fix, append the suffix to the structured id, as that fix does."""
-    if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
-        return
     for item in items:
         group, node_id = _group(item), getattr(item, "_id", None)
         if group is None or node_id is None or item.nodeid.endswith(f"@{group}"):
