@@ -2,7 +2,7 @@
 
 Hypothesis is derandomised in CI so a run is reproducible.
 
-The suite runs under pytest-xdist (``make test``: ``-n 4 --dist loadgroup``). A module whose
+The suite runs under pytest-xdist (``make test``: ``-n auto --dist loadgroup``). A module whose
 tests share a module-scoped fixture (one local stack, one sandbox, one ``local up`` process, one
 fault-injection harness) is kept on one worker as an ``xdist_group`` named after the module, so
 that fixture starts once, as it does without xdist. A test that names its own ``xdist_group``
