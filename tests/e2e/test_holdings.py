@@ -11,6 +11,8 @@ import json
 import shutil
 from collections import Counter
 
+import pytest
+
 from voucher_distributor_cli.local.run import RunResult
 from voucher_distributor_cli.main import main
 from voucher_distributor_cli.sandbox import FaultSettings
@@ -196,6 +198,7 @@ def test_an_hr_request_can_reissue_one_recipient(make_world) -> None:
     assert second.rows[1]["voucher_code"] == first.rows[1]["voucher_code"]
 
 
+@pytest.mark.slow
 def test_certiverse_down_during_preflight_fails_the_rows_and_retry_assigns_them(
     make_world,
 ) -> None:

@@ -294,6 +294,7 @@ def test_hostile_file_of_100_mb_is_refused_unread(env: Env) -> None:
     refused(env, result, "limit")
 
 
+@pytest.mark.slow
 def test_hostile_million_rows_stream_in_flat_memory() -> None:
     """1,000,000 rows are read as a stream: the reader never holds the file (peak < 20 MB)."""
     import tracemalloc

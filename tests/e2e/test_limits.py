@@ -6,6 +6,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from voucher_distributor.domain.timestamps import utc_day
 from voucher_distributor_cli.local.run import RunResult
 
@@ -25,6 +27,7 @@ def _holdings(world: World) -> set[tuple[str, str, str, int]]:
     }
 
 
+@pytest.mark.slow
 def test_a_dry_run_reports_what_the_real_run_then_does_and_buys_nothing(make_world) -> None:
     world = make_world()
     (earlier,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(3), "a.csv"))])

@@ -30,6 +30,7 @@ def run_csv(world: World, path: Path, **kwargs: object) -> RunResult:
 # ---------------------------------------------------------------------- the main paths
 
 
+@pytest.mark.slow
 def test_sample_csv_two_programs_several_purchases(make_world) -> None:
     # Its Example Corp rows are an enforced-assignment program: bought when the stack accepts
     # portal assignment (refused by default: tests/e2e/test_redemption.py).
@@ -114,6 +115,7 @@ def test_object_metadata_names_partner_and_program(make_world) -> None:
 # ---------------------------------------------------------------------- delivered twice
 
 
+@pytest.mark.slow
 def test_same_upload_event_delivered_twice_buys_once(make_world) -> None:
     world = make_world()
     path = world.csv_file(people(1200))
@@ -206,6 +208,7 @@ def test_crash_between_post_and_state_write_adopts_the_purchase(make_world) -> N
     assert result.summary["counts"]["assigned"] == 25
 
 
+@pytest.mark.slow
 def test_bursts_of_503_and_429_still_buy_once_per_chunk(make_world) -> None:
     world = make_world()
     world.sandbox.set_faults(

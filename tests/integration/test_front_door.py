@@ -162,6 +162,7 @@ def test_5_address_reasons_and_german_headers(
     assert "Dora" in results[3]
 
 
+@pytest.mark.slow
 def test_6_results_cite_the_line_beside_the_row_and_count_blank_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -206,6 +207,7 @@ def test_6_results_cite_the_line_beside_the_row_and_count_blank_lines(
     assert (row["row"], row["line"], row["status"]) == ("1", "", "assigned")
 
 
+@pytest.mark.slow
 def test_8_codes_differ_between_runs_and_every_argument_is_explained(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,6 +23,7 @@ def people_csv(path: Path, numbers: range) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("together", [False, True])
 def test_inputs_sharing_a_name_each_keep_their_own_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], together: bool

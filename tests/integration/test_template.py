@@ -615,6 +615,7 @@ class _ApiCaller:
         return int(result["statusCode"]), json.loads(result["body"])
 
 
+@pytest.mark.slow
 def test_each_policy_grants_exactly_the_calls_its_function_makes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,7 +28,20 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         yield started
 
 
-@pytest.mark.parametrize("seed", range(CI_FIRST_SEED, CI_FIRST_SEED + CI_RUNS))
+#: Under xdist the seeded runs are dealt to this many groups, each on one worker with its own
+#: harness (as ``make reliability`` deals seeds to its workers); each seed's people are its own,
+#: so a run's result does not depend on which harness ran it.
+CI_GROUPS = int(os.environ.get("RELIABILITY_CI_GROUPS", "2"))
+
+
+def _dealt(seed: int) -> pytest.MarkDecorator:
+    return pytest.mark.xdist_group(f"reliability-{seed % CI_GROUPS}")
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [pytest.param(s, marks=_dealt(s)) for s in range(CI_FIRST_SEED, CI_FIRST_SEED + CI_RUNS)],
+)
 def test_seeded_fault_run_keeps_every_invariant(harness: Harness, seed: int) -> None:
     scenario = make_scenario(seed)
     record = harness.run(scenario)

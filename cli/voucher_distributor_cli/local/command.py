@@ -282,7 +282,7 @@ def _stack_note(state: Path | None) -> str:
 
 
 def exit_code(result: RunResult) -> int:
-    """Whether an input's job was done (the README's "exit codes" table)."""
+    """Whether an input's job was done (the exit-codes table in docs/reference.md, `local run`)."""
     if result.refused:
         return EXIT_NOTHING_TO_DO
     counts = result.summary.get("counts") or {}
