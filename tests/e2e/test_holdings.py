@@ -248,3 +248,44 @@ def test_a_report_stops_waiting_for_a_holder_that_never_ends(make_world) -> None
     assert statuses(result) == {"failed": 2}
     assert all(f"still being bought in batch {holder}" in r["reason"] for r in result.rows)
     assert sum(p.quantity for p in world.sandbox.purchases()) == 2
+
+
+def test_retry_failed_retries_a_failed_reissue_as_a_reissue_with_its_line(make_world) -> None:
+    """Issue 23 item 5: the retry file keeps ``reissue`` and the original line number."""
+    world = make_world()
+    (first,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(3)))])
+    old_codes = {r["email"]: r["voucher_code"] for r in first.rows}
+    again = [{**p, "reissue": "yes" if n < 2 else "no"} for n, p in enumerate(people(3))]
+    world.pipeline.set_certiverse_url(world.sandbox.base_url.removesuffix("/api") + "/wrong")
+    batch_id = world.pipeline.submit_csv(world.csv_file(again, "again.csv"))
+    world.pipeline.run_until_done(batch_id, timeout_s=60)
+    failed = world.pipeline.result(batch_id)
+    assert statuses(failed) == {"failed": 3}
+
+    world.pipeline.set_certiverse_url(world.sandbox.base_url)
+    (retried,) = finish(world, [world.pipeline.retry_failed(batch_id)])
+    assert statuses(retried) == {"assigned": 2, "existing": 1}
+    for row in retried.rows:
+        if row["status"] == "assigned":
+            assert row["reason"].startswith("reissued as asked; replaces voucher")
+            assert row["voucher_code"] != old_codes[row["email"]]
+        else:
+            assert row["voucher_code"] == old_codes[row["email"]]
+    lines = {r["email"]: r["line"] for r in failed.rows}
+    assert {r["email"]: r["original_line"] for r in retried.rows} == lines
+    assert_consistent(world, retried, whole_sandbox=False)
+
+
+def test_retry_failed_keeps_a_whole_input_reissue(make_world) -> None:
+    world = make_world()
+    finish(world, [world.pipeline.submit_csv(world.csv_file(people(2)))])
+    world.pipeline.set_certiverse_url(world.sandbox.base_url.removesuffix("/api") + "/wrong")
+    batch_id = world.pipeline.submit_csv(
+        world.csv_file(people(2), "again.csv"), metadata={"reissue": "true"}
+    )
+    world.pipeline.run_until_done(batch_id, timeout_s=60)
+    assert statuses(world.pipeline.result(batch_id)) == {"failed": 2}
+    world.pipeline.set_certiverse_url(world.sandbox.base_url)
+    (retried,) = finish(world, [world.pipeline.retry_failed(batch_id)])
+    assert statuses(retried) == {"assigned": 2}
+    assert all(r["reason"].startswith("reissued") for r in retried.rows)

@@ -388,7 +388,10 @@ def _plan_rows(
             failure = verdict.failure
             if failure is not None:
                 plan.failed += 1
-                _write_rejected(plan.rejected_file, row, target, failure, status="failed")
+                _write_rejected(
+                    plan.rejected_file, row, target, failure, status="failed",
+                    reissue=row.reissue or request.batch.reissue,
+                )  # fmt: skip
                 _unclaimed(plan, request.batch, row, target)
                 continue
             if reason is None and verdict.program is not None:
@@ -610,6 +613,7 @@ def _write_rejected(
     reason: str,
     *,
     status: str = "rejected",
+    reissue: bool = False,
 ) -> None:
     record = {
         "status": status,
@@ -623,6 +627,8 @@ def _write_rejected(
         "program_name": target.program_name if target else (row.program_name or ""),
         "reason": reason,
         "extra": row.extra,
+        # A failed row that asked for a new voucher: ``retry-failed`` retries it as a reissue.
+        **({"reissue": True} if reissue else {}),
     }
     out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
