@@ -361,6 +361,13 @@ def test_invalid_requests_list_every_problem(up: LocalStackUp, api: httpx.Client
         assert bad.status_code == 422
         fields = {p["field"] for p in bad.json()["problems"]}
         assert {"requestId", "recipients", "callbackUrl"} <= fields
+        # Issue 23 item 3: a request that names nobody (no list, or an empty one) is refused.
+        for body in ({"requestId": "nobody"}, {"requestId": "nobody-2", "recipients": []}):
+            nobody = post(api, secret, body)
+            assert nobody.status_code == 422
+            assert nobody.headers["content-type"].startswith("application/problem+json")
+            assert [p["field"] for p in nobody.json()["problems"]] == ["recipients"]
+            assert "recipientsS3Uri" in nobody.json()["problems"][0]["problem"]
         csv_bad = post(api, secret, b"name\r\nAnn\r\n", content_type="text/csv",
                        headers={"Idempotency-Key": "k-1"})  # fmt: skip
         assert csv_bad.status_code == 422
