@@ -113,6 +113,8 @@ class ChunkRecord(LedgerModel):
     failure_reason: str | None = None
     assigned_count: int = 0  # set when the chunk ends
     failed_count: int = 0
+    #: A failed chunk's vouchers were taken off this day's count (once).
+    count_given_back: str | None = None
 
 
 class RecipientRecord(LedgerModel):
