@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from voucher_distributor.domain.batches import INCOMING_PREFIX
-from voucher_distributor.pipeline.ingest import ingest
+from voucher_distributor.pipeline.ingest import ingest_delivery
 from voucher_distributor.pipeline.sources import upload_request
 from voucher_distributor.runtime import logger, metrics, services, tracer
 from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
@@ -34,8 +33,13 @@ def record_handler(record: SqsRecord) -> None:
             logger.warning("the uploaded object is gone; nothing to ingest")
             continue
         logger.set_correlation_id(request.batch.batch_id)
-        final = record.approximate_receive_count >= services().settings.max_ingest_attempts
-        outcome = ingest(services(), replace(request, final_attempt=final))
+        outcome = ingest_delivery(
+            services(),
+            request,
+            attempt=record.approximate_receive_count,
+            queue_url=record.queue_url,
+            receipt_handle=record.receipt_handle,
+        )
         logger.info("ingested upload", extra={"outcome": outcome.__dict__})
 
 

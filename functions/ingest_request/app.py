@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from voucher_distributor.models.messages import ALLOW_LOOPBACK_CALLBACKS, DistributionRequest
 from voucher_distributor.pipeline.distributions import API_CLIENT_ATTRIBUTE
-from voucher_distributor.pipeline.ingest import ingest
+from voucher_distributor.pipeline.ingest import ingest_delivery
 from voucher_distributor.pipeline.requests import refuse_request
 from voucher_distributor.pipeline.sources import request_ingest
 from voucher_distributor.runtime import logger, metrics, services, tracer
@@ -34,8 +33,13 @@ def record_handler(record: SqsRecord) -> None:
         sender = f"api client {api_client} (via {sender or 'the HTTP API'})"
     ingest_request = request_ingest(services(), request, sender=sender)
     logger.set_correlation_id(ingest_request.batch.batch_id)
-    final = record.approximate_receive_count >= services().settings.max_ingest_attempts
-    outcome = ingest(services(), replace(ingest_request, final_attempt=final))
+    outcome = ingest_delivery(
+        services(),
+        ingest_request,
+        attempt=record.approximate_receive_count,
+        queue_url=record.queue_url,
+        receipt_handle=record.receipt_handle,
+    )
     logger.info("ingested request", extra={"outcome": outcome.__dict__})
 
 

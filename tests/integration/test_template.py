@@ -514,6 +514,9 @@ def _scenarios_with(
         csv_file("down.csv", f"email,program_name\r\ngina@acme.example,{SPRING}\r\n")
     )
     run(down)
+    # The same by HR request: each delivery sets its own message's visibility (RetryLater).
+    run(pipeline.submit_request({"requestId": "template-down", "partnerName": PARTNER,
+        "programName": SPRING, "recipients": [{"email": "hal@acme.example"}]}))  # fmt: skip
     sandbox.set_faults(FaultSettings())
     run(pipeline.retry_failed(down))
     # Over ApprovalThreshold: one list is approved (handed out by the report function), the
@@ -617,7 +620,11 @@ def test_each_policy_grants_exactly_the_calls_its_function_makes(
             default_partner=PARTNER,
             log_stream=log,
             # The scenario's lists of 5 wait for approval; one nobody decides ends in ~11 s.
-            tuning={"INITIAL_CHECK_SECONDS": "2", "APPROVAL_TIMEOUT_HOURS": "0.003"},
+            tuning={
+                "INITIAL_CHECK_SECONDS": "2",
+                "APPROVAL_TIMEOUT_HOURS": "0.003",
+                "INGEST_RETRY_DELAYS": "1",
+            },
             parameters={"ApprovalThreshold": "4"},
         ) as pipeline,
     ):

@@ -95,6 +95,8 @@ TUNING = {
     "POWERTOOLS_LOG_LEVEL": "INFO",
     # A batch nobody decides is rejected by itself after 5.4 s (looked at every second).
     "APPROVAL_TIMEOUT_HOURS": "0.0015",
+    # A pre-flight outage sends the input back for a second, then two (deployed 30 s, 2 min, ...).
+    "INGEST_RETRY_DELAYS": "1,2",
 }
 #: A batch buying more than this waits for approval (the stack's ApprovalThreshold); the daily
 #: limit is off (one stack serves every run of the day) and so is MaxRecipientsPerBatch.

@@ -124,3 +124,16 @@ def test_record_view() -> None:
     assert record.attributes["SentTimestamp"] == "0"
     assert record.event_source_arn.endswith(":queue")
     assert "batchId" not in repr(record)
+
+
+def test_a_record_names_its_queue_url_and_receipt_handle() -> None:
+    record = SqsRecord(
+        {"messageId": "m", "receiptHandle": "rh-1",
+         "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:vd-dev-UploadQueue-x"}
+    )  # fmt: skip
+    assert record.receipt_handle == "rh-1"
+    assert (
+        record.queue_url == "https://sqs.eu-west-1.amazonaws.com/123456789012/vd-dev-UploadQueue-x"
+    )
+    with pytest.raises(ValueError, match="not an SQS queue ARN"):
+        _ = SqsRecord({"messageId": "m", "eventSourceARN": "arn:aws:s3:::b"}).queue_url

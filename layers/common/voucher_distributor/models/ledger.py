@@ -83,6 +83,15 @@ class BatchRecord(LedgerModel):
     would_wait: str | None = None
     #: The UTC day whose daily count this batch's vouchers went into.
     counted_day: str | None = None
+    #: The delivery ingesting the batch now, and until when (a lease, as purchases have): no
+    #: other delivery plans, gives back, fails or hands out the batch meanwhile.
+    ingest_owner: str | None = None
+    ingest_lease_until: int | None = None
+    #: A Certiverse outage during pre-flight sent the input back: when its next delivery comes
+    #: (epoch seconds), after how long, and which delivery met the outage.
+    preflight_retry_at: int | None = None
+    preflight_retry_in: int | None = None
+    preflight_attempt: int | None = None
     #: ``retry-failed``: the batch whose failed rows this one retries, and the reverse links.
     retry_of: str | None = None
     retried_by: list[str] = Field(default_factory=list)
