@@ -31,9 +31,11 @@ from voucher_distributor.pipeline.distributions import (
     distribution_view,
     holdings_view,
     results_link,
+    retry_distribution,
     submit_distribution,
 )
 from voucher_distributor.pipeline.requests import request_problems
+from voucher_distributor.pipeline.retries import RetryRefused
 from voucher_distributor.runtime import logger, metrics, services, tracer
 
 if TYPE_CHECKING:
@@ -163,6 +165,23 @@ def get_results(batch_id: str) -> dict[str, Any]:
         return _found(lambda: results_link(services(), batch_id))
     except NotReady as exc:
         raise Problem(409, "Results Not Ready", str(exc)) from exc
+
+
+@app.post("/v1/distributions/<batch_id>/retry")
+def retry(batch_id: str) -> Response[str]:
+    _caller(Scope.SUBMIT)
+    try:
+        started = retry_distribution(services(), batch_id)
+    except RetryRefused as exc:
+        raise Problem(404 if exc.missing else 409, "Not Found" if exc.missing else "Conflict",
+                      str(exc)) from exc  # fmt: skip
+    location = f"{_base_url()}{started.pop('statusPath')}"
+    return Response(
+        status_code=202,
+        content_type="application/json",
+        body=json.dumps({**started, "statusUrl": location}),
+        headers={"Location": location},
+    )
 
 
 @app.post("/v1/distributions/<batch_id>/approve")

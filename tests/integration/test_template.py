@@ -515,8 +515,10 @@ def _scenarios_with(
     )
     run(down)
     # The same by HR request: each delivery sets its own message's visibility (RetryLater).
-    run(pipeline.submit_request({"requestId": "template-down", "partnerName": PARTNER,
-        "programName": SPRING, "recipients": [{"email": "hal@acme.example"}]}))  # fmt: skip
+    down_request = pipeline.submit_request({"requestId": "template-down",
+        "partnerName": PARTNER, "programName": SPRING,
+        "recipients": [{"email": "hal@acme.example"}]})  # fmt: skip
+    run(down_request)
     sandbox.set_faults(FaultSettings())
     run(pipeline.retry_failed(down))
     # Over ApprovalThreshold: one list is approved (handed out by the report function), the
@@ -525,6 +527,10 @@ def _scenarios_with(
     # meanwhile).
     # The approval goes through the HTTP API.
     api = _ApiCaller(pipeline)
+    # The failed request retried over the API (POST …/retry): its retry file, linked.
+    status, retried = api.call("POST", f"/v1/distributions/{down_request}/retry", b"")
+    assert status == 202, retried
+    run(retried["batchId"])
     for name, decision in (("approve.csv", "approved"), ("reject.csv", "rejected")):
         five = "".join(f"{name[0]}{n}@acme.example,{SPRING}\r\n" for n in range(5))
         batch = pipeline.submit_csv(csv_file(name, f"email,program_name\r\n{five}"))

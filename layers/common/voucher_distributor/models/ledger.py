@@ -95,6 +95,9 @@ class BatchRecord(LedgerModel):
     #: ``retry-failed``: the batch whose failed rows this one retries, and the reverse links.
     retry_of: str | None = None
     retried_by: list[str] = Field(default_factory=list)
+    #: A retry of an HR request's batch: that request's ``requestId``. Its callbacks go to the
+    #: original's ``callbackUrl`` (copied into ``callback_url``) under it.
+    origin_request_id: str | None = None
 
     @property
     def chunks_finished(self) -> int:
