@@ -18,12 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.aws_calls import WriteCounter, counting_dynamodb_writes
-from bench.workload import NO_LIMITS, PARTNER, write_csv
-from voucher_distributor_cli.local.run import LocalPipeline
-from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
+from bench.local_stack import TOKEN, sandbox_server, start
+from bench.workload import write_csv
 from voucher_distributor_cli.sandbox.store import RequestRecord
 
-TOKEN = "bench-token"  # noqa: S105 - the local sandbox's throwaway token
 MAX_PURCHASE = 1000
 
 # ---------------------------------------------------------------------- Certiverse calls
@@ -105,24 +103,8 @@ def run_batch(
     with contextlib.ExitStack() as stack:
         tmp = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         csv_path = write_csv(tmp / f"recipients-{rows}.csv", rows)
-        log_stream = stack.enter_context((tmp / "handlers.log").open("w", encoding="utf-8"))
-        sandbox = stack.enter_context(
-            SandboxServer(
-                SandboxConfig(
-                    token=TOKEN, generation_delay_s=generation_delay_s, page_size=page_size, seed=7
-                ),
-                host="127.0.0.1",
-                port=0,
-            )
-        )
-        pipeline = stack.enter_context(
-            LocalPipeline(
-                certiverse_url=sandbox.base_url,
-                certiverse_token=TOKEN,
-                default_partner=PARTNER,
-                log_stream=log_stream,
-                parameters=NO_LIMITS,
-            )
+        sandbox, pipeline = start(
+            stack, tmp, generation_delay_s=generation_delay_s, page_size=page_size
         )
         sandbox.clear_request_log()
         with counting_dynamodb_writes() as writes:
@@ -166,11 +148,7 @@ def replay(stats: RunStats, *, page_size: int = 100) -> float:
     import httpx  # noqa: PLC0415
 
     with (
-        SandboxServer(
-            SandboxConfig(token=TOKEN, generation_delay_s=0, page_size=page_size, seed=7),
-            host="127.0.0.1",
-            port=0,
-        ) as sandbox,
+        sandbox_server(generation_delay_s=0, page_size=page_size) as sandbox,
         httpx.Client(
             base_url=sandbox.root_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
         ) as client,

@@ -19,12 +19,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.workload import NO_LIMITS, PARTNER, write_csv
-from voucher_distributor_cli.local.run import LocalPipeline
-from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
+from bench.local_stack import start
+from bench.workload import write_csv
+from voucher_distributor_cli.sandbox import SandboxServer
 from voucher_distributor_cli.sandbox.store import RequestRecord
-
-TOKEN = "bench-token"  # noqa: S105 - the local sandbox's throwaway token
 
 
 @dataclass
@@ -67,23 +65,7 @@ def measure(codes: int = 10_000, *, page_size: int = 100, whole_purchases: int =
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-sync-")))
         csv_path = write_csv(tmp / f"held-{codes}.csv", codes)
-        log_stream = stack.enter_context((tmp / "handlers.log").open("w", encoding="utf-8"))
-        sandbox = stack.enter_context(
-            SandboxServer(
-                SandboxConfig(token=TOKEN, generation_delay_s=0, page_size=page_size, seed=7),
-                host="127.0.0.1",
-                port=0,
-            )
-        )
-        pipeline = stack.enter_context(
-            LocalPipeline(
-                certiverse_url=sandbox.base_url,
-                certiverse_token=TOKEN,
-                default_partner=PARTNER,
-                log_stream=log_stream,
-                parameters=NO_LIMITS,
-            )
-        )
+        sandbox, pipeline = start(stack, tmp, generation_delay_s=0, page_size=page_size)
         batch = pipeline.run_until_done(pipeline.submit_csv(csv_path), timeout_s=1800)
         if batch.status.value != "DONE" or batch.rows_assigned != codes:
             raise RuntimeError(f"the {codes:,}-code hand-out ended {batch.status}")

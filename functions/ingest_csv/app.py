@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from voucher_distributor.domain.batches import INCOMING_PREFIX
-from voucher_distributor.pipeline.ingest import ingest_delivery
 from voucher_distributor.pipeline.sources import upload_request
-from voucher_distributor.runtime import logger, metrics, services, tracer
+from voucher_distributor.runtime import ingest_delivery, logger, metrics, services, tracer
 from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
 
 if TYPE_CHECKING:
@@ -32,15 +31,7 @@ def record_handler(record: SqsRecord) -> None:
         if request is None:
             logger.warning("the uploaded object is gone; nothing to ingest")
             continue
-        logger.set_correlation_id(request.batch.batch_id)
-        outcome = ingest_delivery(
-            services(),
-            request,
-            attempt=record.approximate_receive_count,
-            queue_url=record.queue_url,
-            receipt_handle=record.receipt_handle,
-        )
-        logger.info("ingested upload", extra={"outcome": outcome.__dict__})
+        ingest_delivery(request, record, "ingested upload")
 
 
 @logger.inject_lambda_context

@@ -8,10 +8,9 @@ from pydantic import ValidationError
 
 from voucher_distributor.models.messages import ALLOW_LOOPBACK_CALLBACKS, DistributionRequest
 from voucher_distributor.pipeline.distributions import API_CLIENT_ATTRIBUTE
-from voucher_distributor.pipeline.ingest import ingest_delivery
 from voucher_distributor.pipeline.requests import refuse_request
 from voucher_distributor.pipeline.sources import request_ingest
-from voucher_distributor.runtime import logger, metrics, services, tracer
+from voucher_distributor.runtime import ingest_delivery, logger, metrics, services, tracer
 from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
 
 if TYPE_CHECKING:
@@ -31,16 +30,7 @@ def record_handler(record: SqsRecord) -> None:
     sender = record.attributes.get("SenderId", "")
     if api_client := record.message_attribute(API_CLIENT_ATTRIBUTE):
         sender = f"api client {api_client} (via {sender or 'the HTTP API'})"
-    ingest_request = request_ingest(services(), request, sender=sender)
-    logger.set_correlation_id(ingest_request.batch.batch_id)
-    outcome = ingest_delivery(
-        services(),
-        ingest_request,
-        attempt=record.approximate_receive_count,
-        queue_url=record.queue_url,
-        receipt_handle=record.receipt_handle,
-    )
-    logger.info("ingested request", extra={"outcome": outcome.__dict__})
+    ingest_delivery(request_ingest(services(), request, sender=sender), record, "ingested request")
 
 
 @logger.inject_lambda_context

@@ -7,13 +7,17 @@ was asked, and that every ``existing`` row shows the code its person holds.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 
+import pytest
+
 from voucher_distributor_cli.local.run import RunResult
+from voucher_distributor_cli.main import main
 from voucher_distributor_cli.sandbox import FaultSettings
 
-from ..invariants import assert_consistent, holdings_violations
+from ..invariants import assert_consistent, holdings_violations, iter_holdings
 from .conftest import PARTNER, SPRING, World, people
 
 
@@ -194,6 +198,7 @@ def test_an_hr_request_can_reissue_one_recipient(make_world) -> None:
     assert second.rows[1]["voucher_code"] == first.rows[1]["voucher_code"]
 
 
+@pytest.mark.slow
 def test_certiverse_down_during_preflight_fails_the_rows_and_retry_assigns_them(
     make_world,
 ) -> None:
@@ -231,7 +236,7 @@ def test_a_failed_chunk_gives_its_claims_back(make_world) -> None:
     world.sandbox.set_faults(FaultSettings(generation_failure_rate=1.0))
     (failed,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(4)))])
     assert statuses(failed) == {"failed": 4}
-    assert list(world.pipeline.ledger.holdings.iter_holdings()) == []
+    assert list(iter_holdings(world.pipeline.ledger)) == []
     world.sandbox.set_faults(FaultSettings())
     (again,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(4), "b.csv"))])
     assert statuses(again) == {"assigned": 4}
@@ -324,3 +329,35 @@ def test_a_401_during_preflight_still_fails_at_once(make_world) -> None:
     result = world.pipeline.result(batch_id)
     assert statuses(result) == {"failed": 3}
     assert world.pipeline.ledger.batches.get_batch(batch_id).preflight_attempt is None
+
+
+def test_issue25_12_retry_failed_twice_links_the_first_retry_instead_of_a_second(
+    make_world, capsys
+) -> None:
+    """The second ``retry-failed`` of a batch makes no second retry batch: it names the one
+    that exists (before ingest has read it, and after), with the command to follow it."""
+    world = make_world()
+    world.sandbox.set_faults(FaultSettings(error_503_rate=1.0, retry_after_s=0))
+    batch_id = world.pipeline.submit_csv(world.csv_file(people(3)))
+    world.pipeline.run_until_done(batch_id, timeout_s=120)
+    world.sandbox.set_faults(FaultSettings())
+    where = ["--endpoint-url", world.pipeline.stack.endpoint_url]
+    assert main(["retry-failed", batch_id, *where, "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["existing"] is False
+    assert main(["retry-failed", batch_id, *where, "--json"]) == 0  # not yet ingested
+    again = json.loads(capsys.readouterr().out)
+    assert (again["batchId"], again["upload"], again["existing"]) == (
+        first["batchId"], first["upload"], True
+    )  # fmt: skip
+    (retried,) = finish(world, [first["batchId"]])
+    assert statuses(retried) == {"assigned": 3}
+    assert main(["retry-failed", batch_id, *where]) == 0  # linked now (retriedBy)
+    said = capsys.readouterr().out
+    assert f"batch {batch_id} was retried already, by batch {first['batchId']}" in said
+    assert "nothing new was uploaded" in said
+    assert f"status {first['batchId']} --endpoint-url {where[1]}`" in said
+    uploads = world.pipeline.stack.client("s3").list_objects_v2(
+        Bucket=world.pipeline.bucket, Prefix=f"incoming/retries/{batch_id}/"
+    )
+    assert len(uploads["Contents"]) == 1

@@ -3,9 +3,8 @@ hostile request refused at the door with nothing queued."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from standardwebhooks.webhooks import Webhook
 
 from voucher_distributor.domain import standard_webhooks as sw
 from voucher_distributor.domain.batches import request_batch_id
+from voucher_distributor.domain.results_csv import read_results
 from voucher_distributor.domain.standard_webhooks import new_secret
 from voucher_distributor.models.api import Scope
 from voucher_distributor_cli.local.up import LOCAL_CLIENT_ID, LocalStackUp
@@ -88,8 +88,8 @@ def wait_until_ended(
 def results_rows(api: httpx.Client, secret: str, batch_id: str) -> list[dict[str, str]]:
     got = api.get(f"/v1/distributions/{batch_id}/results", headers=signed(secret, b""))
     assert got.status_code == 200, got.text
-    csv_text = httpx.get(got.json()["resultsUrl"]).text  # the short-lived link, no credentials
-    return list(csv.DictReader(io.StringIO(csv_text)))
+    data = httpx.get(got.json()["resultsUrl"]).content  # the short-lived link, no credentials
+    return read_results(data)  # written with the input's delimiter (issue 25)
 
 
 def people(prefix: str, n: int) -> list[dict[str, str]]:
@@ -435,6 +435,8 @@ def test_a_csv_body_is_read_as_an_upload_would_be(up: LocalStackUp, api: httpx.C
     assert [(r["email"], r["first_name"], r["status"]) for r in rows] == [
         ("juergen@example.com", "Jürgen", "assigned")
     ]
+    link = api.get(f"/v1/distributions/{view['batchId']}/results", headers=signed(secret, b""))
+    assert httpx.get(link.json()["resultsUrl"]).content.startswith(b"\xef\xbb\xbfrow;line;")
     workbook = b"PK\x03\x04" + b"\0" * 64
     refused = post(api, secret, workbook, content_type="text/csv",
                    headers={"Idempotency-Key": uuid.uuid4().hex})  # fmt: skip
@@ -496,3 +498,29 @@ def test_a_failed_request_is_retried_where_it_was_sent_and_hr_hears_of_it(
     again = post(api, secret, b"", path=f"/v1/distributions/{started['batchId']}/retry")
     assert again.status_code == 409
     assert "no failed rows" in again.json()["detail"]
+
+
+def test_issue25_8_a_dry_run_says_what_it_would_buy_and_12_whole_second_times(
+    up: LocalStackUp, api: httpx.Client
+) -> None:
+    """A dry run's status counts ``wouldAssign`` and shows its purchases as ``would-buy``
+    (never ``PENDING``); every time in it is whole seconds with ``Z``. ``"dryRun": "yes"`` is
+    no dry run: 422, naming the field."""
+    secret = up.client_secret
+    request = {"requestId": f"dry-{uuid.uuid4().hex}", "programName": SPRING,
+               "recipients": people("dry", 3), "dryRun": True}  # fmt: skip
+    answer = post(api, secret, request)
+    assert answer.status_code == 202, answer.text
+    view = wait_until_ended(api, secret, answer.json()["statusUrl"])
+    assert view["dryRun"] is True
+    assert view["counts"]["wouldAssign"] == 3
+    assert view["counts"]["assigned"] == 0
+    assert [(p["state"], p["quantity"], p["purchaseCode"]) for p in view["purchases"]] == [
+        ("would-buy", 3, None)
+    ]
+    for moment in (view["createdAt"], view["finishedAt"]):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", moment), moment
+
+    yes = post(api, secret, {**request, "requestId": f"yes-{uuid.uuid4().hex}", "dryRun": "yes"})
+    assert yes.status_code == 422, yes.text
+    assert {p["field"] for p in yes.json()["problems"]} == {"dryRun"}

@@ -21,7 +21,7 @@ from voucher_distributor.pipeline.sources import upload_request
 from voucher_distributor.settings import Settings
 from voucher_distributor_cli.sandbox import FaultSettings
 
-from ..invariants import assert_consistent
+from ..invariants import assert_consistent, iter_holdings
 from .conftest import PARTNER, SPRING, World, people
 from .test_holdings import statuses
 
@@ -89,7 +89,7 @@ def test_a_second_delivery_meeting_an_outage_gives_back_nothing_of_the_first(
     result = world.pipeline.result(batch_id)
     assert statuses(result) == {"assigned": 1100}
     assert_consistent(world, result, whole_sandbox=False)
-    assert len(list(holdings.iter_holdings())) == 1100
+    assert len(list(iter_holdings(world.pipeline.ledger))) == 1100
     assert sum(p.quantity for p in world.sandbox.purchases()) == 1100
     # B changed nothing: it found A's lease and came back later.
     assert isinstance(seen.get("B"), IngestBusy), seen

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -127,6 +129,41 @@ def test_aws_tools_and_operator_commands_work_against_it(
     assert [c["clientId"] for c in json.loads(clients.stdout)] == ["local-hr"]
 
 
+def test_issue25_10_it_prints_an_upload_line_that_needs_no_aws_configuration(
+    running: tuple[subprocess.Popen[str], dict[str, Any]], tmp_path: Path
+) -> None:
+    """The ready line's upload works as printed on a machine without an AWS configuration
+    (where a bare ``aws s3 cp`` stops at "Unable to locate credentials")."""
+    _, endpoints = running
+    stderr = Path(endpoints["_stderr"]).read_text(encoding="utf-8")
+    (upload,) = [line.strip() for line in stderr.splitlines() if " s3 cp " in line]
+    words = shlex.split(upload)
+    env = dict(word.split("=", 1) for word in words[:3])
+    assert env == {
+        "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": endpoints["region"],
+    }  # fmt: skip
+    assert words[3:7] == ["aws", "--endpoint-url", endpoints["endpointUrl"], "s3"]
+    assert words[-1] == f"s3://{endpoints['bucket']}/incoming/people.csv"
+    (status,) = [line.strip() for line in stderr.splitlines() if line.strip().endswith(" status")
+                 or " status --endpoint-url" in line]  # fmt: skip
+    assert status.endswith(
+        f"--endpoint-url {endpoints['endpointUrl']} --stack {endpoints['stack']}"
+    )
+    # What `aws s3 cp` does with exactly those variables and no configuration at all:
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    nowhere = str(tmp_path / "none")
+    put = subprocess.run(
+        [sys.executable, "-c",
+         "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1]).put_object("
+         "Bucket=sys.argv[2], Key='incoming/ready.csv', Body=b'email\\r\\nr@example.com\\r\\n')",
+         endpoints["endpointUrl"], endpoints["bucket"]],
+        env={**bare, **env, "AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere},
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert put.returncode == 0, put.stderr
+
+
 def test_ctrl_c_stops_it_cleanly(running: tuple[subprocess.Popen[str], dict[str, Any]]) -> None:
     process, endpoints = running
     process.send_signal(signal.SIGINT)
@@ -139,3 +176,55 @@ def test_ctrl_c_stops_it_cleanly(running: tuple[subprocess.Popen[str], dict[str,
     assert process.stdout.read() == ""
     log = Path(endpoints["_log"]).read_text(encoding="utf-8")
     assert "voucher-distributor-dev-api" in log
+
+
+def test_issue25_11_an_outage_is_one_line_per_failure_and_the_trace_is_in_the_log(
+    tmp_path: Path,
+) -> None:
+    """Certiverse unreachable (an outage ``local up`` expects to ride out): each failed
+    delivery is one line on stderr naming the log; the tracebacks are in the log file. A
+    client hanging up mid-answer prints nothing."""
+    log, stderr_path = tmp_path / "up.log", tmp_path / "stderr.txt"
+    with stderr_path.open("w+", encoding="utf-8") as stderr:
+        process = subprocess.Popen(
+            [*CLI, "local", "up", "--partner", "Acme Corp", "--log", str(log),
+             "--certiverse-url", "http://127.0.0.1:9/api"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "CERTIVERSE_TOKEN": "outage-token"},
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            endpoints = json.loads(process.stdout.readline())
+            sqs = boto3.client(
+                "sqs", endpoint_url=endpoints["endpointUrl"], region_name=endpoints["region"],
+                aws_access_key_id="x", aws_secret_access_key="x",
+            )  # fmt: skip
+            sqs.send_message(
+                QueueUrl=endpoints["requestQueueUrl"],
+                MessageBody=json.dumps({"requestId": "outage-1", "programName": SPRING,
+                                        "recipients": [{"email": "o@example.com"}]}),
+            )  # fmt: skip
+            host, port = endpoints["apiUrl"].removeprefix("http://").split(":")
+            for _ in range(3):  # a client that sends a request and hangs up at once
+                with socket.create_connection((host, int(port))) as hang_up:
+                    hang_up.sendall(b"GET /v1/holdings?email=a@b.c HTTP/1.1\r\nHost: x\r\n\r\n")
+                    hang_up.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            deadline = time.monotonic() + 240
+            while "raised on a batch" not in stderr_path.read_text(encoding="utf-8"):
+                assert time.monotonic() < deadline, stderr_path.read_text(encoding="utf-8")
+                time.sleep(0.5)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
+    said = stderr_path.read_text(encoding="utf-8")
+    assert "Traceback" not in said, said
+    failures = [line for line in said.splitlines() if "raised on a batch" in line]
+    assert failures
+    for line in failures:
+        assert line.startswith("local up: IngestRequestFunction raised on a batch of 1 message")
+        assert f"the trace is in {log}" in line
+    assert "Traceback" in log.read_text(encoding="utf-8")

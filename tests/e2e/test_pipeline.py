@@ -30,6 +30,7 @@ def run_csv(world: World, path: Path, **kwargs: object) -> RunResult:
 # ---------------------------------------------------------------------- the main paths
 
 
+@pytest.mark.slow
 def test_sample_csv_two_programs_several_purchases(make_world) -> None:
     # Its Example Corp rows are an enforced-assignment program: bought when the stack accepts
     # portal assignment (refused by default: tests/e2e/test_redemption.py).
@@ -82,7 +83,8 @@ def test_sqs_request_inline_recipients(make_world) -> None:
     assert purchase.notes.startswith("November onboarding cohort [vd:")
     batch = world.pipeline.ledger.batches.get_batch(batch_id)
     assert batch.results_csv_key == (
-        "results/requests/hr-2026-11-21-onboarding-0042/hr-2026-11-21-onboarding-0042.results.csv"
+        "results/requests/hr-2026-11-21-onboarding-0042/hr-2026-11-21-onboarding-0042."
+        f"{batch_id[:14]}.results.csv"
     )
 
 
@@ -113,6 +115,7 @@ def test_object_metadata_names_partner_and_program(make_world) -> None:
 # ---------------------------------------------------------------------- delivered twice
 
 
+@pytest.mark.slow
 def test_same_upload_event_delivered_twice_buys_once(make_world) -> None:
     world = make_world()
     path = world.csv_file(people(1200))
@@ -205,6 +208,7 @@ def test_crash_between_post_and_state_write_adopts_the_purchase(make_world) -> N
     assert result.summary["counts"]["assigned"] == 25
 
 
+@pytest.mark.slow
 def test_bursts_of_503_and_429_still_buy_once_per_chunk(make_world) -> None:
     world = make_world()
     world.sandbox.set_faults(
@@ -325,7 +329,7 @@ def test_unusable_files_buy_nothing_and_say_why(make_world, content: bytes, expe
     assert batch.status == BatchStatus.FAILED
     summary = world.pipeline.result(batch_id).summary
     assert expected in summary["error"].lower()
-    assert summary["results"]["summary"] == "results/bad.summary.json"
+    assert summary["results"]["summary"] == f"results/bad.{batch_id[:14]}.summary.json"
     assert world.sandbox.purchases() == []
 
 

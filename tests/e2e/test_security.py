@@ -31,6 +31,8 @@ from voucher_distributor.adapters.certiverse.errors import UnsafeNextLink
 from voucher_distributor.adapters.certiverse.retry import NO_RETRY
 from voucher_distributor.domain.batches import (
     RESULTS_PREFIX,
+    csv_batch_id,
+    request_batch_id,
     result_keys_for_request,
     result_keys_for_upload,
 )
@@ -231,7 +233,7 @@ def _inside_results(key: str) -> bool:
 @given(st.text(max_size=300))
 def test_results_keys_of_any_upload_stay_under_results(key: str) -> None:
     for candidate in (key, f"incoming/{key}", f"incoming/{key}.csv"):
-        keys = result_keys_for_upload(candidate)
+        keys = result_keys_for_upload(candidate, csv_batch_id("inbox", candidate, "v1"))
         assert _inside_results(keys.results_csv), keys
         assert _inside_results(keys.summary_json), keys
         assert "" not in keys.results_csv.split("/")
@@ -239,7 +241,7 @@ def test_results_keys_of_any_upload_stay_under_results(key: str) -> None:
 
 @given(st.text(min_size=1, max_size=200))
 def test_results_keys_of_any_request_stay_under_results_requests(request_id: str) -> None:
-    keys = result_keys_for_request(request_id)
+    keys = result_keys_for_request(request_id, request_batch_id(request_id))
     assert keys.results_csv.startswith("results/requests/")
     assert _inside_results(keys.results_csv)
     assert _inside_results(keys.summary_json)

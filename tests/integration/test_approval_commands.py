@@ -4,11 +4,14 @@ local runner's stack with a low ApprovalThreshold."""
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from voucher_distributor_cli.arguments import invocation
 from voucher_distributor_cli.local.run import LocalPipeline
 from voucher_distributor_cli.main import main
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
@@ -123,3 +126,40 @@ def test_reject_needs_a_reason_and_refuses_a_batch_that_is_not_waiting(
     assert result.summary["status"] == "rejected"
     assert {r["status"] for r in result.rows} == {"rejected"}
     assert "wrong list" in result.rows[0]["reason"]
+
+
+def test_issue25_9_hints_print_a_command_that_runs_with_the_flags_given(
+    pipeline: LocalPipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status``, ``approve`` and ``reject`` hint the next command as it can be pasted: the
+    command as started (not a bare name the shell may not find) and the stack options given."""
+    where = ["--endpoint-url", pipeline.stack.endpoint_url, "--stack", "voucher-distributor-local"]
+    flags = " ".join(where)
+    started = invocation()
+    beside = Path(sys.executable).parent / "voucher-distributor"
+    if shutil.which("voucher-distributor") is None and beside.exists():
+        assert started != "voucher-distributor"  # not on PATH: its path, as after `make demo`
+        assert Path(started).resolve() == beside.resolve()
+    assert (
+        invocation("/tmp/x/.venv/bin/voucher-distributor") == "/tmp/x/.venv/bin/voucher-distributor"
+    )
+
+    first = _waiting(pipeline, tmp_path, "hint1.csv")
+    second = _waiting(pipeline, tmp_path, "hint2.csv")
+    code, out, _ = _run(["status", *where], capsys)
+    assert code == 0
+    assert f"  {started} approve {first} {flags}\n" in out
+    assert f'  {started} reject {first} --reason "…" {flags}\n' in out
+    code, out, _ = _run(["status", first, *where], capsys)
+    assert "0 existing" in out  # issue 25 (12): the existing count, and no results path yet
+    assert "  results  not written yet: they are when the batch ends" in out
+    code, out, _ = _run(["approve", first, *where], capsys)
+    assert code == 0
+    assert out.rstrip().endswith(f"follow it with `{started} status {first} {flags}`")
+    code, out, _ = _run(["reject", second, "--reason", "no", *where], capsys)
+    assert out.rstrip().endswith(f"follow it with `{started} status {second} {flags}`")
+    command = out.rstrip().rsplit("`", 2)[1].split()
+    assert command[-4:] == where  # pasted, it reaches the same stack
+    pipeline.run_until_done(first, timeout_s=120)
+    code, out, _ = _run(["status", first, *where], capsys)
+    assert f"  results  s3://{pipeline.bucket}/results/hint1.{first[:14]}.results.csv" in out

@@ -112,3 +112,14 @@ def test_environment_variables_name_resources_that_exist(stack: MotoStack) -> No
             assert exists[kind](value), f"{function_id}: {name}={value} names no {kind}"
         for name, value in spec.environment.items():
             assert not REPR.search(value), f"{function_id}: {name} is an object's repr"
+
+
+def test_the_ledger_table_has_its_indexes(stack: MotoStack) -> None:
+    table = stack.client("dynamodb").describe_table(TableName=stack.resource("LedgerTable").ref)
+    indexes = {i["IndexName"]: i for i in table["Table"]["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {"by-email", "by-code", "by-program", "batches-by-status",
+                            "chunks-by-state"}  # fmt: skip
+    for index in indexes.values():
+        assert index["IndexStatus"] == "ACTIVE"
+    assert indexes["batches-by-status"]["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    assert "redemption" in indexes["by-code"]["Projection"]["NonKeyAttributes"]

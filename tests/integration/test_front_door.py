@@ -1,18 +1,24 @@
-"""Issue 15, the front door: what a newcomer sees from ``local run`` for each mistake, and the
-exit code. One test per finding of the issue (the CSV-level ones against the reader, the
-others through ``main([...])`` on the built-in sandbox)."""
+"""Issues 15 and 25, the front door: what a newcomer sees from ``local run`` for each mistake,
+and the exit code. One test per finding of each issue (the CSV-level ones against the reader,
+the others through ``main([...])`` on the built-in sandbox); issue 25's are ``test_issue25_N``
+(its items 2, 8 to 12 also in test_local_run_command, test_approval_commands and tests/e2e)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 import time
+from datetime import datetime
 from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
 
-from voucher_distributor_cli.local.command import EXIT_DONE, EXIT_NOTHING_TO_DO
+from voucher_distributor.domain.timestamps import iso_utc, iso_z
+from voucher_distributor_cli.local.command import EXIT_DONE, EXIT_NOTHING_TO_DO, _show_outcome
+from voucher_distributor_cli.local.run import RunResult
 from voucher_distributor_cli.main import main
 
 SPRING = "Spring Certification Drive"
@@ -156,6 +162,7 @@ def test_5_address_reasons_and_german_headers(
     assert "Dora" in results[3]
 
 
+@pytest.mark.slow
 def test_6_results_cite_the_line_beside_the_row_and_count_blank_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -200,6 +207,7 @@ def test_6_results_cite_the_line_beside_the_row_and_count_blank_lines(
     assert (row["row"], row["line"], row["status"]) == ("1", "", "assigned")
 
 
+@pytest.mark.slow
 def test_8_codes_differ_between_runs_and_every_argument_is_explained(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -249,3 +257,158 @@ def test_7_progress_says_each_state_once_and_installs_are_quiet(
     (pth,) = [f for f in installed if str(f).endswith(".pth")]
     roots = sorted(Path(entry).resolve() for entry in pth.read_text().split())
     assert roots == [(root / "cli").resolve(), (root / "layers" / "common").resolve()]
+
+
+# ---------------------------------------------------------------- issue 25: round two
+
+
+def test_issue25_1_a_shared_reason_is_said_once_with_how_many_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt --partner beside one bad address: the partner's reason once, with its rows
+    counted and cited, not once per row."""
+    path = people(tmp_path / "typo.csv", 13, SPRING)
+    path.write_text(path.read_text("utf-8") + f"bad@@acme.example,Bad,{SPRING}\n", "utf-8")
+    code, _ = run(tmp_path, str(path), "--partner", "Acme Crop")
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO
+    said = [line for line in seen.err.splitlines() if "did you mean 'Acme Corp'" in line]
+    assert len(said) == 1, seen.err
+    assert said[0].startswith("  13 rows (1, 2, 3, 4, 5, …): rejected, no Certiverse partner")
+    assert seen.err.count("2 @ signs") == 1
+
+
+def test_issue25_1_at_most_twenty_lines_of_row_detail_then_the_results_file(
+    tmp_path: Path,
+) -> None:
+    """5,000 rows with 60 reasons: 20 lines, then where the rest is."""
+    rows = [
+        {"row": str(n), "line": str(n + 1), "status": "rejected", "partner": "Acme Corp",
+         "program": f"Program {n % 60}", "reason": f"no Certiverse program is named 'P{n % 60}'"}
+        for n in range(1, 5001)
+    ]  # fmt: skip
+    result = RunResult(
+        "f-1", {"counts": {"rows": 5000, "rejected": 5000}}, tmp_path / "r.csv", None, rows
+    )
+    shown = io.StringIO()
+    _show_outcome(result, shown)
+    detail = [line for line in shown.getvalue().splitlines() if line.startswith("  ")]
+    assert len(detail) == 21
+    assert detail[0].startswith("  all 84 rows for 'Acme Corp' / 'Program 1': rejected,")
+    assert detail[-1] == f"  … and 40 more reasons (3,320 rows) in {tmp_path / 'r.csv'}"
+
+
+def test_issue25_3_a_name_matched_in_another_case_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = people(tmp_path / "case.csv", 2, "spring certification drive")
+    code, out = run(tmp_path, str(path), "--partner", "ACME Corporation", "--seed", "25")
+    seen = capsys.readouterr()
+    assert code == EXIT_DONE
+    note = (
+        "bought for partner 'Acme Corporation' was given as 'ACME Corporation' and program "
+        "'Spring Certification Drive' was given as 'spring certification drive' (names are "
+        "matched ignoring case)"
+    )
+    assert f"  2 rows (1, 2): assigned, {note}" in seen.err
+    rows = list(csv.DictReader((out / "case.results.csv").read_text("utf-8-sig").splitlines()))
+    assert {r["partner"] for r in rows} == {"Acme Corporation"}
+    assert {r["reason"] for r in rows} == {note}
+
+
+def test_issue25_4_an_over_long_row_keeps_its_email_and_a_missing_partner_names_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text(
+        "email,partner_name,program_name,Notes\n"
+        f"ann@acme.example,Acme Corp,{SPRING},{'n' * 140_000}\n"
+        "bob@acme.example,,,short\n",
+        "utf-8",
+    )
+    code, out = run(tmp_path, str(path))
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO
+    rows = list(csv.DictReader((out / "long.results.csv").read_text("utf-8-sig").splitlines()))
+    assert [(r["email"], r["partner"], r["program"], r["status"]) for r in rows] == [
+        ("ann@acme.example", "Acme Corp", SPRING, "rejected"),
+        ("bob@acme.example", "", "", "rejected"),
+    ]
+    assert rows[0]["reason"].startswith("the row is longer than 131,072 characters")
+    assert "no partner or program" in rows[1]["reason"]
+    assert "(local run: pass --partner NAME / pass --program NAME)" in seen.err
+    assert "'' / ''" not in seen.err
+
+
+def test_issue25_5_results_use_the_inputs_delimiter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "de.csv"
+    path.write_bytes(
+        "E-Mail-Adresse;Vorname;Abteilung\r\njürgen@acme.example;Jürgen;Vertrieb\r\n"
+        "dora@acme.example;Dora;Einkauf, Süd\r\n".encode("cp1252")
+    )
+    code, out = run(tmp_path, str(path), "--partner", "Acme Corp", "--program", SPRING)
+    capsys.readouterr()
+    assert code == EXIT_DONE
+    data = (out / "de.results.csv").read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfrow;line;email;")  # UTF-8 with BOM, for Excel
+    lines = data.decode("utf-8-sig").splitlines()
+    assert lines[0].endswith(";reason;Abteilung")
+    assert lines[2].startswith("2;3;dora@acme.example;Dora;")
+    assert lines[2].endswith(";Einkauf, Süd")  # a comma is only a character here
+    summary = json.loads((out / "de.summary.json").read_text("utf-8"))
+    assert summary["resultsFormat"] == {"delimiter": ";", "encoding": "utf-8", "bom": True}
+
+
+def test_issue25_6_a_file_without_an_email_column_is_rejected_not_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "names.csv"
+    path.write_text("name,department\nAda,Eng\n", "utf-8")
+    code, out = run(tmp_path, str(path), "--partner", "Acme Corp", "--program", SPRING)
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO
+    (line,) = [json.loads(text) for text in seen.out.splitlines()]
+    assert line["status"] == "rejected"
+    assert "no e-mail column" in line["error"]
+    assert json.loads((out / "names.summary.json").read_text("utf-8"))["status"] == "rejected"
+
+
+def test_issue25_7_dry_run_must_be_a_boolean_and_problem_paths_say_which_recipient(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = request_file(
+        tmp_path / "yes.json",
+        dryRun="yes",
+        recipients=[{"email": "ann@acme.example"}, {"firstName": "Bob"}],
+    )
+    code, _ = run(tmp_path, str(path))
+    seen = capsys.readouterr()
+    assert code == EXIT_NOTHING_TO_DO
+    (line,) = [json.loads(text) for text in seen.out.splitlines()]
+    assert line["status"] == "refused"
+    assert {p["field"]: p["problem"] for p in line["problems"]} == {
+        "dryRun": "must be true or false (a JSON boolean, without quotes)",
+        "recipients[1].email": "required, but missing (recipients[1] is the 2nd recipient, "
+        "counting from 0)",
+    }
+    assert "  recipients[1].email: required, but missing" in seen.err
+
+
+def test_issue25_12_timestamps_are_whole_seconds_with_z(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The summary, the results CSV and ``find`` (through the same record) write one form."""
+    path = people(tmp_path / "t.csv", 1, SPRING)
+    code, out = run(tmp_path, str(path), "--partner", "Acme Corp", "--seed", "12")
+    capsys.readouterr()
+    assert code == EXIT_DONE
+    summary = json.loads((out / "t.summary.json").read_text("utf-8"))
+    (row,) = csv.DictReader((out / "t.results.csv").read_text("utf-8-sig").splitlines())
+    whole = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+    for moment in (*summary["timings"].values(), row["expires_utc"]):
+        if isinstance(moment, str):
+            assert whole.fullmatch(moment), moment
+    assert iso_utc(1_764_000_000.987654) == "2025-11-24T16:00:00Z"
+    assert iso_z(datetime(2027, 1, 2, 3, 4, 5, 678_901)) == "2027-01-02T03:04:05Z"

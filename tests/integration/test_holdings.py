@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from voucher_distributor.adapters.ledger import Claim, Ledger
 from voucher_distributor.models.ledger import AssignmentRecord
+
+from ..invariants import iter_holdings
 
 
 def claim(batch: str, row: int, email: str = "ann@acme.example", **kw: object) -> Claim:
@@ -52,7 +56,7 @@ def test_concurrent_claims_of_the_same_people_buy_once_per_person(ledger: Ledger
     for index in range(len(people)):
         kinds = [outcomes[f"f-{n}"][index] for n in range(4)]
         assert sorted(kinds) == ["claimed", "held", "held", "held"], people[index]
-    assert len(list(ledger.holdings.iter_holdings())) == 40
+    assert len(list(iter_holdings(ledger))) == 40
     assert len(ledger.holdings.holdings_for_email("p7@acme.example")) == 1
 
 
@@ -116,3 +120,62 @@ def test_a_transaction_cancelled_by_a_concurrent_one_goes_again(ledger: Ledger) 
         outcomes = ledger.holdings.claim_holdings(claims, now=5)
         stub.assert_no_pending_responses()
     assert [o.kind for o in outcomes] == ["claimed", "claimed"]
+
+
+def _cancelled(stub: object, *codes: str) -> None:
+    stub.add_client_error(  # type: ignore[attr-defined]
+        "transact_write_items",
+        service_error_code="TransactionCanceledException",
+        modeled_fields={"CancellationReasons": [{"Code": c} for c in codes]},
+    )
+
+
+def test_a_throttled_claim_backs_off_and_goes_again(ledger: Ledger) -> None:
+    """Throttling is retryable: the transaction goes again after a pause, and succeeds."""
+    from botocore.stub import Stubber
+
+    claims = [claim("f-a", 1, "x@acme.example"), claim("f-a", 2, "y@acme.example")]
+    with Stubber(ledger.table.wire) as stub:
+        _cancelled(stub, "ThrottlingError", "None")
+        _cancelled(stub, "None", "ProvisionedThroughputExceeded")
+        stub.add_response("transact_write_items", {})
+        outcomes = ledger.holdings.claim_holdings(claims, now=5)
+        stub.assert_no_pending_responses()
+    assert [o.kind for o in outcomes] == ["claimed", "claimed"]
+
+
+def test_throttling_that_never_ends_is_capped(ledger: Ledger) -> None:
+    """A retryable reason is retried a bounded number of times, then the ledger error goes up
+    (SQS retries the message later) instead of spinning until the ingest times out."""
+    from botocore.stub import Stubber
+
+    from voucher_distributor.adapters.ledger.table import LedgerError
+
+    claims = [claim("f-a", 1, "x@acme.example"), claim("f-a", 2, "y@acme.example")]
+    with Stubber(ledger.table.wire) as stub:
+        for _ in range(40):  # more than any bound worth having
+            _cancelled(stub, "ThrottlingError", "None")
+        with pytest.raises(LedgerError, match="ThrottlingError"):
+            ledger.holdings.claim_holdings(claims, now=5)
+        left = len(stub._queue)
+    assert left >= 30
+
+
+@pytest.mark.parametrize("reason", ["ValidationError", "ItemCollectionSizeLimitExceeded"])
+def test_a_cancellation_that_never_heals_raises_at_once(ledger: Ledger, reason: str) -> None:
+    """A validation error does not heal by retrying: raise on the first one, for claims and
+    for releases alike."""
+    from botocore.stub import Stubber
+
+    from voucher_distributor.adapters.ledger.table import LedgerError
+
+    claims = [claim("f-a", 1, "x@acme.example"), claim("f-a", 2, "y@acme.example")]
+    with Stubber(ledger.table.wire) as stub:
+        for _ in range(5):
+            _cancelled(stub, reason, "None")
+        with pytest.raises(LedgerError, match=reason):
+            ledger.holdings.claim_holdings(claims, now=5)
+        assert len(stub._queue) == 4
+        with pytest.raises(LedgerError, match=reason):
+            ledger.holdings.release_holdings(claims)
+        assert len(stub._queue) == 3

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -78,7 +79,8 @@ def test_status_shows_chunks_counts_and_ages(ran: Ran, capsys: pytest.CaptureFix
 
     code, text = _run(["status", ran.batch_id, *ran.where], capsys)
     assert code == 0
-    assert "5 assigned, 1 rejected, 0 failed" in text
+    assert "5 assigned, 0 existing, 1 rejected, 0 failed" in text
+    assert view["counts"]["existing"] == 0  # issue 25 (12): the existing count is shown
     assert chunk["purchaseCode"] in text
 
 
@@ -202,7 +204,7 @@ def test_reconcile_agrees_then_reports_a_purchase_we_do_not_know_and_a_mismatch(
         f"{ran.sandbox.base_url}/vouchers/purchases",
         headers={"Authorization": f"Bearer {TOKEN}"},
         json={
-            "notes": f"by hand [vd:{ran.batch_id}:00000]",
+            "notes": f"by hand {_our_marker(ran, 0)}",
             "partnerName": PARTNER,
             "programName": SPRING,
             "quantity": 2,
@@ -266,3 +268,12 @@ def test_reconcile_reports_a_chunk_whose_purchase_certiverse_lacks(
     assert code == 1
     assert "chunks without a purchase: 1" in out
     assert "VP-NOSUCH" in out
+
+
+def _our_marker(ran: Any, chunk_no: int) -> str:
+    """The marker the local stack's purchase function appends for this chunk."""
+    from voucher_distributor.domain.batches import chunk_marker, stack_tag
+
+    assert ran.pipeline.lambdas is not None
+    stack_id = ran.pipeline.lambdas.environment("PurchaseFunction")["STACK_ID"]
+    return chunk_marker(ran.batch_id, chunk_no, stack_tag(stack_id))

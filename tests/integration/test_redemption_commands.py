@@ -193,7 +193,7 @@ def test_the_batch_report_beside_the_results_and_the_summary_counts(
     summary = handed.pipeline.result(handed.batch_id).summary
     redemptions = summary["redemptions"]
     assert redemptions["counts"]["used"] == 1
-    assert redemptions["results"].endswith("people.redemptions.csv")
+    assert redemptions["results"].endswith(f"people.{handed.batch_id[:14]}.redemptions.csv")
     s3 = handed.pipeline.stack.client("s3")
     body = s3.get_object(Bucket=handed.pipeline.bucket, Key=redemptions["results"])["Body"].read()
     assert body.startswith(b"\xef\xbb\xbfemail,voucher_code,state,")

@@ -559,6 +559,20 @@ def _scenarios_with(
     run(pipeline.submit_request({"requestId": "template-wait", "partnerName": PARTNER,
         "programName": SPRING, "callbackUrl": hook,
         "recipients": [{"email": f"t{n}@acme.example"} for n in range(5)]}))  # fmt: skip
+    # A chunk whose purchase lease another worker holds: the purchase function sends the
+    # message again to its own queue ("busy"), and buys once the lease is over.
+    leased = pipeline.submit_csv(
+        csv_file("leased.csv", f"email,program_name\r\nlee@acme.example,{SPRING}\r\n")
+    )
+    lambdas = pipeline.lambdas
+    assert lambdas is not None
+    (ingest,) = [s for s in lambdas.event_sources if s.function_id == "IngestCsvFunction"]
+    while pipeline.ledger.chunks.get_chunk(leased, 0) is None:  # the ingest alone
+        lambdas._deliver(ingest, lambdas._receive(ingest))
+    assert pipeline.ledger.chunks.acquire_purchase_lease(
+        leased, 0, owner="another-worker", now=int(time.time()), lease_seconds=2
+    )
+    run(leased)
     # Dry runs: by metadata, under incoming/dry-run/, and by request; nothing bought.
     dry = csv_file("dry.csv", f"email,program_name\r\nann@acme.example,{SPRING}\r\n"
         f"hank@acme.example,{SPRING}\r\n")  # fmt: skip
@@ -610,6 +624,7 @@ class _ApiCaller:
         return int(result["statusCode"]), json.loads(result["body"])
 
 
+@pytest.mark.slow
 def test_each_policy_grants_exactly_the_calls_its_function_makes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -664,3 +679,31 @@ def test_each_policy_grants_exactly_the_calls_its_function_makes(
                             )
         assert recorder.calls.keys() == stack.functions.keys()
         assert not problems, "\n".join(problems)
+
+
+#: The operators' indexes (issue 23): their keys, and what each may project (never ALL: they
+#: hold what their command shows).
+OPERATOR_INDEXES = {
+    "by-code": (["voucher_code"], "INCLUDE"),
+    "by-program": (["program_name", "voucher_code"], "INCLUDE"),
+    "batches-by-status": (["status", "created_at"], "KEYS_ONLY"),
+    "chunks-by-state": (["state", "pk"], "INCLUDE"),
+}
+
+
+def test_the_operator_look_ups_have_sparse_narrow_indexes(template: SamTemplate) -> None:
+    table = template.resources["LedgerTable"].properties
+    indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
+    defined = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    for name, (keys, projection) in OPERATOR_INDEXES.items():
+        index = indexes[name]
+        assert [k["AttributeName"] for k in index["KeySchema"]] == keys, name
+        assert all(k in defined for k in keys), name
+        assert index["Projection"]["ProjectionType"] == projection, name
+        included = index["Projection"].get("NonKeyAttributes", [])
+        # Narrow: never the recipient's names, the rows file's contents or a lease.
+        assert not {"first_name", "last_name", "extra", "lease_owner", "history"} & set(included)
+    # Sparse by their keys: no item but the one kind carries both (checked by the ledger's
+    # tests, tests/integration/test_lookups.py); a key every item has would make a scan.
+    for name, (keys, _) in OPERATOR_INDEXES.items():
+        assert keys[0] not in {"pk", "sk"}, name

@@ -18,6 +18,9 @@ Seams:
   after its side effects; its messages come back).
 * **sqs** — deliveries duplicated, with a delay so they arrive out of order.
 * **race** — a second purchase worker runs the same chunk concurrently (conditional-write race).
+* **end-race** — a second worker checks the codes of a chunk a poll message is about to end, so
+  two workers end one chunk; **slow-poll** — a poll invocation left with a second after its
+  first message, so the rest are sent again (issue 23).
 * **sandbox** — Certiverse 500/503/429, latency, dropped connections, a purchase committed but
   its reply lost, slow generation, generation beyond the deadline, failed generation, codes
   listed after the status says Complete, the token revoked mid-batch.
@@ -61,6 +64,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import unquote_plus
 
 import boto3
@@ -70,10 +74,16 @@ from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import find_marker
 from voucher_distributor.models.ledger import BatchStatus, ChunkState
 from voucher_distributor_cli.local.run import LocalPipeline, RunResult
+from voucher_distributor_cli.local.runner.lambdas import LambdaContext
 from voucher_distributor_cli.ops.target import OpsError
 from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
 
-from ..invariants import batch_purchases, consistency_violations, holdings_violations
+from ..invariants import (
+    batch_purchases,
+    consistency_violations,
+    holdings_violations,
+    iter_holdings,
+)
 
 TOKEN = "reliability-token"
 PARTNER = "Acme Corp"
@@ -358,6 +368,11 @@ FAULT_KINDS = (
     "deadline",
     "generation-failure",
     "token-revoked",
+    # Issue 23: two workers ending one chunk (a second worker checks the codes of a chunk a
+    # poll message is about to end), and a slow poll (an invocation left with little time:
+    # its messages after the first are sent again, not handled).
+    "end-race",
+    "slow-poll",
 )
 
 
@@ -565,7 +580,8 @@ def sandbox_faults(scenario: Scenario) -> FaultSettings:
         settings["drop_rate"] = 0.1
     if "reply-lost" in kinds:
         settings.update(post_commit_fault="drop", post_commit_fault_rate=0.7)
-    if "slow-generation" in kinds:
+    if "slow-generation" in kinds or {"end-race", "slow-poll"} & kinds:
+        # (the two poll seams need polls: codes that come after the purchase's own check)
         settings["generation_delay_s"] = 1.2
     if "late-codes" in kinds:
         settings["complete_before_codes_s"] = 0.8
@@ -649,7 +665,25 @@ class Harness:
         original_deliver = lambdas._deliver
 
         def invoke(function_id: str, event: Any) -> tuple[Any, float]:
-            result, elapsed = original_invoke(function_id, event)
+            scenario = self._scenario
+            if (
+                function_id == "PollFunction"
+                and scenario is not None
+                and "slow-poll" in scenario.kinds
+                and self.hooks.plan.armed
+            ):
+                # A slow poll: the invocation has a second left after its first message, so
+                # the others are sent again (hits: invocations slowed, and messages deferred).
+                self._fired["slow-poll"] += 1
+                deferred = len(event.get("Records", [])) - 1
+                if deferred > 0:
+                    self._fired["slow-poll-deferred"] += deferred
+                with mock.patch.object(
+                    LambdaContext, "get_remaining_time_in_millis", return_value=1_000
+                ):
+                    result, elapsed = original_invoke(function_id, event)
+            else:
+                result, elapsed = original_invoke(function_id, event)
             if self._armed_timeouts[function_id] > 0:
                 self._armed_timeouts[function_id] -= 1
                 self._fired["lambda-timeout"] += 1
@@ -721,6 +755,10 @@ class Harness:
                 if self._fired["race"] < 2:
                     self._fired["race"] += 1
                     self._race(json.loads(message["Body"]))
+        if "end-race" in kinds and source.function_id == "PollFunction":
+            for message in messages:
+                if self._fired["end-race"] < 2 and self._end_race(json.loads(message["Body"])):
+                    self._fired["end-race"] += 1
         timeouts = "lambda-timeout" in kinds and self._fired["lambda-timeout"] == 0
         if timeouts and self._rng.random() < 0.5:
             self._armed_timeouts[source.function_id] = 1
@@ -808,6 +846,28 @@ class Harness:
             events=Events(settings.event_bus_name, events=stack.client("events")),
             certiverse=CertiverseClient(settings.certiverse_base_url, StaticToken(TOKEN)),
         )
+
+    def _end_race(self, body: dict[str, Any]) -> bool:
+        """A second worker that read the chunk PURCHASED checks its codes at the same moment as
+        the poll message's worker: both may end it (issue 23's two workers ending one chunk)."""
+        from voucher_distributor.pipeline.purchase import check_codes
+
+        runtime = sys.modules.get("voucher_distributor.runtime")
+        if runtime is None or runtime.services.cache_info().currsize == 0:
+            return False
+        services = runtime.services()
+        chunk = services.ledger.chunks.get_chunk(body["batchId"], int(body["chunkNo"]))
+        if chunk is None or chunk.state != ChunkState.PURCHASED:
+            return False
+
+        def worker() -> None:
+            with contextlib.suppress(Exception):
+                check_codes(services, chunk)
+
+        thread = threading.Thread(target=worker, daemon=True)
+        self._race_threads.append(thread)
+        thread.start()
+        return True
 
     # -------------------------------------------------------------- a run
 
@@ -1226,7 +1286,7 @@ class Harness:
                 problems.append(f"a rejected batch's summary says {summary.get('status')!r}")
             if [r for r in result.rows if r["status"] == "assigned"]:
                 problems.append("a rejected batch assigned codes")
-            held = [h for h in self.ledger.holdings.iter_holdings() if h.batch_id == batch.batch_id]
+            held = [h for h in iter_holdings(self.ledger) if h.batch_id == batch.batch_id]
             if held:
                 problems.append(f"a rejected batch still holds {len(held)} claim(s)")
         elif summary.get("status") == "rejected":
@@ -1261,7 +1321,9 @@ class Harness:
             for chunk in self.ledger.chunks.iter_chunks(result.batch_id):
                 if chunk.state == ChunkState.FAILED:
                     continue  # bought, but its codes never came: nobody got one
-                marked = [p for p in mine if find_marker(p.notes, result.batch_id, chunk.chunk_no)]
+                marked = [
+                    p for p in mine if find_marker(p.notes, result.batch_id, chunk.chunk_no, None)
+                ]
                 sold += sum(p.quantity for p in marked)
         expected = len(given) + reissued
         if sold != expected:

@@ -32,7 +32,9 @@ def test_a_live_lease_is_renewed_for_a_whole_period(leased: Ledger) -> None:
     assert leased.chunks.renew_purchase_lease("f-1", 0, owner="a", now=109, lease_seconds=10)
     assert leased.chunks.get_chunk("f-1", 0).lease_until == 119
     # so a second worker at 112 cannot take it over while the POST is in flight
-    assert leased.chunks.acquire_purchase_lease("f-1", 0, owner="b", now=112, lease_seconds=10) is None
+    assert (
+        leased.chunks.acquire_purchase_lease("f-1", 0, owner="b", now=112, lease_seconds=10) is None
+    )
 
 
 def test_an_expired_lease_is_not_renewed(leased: Ledger) -> None:

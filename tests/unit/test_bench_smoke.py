@@ -59,3 +59,12 @@ def test_sync_floor_counts_unsettled_pages_and_open_purchases() -> None:
     assert round(synced.ratio, 3) == 0.982
     log = [_get("/api/vouchers", purchaseCode="VP-1"), _get("/api/vouchers/purchases", status="x")]
     assert voucher_pages(log) == (1, 1)
+
+
+def test_the_lookup_bench_counts_reads_of_one_voucher_look_up() -> None:
+    """`lookup_reads_per_call` on a small ledger: the same ≤ 3 as at 100,000 (the bench's)."""
+    from bench.lookup_reads import measure
+
+    looked = measure(300)
+    assert looked.reads_per_call <= 3
+    assert looked.by_operation["Scan"] == 0

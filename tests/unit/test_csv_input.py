@@ -498,10 +498,32 @@ def test_a_one_megabyte_field_rejects_only_its_row(quoted):
     rows = read(data.encode(), chunk_size=65536)
     assert [r.row_number for r in rows] == [1, 2, 3]
     assert rows[1].problem == "the row is longer than 131,072 characters, so it was not read"
-    assert rows[1].email == ""
+    assert rows[1].email == "b@example.com"  # whose row it was (issue 25): its start says
     assert rows[1].extra == {"Notes": ""}
     assert rows[0].problem is None
     assert rows[2].problem is None
+
+
+def test_issue25_4_an_over_long_row_keeps_who_it_was_or_its_start():
+    """A row over the limit keeps the e-mail, names, partner and program its first 200
+    characters hold whole; when they do not hold the e-mail, the problem quotes that start."""
+    big = "z" * 200_000
+    data = (
+        "email,first_name,partner_name,program_name,Notes\r\n"
+        f"Ann@Acme.example,Ann,Acme Corp,Spring,{big}\r\n"
+        f"{big},Bob,Acme Corp,Spring,ok\r\n"
+        "carol@acme.example,Carol,,,ok\r\n"
+    ).encode()
+    rows = read(data, chunk_size=4096)
+    first, second, third = rows
+    assert first.problem == "the row is longer than 131,072 characters, so it was not read"
+    assert (first.email, first.first_name) == ("ann@acme.example", "Ann")
+    assert (first.partner_name, first.program_name) == ("Acme Corp", "Spring")
+    assert second.email == ""
+    assert second.problem is not None
+    assert second.problem.endswith(f"; it starts: {'z' * 200!r}")
+    assert third.problem is None
+    assert third.partner_name is None  # nothing of an earlier long row carries over
 
 
 def test_a_huge_quoted_field_is_skipped_in_flat_memory():

@@ -137,3 +137,37 @@ def test_a_record_names_its_queue_url_and_receipt_handle() -> None:
     )
     with pytest.raises(ValueError, match="not an SQS queue ARN"):
         _ = SqsRecord({"messageId": "m", "eventSourceARN": "arn:aws:s3:::b"}).queue_url
+
+
+def test_records_left_when_time_runs_short_are_deferred_not_handled() -> None:
+    """An invocation stops taking messages when its remaining time runs low: the rest are sent
+    again (deferred), neither handled nor returned (which would count toward the DLQ)."""
+    handled: list[str] = []
+    deferred: list[str] = []
+    remaining = iter([90_000, 20_000, 20_000])
+
+    def short() -> bool:
+        return next(remaining) < 60_000
+
+    result = process_sqs_batch(
+        _event(*(_record(m) for m in ("m1", "m2", "m3", "m4"))),
+        lambda r: handled.append(r.message_id),
+        time_is_short=short,
+        defer=lambda r: deferred.append(r.message_id),
+    )
+    assert handled == ["m1", "m2"]
+    assert deferred == ["m3", "m4"]
+    assert result == {"batchItemFailures": []}
+
+
+def test_a_record_that_cannot_be_deferred_is_reported_failed() -> None:
+    def refuse(record: SqsRecord) -> None:
+        raise RuntimeError("queue unavailable")
+
+    result = process_sqs_batch(
+        _event(_record("m1"), _record("m2")),
+        lambda r: None,
+        time_is_short=lambda: True,
+        defer=refuse,
+    )
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m2"}]}

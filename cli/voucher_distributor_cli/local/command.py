@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -109,6 +110,14 @@ def add_local_commands(subparsers: Any) -> None:
         "(default: the template's defaults)",
     )
     run.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="keep the local stack between runs: load the ledger, the bucket's results and the "
+        "sandbox's sales from DIR at the start and write them there at the end, so a person "
+        "sent again is 'existing' (default: none, every run starts an empty stack)",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=Path("local-results"),
@@ -132,9 +141,11 @@ def add_local_commands(subparsers: Any) -> None:
             "deliver queue messages, and keeps them running until Ctrl-C. Prints one JSON line: "
             "endpointUrl, region, stack, bucket, requestQueueUrl, table, apiUrl, apiClientId "
             "and apiClientSecret (a local API client with every scope), callbackSigningSecret "
-            "and certiverseUrl. Then `aws --endpoint-url …`, curl and every voucher-distributor "
-            "operator command (--endpoint-url URL --stack NAME) work against it. Locally, "
-            "callbacks may go to http:// loopback receivers."
+            "and certiverseUrl; on stderr, an upload (with the dummy AWS credentials moto "
+            "takes) and a status command, ready to paste. Then `aws --endpoint-url …`, curl and "
+            "every voucher-distributor operator command (--endpoint-url URL --stack NAME) work "
+            "against it. What fails meanwhile (a Certiverse outage) is one line each on stderr, "
+            "its trace in --log. Locally, callbacks may go to http:// loopback receivers."
         ),
     )
     up.add_argument("--partner", help="partner for rows and requests that name none")
@@ -181,6 +192,7 @@ def _run_local(args: argparse.Namespace) -> int:
     from voucher_distributor_cli.local.run import LocalRunError, run_files  # noqa: PLC0415
     from voucher_distributor_cli.local.runner import RunTimeoutError  # noqa: PLC0415
     from voucher_distributor_cli.local.runner.stack import StackError  # noqa: PLC0415
+    from voucher_distributor_cli.local.state import StateError  # noqa: PLC0415
 
     try:
         results = run_files(
@@ -195,12 +207,14 @@ def _run_local(args: argparse.Namespace) -> int:
             seed=args.seed,
             dry_run=args.dry_run,
             parameters=dict(args.parameter_overrides),
+            state=args.state,
         )
-    except (LocalRunError, RunTimeoutError, StackError) as exc:
+    except (LocalRunError, RunTimeoutError, StackError, StateError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
         return EXIT_COULD_NOT_RUN
     for result in results:
         _show_outcome(result, sys.stderr)
+    print(_stack_note(args.state), file=sys.stderr)
     for result in results:
         print(json.dumps(result.final_line(), ensure_ascii=False), flush=True)
     return max(exit_code(result) for result in results)
@@ -211,7 +225,12 @@ def _run_up(args: argparse.Namespace) -> int:
 
     from voucher_distributor_cli.local.run import LocalRunError  # noqa: PLC0415
     from voucher_distributor_cli.local.runner.stack import StackError  # noqa: PLC0415
-    from voucher_distributor_cli.local.up import LocalStackUp, serve_until_interrupted  # noqa: PLC0415
+    from voucher_distributor_cli.local.up import (  # noqa: PLC0415
+        LocalStackUp,
+        ready_lines,
+        serve_until_interrupted,
+        terminal_and_log,
+    )
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
@@ -221,6 +240,7 @@ def _run_up(args: argparse.Namespace) -> int:
     try:
         with (
             args.log.open("w", encoding="utf-8") as log_stream,
+            terminal_and_log(log_stream, sys.stderr, str(args.log)),
             LocalStackUp(
                 certiverse_url=args.certiverse_url,
                 certiverse_token=os.environ.get("CERTIVERSE_TOKEN"),
@@ -237,6 +257,7 @@ def _run_up(args: argparse.Namespace) -> int:
                 "Ctrl-C stops it",
                 file=sys.stderr,
             )
+            print("\n".join(ready_lines(up.endpoints())), file=sys.stderr, flush=True)
             serve_until_interrupted(up)
     except (LocalRunError, StackError, OSError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
@@ -247,8 +268,21 @@ def _run_up(args: argparse.Namespace) -> int:
     return EXIT_DONE
 
 
+def _stack_note(state: Path | None) -> str:
+    """Whether the next run remembers this one: the duplicate guarantee across runs."""
+    if state is not None:
+        return (
+            f"state kept in {state}: run again with --state {state} and the people of this "
+            "run are 'existing', with the codes they got"
+        )
+    return (
+        "this run's stack is gone: each `local run` starts an empty one, so a file run again "
+        "gets new codes — pass --state DIR to keep it between runs, or use `local up`"
+    )
+
+
 def exit_code(result: RunResult) -> int:
-    """Whether an input's job was done (the README's "exit codes" table)."""
+    """Whether an input's job was done (the exit-codes table in docs/reference.md, `local run`)."""
     if result.refused:
         return EXIT_NOTHING_TO_DO
     counts = result.summary.get("counts") or {}
@@ -259,9 +293,18 @@ def exit_code(result: RunResult) -> int:
     return EXIT_FAILED if result.summary.get("status") == "failed" else EXIT_DONE
 
 
-def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
-    """The rows that got no code, with why: what a person checks first. A reason shared by
-    every row of a (partner, program) is said once, at the top."""
+#: Most lines of row detail ``local run`` prints per input; the rest is in the results CSV.
+DETAIL_LINES = 20
+#: Row numbers cited beside a reason shared by several rows.
+ROWS_CITED = 5
+
+
+def _show_outcome(result: RunResult, out: TextIO, *, limit: int = DETAIL_LINES) -> None:
+    """The rows that got no code, with why: what a person checks first. Rows are grouped by
+    their reason, each reason said once with how many rows and the first few row numbers (a
+    reason every row of a (partner, program) shares: "all N rows for …"); at most ``limit``
+    lines, then the results CSV. Then the notes on rows that got a code (a name matched in
+    another case, a code to assign in the portal), each once."""
     if result.refused:
         print(f"{result.input}: refused — {result.summary.get('error')}", file=out)
         for problem in result.summary.get("problems", []):
@@ -285,38 +328,74 @@ def _show_outcome(result: RunResult, out: TextIO, *, limit: int = 25) -> None:
     )
     if result.summary.get("error"):
         print(f"  the batch failed: {result.summary['error']}", file=out)
-    whole, single = _group_refusals(result.rows)
-    for (partner, program), (status, reason, count) in whole.items():
-        rows = "the only row" if count == 1 else f"all {count:,} rows"
-        print(f"  {rows} for {partner!r} / {program!r}: {status}, {reason}", file=out)
-    for row in single[:limit]:
-        line = f" (line {row['line']})" if row.get("line") else ""
-        print(f"  row {row['row']:>6}{line}  {row['status']:<8}  {row['reason']}", file=out)
-    if len(single) > limit:
-        print(f"  … and {len(single) - limit:,} more in {result.results_csv}", file=out)
+    lines = reason_lines(result.rows)
+    for line, _ in lines[:limit]:
+        print(line, file=out)
+    if len(lines) > limit:
+        left = lines[limit:]
+        rows = sum(count for _, count in left)
+        print(
+            f"  … and {len(left):,} more reason{'' if len(left) == 1 else 's'} "
+            f"({rows:,} row{'' if rows == 1 else 's'}) in "
+            f"{result.results_csv or 'the results CSV'}",
+            file=out,
+        )
     if result.results_csv:
         print(f"results: {result.results_csv}", file=out)
 
 
-def _group_refusals(
-    rows: list[dict[str, str]],
-) -> tuple[dict[tuple[str, str], tuple[str, str, int]], list[dict[str, str]]]:
-    """(partner, program) -> (status, reason, rows) where every row of the pair got no code for
-    the same reason (said once); and the other rows without a code, one by one."""
+def reason_lines(rows: list[dict[str, str]]) -> list[tuple[str, int]]:
+    """One line per reason, with how many rows it stands for: the rows without a code first
+    (in the order their reasons first appear), then the notes on rows that got one."""
+    pairs: Counter[tuple[str, str]] = Counter(
+        (row.get("partner", ""), row.get("program", "")) for row in rows
+    )
+    lines: list[tuple[str, int]] = []
+    for group in _by_reason(rows, with_code=False) + _by_reason(rows, with_code=True):
+        first = group[0]
+        status, reason = first.get("status", ""), first.get("reason", "")
+        pair = (first.get("partner", ""), first.get("program", ""))
+        if len(group) == 1:
+            line = f" (line {first['line']})" if first.get("line") else ""
+            lines.append((f"  row {first['row']:>6}{line}  {status:<8}  {_hinted(reason)}", 1))
+            continue
+        same_pair = all((r.get("partner", ""), r.get("program", "")) == pair for r in group)
+        if same_pair and pairs[pair] == len(group) and status not in GOT_A_CODE:
+            said = f"all {len(group):,} rows for {pair[0]!r} / {pair[1]!r}"
+            lines.append((f"  {said}: {status}, {_hinted(reason)}", len(group)))
+            continue
+        cited = ", ".join(r.get("row", "") for r in group[:ROWS_CITED])
+        more = ", …" if len(group) > ROWS_CITED else ""
+        said = f"{len(group):,} rows ({cited}{more})"
+        lines.append((f"  {said}: {status}, {_hinted(reason)}", len(group)))
+    return lines
+
+
+def _by_reason(rows: list[dict[str, str]], *, with_code: bool) -> list[list[dict[str, str]]]:
+    """Rows grouped by (status, reason), in the order each group's first row comes: the rows
+    without a code, or (``with_code``) the rows with a code and a note."""
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
-        groups.setdefault((row.get("partner", ""), row.get("program", "")), []).append(row)
-    whole: dict[tuple[str, str], tuple[str, str, int]] = {}
-    for pair, members in groups.items():
-        answers = {(row.get("status", ""), row.get("reason", "")) for row in members}
-        if len(members) > 1 and len(answers) == 1:
-            ((status, reason),) = answers
-            if status not in GOT_A_CODE:
-                whole[pair] = (status, reason, len(members))
-    single = [
-        row
-        for row in rows
-        if row.get("status") not in GOT_A_CODE
-        and (row.get("partner", ""), row.get("program", "")) not in whole
-    ]
-    return whole, single
+        status = row.get("status", "")
+        if with_code != (status in GOT_A_CODE) or (with_code and status == "existing"):
+            continue
+        if with_code and not row.get("reason"):
+            continue
+        groups.setdefault((status, row.get("reason", "")), []).append(row)
+    return list(groups.values())
+
+
+#: The pipeline's reason for a row without a partner or program (``domain/chunking``), and
+#: what ``local run`` adds to it.
+_NO_TARGET = {
+    "no partner": "pass --partner NAME",
+    "no program": "pass --program NAME",
+}
+
+
+def _hinted(reason: str) -> str:
+    """A reason as ``local run`` says it: a missing partner or program names the flag."""
+    hints = [hint for start, hint in _NO_TARGET.items() if reason.startswith(start)]
+    if reason.startswith("no partner or program"):
+        hints = list(_NO_TARGET.values())
+    return f"{reason} (local run: {' / '.join(hints)})" if hints else reason

@@ -8,9 +8,8 @@ the events the way the template wires them until the batch ends, then read what 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import csv
-import io
 import json
 import logging
 import os
@@ -23,10 +22,12 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from voucher_distributor.adapters.ledger import Ledger
-from voucher_distributor.domain.batches import csv_batch_id, request_batch_id
+from voucher_distributor.domain.batches import csv_batch_id, request_batch_id, short_batch_id
 from voucher_distributor.domain.outcomes import tally_chunks
+from voucher_distributor.domain.results_csv import read_results
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState, DeliveryState
 from voucher_distributor.pipeline.requests import refusal_key
+from voucher_distributor_cli.arguments import command_hint
 from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack, moto_fixes
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
@@ -401,12 +402,12 @@ class LocalPipeline:
         )
 
     def _approval_hint(self, batch: BatchRecord) -> str:
-        where = f"--endpoint-url {self.stack.endpoint_url}"
+        where = argparse.Namespace(endpoint_url=self.stack.endpoint_url)
+        approve = command_hint(where, "approve", batch.batch_id)
+        reject = command_hint(where, "reject", batch.batch_id, "--reason", '"…"')
         return (
             f"[awaiting approval] batch {batch.batch_id}: {batch.approval_reason}. Nothing is "
-            "bought until it is decided; in another terminal:\n"
-            f"    voucher-distributor approve {batch.batch_id} {where}\n"
-            f'    voucher-distributor reject {batch.batch_id} --reason "…" {where}\n'
+            f"bought until it is decided; in another terminal:\n    {approve}\n    {reject}\n"
             "  (this run waits for the decision, or --timeout)"
         )
 
@@ -452,11 +453,7 @@ class LocalPipeline:
                 results_path.write_bytes(csv_bytes)
             else:
                 results_path = None
-        rows = (
-            list(csv.DictReader(io.StringIO(csv_bytes.decode("utf-8-sig"))))
-            if csv_bytes is not None
-            else []
-        )
+        rows = read_results(csv_bytes) if csv_bytes is not None else []
         return RunResult(batch_id, summary, results_path, summary_path, rows)
 
     def _copy_names(self, out_dir: Path, batch: BatchRecord) -> tuple[Path, Path]:
@@ -466,8 +463,10 @@ class LocalPipeline:
         known = self._copies.get(batch.batch_id)
         if known is not None:
             return known
-        summary_name = Path(batch.summary_key).name
-        results_name = Path(batch.results_csv_key).name
+        # The copies keep the readable name; the short batch id the S3 keys carry is left out.
+        tag = f".{short_batch_id(batch.batch_id)}"
+        summary_name = Path(batch.summary_key).name.replace(tag, "", 1)
+        results_name = Path(batch.results_csv_key).name.replace(tag, "", 1)
         stem = results_name.removesuffix(".results.csv")
         taken = {p for pair in self._copies.values() for p in pair}
         number = 1
@@ -597,6 +596,7 @@ def run_files(
     seed: int | None = None,
     dry_run: bool = False,
     parameters: dict[str, str] | None = None,
+    state: Path | None = None,
 ) -> list[RunResult]:
     """Run CSVs (and HR request JSONs) through one local pipeline, end to end.
 
@@ -604,16 +604,26 @@ def run_files(
     at once and run side by side (two lists of the same people arriving in the same second).
     One result per input, in input order, each with its own copies in ``out_dir``. The
     built-in sandbox draws its codes afresh each run unless ``seed`` is given.
+
+    Each run is a new stack, unless ``state`` names a directory: the ledger, the bucket and
+    the sandbox's sales of the run before are loaded from it at the start and written to it
+    at the end (``local/state.py``), so a person sent again is ``existing``.
     """
+    from voucher_distributor_cli.local import state as kept  # noqa: PLC0415
+
     for path in paths:
         if not path.is_file():
             raise LocalRunError(f"{path}: no such file")
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "local-run.log"
     with contextlib.ExitStack() as stack:
+        sandbox: SandboxServer | None = None
         if certiverse_url is None:
+            data = kept.sandbox_data(state) if state is not None else None
             sandbox = SandboxServer(
-                SandboxConfig(token=SANDBOX_TOKEN, generation_delay_s=2.0, seed=seed),
+                SandboxConfig(
+                    token=SANDBOX_TOKEN, generation_delay_s=2.0, seed=seed, data_path=data
+                ),
                 host="127.0.0.1",
                 port=0,
             )
@@ -638,26 +648,54 @@ def run_files(
         print(
             f"AWS emulation (moto) on {pipeline.stack.endpoint_url}; logs in {log_path}", file=show
         )
-        keys = _upload_keys(paths, together=together)
-        if not together:
-            # Each result is read as soon as its batch ends: a later upload of the same name
-            # writes its results under the same key.
-            results = []
-            for path, key in zip(paths, keys, strict=True):
-                sent = _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
-                _at_the_door(pipeline, sent, show, timeout_s)
-                results.append(_finish(pipeline, sent, out_dir, show, timeout_s))
-            return results
-        sent_all = [
-            _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
-            for path, key in zip(paths, keys, strict=True)
-        ]
-        for sent in sent_all:
+        if state is not None:
+            loaded = kept.restore(state, pipeline.stack)
+            print(
+                f"state {state}: {loaded['ledgerItems']:,} ledger items and "
+                f"{loaded['objects']:,} objects of earlier runs loaded",
+                file=show,
+            )
+        results = _run_inputs(
+            pipeline, paths, partner, program, show, out_dir, timeout_s,
+            together=together, dry_run=dry_run,
+        )  # fmt: skip
+        if state is not None:
+            kept.save(state, pipeline.stack, sandbox)
+        return results
+
+
+def _run_inputs(
+    pipeline: LocalPipeline,
+    paths: list[Path],
+    partner: str | None,
+    program: str | None,
+    show: TextIO,
+    out_dir: Path,
+    timeout_s: float,
+    *,
+    together: bool,
+    dry_run: bool,
+) -> list[RunResult]:
+    keys = _upload_keys(paths, together=together)
+    if not together:
+        # Each result is read as soon as its batch ends: a later upload of the same name
+        # writes its results under the same key.
+        results = []
+        for path, key in zip(paths, keys, strict=True):
+            sent = _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
             _at_the_door(pipeline, sent, show, timeout_s)
-        for sent in sent_all:
-            if sent.refusal is None and sent.batch_id:
-                pipeline.run_until_done(sent.batch_id, timeout_s=timeout_s, show=show)
-        return [_finish(pipeline, sent, out_dir, show, timeout_s) for sent in sent_all]
+            results.append(_finish(pipeline, sent, out_dir, show, timeout_s))
+        return results
+    sent_all = [
+        _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
+        for path, key in zip(paths, keys, strict=True)
+    ]
+    for sent in sent_all:
+        _at_the_door(pipeline, sent, show, timeout_s)
+    for sent in sent_all:
+        if sent.refusal is None and sent.batch_id:
+            pipeline.run_until_done(sent.batch_id, timeout_s=timeout_s, show=show)
+    return [_finish(pipeline, sent, out_dir, show, timeout_s) for sent in sent_all]
 
 
 @dataclass

@@ -9,6 +9,7 @@ invocation run at a time, as the local runner always has.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import json
@@ -27,6 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 from voucher_distributor.adapters.callbacks import webhook_secret
 from voucher_distributor.models.api import Scope
 from voucher_distributor.models.ledger import BatchRecord
+from voucher_distributor_cli.arguments import command_hint
 from voucher_distributor_cli.local.run import SANDBOX_TOKEN, LocalPipeline, LocalRunError
 from voucher_distributor_cli.local.runner import LocalLambdas
 from voucher_distributor_cli.local.runner.stack import DEFAULT_REGION
@@ -42,6 +44,8 @@ LOCAL_CLIENT_ID = "local-hr"
 #: API Gateway's HTTP API refuses larger bodies (10 MB) before any function sees them.
 MAX_API_BODY = 10 * 1024 * 1024
 _TEXT_TYPES = ("text/", "application/json", "application/problem+json")
+#: What ``aws`` needs to reach moto without an AWS configuration (any values pass).
+DUMMY_AWS_ENV = "AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_DEFAULT_REGION"
 #: How long Ctrl-C waits for the stack to stop before leaving anyway.
 STOP_GRACE_S = 30.0
 
@@ -110,6 +114,73 @@ class LocalApiServer(ThreadingHTTPServer):
     def base_url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ARG002
+        """A client hanging up before its answer (a curl killed, a test's timeout) is routine:
+        one debug line, never a traceback on the terminal."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("api: %s hung up: %s", client_address, type(exc).__name__)
+            return
+        log.exception("api: unexpected error serving %s", client_address)
+
+
+class _OneLine(logging.Formatter):
+    """A log record as one line on the terminal: its message and, for an exception, its
+    type and first line; the whole trace goes to the log file (``where``)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self._where = where
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"local up: {record.getMessage()}"
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            said = (str(exc).splitlines() or [""])[0][:300]
+            text += f" ({type(exc).__name__}: {said}; the trace is in {self._where})"
+        return text
+
+
+@contextlib.contextmanager
+def terminal_and_log(log_stream: IO[str], terminal: IO[str], where: str) -> Iterator[None]:
+    """While ``local up`` runs, what its own loops and the runner log (a function that raised
+    during a Certiverse outage, a client that hung up): one line each on the terminal, the
+    whole record with its trace in the log file. Nothing reaches Python's last-resort handler,
+    which prints every traceback."""
+    logger = logging.getLogger("voucher_distributor_cli")
+    to_log = logging.StreamHandler(log_stream)
+    to_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_terminal = logging.StreamHandler(terminal)
+    to_terminal.setLevel(logging.WARNING)
+    to_terminal.setFormatter(_OneLine(where))
+    before = (logger.level, logger.propagate)
+    logger.addHandler(to_log)
+    logger.addHandler(to_terminal)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(to_log)
+        logger.removeHandler(to_terminal)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
+
+
+def ready_lines(endpoints: dict[str, Any]) -> list[str]:
+    """What to paste to use the stack: an upload with the dummy credentials moto takes
+    (without an AWS configuration ``aws`` stops at "Unable to locate credentials"), and the
+    ``status`` command with the stack's options."""
+    where = f"--endpoint-url {endpoints['endpointUrl']}"
+    upload = f"s3://{endpoints['bucket']}/incoming/people.csv"
+    target = argparse.Namespace(endpoint_url=endpoints["endpointUrl"], stack=endpoints["stack"])
+    return [
+        "ready. Upload a CSV (moto takes any credentials; these need no AWS configuration):",
+        f"  {DUMMY_AWS_ENV}={endpoints['region']} aws {where} s3 cp people.csv {upload}",
+        "and follow it (`status BATCH`; without BATCH the batches awaiting approval):",
+        f"  {command_hint(target, 'status')}",
+    ]
 
 
 class _ApiHandler(BaseHTTPRequestHandler):

@@ -9,12 +9,14 @@ is sent again by the pipeline until the batch has left ``AWAITING_APPROVAL``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from typing import Any
 
 from voucher_distributor.models.ledger import BatchRecord
 from voucher_distributor.pipeline.decisions import DecisionRefused, decide_batch
+from voucher_distributor_cli.arguments import command_hint
 from voucher_distributor_cli.ops.target import OpsError, Target
 
 
@@ -64,12 +66,14 @@ def decision_view(batch: BatchRecord) -> dict[str, Any]:
     }
 
 
-def format_decision(batch: BatchRecord) -> str:
+def format_decision(batch: BatchRecord, args: argparse.Namespace | None = None) -> str:
+    """What was decided, and the ``status`` command to follow it (with ``args``' stack
+    options, as it can be pasted)."""
     if batch.approval_decision == "approved":
         what = f"approved: its {batch.vouchers_planned:,} vouchers are being bought"
     else:
         what = "rejected: nothing is bought, its rows are reported 'rejected'"
     return (
         f"batch {batch.batch_id} {what} (recorded as {batch.approval_by}); follow it with "
-        f"`voucher-distributor status {batch.batch_id}`"
+        f"`{command_hint(args, 'status', batch.batch_id)}`"
     )

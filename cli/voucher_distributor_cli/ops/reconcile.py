@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -11,11 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voucher_distributor.adapters.certiverse import CertiverseClient
+from voucher_distributor.domain.batches import stack_tag, trailing_marker
 from voucher_distributor.models.certiverse import PartnerVoucherPurchaseModel
 from voucher_distributor.models.ledger import BatchRecord, ChunkRecord, ChunkState
 from voucher_distributor_cli.ops.target import Target
-
-_MARKER = re.compile(r"\[vd:(?P<batch>[a-z0-9-]+):(?P<chunk>\d{5})\]")
 
 
 @dataclass
@@ -56,8 +54,9 @@ _BOUGHT = {ChunkState.PURCHASED, ChunkState.ASSIGNED}
 
 
 def iter_all_chunks(target: Target) -> Iterator[ChunkRecord]:
-    """Every chunk of every batch (a filtered scan: an operator's read, not the pipeline's)."""
-    return target.ledger.chunks.iter_all_chunks()
+    """Every chunk of every batch, state by state from the ``chunks-by-state`` index (chunk
+    items only: no assignment, holding or batch is read)."""
+    return target.ledger.chunks.iter_chunks_by_state()
 
 
 def reconcile(  # noqa: PLR0912 - one branch per kind of disagreement
@@ -78,7 +77,9 @@ def reconcile(  # noqa: PLR0912 - one branch per kind of disagreement
       assignments in the ledger differ from the chunk's quantity.
     """
     now_s = int(time.time() if now is None else now)
-    chunks = [c for c in iter_all_chunks(target) if batch_id is None or c.batch_id == batch_id]
+    chunks = list(
+        iter_all_chunks(target) if batch_id is None else target.ledger.chunks.iter_chunks(batch_id)
+    )
     report = Reconciliation(chunks=len(chunks))
     ours = {(c.batch_id, c.chunk_no): c for c in chunks}
     by_code = {c.purchase_code: c for c in chunks if c.purchase_code}
@@ -88,9 +89,13 @@ def reconcile(  # noqa: PLR0912 - one branch per kind of disagreement
         for purchase in certiverse.iter_pair_purchases(partner_name=partner, program_name=program):
             purchases[purchase.voucher_purchase_code] = purchase
     report.purchases_seen = len(purchases)
+    # Only this stack's markers (another stack on the account buys for its own batches).
+    stack_id = target.function_env.get("STACK_ID")
+    stack = stack_tag(stack_id) if stack_id else None
     for code, purchase in sorted(purchases.items()):
-        for match in _MARKER.finditer(purchase.notes or ""):
-            key = (match.group("batch"), int(match.group("chunk")))
+        marker = trailing_marker(purchase.notes)
+        if marker is not None and (stack is None or marker[0] == stack):
+            key = (marker[1], marker[2])
             if batch_id is not None and key[0] != batch_id:
                 continue
             chunk = ours.get(key)

@@ -4,11 +4,13 @@ one already drop the repeat)."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any
 
 from voucher_distributor.adapters.queues import Queues
 from voucher_distributor.pipeline.callbacks import deliveries_view, redeliver
+from voucher_distributor_cli.arguments import command_hint
 from voucher_distributor_cli.ops.target import OpsError, Target
 
 
@@ -42,7 +44,9 @@ def redeliver_callbacks(
     }
 
 
-def format_redelivered(view: dict[str, Any], *, include_all: bool) -> str:
+def format_redelivered(
+    view: dict[str, Any], *, include_all: bool, args: argparse.Namespace | None = None
+) -> str:
     sent = view["redelivered"]
     if not sent:
         states = ", ".join(f"{c['webhookId']} {c['state']}" for c in view["callbacks"])
@@ -50,5 +54,5 @@ def format_redelivered(view: dict[str, Any], *, include_all: bool) -> str:
         return f"batch {view['batchId']}: no failed callback to redeliver ({states}){hint}"
     lines = [f"batch {view['batchId']}: {len(sent)} callback(s) queued again"]
     lines += [f"  {webhook_id}" for webhook_id in sent]
-    lines.append(f"  follow them with `voucher-distributor status {view['batchId']}`")
+    lines.append(f"  follow them with `{command_hint(args, 'status', view['batchId'])}`")
     return "\n".join(lines)

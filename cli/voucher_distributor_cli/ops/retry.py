@@ -13,11 +13,12 @@ from voucher_distributor.pipeline.retries import (
     RetryRefused,
     RetryStarted,
     failed_rows_csv,
+    retry_prefix,
     start_retry,
 )
 from voucher_distributor_cli.ops.target import OpsError
 
-__all__ = ["RetryStarted", "failed_rows_csv", "retry_failed"]
+__all__ = ["RetryStarted", "failed_rows_csv", "retry_failed", "retry_prefix"]
 
 
 def retry_failed(

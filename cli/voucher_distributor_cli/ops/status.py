@@ -4,16 +4,20 @@ daily limit."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from voucher_distributor.domain.approval import approval_summary
 from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.domain.timestamps import utc_day
-from voucher_distributor.models.ledger import BatchRecord, ChunkRecord
+from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkRecord
 from voucher_distributor.pipeline.callbacks import deliveries_view
+from voucher_distributor_cli.arguments import command_hint
 from voucher_distributor_cli.ops.target import OpsError, Target
 
 
@@ -27,7 +31,8 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
     tally = tally_chunks(chunks)
     return {
         "batchId": batch.batch_id,
-        "status": batch.status.value,
+        # An unusable input is the sender's to fix: REJECTED, as its summary says.
+        "status": "REJECTED" if batch.input_rejected else batch.status.value,
         "source": batch.source,
         "ageSeconds": now_s - batch.created_at,
         "finishedAfterSeconds": (
@@ -37,7 +42,8 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
             "rows": batch.rows_total,
             "rejected": batch.rows_rejected,
             "assigned": tally.assigned,
-            "failed": tally.failed,
+            "existing": batch.rows_existing,
+            "failed": tally.failed + batch.rows_failed_early,
             "chunks": batch.chunk_count,
             "chunksFinished": tally.chunks_finished,
             "purchasesCreated": tally.purchases_created,
@@ -45,7 +51,9 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
         },
         "chunkStates": dict(Counter(c.state.value for c in chunks)),
         "chunks": [_chunk_view(c, now_s) for c in chunks],
-        "results": {"csv": batch.results_csv_key, "summary": batch.summary_key},
+        # Where the results are once written: none before the batch ends (a failed input
+        # has a summary and no results file).
+        "results": _results(target, batch),
         **({"dryRun": True} if batch.dry_run else {}),
         **({"approval": approval} if (approval := approval_summary(batch)) else {}),
         **({"error": batch.error} if batch.error else {}),
@@ -55,6 +63,27 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
             else {}
         ),
     }
+
+
+def _results(target: Target, batch: BatchRecord) -> dict[str, Any]:
+    ended = batch.status in {BatchStatus.DONE, BatchStatus.FAILED}
+    csv = ended and batch.status == BatchStatus.DONE
+    if ended and target.bucket:
+        csv = _exists(target, batch.results_csv_key)
+    where = f"s3://{target.bucket}/" if target.bucket else ""
+    return {
+        "written": ended,
+        "csv": f"{where}{batch.results_csv_key}" if csv else None,
+        "summary": f"{where}{batch.summary_key}" if ended else None,
+    }
+
+
+def _exists(target: Target, key: str) -> bool:
+    try:
+        target.client("s3").head_object(Bucket=target.bucket, Key=key)
+    except ClientError:
+        return False
+    return True
 
 
 def stage_overview(target: Target, *, now: float | None = None) -> dict[str, Any]:
@@ -84,7 +113,8 @@ def _waiting_view(batch: BatchRecord, now_s: int) -> dict[str, Any]:
     }
 
 
-def format_overview(view: Mapping[str, Any]) -> str:
+def format_overview(view: Mapping[str, Any], args: argparse.Namespace | None = None) -> str:
+    """The overview as text; its commands as they can be pasted (``args``' stack options)."""
     limit = view["dailyVoucherLimit"]
     of = f" of DailyVoucherLimit {limit:,}" if limit else " (no daily limit)"
     lines = [f"today ({view['day']} UTC): {view['vouchersToday']:,} vouchers counted{of}"]
@@ -98,10 +128,16 @@ def format_overview(view: Mapping[str, Any]) -> str:
             + (f"  ({b['decision']}, being carried out)" if b["decision"] else "")
         )
         lines.append(f"  {b['source']}: {b['reason']}")
-        lines.append(
-            f'  voucher-distributor approve {b["batchId"]}  |  reject {b["batchId"]} --reason "…"'
-        )
+        lines.append(f"  {command_hint(args, 'approve', b['batchId'])}")
+        reject = command_hint(args, "reject", b["batchId"], "--reason", '"…"')
+        lines.append(f"  {reject}")
     return "\n".join(lines)
+
+
+def _results_line(results: Mapping[str, Any]) -> str:
+    if not results["written"]:
+        return "  results  not written yet: they are when the batch ends"
+    return f"  results  {results['csv'] or 'no results file'}; summary {results['summary']}"
 
 
 def _chunk_view(chunk: ChunkRecord, now_s: int) -> dict[str, Any]:
@@ -120,7 +156,8 @@ def _chunk_view(chunk: ChunkRecord, now_s: int) -> dict[str, Any]:
     }
 
 
-def format_status(view: Mapping[str, Any]) -> str:
+def format_status(view: Mapping[str, Any], args: argparse.Namespace | None = None) -> str:
+    """The batch as text; its commands as they can be pasted (``args``' stack options)."""
     counts = view["counts"]
     lines = [
         f"batch {view['batchId']}  {view['status']}  age {_age(view['ageSeconds'])}"
@@ -129,10 +166,11 @@ def format_status(view: Mapping[str, Any]) -> str:
         ),
         f"  source   {view['source']}",
         f"  rows     {counts['rows']:,}: {counts['assigned']:,} assigned, "
-        f"{counts['rejected']:,} rejected, {counts['failed']:,} failed",
+        f"{counts['existing']:,} existing, {counts['rejected']:,} rejected, "
+        f"{counts['failed']:,} failed",
         f"  chunks   {counts['chunksFinished']}/{counts['chunks']} finished "
         + ", ".join(f"{n} {s}" for s, n in sorted(view["chunkStates"].items())),
-        f"  results  {view['results']['csv']}",
+        _results_line(view["results"]),
     ]
     if view.get("dryRun"):
         lines.append("  dry run  nothing is bought; rows are reported 'would-assign'")
@@ -147,7 +185,7 @@ def format_status(view: Mapping[str, Any]) -> str:
     if view.get("error"):
         lines.append(f"  error    {view['error']}")
     for callback in view.get("callbacks", []):
-        lines.extend(_callback_lines(callback, view["batchId"]))
+        lines.extend(_callback_lines(callback, command_hint(args, "redeliver", view["batchId"])))
     lines.append(
         f"  {'chunk':>5}  {'state':<11} {'qty':>5}  {'purchase':<14} {'tries':>5} {'polls':>5}  "
         "since purchase  program"
@@ -162,7 +200,7 @@ def format_status(view: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _callback_lines(callback: Mapping[str, Any], batch_id: str) -> list[str]:
+def _callback_lines(callback: Mapping[str, Any], redeliver: str) -> list[str]:
     attempts = callback["attempts"]
     said = ", ".join(f"{a['status']} ({a['latencyMs']} ms)" for a in attempts) or "none yet"
     lines = [
@@ -174,8 +212,7 @@ def _callback_lines(callback: Mapping[str, Any], batch_id: str) -> list[str]:
         lines.append(f"           next attempt at {callback['nextAttemptAt']}")
     if callback["state"] == "failed":
         lines.append(
-            f"           {callback.get('reason') or 'not delivered'}; after a fix: "
-            f"voucher-distributor redeliver {batch_id}"
+            f"           {callback.get('reason') or 'not delivered'}; after a fix: {redeliver}"
         )
     return lines
 

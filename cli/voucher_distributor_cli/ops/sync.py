@@ -49,7 +49,8 @@ def sync_services(
 def track_existing(target: Target) -> int:
     """Follow the purchases bought before the sync existed; how many were added.
 
-    A filtered scan of the chunks (an operator's read): every assigned chunk with a purchase
+    A filtered scan of the whole table (a one-time migration, so it keeps its scan): every
+    assigned chunk with a purchase
     that is neither followed nor settled yet is handed to the sync, with its rows.
     """
     ledger = target.ledger

@@ -177,7 +177,7 @@ class Target:
             if not token:
                 raise OpsError(
                     f"the Certiverse token secret {secret} is empty: put the API token in it "
-                    "(README, Deploy), or set CERTIVERSE_TOKEN"
+                    "(docs/operations.md, First use of a deployed stack), or set CERTIVERSE_TOKEN"
                 )
         return CertiverseClient(url, StaticToken(str(token).strip()), retry=retry)
 

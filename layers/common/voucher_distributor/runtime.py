@@ -10,6 +10,7 @@ cold-start latency, so this module does only what every invocation needs:
 - Partial-batch responses come from :mod:`voucher_distributor.sqs_batch`, not Powertools' batch
   utility (which imports asyncio and every event data class).
 - The services (boto3 clients, the Certiverse client, settings) are built on first use.
+- :func:`ingest_delivery` is the two ingest handlers' common tail (an upload, a request).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 if TYPE_CHECKING:
     from voucher_distributor.pipeline.context import Services
+    from voucher_distributor.pipeline.ingest import IngestRequest
+    from voucher_distributor.sqs_batch import SqsRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,3 +97,24 @@ def services() -> Services:
     from voucher_distributor.settings import get_settings  # noqa: PLC0415
 
     return build_services(get_settings(), PowertoolsMetricSink())
+
+
+def ingest_delivery(request: IngestRequest, record: SqsRecord, done: str) -> None:
+    """Ingest one input delivered by an SQS record, and log ``done`` with the outcome.
+
+    The batch id is the correlation id from here on; the queue's last allowed delivery
+    (``MAX_INGEST_ATTEMPTS``) fails what a Certiverse outage left instead of sending it back,
+    and an earlier one sets its own message's visibility to the next wait
+    (``pipeline.ingest.ingest_delivery``).
+    """
+    from voucher_distributor.pipeline import ingest  # noqa: PLC0415
+
+    logger.set_correlation_id(request.batch.batch_id)
+    outcome = ingest.ingest_delivery(
+        services(),
+        request,
+        attempt=record.approximate_receive_count,
+        queue_url=record.queue_url,
+        receipt_handle=record.receipt_handle,
+    )
+    logger.info(done, extra={"outcome": outcome.__dict__})

@@ -32,6 +32,9 @@ class Settings(BaseModel):
     certiverse_base_url: str = Field(min_length=1)
     #: Secrets Manager ARN of the token; empty means "read CERTIVERSE_TOKEN" (local runs).
     certiverse_token_secret_arn: str = ""
+    #: The e-mail of the Certiverse API user the token belongs to: narrows the look for an
+    #: earlier purchase (``purchasedByEmail``) when a program lists over 10,000 purchases.
+    certiverse_api_user_email: str = ""
     callback_secret_arn: str = ""
     #: The queue of callback deliveries (one message per attempt or hop); empty: no callbacks.
     callback_queue_url: str = ""
@@ -42,6 +45,9 @@ class Settings(BaseModel):
     callback_allow_loopback: bool = False
     #: Each callback attempt's HTTP timeout; the lease on an attempt outlasts it and the function.
     callback_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    #: The CloudFormation stack id; its hash tags this stack's purchase markers, so two stacks
+    #: on one Certiverse account never adopt each other's purchases.
+    stack_id: str = ""
     default_partner_name: str = ""
     default_program_name: str = ""
     #: A purchase whose codes do not exist by then fails its chunk.

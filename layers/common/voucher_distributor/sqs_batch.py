@@ -125,8 +125,16 @@ def process_sqs_batch(
     record_handler: Callable[[SqsRecord], object],
     *,
     logger: ExceptionLogger | None = None,
+    time_is_short: Callable[[], bool] | None = None,
+    defer: Callable[[SqsRecord], object] | None = None,
 ) -> PartialBatchResponse:
     """Run ``record_handler`` on each record; the failed ones as a partial-batch response.
+
+    With ``time_is_short`` and ``defer``: before each record after the first, if time is short
+    (the invocation's remaining time), that record and the rest are not handled but handed to
+    ``defer`` (sent again as new messages, their receive counts fresh), so an invocation never
+    times out halfway and returns every message to the queue, handled ones included. A record
+    ``defer`` fails on is reported failed, as a handler's failure.
 
     Raises :class:`BatchFailed` when every record of a non-empty batch failed (see the module).
     """
@@ -135,10 +143,17 @@ def process_sqs_batch(
         raise ValueError("not an SQS event: 'Records' is missing or not a list")
     log = _log if logger is None else logger
     failed: list[str] = []
-    for raw in records:
+    deferring = False
+    for index, raw in enumerate(records):
         record = SqsRecord(raw)
         message_id = record.message_id
+        if defer is not None and time_is_short is not None and index > 0 and not deferring:
+            deferring = time_is_short()
         try:
+            if deferring:
+                assert defer is not None
+                defer(record)
+                continue
             record_handler(record)
         except Exception:
             log.exception(

@@ -21,12 +21,6 @@ from voucher_distributor.domain.recipients import InputRow
 #: The largest purchase the Certiverse API accepts.
 MAX_CHUNK: Final = 1000
 
-#: The row problem when neither the row, the file's metadata nor the stack names a target.
-MISSING_TARGET_REASON: Final = (
-    "no partner or program given: add partner_name and program_name columns, set them as the "
-    "file's metadata, or configure stack defaults"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -47,13 +41,55 @@ def resolve_target(
     """The row's target: each name from the row, else the object metadata, else the stack default.
 
     Partner and program are resolved independently (a file may name only its program per row).
-    None when either stays blank; the row is then rejected with ``MISSING_TARGET_REASON``.
+    None when either stays blank; the row is then rejected with ``missing_target_reason``.
     """
     partner = _first_given(row.partner_name, metadata_partner, default_partner)
     program = _first_given(row.program_name, metadata_program, default_program)
     if partner is None or program is None:
         return None
     return Target(partner, program)
+
+
+def spelling_note(given: Target, matched: Target) -> str:
+    """What an assigned row is told when Certiverse's names differ from the ones given (names
+    are matched ignoring case): the names bought for, so a near-miss partner is seen."""
+    said = [
+        f"{kind} {theirs!r} was given as {ours!r}"
+        for kind, ours, theirs in (
+            ("partner", given.partner_name, matched.partner_name),
+            ("program", given.program_name, matched.program_name),
+        )
+        if ours != theirs
+    ]
+    if not said:
+        return ""
+    return f"bought for {' and '.join(said)} (names are matched ignoring case)"
+
+
+def missing_target_reason(
+    row: InputRow,
+    *,
+    metadata_partner: str | None,
+    metadata_program: str | None,
+    default_partner: str | None,
+    default_program: str | None,
+) -> str:
+    """Why ``resolve_target`` found no target for the row: which name is missing, and where
+    it may come from."""
+    partner = _first_given(row.partner_name, metadata_partner, default_partner)
+    program = _first_given(row.program_name, metadata_program, default_program)
+    missing = " or ".join(
+        kind for kind, name in (("partner", partner), ("program", program)) if name is None
+    )
+    columns = " and ".join(
+        f"a {kind}_name column"
+        for kind, name in (("partner", partner), ("program", program))
+        if name is None
+    )
+    return (
+        f"no {missing}: give {columns}, the object's metadata ({missing.replace(' or ', ', ')}), "
+        "or the stack's defaults"
+    )
 
 
 def _first_given(*candidates: str | None) -> str | None:

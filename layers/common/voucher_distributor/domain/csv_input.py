@@ -31,8 +31,10 @@ Rules, in the order they apply:
   nothing; they are counted in ``ReadTally.blank_lines`` (blank lines before the header too).
   Short rows are padded with empty cells; non-blank cells beyond the header are a row problem.
   A cell longer than ``max_field_chars`` is a row problem (the cell is emptied); a row longer than
-  ``max_row_chars`` is skipped unread and reported as a problem. An unclosed quote is a problem of
-  the row it swallowed the rest of the file into.
+  ``max_row_chars`` is skipped unread and reported as a problem (with its e-mail, names,
+  partner and program when its first ``HEAD_CHARS`` characters hold them whole, else those
+  characters in the problem, so its results row still says whose it was). An unclosed quote
+  is a problem of the row it swallowed the rest of the file into.
 * **Whole-file answers.** An empty file and a header with no data rows are errors too. Reading is
   lazy; every file-level problem except those found mid-stream is raised by the first ``next()``,
   before any row is yielded.
@@ -40,32 +42,38 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
-import codecs
 import csv
-import itertools
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
+from voucher_distributor.domain.csv_decoding import (
+    HEAD_CHARS,
+    CellSplitter,
+    CsvInputError,
+    Decoder,
+    Framer,
+    ReadTally,
+    Undecodable,
+)
 from voucher_distributor.domain.emails import email_problem, is_valid_email, normalise_email
 from voucher_distributor.domain.recipients import KNOWN_FIELDS, REISSUE_NO, REISSUE_YES, InputRow
 
-
-class CsvInputError(ValueError):
-    """The whole file is unusable; the message says why and what to do about it."""
-
-
-@dataclass(slots=True)
-class ReadTally:
-    """What reading a file passed over without a row to show for it; complete once the rows
-    have been read to the end."""
-
-    #: Blank lines (nothing but whitespace and delimiters) skipped, before the header or after.
-    blank_lines: int = 0
-
+__all__ = [
+    "DEFAULT_MAX_FIELD_CHARS",
+    "DEFAULT_MAX_ROW_CHARS",
+    "HEADER_ALIASES",
+    "HEAD_CHARS",
+    "CsvInputError",
+    "ReadTally",
+    "canonical_field",
+    "header_aliases",
+    "header_key",
+    "read_rows",
+]
 
 #: Canonical field -> the header spellings we accept (compared after ``header_key``).
 HEADER_ALIASES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
@@ -141,314 +149,11 @@ def read_rows(
     """
     if max_field_chars < 1 or max_row_chars < max_field_chars:
         raise ValueError("need 1 <= max_field_chars <= max_row_chars")
-    framer = _Framer(max_row_chars)
-    records = framer.records(_Decoder().texts(chunks))
-    reader = _RowReader(framer, records, max_field_chars, tally or ReadTally())
+    tally = tally or ReadTally()
+    framer = Framer(max_row_chars)
+    records = framer.records(Decoder(tally).texts(chunks))
+    reader = _RowReader(framer, records, max_field_chars, tally)
     return reader.rows()
-
-
-# --- bytes -> text ------------------------------------------------------------------------------
-
-_SIGNATURES: Final = (
-    (b"\x1f\x8b", "is gzip-compressed: upload the uncompressed .csv file"),
-    (b"PK\x03\x04", "is a ZIP archive or an Excel workbook (.xlsx): save it as 'CSV UTF-8'"),
-    (b"PK\x05\x06", "is a ZIP archive: upload the .csv file itself"),
-    (
-        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
-        "is an Excel 97-2003 workbook (.xls): save it as 'CSV UTF-8'",
-    ),
-    (b"%PDF-", "is a PDF document, not a CSV file"),
-    (codecs.BOM_UTF32_LE, "is UTF-32 text: save it as 'CSV UTF-8'"),
-    (codecs.BOM_UTF32_BE, "is UTF-32 text: save it as 'CSV UTF-8'"),
-)
-_BOMS: Final = (
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
-_SNIFF_BYTES: Final = 512
-#: How many bytes from the first non-ASCII one decide between UTF-8 and Windows-1252.
-_DECISION_BYTES: Final = 64 * 1024
-_NON_ASCII = re.compile(rb"[\x80-\xff]")
-_NOT_TEXT: Final = (
-    "contains NUL characters, so it is not a text CSV (a binary file or a spreadsheet in "
-    "another format?): save it as 'CSV UTF-8'"
-)
-
-
-def _cp1252_table() -> str:
-    """Windows-1252 as browsers read it: the five unassigned bytes map to the same code points."""
-    chars = []
-    for byte in range(256):
-        try:
-            chars.append(bytes([byte]).decode("cp1252"))
-        except UnicodeDecodeError:
-            chars.append(chr(byte))
-    return "".join(chars)
-
-
-_CP1252: Final = _cp1252_table()
-
-
-class _Undecodable(Exception):
-    """Damage found mid-stream; the row reader rewords it with where it happened."""
-
-    def __init__(self, description: str) -> None:
-        super().__init__(description)
-        self.description = description
-
-
-class _Decoder:
-    """Turns the byte chunks into text chunks, choosing the encoding by the module's rule."""
-
-    def __init__(self) -> None:
-        self.encoding = "ascii"  # until a BOM or the first non-ASCII byte decides
-        self._decode: Callable[[bytes, bool], str] | None = None
-        self._pending_bytes: Callable[[], int] = lambda: 0
-        self._held = b""  # undecided: the bytes from the first non-ASCII one, being judged
-        self._consumed = 0
-
-    def texts(self, chunks: Iterable[bytes]) -> Iterator[str]:
-        blocks = iter(chunks)
-        head = b""
-        for block in blocks:
-            head += block
-            if len(head) >= _SNIFF_BYTES:
-                break
-        self._sniff(head)
-        for block in itertools.chain((self._strip_bom(head),), blocks):
-            text = self._feed(block, final=False)
-            if text:
-                yield text
-        text = self._feed(b"", final=True)
-        if text:
-            yield text
-
-    def _sniff(self, head: bytes) -> None:
-        for signature, verdict in _SIGNATURES:
-            if head.startswith(signature):
-                raise CsvInputError(f"the file {verdict}")
-
-    def _strip_bom(self, head: bytes) -> bytes:
-        for bom, encoding in _BOMS:
-            if head.startswith(bom):
-                self._use(encoding)
-                self._consumed = len(bom)
-                return head[len(bom) :]
-        sample = head[:_SNIFF_BYTES]
-        if b"\x00" in sample:
-            even, odd = sample[0::2].count(0), sample[1::2].count(0)
-            if min(even, odd) == 0 and max(even, odd) * 4 >= len(sample):
-                raise CsvInputError(
-                    "the file looks like UTF-16 text without a byte-order mark: "
-                    "save it as 'CSV UTF-8'"
-                )
-            raise CsvInputError(f"the file {_NOT_TEXT}")
-        return head
-
-    def _use(self, encoding: str) -> None:
-        self.encoding = encoding
-        if encoding == "cp1252":
-            self._decode = lambda data, _final: codecs.charmap_decode(data, "strict", _CP1252)[0]
-            return
-        incremental = codecs.getincrementaldecoder(encoding)("strict")
-        self._decode = incremental.decode
-        self._pending_bytes = lambda: len(incremental.getstate()[0])
-
-    def _feed(self, data: bytes, *, final: bool) -> str:
-        self._consumed += len(data)
-        text = ""
-        if self._decode is None:
-            text, data = self._settle_encoding(data, final=final)
-        if self._decode is not None and (data or final):
-            pending = self._pending_bytes()
-            try:
-                text += self._decode(data, final)
-            except UnicodeDecodeError as error:
-                offset = self._consumed - len(data) - pending + error.start
-                raise _Undecodable(
-                    f"byte {offset:,} is not valid {self.encoding.upper()} "
-                    "(the file mixes encodings): save the file again as 'CSV UTF-8'"
-                ) from None
-        if "\x00" in text:
-            raise _Undecodable(f"the file {_NOT_TEXT}")
-        return text
-
-    def _settle_encoding(self, data: bytes, *, final: bool) -> tuple[str, bytes]:
-        """Pass ASCII through until the first non-ASCII byte, then choose the encoding.
-
-        Returns the ASCII text and the bytes left for the chosen decoder.
-        """
-        data, self._held = self._held + data, b""
-        if data.isascii():
-            return data.decode("ascii"), b""
-        match = _NON_ASCII.search(data)
-        assert match is not None  # not ASCII, so some byte is >= 0x80
-        ascii_part, rest = data[: match.start()].decode("ascii"), data[match.start() :]
-        if len(rest) < _DECISION_BYTES and not final:
-            # Judge the same window whatever the block sizes, so a file always reads the same.
-            self._held = rest
-            return ascii_part, b""
-        window = rest[:_DECISION_BYTES]
-        try:
-            codecs.getincrementaldecoder("utf-8")("strict").decode(window, final and window == rest)
-        except UnicodeDecodeError:
-            self._use("cp1252")
-        else:
-            self._use("utf-8")
-        return ascii_part, rest
-
-
-# --- text -> records ----------------------------------------------------------------------------
-
-_LINE_END_OR_QUOTE = re.compile(r'[\r\n"]')
-_OUTSIDE, _QUOTED, _QUOTE_AT_BLOCK_END = 0, 1, 2
-
-
-class _Framer:
-    """Cuts the text into records (rows) without holding more than one row.
-
-    It mirrors ``csv``'s reading of quotes, so that each record it yields parses to exactly one
-    row, and it stops keeping a record that outgrows ``max_row_chars`` while still finding where
-    that record ends.
-    """
-
-    def __init__(self, max_row_chars: int) -> None:
-        self.delimiter = ","
-        self.max_row_chars = max_row_chars
-        #: Set with the last record when the input ended inside a quoted cell.
-        self.unterminated = False
-        #: The line the record yielded last starts on (1-based).
-        self.record_line = 0
-        self._line = 1  # the line the record being read starts on
-        self._breaks = 0  # line breaks inside it so far (in quoted cells)
-        self._last_cr = False  # its text so far ends with CR (a CRLF may span two blocks)
-        self._state = _OUTSIDE
-        self._skip_lf = False  # the last block ended with CR: a leading LF belongs to it
-        self._parts: list[str] = []  # the current record's text from earlier blocks
-        self._size = 0  # its length, counted on even when the text is no longer kept
-
-    def records(self, texts: Iterable[str]) -> Iterator[str | None]:
-        """Each record's text without its line ending; None for a record too long to keep."""
-        search = _LINE_END_OR_QUOTE.search
-        for text in texts:
-            end = len(text)
-            mark, pos = self._resume(text)  # mark: where the record's text in this block starts
-            while pos < end:
-                if self._state == _QUOTED:
-                    pos = self._skip_quoted(text, pos)
-                    continue
-                found = search(text, pos)
-                if found is None:
-                    break
-                at = found.start()
-                if text[at] == '"':
-                    before = text[at - 1] if at > mark else self._last_char()
-                    if before in ("", self.delimiter):
-                        self._state = _QUOTED
-                    pos = at + 1
-                    continue
-                yield self._finish(text[mark:at])
-                if text[at] == "\r":
-                    if at + 1 == end:
-                        self._skip_lf = True
-                    elif text[at + 1] == "\n":
-                        at += 1
-                pos = mark = at + 1
-            if mark < end:
-                self._keep(text[mark:])
-        if self._size or self._state != _OUTSIDE:
-            self.unterminated = self._state == _QUOTED
-            yield self._finish("")
-
-    def _resume(self, text: str) -> tuple[int, int]:
-        """Where the record and the scan start in a new block, settling what the last left open."""
-        if self._skip_lf:
-            self._skip_lf = False
-            start = 1 if text[:1] == "\n" else 0
-            return start, start
-        if self._state == _QUOTE_AT_BLOCK_END and text:
-            if text[0] == '"':  # the pair of the quote that ended the last block
-                self._state = _QUOTED
-                return 0, 1
-            self._state = _OUTSIDE
-        return 0, 0
-
-    def _skip_quoted(self, text: str, pos: int) -> int:
-        """Move past the quoted part of a cell, or to the end of the block if it goes on."""
-        quote = text.find('"', pos)
-        if quote < 0:
-            return len(text)
-        if quote + 1 == len(text):
-            self._state = _QUOTE_AT_BLOCK_END
-        elif text[quote + 1] == '"':  # "" stands for one quote
-            return quote + 2
-        else:
-            self._state = _OUTSIDE
-        return quote + 1
-
-    def _last_char(self) -> str:
-        return self._parts[-1][-1] if self._parts else ""
-
-    def _count_breaks(self, piece: str) -> None:
-        """Count the line breaks inside a record (CRLF, LF or a lone CR, as between records)."""
-        if not piece:
-            return
-        breaks = piece.count("\n") + piece.count("\r") - piece.count("\r\n")
-        if self._last_cr and piece[0] == "\n":
-            breaks -= 1  # the LF of a CRLF whose CR ended the last piece
-        self._breaks += breaks
-        self._last_cr = piece[-1] == "\r"
-
-    def _keep(self, piece: str) -> None:
-        self._count_breaks(piece)
-        self._size += len(piece)
-        if self._size <= self.max_row_chars:
-            self._parts.append(piece)
-        else:
-            self._parts = [piece[-1]]  # too long to keep: only its last character still matters
-
-    def _finish(self, piece: str) -> str | None:
-        self._count_breaks(piece)
-        self.record_line = self._line
-        self._line += self._breaks + 1
-        self._breaks = 0
-        self._last_cr = False
-        size = self._size + len(piece)
-        if size > self.max_row_chars:
-            record = None
-        elif self._parts:
-            self._parts.append(piece)
-            record = "".join(self._parts)
-        else:
-            record = piece
-        self._parts = []
-        self._size = 0
-        return record
-
-
-class _CellSplitter:
-    """Splits one record into cells with a single long-lived ``csv`` reader (fast per row)."""
-
-    def __init__(self, delimiter: str) -> None:
-        self._line: str | None = None
-        self._reader = csv.reader(self, delimiter=delimiter, strict=False)
-
-    def __iter__(self) -> _CellSplitter:
-        return self
-
-    def __next__(self) -> str:
-        line, self._line = self._line, None
-        if line is None:
-            raise StopIteration
-        return line
-
-    def split(self, record: str) -> list[str]:
-        self._line = record
-        try:
-            return next(self._reader)
-        except StopIteration:
-            return []
 
 
 # --- records -> rows ----------------------------------------------------------------------------
@@ -532,7 +237,7 @@ class _RowReader:
 
     def __init__(
         self,
-        framer: _Framer,
+        framer: Framer,
         records: Iterator[str | None],
         max_field_chars: int,
         tally: ReadTally,
@@ -541,7 +246,7 @@ class _RowReader:
         self._records = records
         self._max_field_chars = max_field_chars
         self._tally = tally
-        self._splitter = _CellSplitter(",")
+        self._splitter = CellSplitter(",")
         self._layout = _Layout((), {}, ())
         self._indices: tuple[int, ...] = ()
         self._row_number = 0
@@ -551,7 +256,7 @@ class _RowReader:
         """The next record; raises StopIteration at the end and CsvInputError on damage."""
         try:
             return next(self._records)
-        except _Undecodable as damage:
+        except Undecodable as damage:
             where = f"after data row {self._row_number}, " if self._row_number else ""
             raise CsvInputError(f"{where}{damage.description}") from None
 
@@ -602,12 +307,13 @@ class _RowReader:
         candidates = (self._delimiter_hint,) if self._delimiter_hint else _DELIMITERS
         chosen = candidates[0]
         for delimiter in candidates:
-            cells = _CellSplitter(delimiter).split(record)
+            cells = CellSplitter(delimiter).split(record)
             if any(canonical_field(cell) == "email" for cell in cells):
                 chosen = delimiter
                 break
         self._framer.delimiter = chosen
-        self._splitter = _CellSplitter(chosen)
+        self._tally.delimiter = chosen
+        self._splitter = CellSplitter(chosen)
         return self._splitter.split(record)
 
     def rows(self) -> Iterator[InputRow]:
@@ -637,18 +343,40 @@ class _RowReader:
             self._tally.blank_lines += 1
 
     def _unreadable_row(self, problem: str | None = None) -> InputRow:
-        if problem is None:
+        identity: dict[str, str] = {}
+        if problem is None:  # too long to read: what its start says of whose row it was
+            head = self._framer.record_head
+            identity = self._identity(head)
             problem = (
                 f"the row is longer than {self._framer.max_row_chars:,} characters, "
                 "so it was not read"
             )
             if self._framer.unterminated:
                 problem += f"; {_UNCLOSED_QUOTE}"
+            if "email" not in identity and head:
+                problem += f"; it starts: {head!r}"
         extra = {name: "" for _, name in self._layout.extra}
         return InputRow(
-            self._row_number, "", "", "", "", None, None, extra, problem,
+            self._row_number, identity.get("email", ""), identity.get("first_name", ""),
+            identity.get("last_name", ""), identity.get("external_id", ""),
+            identity.get("partner_name"), identity.get("program_name"), extra, problem,
             line=self._framer.record_line,
         )  # fmt: skip
+
+    def _identity(self, head: str) -> dict[str, str]:
+        """The fields of a row too long to read that its first characters hold whole (every
+        cell before the last one the head reaches into): its e-mail, names, partner, program."""
+        try:
+            complete = self._splitter.split(head)[:-1]
+        except csv.Error:
+            return {}
+        found = {}
+        for name, index in zip(KNOWN_FIELDS, self._indices, strict=True):
+            if index < len(complete) and complete[index].strip() and name != "reissue":
+                found[name] = complete[index].strip()
+        if "email" in found:
+            found["email"] = normalise_email(found["email"])
+        return found
 
     def _row(self, cells: list[str]) -> InputRow:
         layout = self._layout

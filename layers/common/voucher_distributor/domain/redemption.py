@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from voucher_distributor.domain.emails import normalise_email
 from voucher_distributor.domain.results_csv import spreadsheet_safe
-from voucher_distributor.domain.timestamps import iso_utc
+from voucher_distributor.domain.timestamps import iso_utc, iso_z
 from voucher_distributor.models.certiverse import PartnerVoucherModel
 from voucher_distributor.models.ledger import (
     AssignmentRecord,
@@ -43,11 +43,7 @@ _ENDED_RESERVATIONS = frozenset({"cancelled", "canceled", "expired", "noshow", "
 
 
 def _iso(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return "" if moment is None else iso_z(moment)
 
 
 def parse_iso(text: str) -> datetime | None:

@@ -5,6 +5,8 @@ Format choices, for the people who open it in Excel:
 * UTF-8 **with** a byte-order mark: without it Excel reads UTF-8 as the local ANSI code page and
   "Müller" turns into "MÃ¼ller". Our own reader, Python's ``utf-8-sig`` and most tools skip it.
 * CRLF line endings (RFC 4180), minimal quoting; embedded newlines stay inside quoted cells.
+* The input's own delimiter (``;`` from a German Excel, tab): the file opens in the same
+  spreadsheet the way the input did. ``read_results`` reads any of them back.
 * Any cell that a spreadsheet would run as a formula gets a leading ``'`` (OWASP CSV injection
   guidance); everything else is written exactly as given, non-ASCII included.
 * Expiry as ISO 8601 UTC with a ``Z`` (``2025-12-31T23:59:59Z``).
@@ -15,6 +17,7 @@ Format choices, for the people who open it in Excel:
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -116,6 +119,16 @@ def result_header(extra_columns: Sequence[str]) -> list[str]:
     return header
 
 
+def read_results(data: bytes) -> list[dict[str, str]]:
+    """The rows of a results file as ``{column: cell}``, whichever delimiter it was written
+    with (its header starts ``row`` and then the delimiter)."""
+    text = data.decode("utf-8-sig")
+    delimiter = text[len("row") : len("row") + 1] if text.startswith("row") else ","
+    if delimiter not in {",", ";", "\t"}:
+        delimiter = ","
+    return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+
+
 class TextSink(Protocol):
     """Anything text can be written to: an open file, a temporary file, ``io.StringIO``."""
 
@@ -129,12 +142,19 @@ class ResultsCsvWriter:
     with no rows yields a file that says what its columns are.
     """
 
-    def __init__(self, out: TextSink, extra_columns: Sequence[str], *, bom: bool = True) -> None:
+    def __init__(
+        self,
+        out: TextSink,
+        extra_columns: Sequence[str],
+        *,
+        bom: bool = True,
+        delimiter: str = ",",
+    ) -> None:
         self._extra_columns = tuple(extra_columns)
         self._known_extra = frozenset(self._extra_columns)
         if bom:
             out.write("\ufeff")
-        self._writer = csv.writer(out, lineterminator="\r\n")
+        self._writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
         self._writer.writerow([spreadsheet_safe(name) for name in result_header(extra_columns)])
 
     def write(self, row: ResultRow) -> None:

@@ -66,6 +66,11 @@ class BatchRecord(LedgerModel):
     reissue: bool = False
     #: Blank lines the CSV reader skipped (they take a row number but yield no row).
     blank_lines: int = 0
+    #: The input CSV's delimiter: the results file is written with it (``,`` for requests).
+    results_delimiter: str = ","
+    #: The input itself was unusable (no e-mail column, not a CSV, too many rows): the
+    #: sender's to fix, so the batch is reported ``rejected`` (``FAILED`` in the ledger).
+    input_rejected: bool = False
     #: A dry run: planned and reported (``would-assign``), never bought, nothing claimed.
     dry_run: bool = False
     #: Who sent the input (the uploader's or the SQS sender's AWS principal), when known.
@@ -121,6 +126,10 @@ class ChunkRecord(LedgerModel):
     purchased_at: int | None = None
     deadline_at: int | None = None
     poll_attempts: int = 0
+    #: The live poll chain: the attempt and token of the poll message last handed over. A poll
+    #: message carrying another token is a duplicate chain's, and is dropped.
+    poll_attempt: int | None = None
+    poll_token: str | None = None
     adopted: bool = False
     failure_reason: str | None = None
     assigned_count: int = 0  # set when the chunk ends

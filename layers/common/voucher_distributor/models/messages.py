@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 
@@ -21,6 +28,9 @@ class ChunkMessage(Message):
 
 class PollMessage(ChunkMessage):
     attempt: int = Field(default=1, ge=1)
+    #: The chain's token for this step (the chunk records the live one); None from a sender
+    #: that predates it (taken as the live chain if the chunk records none).
+    token: str | None = None
 
 
 class ReportMessage(Message):
@@ -65,8 +75,9 @@ class DistributionRequest(Message):
     #: (Declared after ``recipientsS3Uri`` so that its check sees it.)
     recipients: list[RequestRecipient] | None = Field(default=None, validate_default=True)
     callback_url: str | None = None
-    #: Go through ingest and pre-flight, report ``would-assign``; buy and claim nothing.
-    dry_run: bool = False
+    #: Go through ingest and pre-flight, report ``would-assign``; buy and claim nothing. Only
+    #: a JSON boolean: ``"yes"`` or ``1`` is refused, never taken as true.
+    dry_run: StrictBool = False
 
     @field_validator("callback_url")
     @classmethod

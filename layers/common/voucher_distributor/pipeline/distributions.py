@@ -29,6 +29,9 @@ API_UPLOADS_PREFIX = "api/"
 REMEMBER_REQUESTS_S = 30 * 86_400
 #: Lifetime of a results link.
 RESULTS_LINK_S = 15 * 60
+#: A dry run's purchase state: one the real run would make (never ``PENDING``: nothing is
+#: bought).
+DRY_RUN_PURCHASE = "would-buy"
 #: The SQS message attribute naming the API client that asked (the audit trail's "sender").
 API_CLIENT_ATTRIBUTE = "apiClient"
 
@@ -136,6 +139,8 @@ def distribution_view(services: Services, batch_id: str) -> dict[str, Any]:
         "counts": {
             "rows": batch.rows_total,
             "assigned": tally.assigned,
+            # A dry run's planned rows: what the real run would buy (the summary's count).
+            **({"wouldAssign": sum(c.quantity for c in chunks)} if batch.dry_run else {}),
             "existing": batch.rows_existing,
             "rejected": batch.rows_rejected,
             "failed": tally.failed + batch.rows_failed_early,
@@ -145,7 +150,8 @@ def distribution_view(services: Services, batch_id: str) -> dict[str, Any]:
                 "partner": c.partner_name,
                 "program": c.program_name,
                 "quantity": c.quantity,
-                "state": c.state.value,
+                # A dry run never buys: its purchases are the ones the real run would make.
+                "state": DRY_RUN_PURCHASE if batch.dry_run else c.state.value,
                 "purchaseCode": c.purchase_code,
                 **({"reason": c.failure_reason} if c.failure_reason else {}),
             }
@@ -212,6 +218,8 @@ def state_word(batch: BatchRecord) -> str:
     """The batch's state in the API's words (lower-case, hyphenated)."""
     if batch.status == BatchStatus.DONE and batch.approval_decision == "rejected":
         return "rejected"
+    if batch.input_rejected:
+        return "rejected"  # the input itself was unusable: the sender fixes it
     return {
         BatchStatus.INGESTING: "ingesting",
         BatchStatus.AWAITING_APPROVAL: "awaiting-approval",
@@ -232,6 +240,16 @@ def results_link(services: Services, batch_id: str) -> dict[str, Any]:
         raise NotReady(
             f"batch {batch_id} is {state_word(batch)}; its results are written when it ends — "
             "poll GET /v1/distributions/{batchId} or wait for the callback"
+        )
+    summary = services.storage.get_json(batch.summary_key)
+    written_for = summary.get("batchId") if isinstance(summary, dict) else None
+    if written_for != batch_id:
+        # Before results keys carried the batch id, a later batch could write over them.
+        raise NotFound(
+            f"the results of batch {batch_id} at {batch.summary_key} are "
+            + (f"batch {written_for}'s" if written_for else "missing")
+            + "; its rows are in the ledger (voucher-distributor status --batch "
+            f"{batch_id}), or send the request again under a new requestId"
         )
     has_csv = batch.status == BatchStatus.DONE and services.storage.exists(batch.results_csv_key)
     expires = services.now() + RESULTS_LINK_S

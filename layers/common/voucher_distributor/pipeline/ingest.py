@@ -29,7 +29,14 @@ from voucher_distributor.adapters.certiverse import CertiverseUnauthorized
 from voucher_distributor.adapters.ledger.holdings import Claim, ClaimOutcome
 from voucher_distributor.adapters.queues import MAX_VISIBILITY_SECONDS
 from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
-from voucher_distributor.domain.chunking import MAX_CHUNK, DuplicateTracker, Target, resolve_target
+from voucher_distributor.domain.chunking import (
+    MAX_CHUNK,
+    DuplicateTracker,
+    Target,
+    missing_target_reason,
+    resolve_target,
+    spelling_note,
+)
 from voucher_distributor.domain.csv_input import CsvInputError, ReadTally
 from voucher_distributor.domain.eligibility import email_refusal
 from voucher_distributor.domain.recipients import InputRow
@@ -147,6 +154,8 @@ class _Accepted:
     row: InputRow
     target: Target
     reissue: bool
+    #: What the row is told beside its code (Certiverse's spelling of the names, if another).
+    note: str = ""
 
 
 @dataclass
@@ -223,7 +232,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             _give_back(services, batch.batch_id, plan)
             over = isinstance(exc, InputTooLarge)
             prefix = "" if over else "the input file is unusable: "
-            fail_batch(services, batch.batch_id, f"{prefix}{exc}")
+            fail_batch(services, batch.batch_id, f"{prefix}{exc}", input_rejected=True)
             services.metrics.count("InputsOverLimit" if over else "InputsRefused")
             return IngestOutcome(batch.batch_id, failed=str(exc))
         except CertiverseUnauthorized as exc:
@@ -269,6 +278,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         "extra_columns": plan.extra_columns,
         "vouchers_planned": plan.to_buy,
         "blank_lines": request.tally.blank_lines,
+        "results_delimiter": request.tally.delimiter,
         **({"error": preflight.failure} if preflight.failure else {}),
     }
     lease.keep()  # the plan is recorded, and handed out, only by the delivery holding it
@@ -511,10 +521,14 @@ def _plan_rows(
         )
         reason = row.problem
         failure: str | None = None
+        spelling = ""
         if reason is None and target is None:
-            reason = (
-                "no partner or program: give partner_name and program_name columns, object "
-                "metadata, or stack defaults"
+            reason = missing_target_reason(
+                row,
+                metadata_partner=request.metadata_partner,
+                metadata_program=request.metadata_program,
+                default_partner=settings.default_partner_name or None,
+                default_program=settings.default_program_name or None,
             )
         if reason is None and target is not None:
             verdict = preflight.check(target)
@@ -534,7 +548,8 @@ def _plan_rows(
                 # The canonical spelling from Certiverse, so chunks of one program group together.
                 assert verdict.partner is not None
                 assert verdict.program is not None
-                target = Target(verdict.partner.name, verdict.program.name)
+                given, target = target, Target(verdict.partner.name, verdict.program.name)
+                spelling = spelling_note(given, target)
                 if verdict.note:
                     plan.notes[target] = verdict.note
                 if duplicates.seen(target.program_name, row.email):
@@ -549,7 +564,7 @@ def _plan_rows(
             name = _rejection_metric(row, target, reason)
             plan.rejected_by_class[name] = plan.rejected_by_class.get(name, 0) + 1
             continue
-        plan.pending.append(_Accepted(row, target, row.reissue or request.batch.reissue))
+        plan.pending.append(_Accepted(row, target, row.reissue or request.batch.reissue, spelling))
         if len(plan.pending) >= CLAIM_BATCH:
             _settle_claims(services, request.batch, plan)
     _settle_claims(services, request.batch, plan, last=True)
@@ -654,7 +669,7 @@ def _add_to_chunk(
     reissued: bool,
 ) -> None:
     row, target = accepted.row, accepted.target
-    note = "; ".join(n for n in (note, plan.notes.get(target, "")) if n)
+    note = "; ".join(n for n in (note, accepted.note, plan.notes.get(target, "")) if n)
     plan.to_buy += 1
     chunk = plan.open_chunks.setdefault(target, [])
     chunk.append(

@@ -12,26 +12,37 @@ The purchase POST has no idempotency key. The protocol that keeps it exactly-onc
    looks again before buying.
 4. PURCHASING → PURCHASED only while the worker still holds the lease.
 
-Ending a chunk (codes assigned, or failed) writes its outcome file and assignment items, moves
-the chunk to its final state with its counts (one conditional write), then adds the chunk to the
-batch's set of ended chunks (idempotent); whoever sees the set complete asks for the report.
+Ending a chunk (codes assigned, or failed) writes its outcome file, moves the chunk to its final
+state with its counts (one conditional write), then — only the worker that won that write — its
+assignment items, then adds the chunk to the batch's set of ended chunks (idempotent); whoever
+sees the set complete asks for the report.
 """
 
 from __future__ import annotations
 
 import random
+import uuid
 
 from voucher_distributor.adapters.certiverse import (
     CertiverseBadRequest,
+    CertiverseError,
+    CertiverseRecordLimitExceeded,
     CertiverseServerError,
     CertiverseUnauthorized,
     PurchaseOutcomeUnknown,
 )
 from voucher_distributor.adapters.ledger.holdings import Claim
 from voucher_distributor.domain.assignment import assign_codes
-from voucher_distributor.domain.batches import find_marker, purchase_notes, work_key
+from voucher_distributor.domain.batches import (
+    chunk_marker,
+    find_marker,
+    purchase_notes,
+    stack_tag,
+    work_key,
+)
 from voucher_distributor.domain.outcomes import outcomes_file
 from voucher_distributor.domain.polling import next_poll_delay, readiness
+from voucher_distributor.domain.timestamps import iso_z
 from voucher_distributor.models.certiverse import (
     PartnerVoucherModel,
     PartnerVoucherPurchaseModel,
@@ -45,6 +56,7 @@ from voucher_distributor.models.ledger import (
     RecipientRecord,
     TrackedPurchase,
 )
+from voucher_distributor.models.messages import PollMessage
 from voucher_distributor.pipeline.context import Services, log
 
 
@@ -66,7 +78,7 @@ _rng = random.Random()  # noqa: S311 - poll jitter, not a secret
 # ---------------------------------------------------------------------- purchase
 
 
-def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
+def purchase_chunk(  # noqa: PLR0911, PLR0912 - one exit per outcome of the protocol
     services: Services, batch_id: str, chunk_no: int, *, owner: str, receive_count: int = 1
 ) -> str:
     """Handle one purchase-queue message. Returns what happened, for logs and tests."""
@@ -125,9 +137,21 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
             # An earlier attempt may have bought it and we can no longer look: say so.
             reason += (
                 "; an earlier attempt may have bought this chunk: once the token is fixed, run "
-                f"reconcile for marker {purchase_notes('', batch_id, chunk_no).strip()}"
+                f"reconcile for marker {_marker(services, batch_id, chunk_no)}"
             )
         return _fail(services, leased, reason)
+    except CertiverseRecordLimitExceeded as exc:
+        # Even narrowed, the look for an earlier purchase lists too many: buying blind could
+        # buy twice, so it never buys; on the last delivery the chunk fails, visibly.
+        if not final_attempt:
+            raise
+        return _fail(
+            services,
+            leased,
+            f"could not look for an earlier purchase of this chunk ({exc}); set "
+            f"CertiverseApiUserEmail to the API user's e-mail, or run reconcile for marker "
+            f"{_marker(services, batch_id, chunk_no)}",
+        )
     except (CertiverseServerError, PurchaseNotConfirmed) as exc:
         if not final_attempt:
             raise
@@ -135,7 +159,7 @@ def purchase_chunk(  # noqa: PLR0911 - one exit per outcome of the protocol
             services,
             leased,
             f"Certiverse kept failing ({exc}); if a purchase with marker "
-            f"{purchase_notes('', batch_id, chunk_no).strip()} exists, run reconcile",
+            f"{_marker(services, batch_id, chunk_no)} exists, run reconcile",
         )
 
     now = services.now()
@@ -185,7 +209,9 @@ def _buy_or_adopt(
     ):
         raise LeaseLost(f"chunk {chunk.batch_id}/{chunk.chunk_no:05d}: lease over before buying")
     command = VoucherPurchaseCreateCommand(
-        notes=purchase_notes(batch.notes if batch else "", chunk.batch_id, chunk.chunk_no),
+        notes=purchase_notes(
+            batch.notes if batch else "", chunk.batch_id, chunk.chunk_no, _stack(services)
+        ),
         partner_name=chunk.partner_name,
         program_name=chunk.program_name,
         quantity=chunk.quantity,
@@ -200,23 +226,51 @@ def _buy_or_adopt(
         raise PurchaseNotConfirmed(str(exc)) from exc
 
 
+def _stack(services: Services) -> str:
+    return stack_tag(services.settings.stack_id)
+
+
+def _marker(services: Services, batch_id: str, chunk_no: int) -> str:
+    return chunk_marker(batch_id, chunk_no, _stack(services))
+
+
 def find_chunk_purchase(
     services: Services, chunk: ChunkRecord
 ) -> PartnerVoucherPurchaseModel | None:
-    """The purchase whose notes carry this chunk's marker, if Certiverse has one."""
-    matches = [
-        p
-        for p in services.certiverse.iter_pair_purchases(
-            partner_name=chunk.partner_name, program_name=chunk.program_name
-        )
-        if find_marker(p.notes, chunk.batch_id, chunk.chunk_no)
-    ]
+    """The purchase this stack made for this chunk, if Certiverse has one.
+
+    Its notes must end with the chunk's marker of this stack (a marker elsewhere in the notes
+    was typed, not appended), and its quantity and program must be the chunk's: anything else
+    is someone else's purchase, and adopting it would give one code to two people.
+    """
+    stack = _stack(services)
+    matches = []
+    for p in services.certiverse.iter_pair_purchases(
+        partner_name=chunk.partner_name,
+        program_name=chunk.program_name,
+        purchased_by_email=services.settings.certiverse_api_user_email or None,
+    ):
+        if not find_marker(p.notes, chunk.batch_id, chunk.chunk_no, stack):
+            continue
+        if p.quantity != chunk.quantity or not _same_name(p.program_name, chunk.program_name):
+            log.error(
+                "chunk %s/%05d: purchase %s carries its marker but is for %d of %s, not %d of "
+                "%s; not adopting it",
+                chunk.batch_id, chunk.chunk_no, p.voucher_purchase_code, p.quantity,
+                p.program_name, chunk.quantity, chunk.program_name,
+            )  # fmt: skip
+            continue
+        matches.append(p)
     if len(matches) > 1:
         log.error(
             "chunk %s/%05d has %d purchases with its marker; adopting the first",
             chunk.batch_id, chunk.chunk_no, len(matches),
         )  # fmt: skip
     return min(matches, key=lambda p: p.purchase_date_utc) if matches else None
+
+
+def _same_name(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
 
 
 # ---------------------------------------------------------------------- polling
@@ -235,34 +289,77 @@ def _check_then_schedule(services: Services, chunk: ChunkRecord) -> str:
             break
         services.sleep(wait)
         wait = min(wait * 2, 4.0)
-    _schedule_poll(services, chunk, attempt=1)
+    if chunk.poll_token is not None:
+        # A redelivered purchase message: a poll chain already waits for these codes.
+        return "polling"
+    _schedule_poll(services, chunk, attempt=1, after=None)
     return "polling"
 
 
-def poll_chunk(services: Services, batch_id: str, chunk_no: int, attempt: int) -> str:
-    """Handle one poll-queue message."""
+def poll_chunk(
+    services: Services, batch_id: str, chunk_no: int, attempt: int, token: str | None = None
+) -> str:
+    """Handle one poll-queue message.
+
+    A message that is not the chunk's live poll chain (another copy of an earlier step handed
+    over first) is dropped, so a duplicated message never doubles the chain. The deadline is
+    looked at first: past it, one last look, and the chunk fails if that finds no codes, even
+    when Certiverse keeps erroring (the chunk never stays PURCHASED with nobody polling).
+    """
     chunk = services.ledger.chunks.get_chunk(batch_id, chunk_no)
     if chunk is None or chunk.state != ChunkState.PURCHASED:
         if chunk is not None and chunk.state in {ChunkState.ASSIGNED, ChunkState.FAILED}:
             _settle_ended(services, chunk)
         return "not-waiting"
+    if token != chunk.poll_token:
+        log.info(
+            "chunk %s/%05d poll %d is not the live poll chain (at poll %s); dropping it",
+            batch_id, chunk_no, attempt, chunk.poll_attempt,
+        )  # fmt: skip
+        return "duplicate"
     services.metrics.count("PollAttempts")
+    if chunk.deadline_at is not None and services.now() >= chunk.deadline_at:
+        hours = services.settings.poll_deadline_seconds / 3600
+        reason = (
+            f"Certiverse had not generated the codes of purchase {chunk.purchase_code} "
+            f"within the {hours:g} h deadline"
+        )
+        try:
+            outcome = check_codes(services, chunk)
+        except CertiverseError as exc:
+            outcome, reason = None, f"{reason} (the last look failed: {exc})"
+        return outcome if outcome is not None else _fail(services, chunk, reason)
     outcome = check_codes(services, chunk)
     if outcome is not None:
         return outcome
-    if chunk.deadline_at is not None and services.now() >= chunk.deadline_at:
-        hours = services.settings.poll_deadline_seconds / 3600
-        return _fail(
-            services,
-            chunk,
-            f"Certiverse had not generated the codes of purchase {chunk.purchase_code} "
-            f"within the {hours:g} h deadline",
-        )
-    _schedule_poll(services, chunk, attempt=attempt + 1)
+    _schedule_poll(services, chunk, attempt=attempt + 1, after=chunk.poll_token)
     return "polling"
 
 
-def _schedule_poll(services: Services, chunk: ChunkRecord, *, attempt: int) -> None:
+def defer_poll(services: Services, message: PollMessage) -> None:
+    """A poll message this invocation has no time left for: the same step, sent again (its
+    token unchanged, so it stays the live chain's)."""
+    services.queues.send(
+        services.settings.poll_queue_url,
+        message.model_dump(mode="json", by_alias=True, exclude_none=True),
+        delay_seconds=1,
+    )
+    log.info(
+        "chunk %s/%05d poll %d: no time left in this invocation; sent again",
+        message.batch_id, message.chunk_no, message.attempt,
+    )  # fmt: skip
+
+
+def _schedule_poll(
+    services: Services, chunk: ChunkRecord, *, attempt: int, after: str | None
+) -> None:
+    """Send the chain's next poll message, then make it the chunk's live chain.
+
+    In that order: a worker dying between the two leaves the chain as it was, and the message
+    it was handling comes back and sends again; the message sent first is then not the live
+    chain's and is dropped. Two copies of one message both send; one hands over, the other's
+    message is dropped.
+    """
     settings = services.settings
     delay = next_poll_delay(
         attempt,
@@ -271,12 +368,21 @@ def _schedule_poll(services: Services, chunk: ChunkRecord, *, attempt: int) -> N
         rng=_rng,
     )
     if chunk.deadline_at is not None:
-        delay = max(0, min(delay, chunk.deadline_at - services.now()))
+        delay = min(delay, chunk.deadline_at - services.now())
+    token = uuid.uuid4().hex[:16]
     services.queues.send(
         settings.poll_queue_url,
-        {"batchId": chunk.batch_id, "chunkNo": chunk.chunk_no, "attempt": attempt},
-        delay_seconds=delay,
+        {"batchId": chunk.batch_id, "chunkNo": chunk.chunk_no, "attempt": attempt, "token": token},
+        # At least a second: the hand-over below lands before the message can be received.
+        delay_seconds=max(1, delay),
     )
+    if not services.ledger.chunks.hand_over_poll(
+        chunk.batch_id, chunk.chunk_no, after=after, token=token, attempt=attempt
+    ):
+        log.info(
+            "chunk %s/%05d: another copy of this poll step handed over first",
+            chunk.batch_id, chunk.chunk_no,
+        )  # fmt: skip
 
 
 def check_codes(services: Services, chunk: ChunkRecord) -> str | None:
@@ -344,9 +450,7 @@ def _outcome(
         status="assigned" if voucher else "failed",
         voucher_code=voucher.voucher_code if voucher else "",
         purchase_code=voucher.voucher_purchase_code if voucher else chunk.purchase_code or "",
-        expires_utc=(
-            voucher.expiration_date_utc.isoformat().replace("+00:00", "Z") if voucher else ""
-        ),
+        expires_utc=(iso_z(voucher.expiration_date_utc) if voucher else ""),
         reason=reason if not voucher else recipient.note,
         extra=recipient.extra,
         line=recipient.line,
@@ -405,6 +509,7 @@ def _settle_ended(services: Services, chunk: ChunkRecord) -> None:
     its claims, counting it in the batch or asking for the report; do what it left."""
     if chunk.state == ChunkState.FAILED:
         _release_claims(services, chunk)
+    _restore_assignments(services, chunk)
     _report_if_last(services, chunk.batch_id, chunk.chunk_no)
     if chunk.state == ChunkState.ASSIGNED:
         _track_for_sync(services, chunk)
@@ -463,23 +568,47 @@ def _end_chunk(
     *,
     reason: str | None = None,
 ) -> bool:
-    """Write the chunk's outcomes, end it, and count it in the batch; True if this call ended it.
+    """Write the chunk's outcome file, end it, write its assignment items, and count it in the
+    batch; True if this call ended it.
 
-    Order matters: the outcome file and the assignment items exist before the chunk reads as
-    ended, and the chunk is ended before the batch counts it, so whoever sees the last chunk
-    counted can report from the files.
+    Order matters: the outcome file (one per final state, so two workers ending the chunk
+    differently never write the same file) exists before the chunk reads as ended. Only the
+    worker that won the end writes the assignment items, so a loser (say ``failed`` against
+    an ``assigned`` winner) never overwrites the winner's. The chunk is counted in the batch
+    only once its items are written, so whoever sees the last chunk counted can report.
     """
     records.sort(key=lambda r: r.row_number)
     services.storage.put_records(
         work_key(chunk.batch_id, outcomes_file(chunk.chunk_no, state)), records
     )
-    services.ledger.assignments.put_assignments(records)
     assigned = sum(1 for r in records if r.status == "assigned")
     ended = services.ledger.chunks.finish_chunk(
         chunk, state=state, assigned=assigned, failed=len(records) - assigned, reason=reason
     )
+    if ended:
+        services.ledger.assignments.put_assignments(records)
+    else:
+        winner = services.ledger.chunks.get_chunk(chunk.batch_id, chunk.chunk_no)
+        if winner is not None:
+            _restore_assignments(services, winner)
     _report_if_last(services, chunk.batch_id, chunk.chunk_no)
     return ended
+
+
+def _restore_assignments(services: Services, chunk: ChunkRecord) -> None:
+    """An ended chunk the batch has not counted yet: its winner may have died between ending
+    it and writing its assignment items; write them from the outcome file that won.
+
+    Once the batch counts the chunk its items were written, and later writes (the redemption
+    sync's) are not to be overwritten: nothing to do then.
+    """
+    batch = services.ledger.batches.get_batch(chunk.batch_id)
+    if batch is None or chunk.chunk_no in batch.finished_chunks:
+        return
+    key = work_key(chunk.batch_id, outcomes_file(chunk.chunk_no, chunk.state))
+    services.ledger.assignments.put_assignments(
+        services.storage.read_records(key, AssignmentRecord)
+    )
 
 
 def _report_if_last(services: Services, batch_id: str, chunk_no: int) -> None:

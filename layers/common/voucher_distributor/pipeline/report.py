@@ -50,7 +50,7 @@ def report_batch(services: Services, batch_id: str) -> str:
     chunks = list(services.ledger.chunks.iter_chunks(batch_id))
     counts: Counter[str] = Counter()
     with tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv") as out:
-        writer = ResultsCsvWriter(out, batch.extra_columns)
+        writer = ResultsCsvWriter(out, batch.extra_columns, delimiter=batch.results_delimiter)
         try:
             for row in _result_rows(services, batch, chunks):
                 counts[row.status] += 1
@@ -89,10 +89,18 @@ def report_batch(services: Services, batch_id: str) -> str:
     return "reported"
 
 
-def fail_batch(services: Services, batch_id: str, reason: str) -> None:
-    """The input was unusable: record why under results/, announce it, buy nothing."""
+def fail_batch(
+    services: Services, batch_id: str, reason: str, *, input_rejected: bool = False
+) -> None:
+    """The input was unusable (``input_rejected``: the sender's to fix, reported
+    ``rejected``) or the system could not go on: record why under results/, announce it, buy
+    nothing."""
     batch = services.ledger.batches.update_batch(
-        batch_id, status=BatchStatus.FAILED.value, error=reason, finished_at=services.now()
+        batch_id,
+        status=BatchStatus.FAILED.value,
+        error=reason,
+        finished_at=services.now(),
+        **({"input_rejected": True} if input_rejected else {}),
     )
     chunks = list(services.ledger.chunks.iter_chunks(batch_id))
     summary = _summary(services, batch, chunks, Counter(), services.now())
@@ -355,6 +363,8 @@ def _summary(
         },
         # Blank lines of a CSV input: skipped, never a row (they keep their row numbers).
         "blankLines": batch.blank_lines,
+        # The results file is written as the input was: its delimiter, UTF-8 with a BOM.
+        "resultsFormat": {"delimiter": batch.results_delimiter, "encoding": "utf-8", "bom": True},
         "purchases": purchases,
         "results": {
             "bucket": services.storage.bucket,
@@ -385,6 +395,8 @@ def _summary(
 
 
 def _summary_status(batch: BatchRecord, status: BatchStatus | None) -> str:
+    if batch.input_rejected:
+        return "rejected"  # the input itself: the sender fixes it (exit 3 from local run)
     if (status or batch.status) == BatchStatus.FAILED:
         return "failed"
     return "rejected" if batch.approval_decision == "rejected" else "completed"

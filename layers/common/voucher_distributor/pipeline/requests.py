@@ -18,16 +18,56 @@ def refusal_key(message_id: str) -> str:
 
 
 def request_problems(error: ValidationError) -> list[dict[str, str]]:
-    """Each problem of an unreadable request as ``{"field", "problem"}``, in a person's words."""
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "problem": _words(e)}
-        for e in error.errors(include_url=False, include_input=False)
-    ]
+    """Each problem of an unreadable request as ``{"field", "problem"}``, in a person's words.
+
+    A field inside a list is named as JSON paths write it, counting from 0
+    (``recipients[1].email``), and the problem says which one that is ("the 2nd recipient").
+    """
+    problems = []
+    for e in error.errors(include_url=False, include_input=False):
+        loc = tuple(e["loc"])
+        problem = _words(e)
+        if (which := _which(loc)) is not None:
+            problem = f"{problem} ({which})"
+        problems.append({"field": field_path(loc) or "(body)", "problem": problem})
+    return problems
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``("recipients", 1, "email")`` -> ``recipients[1].email``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _which(loc: tuple[int | str, ...]) -> str | None:
+    """What the first list index of a path means, in words: "recipients[1] is the 2nd
+    recipient, counting from 0"."""
+    for at, part in enumerate(loc):
+        if isinstance(part, int) and at > 0:
+            name = str(loc[at - 1])
+            item = name[:-1] if name.endswith("s") else f"item of {name}"
+            return (
+                f"{field_path(loc[: at + 1])} is the {_ordinal(part + 1)} {item}, counting from 0"
+            )
+    return None
+
+
+def _ordinal(number: int) -> str:
+    if 10 <= number % 100 <= 20:
+        return f"{number}th"
+    return f"{number}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(number % 10, 'th') }"
 
 
 def _words(error: Any) -> str:
     if error["type"] == "missing":
         return "required, but missing"
+    if error["type"] == "bool_type":
+        return "must be true or false (a JSON boolean, without quotes)"
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import REJECTED_ROWS_FILE, csv_batch_id, work_key
-from voucher_distributor.domain.results_csv import RESULT_COLUMNS
+from voucher_distributor.domain.results_csv import RESULT_COLUMNS, read_results
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState, RecipientRecord
 
 
@@ -51,6 +51,8 @@ class RetryStarted:
     batch_id: str
     key: str
     rows: int
+    #: The batch had been retried already: this is that retry, nothing new was uploaded.
+    existing: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class RetryStarted:
             "batchId": self.batch_id,
             "upload": self.key,
             "rows": self.rows,
+            "existing": self.existing,
         }
 
 
@@ -67,14 +70,14 @@ def failed_rows_csv(
     """The retry file for a results CSV: its failed rows, with their original row and line
     numbers, and ``reissue: yes`` on those that asked for a new voucher (``reissue_rows``, by
     row number, or every row)."""
-    reader = csv.DictReader(io.StringIO(results_csv.decode("utf-8-sig"), newline=""))
-    extra = [name for name in reader.fieldnames or [] if name not in RESULT_COLUMNS]
+    rows = read_results(results_csv)
+    extra = [name for name in (rows[0] if rows else {}) if name not in RESULT_COLUMNS]
     header = [*_CARRIED.values(), "reissue", "original_row", "original_line", *extra]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
     count = 0
-    for row in reader:
+    for row in rows:
         if row.get("status") != "failed":
             continue
         number = row.get("row", "")
@@ -96,6 +99,48 @@ def _unsafe(cell: str | None) -> str:
     return value
 
 
+def retry_prefix(batch_id: str) -> str:
+    """Where ``retry-failed`` uploads a batch's failed rows."""
+    return f"incoming/retries/{batch_id}/"
+
+
+def _earlier_retry(ledger: Ledger, s3: Any, bucket: str, batch_id: str) -> tuple[str, str] | None:
+    """The retry batch (id, upload key) made for ``batch_id`` before, if any: the one linked
+    (``retriedBy``), else the last upload under its retries folder (not yet read)."""
+    batch = ledger.batches.get_batch(batch_id)
+    listed = s3.list_object_versions(Bucket=bucket, Prefix=retry_prefix(batch_id))
+    versions = sorted(
+        (v for v in listed.get("Versions", []) if v.get("IsLatest")),
+        key=lambda v: v["LastModified"],
+    )
+    by_id = {csv_batch_id(bucket, v["Key"], v["VersionId"]): v["Key"] for v in versions}
+    if batch is not None and batch.retried_by:
+        last = batch.retried_by[-1]
+        return last, by_id.get(last, "")
+    if versions:
+        newest = versions[-1]
+        return csv_batch_id(bucket, newest["Key"], newest["VersionId"]), newest["Key"]
+    return None
+
+
+def _check_results_are_its_own(s3: Any, bucket: str, batch: BatchRecord) -> None:
+    """The results file is this batch's (its summary names it): before results keys carried the
+    batch id, a later batch with the same readable name wrote over them, and retrying those
+    rows would retry another batch's people."""
+    try:
+        summary = json.loads(s3.get_object(Bucket=bucket, Key=batch.summary_key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return  # no summary: the results file's absence is reported next
+    written_for = summary.get("batchId") if isinstance(summary, dict) else None
+    if written_for != batch.batch_id:
+        raise RetryRefused(
+            f"the results at {batch.results_csv_key} are batch {written_for}'s, not "
+            f"{batch.batch_id}'s (written over before results keys carried the batch id): "
+            f"retry-failed {written_for} if you meant that one; this batch's rows are in "
+            f"the ledger (status --batch {batch.batch_id})"
+        )
+
+
 def start_retry(
     ledger: Ledger, s3: Any, bucket: str, batch_id: str, *, now: float | None = None
 ) -> RetryStarted:
@@ -108,6 +153,7 @@ def start_retry(
         raise RetryRefused(
             f"batch {batch_id} is still {batch.status.value}: retry its failed rows once it ends"
         )
+    _check_results_are_its_own(s3, bucket, batch)
     try:
         body = s3.get_object(Bucket=bucket, Key=batch.results_csv_key)["Body"].read()
     except s3.exceptions.NoSuchKey as exc:
@@ -120,9 +166,12 @@ def start_retry(
     )
     if count == 0:
         raise RetryRefused(f"batch {batch_id} has no failed rows")
+    earlier = _earlier_retry(ledger, s3, bucket, batch_id)
+    if earlier is not None:
+        return RetryStarted(batch_id, earlier[0], earlier[1], count, existing=True)
     stem = (batch.input_name or batch_id).rsplit(".", 1)[0] or batch_id
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    key = f"incoming/retries/{batch_id}/{stem}.retry-{stamp}.csv"
+    key = f"{retry_prefix(batch_id)}{stem}.retry-{stamp}.csv"
     put = s3.put_object(
         Bucket=bucket,
         Key=key,

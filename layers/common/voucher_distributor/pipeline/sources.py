@@ -43,14 +43,15 @@ def upload_request(
         stored = storage.open(key, version_id=version)
     except ObjectMissing:
         return None
-    keys = result_keys_for_upload(key)
+    batch_id = csv_batch_id(storage.bucket, key, stored.version)
+    keys = result_keys_for_upload(key, batch_id)
     reissue = (_first(stored.metadata, REISSUE_METADATA_KEYS) or "").casefold()
     mode = (_first(stored.metadata, MODE_METADATA_KEYS) or "").casefold()
     dry_run = mode == DRY_RUN or key.startswith(DRY_RUN_PREFIX)
     if dry_run:
         keys = dry_run_keys(keys)
     batch = BatchRecord(
-        batch_id=csv_batch_id(storage.bucket, key, stored.version),
+        batch_id=batch_id,
         kind="csv",
         source=f"s3://{storage.bucket}/{key}",
         input_name=key.rsplit("/", 1)[-1],
@@ -101,11 +102,12 @@ def request_ingest(
     services: Services, request: DistributionRequest, *, sender: str = ""
 ) -> IngestRequest:
     """``sender``: the AWS principal that sent the SQS message (its ``SenderId``)."""
-    keys = result_keys_for_request(request.request_id)
+    batch_id = request_batch_id(request.request_id, dry_run=request.dry_run)
+    keys = result_keys_for_request(request.request_id, batch_id)
     if request.dry_run:
         keys = dry_run_keys(keys)
     batch = BatchRecord(
-        batch_id=request_batch_id(request.request_id, dry_run=request.dry_run),
+        batch_id=batch_id,
         kind="request",
         source=request.request_id,
         input_name=request.request_id,

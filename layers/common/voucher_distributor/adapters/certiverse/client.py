@@ -186,20 +186,29 @@ class CertiverseClient:
         return self._iter_all(_PURCHASES, params, _PurchasePage)
 
     def iter_pair_purchases(
-        self, *, partner_name: str, program_name: str
+        self, *, partner_name: str, program_name: str, purchased_by_email: str | None = None
     ) -> Iterator[PartnerVoucherPurchaseModel]:
-        """Every purchase of one partner/program pair, however many there are.
+        """Every purchase of one partner/program pair (those ``purchased_by_email`` made, when
+        the pair alone lists too many), however many there are.
 
-        Over the API's 10,000-record limit (a 422) the listing is narrowed by status, one status
-        at a time, as the seed documents.
+        Without a status filter first, so purchases of a status we do not know are found. Over
+        the API's 10,000-record limit (a 422) the listing is narrowed to the purchases of
+        ``purchased_by_email`` (the API user: all ours), then, if still over, by status, one
+        status at a time, as the seed documents. A 422 even then goes up
+        (:class:`CertiverseRecordLimitExceeded`).
         """
-        try:
-            yield from self.iter_purchases(partner_name=partner_name, program_name=program_name)
-        except CertiverseRecordLimitExceeded:
-            for status in PurchaseStatus:
-                yield from self.iter_purchases(
-                    partner_name=partner_name, program_name=program_name, status=status
-                )
+        pair = {"partner_name": partner_name, "program_name": program_name}
+        narrowings: list[dict[str, str]] = [{}]
+        if purchased_by_email:
+            narrowings.append({"purchased_by_email": purchased_by_email})
+        for narrowing in narrowings:
+            try:
+                yield from self.iter_purchases(**pair, **narrowing)
+            except CertiverseRecordLimitExceeded:
+                continue
+            return
+        for status in PurchaseStatus:
+            yield from self.iter_purchases(**pair, **narrowings[-1], status=status)
 
     def create_purchase(self, command: VoucherPurchaseCreateCommand) -> PartnerVoucherPurchaseModel:
         """POST a $0 purchase. Raises :class:`PurchaseOutcomeUnknown` when it may have happened."""

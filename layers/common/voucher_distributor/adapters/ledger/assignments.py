@@ -10,7 +10,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from voucher_distributor.adapters.ledger.table import (
+    CODE_INDEX,
     EMAIL_INDEX,
+    PROGRAM_INDEX,
     Store,
     batch_pk,
     plain,
@@ -114,25 +116,26 @@ class AssignmentStore(Store):
         return found
 
     def find_voucher_code(self, voucher_code: str) -> AssignmentRecord | None:
-        """The assignment that handed out ``voucher_code``: a filtered scan, for operators."""
-        for item in self._pages(
-            self._table.scan,
-            FilterExpression="begins_with(sk, :r) AND voucher_code = :code",
-            ExpressionAttributeValues={":r": "R#", ":code": voucher_code},
-        ):
-            return assignment_record(plain(item))
-        return None
+        """The assignment that handed out ``voucher_code``: one Query of the ``by-code`` index
+        (assigned rows only), whatever the table's size."""
+        got = self._table.query(
+            IndexName=CODE_INDEX,
+            KeyConditionExpression="voucher_code = :code",
+            ExpressionAttributeValues={":code": voucher_code},
+            Limit=1,
+        )
+        items = got.get("Items") or []
+        return assignment_record(plain(items[0])) if items else None
 
     def iter_program_assignments(self, program_name: str) -> Iterator[AssignmentRecord]:
-        """Every handed-out code of a program (any partner): a filtered scan, for operators."""
+        """Every handed-out code of a program (any partner): the ``by-program`` index, which
+        holds assigned rows only, page after page."""
         for item in self._pages(
-            self._table.scan,
-            FilterExpression="begins_with(sk, :r) AND program_name = :program AND #s = :assigned",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={
-                ":r": "R#",
-                ":program": program_name,
-                ":assigned": "assigned",
-            },
+            self._table.query,
+            IndexName=PROGRAM_INDEX,
+            KeyConditionExpression="program_name = :program",
+            ExpressionAttributeValues={":program": program_name},
         ):
-            yield assignment_record(plain(item))
+            record = assignment_record(plain({**item, "program_name": program_name}))
+            if record.status == "assigned":
+                yield record

@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from voucher_distributor.adapters.ledger.table import (
     BATCH_SK,
+    BATCH_STATUS_INDEX,
     COUNTER_PK,
     Store,
     batch_pk,
@@ -238,19 +239,21 @@ class BatchStore(Store):
         return True
 
     def batches_awaiting_approval(self) -> list[BatchRecord]:
-        """Every batch waiting for a decision: a filtered scan (operators)."""
-        return [
-            BatchRecord.model_validate(plain(item))
+        """Every batch waiting for a decision, oldest first: a Query of the
+        ``batches-by-status`` index (keys only), then each waiting batch read."""
+        keys = [
+            item["pk"]
             for item in self._pages(
-                self._table.scan,
-                FilterExpression="sk = :batch AND #s = :waiting",
+                self._table.query,
+                IndexName=BATCH_STATUS_INDEX,
+                KeyConditionExpression="#s = :waiting",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":batch": BATCH_SK,
-                    ":waiting": BatchStatus.AWAITING_APPROVAL.value,
-                },
+                ExpressionAttributeValues={":waiting": BatchStatus.AWAITING_APPROVAL.value},
             )
+            if item.get("sk") == BATCH_SK
         ]
+        found = [self.get_batch(str(pk).removeprefix("B#")) for pk in keys]
+        return [b for b in found if b is not None and b.status == BatchStatus.AWAITING_APPROVAL]
 
     def start_report(self, batch_id: str) -> BatchRecord | None:
         """Move the batch to REPORTING unless it has ended (DONE/FAILED); None when it has."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from botocore.exceptions import ClientError
 
 from voucher_distributor.adapters.ledger.table import (
+    CHUNK_STATE_INDEX,
     Store,
     batch_pk,
     chunk_sk,
@@ -79,9 +80,26 @@ class ChunkStore(Store):
         return deleted
 
     def iter_all_chunks(self) -> Iterator[ChunkRecord]:
-        """Every chunk of every batch: a filtered scan for operators (reconcile)."""
+        """Every chunk of every batch, whole: a filtered scan of the table (only ``sync
+        --track-existing``, a one-time migration, reads this)."""
         for item in self._scan_prefix("sk", "C#"):
             yield ChunkRecord.model_validate(plain(item))
+
+    def iter_chunks_by_state(
+        self, states: Iterable[ChunkState] = tuple(ChunkState)
+    ) -> Iterator[ChunkRecord]:
+        """Every chunk in ``states``, from the ``chunks-by-state`` index (chunk items only,
+        projected to what reconcile compares: keys, names, quantity, purchase, counts; not the
+        lease or the failure reason)."""
+        for state in states:
+            for item in self._pages(
+                self._table.query,
+                IndexName=CHUNK_STATE_INDEX,
+                KeyConditionExpression="#state = :state",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":state": state.value},
+            ):
+                yield ChunkRecord.model_validate(plain(item))
 
     def acquire_purchase_lease(
         self, batch_id: str, chunk_no: int, *, owner: str, now: int, lease_seconds: int
@@ -187,14 +205,36 @@ class ChunkStore(Store):
             raise
         return True
 
-    def count_poll(self, batch_id: str, chunk_no: int) -> int:
-        got = self._table.update_item(
-            Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
-            UpdateExpression="ADD poll_attempts :one",
-            ExpressionAttributeValues={":one": 1},
-            ReturnValues="UPDATED_NEW",
+    def hand_over_poll(
+        self, batch_id: str, chunk_no: int, *, after: str | None, token: str, attempt: int
+    ) -> bool:
+        """Make ``token`` (attempt ``attempt``) the chunk's live poll chain, if the live one is
+        still ``after`` (None: no chain yet) and the chunk still waits for its codes; False if
+        another copy of the message handed over first (a duplicate chain: stop)."""
+        condition = "#state = :purchased AND " + (
+            "attribute_not_exists(poll_token)" if after is None else "poll_token = :after"
         )
-        return int(got["Attributes"]["poll_attempts"])
+        try:
+            self._table.update_item(
+                Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
+                UpdateExpression=(
+                    "SET poll_token = :token, poll_attempt = :attempt ADD poll_attempts :one"
+                ),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":purchased": ChunkState.PURCHASED.value,
+                    ":token": token,
+                    ":attempt": attempt,
+                    ":one": 1,
+                    **({":after": after} if after is not None else {}),
+                },
+            )
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
 
     def finish_chunk(
         self,

@@ -7,7 +7,7 @@ code, so every holding of a person is one Query.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -425,11 +425,6 @@ class HoldingStore(Store):
                 ConsistentRead=True,
             )
         ]
-
-    def iter_holdings(self) -> Iterator[HoldingRecord]:
-        """Every holding in the table: a filtered scan, for operators and checks."""
-        for item in self._scan_prefix("pk", "H#"):
-            yield holding_record(item)
 
     @staticmethod
     def _holding_key(claim: Claim) -> dict[str, str]:

@@ -24,9 +24,14 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 EMAIL_INDEX = "by-email"
+#: The operators' sparse indexes (template.yaml says what each holds and projects).
+CODE_INDEX = "by-code"
+PROGRAM_INDEX = "by-program"
+BATCH_STATUS_INDEX = "batches-by-status"
+CHUNK_STATE_INDEX = "chunks-by-state"
 #: Claims per TransactWriteItems call (DynamoDB's limit).
 CLAIMS_PER_CALL = 100
-#: Transactions cancelled by a concurrent one on the same people, before giving up.
+#: Transactions cancelled for a retryable reason (a concurrent one, throttling), before giving up.
 _MAX_CONFLICT_RETRIES = 8
 _rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
 BATCH_SK = "BATCH"
@@ -130,14 +135,43 @@ def cancellation_reasons(exc: ClientError, items: int) -> list[dict[str, Any]]:
     return reasons
 
 
+#: Cancellation reasons that heal by going again after a pause: another transaction on the
+#: same items, or DynamoDB shedding load.
+RETRYABLE_REASONS = frozenset(
+    {
+        "TransactionConflict",
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+        "RequestLimitExceeded",
+    }
+)
+#: Reasons the stores handle item by item: went through had the rest (``None``), or the item's
+#: condition did not hold (the caller looks at what is there).
+_HANDLED_REASONS = frozenset({"None", "ConditionalCheckFailed"})
+
+
 def back_off_on_conflict(exc: ClientError, reasons: list[dict[str, Any]], conflicts: int) -> int:
-    """Another batch's transaction touched the same people: wait a little (jittered, doubling)
-    before going again, a bounded number of times; the conflicts so far."""
-    if not any(r.get("Code") == "TransactionConflict" for r in reasons):
+    """After a cancelled transaction: the number of retryable cancellations so far.
+
+    A retryable reason (a concurrent transaction, throttling) waits a little (jittered,
+    doubling) before the caller goes again, a bounded number of times; any other reason (a
+    validation error, an item too large) never heals by retrying and raises at once.
+    """
+    codes = {str(r.get("Code") or "None") for r in reasons}
+    unexpected = codes - RETRYABLE_REASONS - _HANDLED_REASONS
+    if unexpected:
+        raise LedgerError(
+            f"DynamoDB refused the transaction ({', '.join(sorted(unexpected))}); "
+            "it will not succeed by retrying: check the table and the item"
+        ) from exc
+    if not codes & RETRYABLE_REASONS:
         return conflicts
     conflicts += 1
     if conflicts > _MAX_CONFLICT_RETRIES:
-        raise exc
+        raise LedgerError(
+            f"DynamoDB cancelled the transaction {conflicts} times "
+            f"({', '.join(sorted(codes & RETRYABLE_REASONS))}); the message is retried later"
+        ) from exc
     time.sleep(_rng.uniform(0, 0.05 * 2**conflicts))
     return conflicts
 

@@ -1,0 +1,181 @@
+"""Each route's work: authenticate, check the scope, call one use case, shape the answer.
+
+A route returns a JSON document (200) or an :class:`Answer`, and raises :class:`Problem` for
+anything else; the handler maps both onto its resolver's responses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from voucher_distributor.adapters.api_clients import ApiClientStore
+from voucher_distributor.api import bodies
+from voucher_distributor.api.problems import Answer, Problem
+from voucher_distributor.api.request import ApiRequest
+from voucher_distributor.domain.api_auth import Caller, Forbidden, Unauthorized, authenticate
+from voucher_distributor.domain.emails import normalise_email
+from voucher_distributor.models.api import Scope
+from voucher_distributor.pipeline.context import Services
+from voucher_distributor.pipeline.decisions import DecisionRefused, decide_batch
+from voucher_distributor.pipeline.distributions import (
+    IdempotencyConflict,
+    NotFound,
+    NotReady,
+    distribution_view,
+    holdings_view,
+    results_link,
+    retry_distribution,
+    submit_distribution,
+)
+from voucher_distributor.pipeline.retries import RetryRefused
+
+
+class ApiLog(Protocol):
+    """What the routes need of the handler's logger (Powertools' ``Logger`` has it)."""
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> Any: ...
+
+    def append_keys(self, **additional_keys: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One invocation: the process's services, the request, and the handler's logger."""
+
+    services: Services
+    request: ApiRequest
+    log: ApiLog
+
+    def caller(self, scope: Scope) -> Caller:
+        """Who sent the request, allowed ``scope``: else a 401 or 403 problem."""
+        settings = self.services.settings
+        clients = ApiClientStore(
+            settings.api_clients_secret_arn, max_age_s=settings.api_clients_cache_seconds
+        )
+        try:
+            caller = authenticate(
+                clients.load(),
+                dict(self.request.headers),
+                self.request.raw_body,
+                now=self.services.now(),
+            )
+            caller.require(scope)
+        except Unauthorized as exc:
+            self.services.metrics.count("ApiRequestsUnauthorized")
+            raise Problem(401, "Unauthorized", str(exc)) from exc
+        except Forbidden as exc:
+            self.services.metrics.count("ApiRequestsUnauthorized")
+            raise Problem(403, "Forbidden", str(exc)) from exc
+        self.log.append_keys(api_client=caller.client_id)
+        return caller
+
+    def status_url(self, batch_id: str) -> str:
+        return f"{self.request.base_url}/v1/distributions/{quote(batch_id)}"
+
+
+def post_distribution(call: ApiCall) -> Answer:
+    """``POST /v1/distributions``: 202 with the batch's status URL (also as ``Location``)."""
+    caller = call.caller(Scope.SUBMIT)
+    settings = call.services.settings
+    submission = bodies.submission(
+        call.request,
+        caller,
+        limit=settings.api_max_body_bytes,
+        allow_loopback=settings.callback_allow_loopback,
+    )
+    try:
+        accepted = submit_distribution(call.services, caller.client_id, submission)
+    except IdempotencyConflict as exc:
+        raise Problem(409, "Conflict", str(exc)) from exc
+    status_url = call.status_url(accepted.batch_id)
+    call.log.info(
+        "distribution accepted",
+        extra={"batch_id": accepted.batch_id, "repeat": accepted.repeat},
+    )
+    document = {
+        "batchId": accepted.batch_id,
+        "requestId": accepted.request_id,
+        "statusUrl": status_url,
+        "repeat": accepted.repeat,
+    }
+    return Answer(202, json.dumps(document), headers={"Location": status_url})
+
+
+def get_distribution(call: ApiCall, batch_id: str) -> dict[str, Any]:
+    call.caller(Scope.READ)
+    return _found(lambda: distribution_view(call.services, batch_id))
+
+
+def get_results(call: ApiCall, batch_id: str) -> dict[str, Any]:
+    call.caller(Scope.READ)
+    try:
+        return _found(lambda: results_link(call.services, batch_id))
+    except NotReady as exc:
+        raise Problem(409, "Results Not Ready", str(exc)) from exc
+
+
+def decide(call: ApiCall, batch_id: str, decision: str) -> dict[str, Any]:
+    """``POST …/approve`` and ``…/reject``: recorded as ``api:<client>``."""
+    caller = call.caller(Scope.APPROVE)
+    note = bodies.decision_note(call.request)
+    svc = call.services
+    try:
+        batch = decide_batch(
+            svc.ledger,
+            lambda message: svc.queues.send(svc.settings.report_queue_url, message),
+            batch_id,
+            decision=decision,
+            by=f"api:{caller.client_id}",
+            at=svc.now(),
+            note=note,
+        )
+    except DecisionRefused as exc:
+        raise Problem(404 if exc.missing else 409, "Not Found" if exc.missing else "Conflict",
+                      str(exc)) from exc  # fmt: skip
+    return {
+        "batchId": batch.batch_id,
+        "decision": batch.approval_decision,
+        "by": batch.approval_by,
+        "note": batch.approval_note,
+        "statusUrl": call.status_url(batch.batch_id),
+    }
+
+
+def retry(call: ApiCall, batch_id: str) -> Answer:
+    """``POST …/retry``: the ended batch's failed rows as a new batch linked from it."""
+    call.caller(Scope.SUBMIT)
+    try:
+        started = retry_distribution(call.services, batch_id)
+    except RetryRefused as exc:
+        raise Problem(404 if exc.missing else 409, "Not Found" if exc.missing else "Conflict",
+                      str(exc)) from exc  # fmt: skip
+    started.pop("statusPath")
+    location = call.status_url(started["batchId"])
+    return Answer(
+        202, json.dumps({**started, "statusUrl": location}), headers={"Location": location}
+    )
+
+
+def get_holdings(call: ApiCall) -> dict[str, Any]:
+    """``GET /v1/holdings?email=``: every code the person holds."""
+    call.caller(Scope.READ)
+    email = normalise_email(call.request.query.get("email", ""))
+    if not email or "@" not in email:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            "give the person's e-mail address: GET /v1/holdings?email=…",
+            [{"field": "email", "problem": "required: an e-mail address"}],
+        )
+    return {"email": email, "holdings": holdings_view(call.services, email)}
+
+
+def _found(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return read()
+    except NotFound as exc:
+        raise Problem(404, "Not Found", str(exc)) from exc
