@@ -333,6 +333,8 @@ def _required(
             yield "s3:PutObject", obj
         elif operation == "AbortMultipartUpload":
             yield "s3:AbortMultipartUpload", obj
+        elif operation == "ListObjectVersions":  # IAM names it after the bucket
+            yield "s3:ListBucketVersions", f"arn:aws:s3:::{p.get('Bucket')}"
         else:
             yield f"s3:{operation}", f"arn:aws:s3:::{p.get('Bucket')}"
     elif service == "dynamodb":
