@@ -64,6 +64,11 @@ def get_results(batch_id: str) -> dict[str, Any]:
     return routes.get_results(_call(), batch_id)
 
 
+@app.post("/v1/distributions/<batch_id>/retry")
+def retry(batch_id: str) -> Response[str]:
+    return _respond(routes.retry(_call(), batch_id))
+
+
 @app.post("/v1/distributions/<batch_id>/approve")
 def approve(batch_id: str) -> dict[str, Any]:
     return routes.decide(_call(), batch_id, "approved")

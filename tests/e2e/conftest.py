@@ -105,7 +105,8 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
             default_partner=PARTNER,
             default_program=default_program,
             log_stream=log,
-            tuning={"INITIAL_CHECK_SECONDS": "0.5", **(tuning or {})},
+            # A pre-flight outage: the input is read again after a second (tests' timing).
+            tuning={"INITIAL_CHECK_SECONDS": "0.5", "INGEST_RETRY_DELAYS": "1", **(tuning or {})},
             parameters=parameters,
         ).start()
         started.append(pipeline)

@@ -384,6 +384,10 @@ REFUSED_REQUESTS: list[tuple[str, str | dict[str, Any], str]] = [
      "recipients": recipients("h", 1)}, "callbackUrl"),
     ("s3-uri-not-s3", {"requestId": "s3-bad", "recipientsS3Uri": "https://evil.example/x.csv"},
      "recipientsS3Uri"),
+    # Issue 23 item 3: a request that names nobody is refused whole at the door.
+    ("no-recipients-at-all", {"requestId": "nobody-1", "programName": "Spring"}, "recipients"),
+    ("recipients-empty", {"requestId": "nobody-2", "programName": "Spring", "recipients": []},
+     "recipients"),
 ]  # fmt: skip
 
 
@@ -413,12 +417,6 @@ def test_hostile_oversized_inline_list_is_refused(env: Env) -> None:
                            "recipients": recipients("big", 1001)})  # fmt: skip
     assert result is not None
     refused(env, result, "1,001 inline recipients", "recipientsS3Uri")
-
-
-def test_hostile_request_without_recipients_is_refused(env: Env) -> None:
-    result = request(env, {"requestId": "no-recipients", "programName": SPRING, "recipients": []})
-    assert result is not None
-    refused(env, result, "no recipients")
 
 
 @pytest.mark.parametrize(

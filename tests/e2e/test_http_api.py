@@ -361,6 +361,13 @@ def test_invalid_requests_list_every_problem(up: LocalStackUp, api: httpx.Client
         assert bad.status_code == 422
         fields = {p["field"] for p in bad.json()["problems"]}
         assert {"requestId", "recipients", "callbackUrl"} <= fields
+        # Issue 23 item 3: a request that names nobody (no list, or an empty one) is refused.
+        for body in ({"requestId": "nobody"}, {"requestId": "nobody-2", "recipients": []}):
+            nobody = post(api, secret, body)
+            assert nobody.status_code == 422
+            assert nobody.headers["content-type"].startswith("application/problem+json")
+            assert [p["field"] for p in nobody.json()["problems"]] == ["recipients"]
+            assert "recipientsS3Uri" in nobody.json()["problems"][0]["problem"]
         csv_bad = post(api, secret, b"name\r\nAnn\r\n", content_type="text/csv",
                        headers={"Idempotency-Key": "k-1"})  # fmt: skip
         assert csv_bad.status_code == 422
@@ -435,6 +442,62 @@ def test_a_csv_body_is_read_as_an_upload_would_be(up: LocalStackUp, api: httpx.C
                    headers={"Idempotency-Key": uuid.uuid4().hex})  # fmt: skip
     assert refused.status_code == 422
     assert "Excel workbook" in refused.json()["problems"][0]["problem"]
+
+
+def test_a_failed_request_is_retried_where_it_was_sent_and_hr_hears_of_it(
+    up: LocalStackUp, api: httpx.Client, receiver: tuple[Receiver, str]
+) -> None:
+    """Issue 23 item 7: a request that failed (Certiverse refused the token) is retried by
+    ``POST /v1/distributions/{id}/retry``: the original links the retry and shows its counts,
+    and the retry's completion reaches the original's callbackUrl under its requestId."""
+    state, url = receiver
+    secret = up.client_secret
+    assert up.sandbox is not None
+    request_id = f"hr-retry-{uuid.uuid4().hex}"
+    request = {"requestId": request_id, "programName": SPRING,
+               "recipients": people("rt", 3), "callbackUrl": url}  # fmt: skip
+    up.sandbox.set_token("rotated-during-the-outage")
+    try:
+        accepted = post(api, secret, request).json()
+        failed = wait_until_ended(api, secret, accepted["statusUrl"])
+    finally:
+        up.sandbox.set_token(TOKEN)
+    assert failed["state"] == "failed"
+    assert failed["counts"]["failed"] == 3
+    original = accepted["batchId"]
+
+    answer = post(api, secret, b"", path=f"/v1/distributions/{original}/retry")
+    assert answer.status_code == 202, answer.text
+    started = answer.json()
+    assert started["retryOf"] == original
+    assert started["rows"] == 3
+    assert answer.headers["location"] == started["statusUrl"]
+    retry_view = wait_until_ended(api, secret, started["statusUrl"])
+    assert retry_view["state"] == "completed"
+    assert retry_view["retryOf"] == original
+
+    view = api.get(accepted["statusUrl"], headers=signed(secret, b"")).json()
+    (retry,) = view["retries"]
+    assert retry["batchId"] == started["batchId"]
+    assert retry["state"] == "completed"
+    assert retry["counts"]["assigned"] == 3
+    # The retry's completion, at the original request's callbackUrl, under its requestId.
+    deadline = time.monotonic() + 60
+    want = f"msg_{started['batchId']}_completed"
+    while want not in state.accepted_once_per_id():
+        assert time.monotonic() < deadline, [r.headers.get("webhook-id") for r in state.got]
+        time.sleep(0.2)
+    (got,) = [r for r in state.got if r.answered == 200 and r.headers["webhook-id"] == want]
+    event = Webhook(up.endpoints()["callbackSigningSecret"]).verify(got.body, got.headers)
+    assert event["type"] == "Voucher Batch Completed"
+    assert (event["requestId"], event["retryOf"]) == (request_id, original)
+    assert event["counts"]["assigned"] == 3
+
+    # Not retryable: unknown, or nothing failed any more.
+    assert post(api, secret, b"", path="/v1/distributions/f-nope/retry").status_code == 404
+    again = post(api, secret, b"", path=f"/v1/distributions/{started['batchId']}/retry")
+    assert again.status_code == 409
+    assert "no failed rows" in again.json()["detail"]
 
 
 def test_issue25_8_a_dry_run_says_what_it_would_buy_and_12_whole_second_times(

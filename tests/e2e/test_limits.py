@@ -204,3 +204,21 @@ def test_an_input_over_max_recipients_is_refused_whole(make_world) -> None:
 
 def _today() -> str:
     return utc_day(time.time())
+
+
+def test_a_failed_chunk_gives_its_vouchers_back_to_the_day_it_was_counted_on(
+    make_world,
+) -> None:
+    """Issue 23 item 4: a failed chunk bought nothing, so today's count does not keep it."""
+    from voucher_distributor_cli.sandbox import FaultSettings
+
+    world = make_world(parameters={"DailyVoucherLimit": "5"})
+    world.sandbox.set_faults(FaultSettings(generation_failure_rate=1.0))
+    (failed,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(4)))])
+    assert statuses(failed) == {"failed": 4}
+    assert world.pipeline.ledger.counts.vouchers_counted(_today()) == 0
+    # So the day's room is whole again: 5 more are bought without waiting for approval.
+    world.sandbox.set_faults(FaultSettings())
+    (again,) = finish(world, [world.pipeline.submit_csv(world.csv_file(people(5), "b.csv"))])
+    assert statuses(again) == {"assigned": 5}
+    assert world.pipeline.ledger.counts.vouchers_counted(_today()) == 5

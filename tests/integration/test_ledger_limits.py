@@ -100,3 +100,35 @@ def test_one_decision_per_waiting_batch_and_an_approval_counts_past_the_limit(
     assert [b.batch_id for b in ledger.batches.batches_awaiting_approval()] == (
         [] if record.approval_decision == "approved" else [waiting]
     )
+
+
+def test_a_failed_chunk_gives_its_count_back_once(ledger: Ledger) -> None:
+    """Issue 23 item 4: to the day it was counted on, once, whatever the repeats."""
+    from voucher_distributor.models.ledger import ChunkRecord, ChunkState
+
+    ledger.batches.record_plan(batch(ledger, "g1"), plan(30), day=DAY, count=30, limit=0)
+    chunk = ChunkRecord(batch_id="g1", chunk_no=0, partner_name="Acme Corp",
+                        program_name="Spring", quantity=30, rows_key="k")  # fmt: skip
+    ledger.chunks.put_chunk_if_absent(chunk)
+    # Not failed (yet): nothing to give back.
+    assert not ledger.counts.give_back_failed_chunk("g1", 0, day=DAY, count=30)
+    assert ledger.counts.vouchers_counted(DAY) == 30
+    ledger.chunks.finish_chunk(chunk, state=ChunkState.FAILED, assigned=0, failed=30)
+    results: list[bool] = []
+    workers = [
+        threading.Thread(
+            target=lambda: results.append(
+                ledger.counts.give_back_failed_chunk("g1", 0, day=DAY, count=30)
+            )
+        )
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(results) == [False, False, False, True]
+    assert ledger.counts.vouchers_counted(DAY) == 0
+    ended = ledger.chunks.get_chunk("g1", 0)
+    assert ended is not None
+    assert ended.count_given_back == DAY

@@ -80,6 +80,28 @@ def test_dry_run_then_parameter_overrides_from_the_command_line(
     assert "parameters not in the template: NoSuchParameter" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "body",
+    [{"requestId": "nobody", "partnerName": "Acme Corp"},
+     {"requestId": "nobody-empty", "partnerName": "Acme Corp", "recipients": []}],
+    ids=["neither", "empty"],
+)  # fmt: skip
+def test_a_request_naming_nobody_is_refused_exit_3_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: dict[str, object]
+) -> None:
+    """Issue 23 item 3: neither ``recipients`` nor ``recipientsS3Uri`` (or an empty list)."""
+    request = tmp_path / "hr.json"
+    request.write_text(json.dumps(body), encoding="utf-8")
+    code = main(["local", "run", str(request), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 3
+    (line,) = [json.loads(text) for text in captured.out.splitlines()]
+    assert line["status"] == "refused"
+    assert [p["field"] for p in line["problems"]] == ["recipients"]
+    assert "recipients: " in captured.err
+    assert "recipientsS3Uri" in captured.err
+
+
 def test_issue25_2_state_keeps_the_stack_between_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -437,3 +437,25 @@ def test_the_real_template_builds_without_its_function_code() -> None:
             assert env["LEDGER_TABLE"] == table
             assert env["INBOX_BUCKET"] == bucket  # the fixed !Sub name matches the bucket
             assert env["PURCHASE_QUEUE_URL"] == queues["PurchaseQueue"]
+
+
+def test_a_handler_that_sets_its_own_message_visibility_keeps_it(stack: MotoStack) -> None:
+    """Issue 23 item 1: a failed message whose handler called ChangeMessageVisibility comes
+    back when the handler said (3 s), not at the runner's short retry (0 s here), as on Lambda;
+    the other failed messages still get the runner's retry."""
+    lambdas = LocalLambdas(stack, retry_visibility_s=0, only={"PartialFunction"})
+    sqs = stack.client("sqs")
+    url = stack.resource("PartialQueue").ref
+    sqs.send_message(QueueUrl=url, MessageBody="later-1")
+    sqs.send_message(QueueUrl=url, MessageBody="fail-2")
+    first = lambdas.pump_once()
+    assert (first.delivered, first.returned) == (2, 2)
+    again = lambdas.pump_once()
+    assert again.delivered == 1  # fail-2 only: later-1 is invisible for 3 s
+    time.sleep(3.2)
+    assert lambdas.pump_once().delivered == 1  # later-1 is back (fail-2 went to the DLQ)
+    items = stack.client("dynamodb").scan(TableName=stack.resource("Table").ref)["Items"]
+    assert sorted(i["pk"]["S"] for i in items if "later" in i["pk"]["S"]) == [
+        "delivery#later-1",
+        "delivery#later-1",
+    ]

@@ -333,6 +333,8 @@ def _required(
             yield "s3:PutObject", obj
         elif operation == "AbortMultipartUpload":
             yield "s3:AbortMultipartUpload", obj
+        elif operation == "ListObjectVersions":  # IAM names it after the bucket
+            yield "s3:ListBucketVersions", f"arn:aws:s3:::{p.get('Bucket')}"
         else:
             yield f"s3:{operation}", f"arn:aws:s3:::{p.get('Bucket')}"
     elif service == "dynamodb":
@@ -514,6 +516,11 @@ def _scenarios_with(
         csv_file("down.csv", f"email,program_name\r\ngina@acme.example,{SPRING}\r\n")
     )
     run(down)
+    # The same by HR request: each delivery sets its own message's visibility (RetryLater).
+    down_request = pipeline.submit_request({"requestId": "template-down",
+        "partnerName": PARTNER, "programName": SPRING,
+        "recipients": [{"email": "hal@acme.example"}]})  # fmt: skip
+    run(down_request)
     sandbox.set_faults(FaultSettings())
     run(pipeline.retry_failed(down))
     # Over ApprovalThreshold: one list is approved (handed out by the report function), the
@@ -522,6 +529,10 @@ def _scenarios_with(
     # meanwhile).
     # The approval goes through the HTTP API.
     api = _ApiCaller(pipeline)
+    # The failed request retried over the API (POST …/retry): its retry file, linked.
+    status, retried = api.call("POST", f"/v1/distributions/{down_request}/retry", b"")
+    assert status == 202, retried
+    run(retried["batchId"])
     for name, decision in (("approve.csv", "approved"), ("reject.csv", "rejected")):
         five = "".join(f"{name[0]}{n}@acme.example,{SPRING}\r\n" for n in range(5))
         batch = pipeline.submit_csv(csv_file(name, f"email,program_name\r\n{five}"))
@@ -632,7 +643,11 @@ def test_each_policy_grants_exactly_the_calls_its_function_makes(
             default_partner=PARTNER,
             log_stream=log,
             # The scenario's lists of 5 wait for approval; one nobody decides ends in ~11 s.
-            tuning={"INITIAL_CHECK_SECONDS": "2", "APPROVAL_TIMEOUT_HOURS": "0.003"},
+            tuning={
+                "INITIAL_CHECK_SECONDS": "2",
+                "APPROVAL_TIMEOUT_HOURS": "0.003",
+                "INGEST_RETRY_DELAYS": "1",
+            },
             parameters={"ApprovalThreshold": "4"},
         ) as pipeline,
     ):

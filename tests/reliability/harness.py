@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import unquote_plus
 
 import boto3
 from botocore.exceptions import ClientError
@@ -105,6 +106,8 @@ TUNING = {
     "POWERTOOLS_LOG_LEVEL": "INFO",
     # A batch nobody decides is rejected by itself after 5.4 s (looked at every second).
     "APPROVAL_TIMEOUT_HOURS": "0.0015",
+    # A pre-flight outage sends the input back for a second, then two (deployed 30 s, 2 min, ...).
+    "INGEST_RETRY_DELAYS": "1,2",
 }
 #: A batch buying more than this waits for approval (the stack's ApprovalThreshold); the daily
 #: limit is off (one stack serves every run of the day) and so is MaxRecipientsPerBatch.
@@ -234,7 +237,24 @@ APPROVAL_WIRE_SEAMS: dict[str, tuple[str, str | tuple[str, ...], WireMatch]] = {
     "rejected-release": ("dynamodb", "TransactWriteItems", lambda p: _transact(p, "Delete")),
     "rejected-report": ("s3", "PutObject", _key(".summary.json")),
 }
-ALL_SEAMS = {**WIRE_SEAMS, **APPROVAL_WIRE_SEAMS}
+#: Seams of issue 23's paths, drawn (apart, from a generator of their own) for a share of runs:
+#: the ingest's lease, an outage's send-back, a failed chunk's count given back.
+ISSUE23_WIRE_SEAMS: dict[str, tuple[str, str | tuple[str, ...], WireMatch]] = {
+    "ingest-lease": ("dynamodb", "UpdateItem", _update("ingest_owner = :owner")),
+    "preflight-send-back": ("dynamodb", "UpdateItem", _update("ingest_lease_until = :over")),
+    "count-give-back": (
+        "dynamodb",
+        "TransactWriteItems",
+        lambda p: "count_given_back" in str(p),
+    ),
+}
+#: Issue 23's delivery-time faults: Certiverse down when the run starts (the ingest retried
+#: after an outage), and a second ingest of the same input at the same moment.
+ISSUE23_KINDS = ("ingest-outage", "double-ingest")
+#: How long the sandbox answers 503 at the start of an "ingest-outage" run: past the client's
+#: own retries (six attempts), so the first delivery sends the input back.
+INGEST_OUTAGE_S = 5.0
+ALL_SEAMS = {**WIRE_SEAMS, **APPROVAL_WIRE_SEAMS, **ISSUE23_WIRE_SEAMS}
 
 
 @dataclass
@@ -469,6 +489,15 @@ def make_scenario(seed: int) -> Scenario:
         seam = approval_rng.choice(sorted(APPROVAL_WIRE_SEAMS))
         when = approval_rng.choice(["before", "after"])
         scenario.faults.append(f"wire:{seam}:{when}:1")
+    # Issue 23's seams, from a generator of their own too.
+    issue23_rng = random.Random(seed * 2_000_003 + 23)
+    for kind in ISSUE23_KINDS:
+        if issue23_rng.random() < 0.2:
+            scenario.faults.append(kind)
+    if issue23_rng.random() < 0.2:
+        seam = issue23_rng.choice(sorted(ISSUE23_WIRE_SEAMS))
+        when = issue23_rng.choice(["before", "after"])
+        scenario.faults.append(f"wire:{seam}:{when}:1")
     return scenario
 
 
@@ -560,6 +589,8 @@ def sandbox_faults(scenario: Scenario) -> FaultSettings:
         settings["generation_delay_s"] = DEADLINE_S + 30
     if "generation-failure" in kinds:
         settings["generation_failure_rate"] = 1.0
+    if "ingest-outage" in kinds:
+        settings["outage_s"] = INGEST_OUTAGE_S
     return FaultSettings(**settings)
 
 
@@ -710,6 +741,15 @@ class Harness:
                         MessageBody=message["Body"],
                         DelaySeconds=self._rng.randint(0, 1),
                     )
+        ingests = {"IngestCsvFunction", "IngestRequestFunction"}
+        if "double-ingest" in kinds and source.function_id in ingests:
+            for message in messages:
+                an_input = source.function_id == "IngestRequestFunction" or (
+                    '"Records"' in message["Body"]  # not the s3:TestEvent
+                )
+                if an_input and self._fired["two-ingests"] < 1:
+                    self._fired["two-ingests"] += 1
+                    self._ingest_twice(source.function_id, message["Body"])
         if "race" in kinds and source.function_id == "PurchaseFunction":
             for message in messages:
                 if self._fired["race"] < 2:
@@ -742,6 +782,70 @@ class Harness:
         thread = threading.Thread(target=worker, daemon=True)
         self._race_threads.append(thread)
         thread.start()
+
+    def _ingest_twice(self, function_id: str, body: str) -> None:
+        """A second delivery of the same input ingests it at the same moment (a repeat POST
+        queues a request again; an upload can be delivered twice)."""
+        from voucher_distributor.models.messages import DistributionRequest
+        from voucher_distributor.pipeline.ingest import IngestBusy, ingest
+        from voucher_distributor.pipeline.sources import request_ingest, upload_request
+
+        services = self._ingest_services(function_id)
+
+        def second() -> None:
+            try:
+                if function_id == "IngestRequestFunction":
+                    request = request_ingest(
+                        services, DistributionRequest.model_validate_json(body), sender="twice"
+                    )
+                else:
+                    notification = json.loads(body)
+                    s3 = notification["Records"][0]["s3"]
+                    got = upload_request(
+                        services, unquote_plus(s3["object"]["key"]), s3["object"].get("versionId"),
+                        sender="twice",
+                    )  # fmt: skip
+                    if got is None:  # the object is gone (never here)
+                        return
+                    request = got
+                outcome = ingest(services, dataclasses.replace(request, final_attempt=False))
+                # Came after the first had planned it (a repeat), or planned it itself first.
+                self._fired[
+                    "two-ingests-second-was-a-repeat"
+                    if outcome.duplicate
+                    else "two-ingests-second-planned"
+                ] += 1
+            except IngestBusy:
+                self._fired["two-ingests-one-waited"] += 1
+            except Exception:  # whatever else ends it is a delivery dying
+                self._fired["two-ingests-second-died"] += 1
+
+        thread = threading.Thread(target=second, daemon=True)
+        self._race_threads.append(thread)
+        thread.start()
+
+    def _ingest_services(self, function_id: str) -> Any:
+        """The ingest function's services, built here on the stack's clients (the function's
+        own may not be built yet when its first message is about to be delivered)."""
+        from voucher_distributor.adapters.certiverse import CertiverseClient, StaticToken
+        from voucher_distributor.adapters.events import Events
+        from voucher_distributor.adapters.queues import Queues
+        from voucher_distributor.adapters.storage import Storage
+        from voucher_distributor.pipeline.context import Services
+        from voucher_distributor.settings import Settings
+
+        assert self.pipeline is not None
+        assert self.pipeline.lambdas is not None
+        stack = self.pipeline.stack
+        settings = Settings.from_environ(self.pipeline.lambdas.environment(function_id))
+        return Services(
+            settings=settings,
+            ledger=self.ledger,
+            storage=Storage(settings.inbox_bucket, s3=stack.client("s3")),
+            queues=Queues(sqs=stack.client("sqs")),
+            events=Events(settings.event_bus_name, events=stack.client("events")),
+            certiverse=CertiverseClient(settings.certiverse_base_url, StaticToken(TOKEN)),
+        )
 
     def _end_race(self, body: dict[str, Any]) -> bool:
         """A second worker that read the chunk PURCHASED checks its codes at the same moment as
@@ -824,6 +928,7 @@ class Harness:
         if plan.throttled:
             fired["throttle"] += plan.throttled
         fired.update(self._sandbox_faults_seen(scenario, batch_ids))
+        fired.update(self._issue23_paths_reached(batch_ids))
         ended = len(batch_ids) == len(inputs) and all(
             statuses.get(b) in {"done", "failed"} for b in batch_ids
         )
@@ -854,6 +959,19 @@ class Harness:
             inputs=len(inputs),
             statuses=final,
         )
+
+    def _issue23_paths_reached(self, batch_ids: list[str]) -> Counter[str]:
+        """How often the run went down issue 23's paths: an ingest sent back by an outage
+        (and read again), a failed chunk's count given back."""
+        seen: Counter[str] = Counter()
+        for batch_id in batch_ids:
+            batch = self.ledger.batches.get_batch(batch_id)
+            if batch is not None and batch.preflight_attempt is not None:
+                seen["ingest-retried-after-outage"] += batch.preflight_attempt
+            for chunk in self.ledger.chunks.iter_chunks(batch_id):
+                if chunk.count_given_back is not None:
+                    seen["count-given-back"] += 1
+        return seen
 
     def _results(self, batch_ids: list[str]) -> list[RunResult]:
         """Each batch's own results, in submission order (two uploads of one key write their

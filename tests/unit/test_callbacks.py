@@ -151,7 +151,11 @@ def test_loopback_receivers_are_allowed_only_when_the_local_runner_says_so():
 
 
 def test_a_request_may_name_a_loopback_http_callback_only_in_a_local_run():
-    body = {"requestId": "r", "recipients": [], "callbackUrl": "http://127.0.0.1:9000/hook"}
+    body = {
+        "requestId": "r",
+        "recipients": [{"email": "a@acme.example"}],
+        "callbackUrl": "http://127.0.0.1:9000/hook",
+    }
     local = {ALLOW_LOOPBACK_CALLBACKS: True}
     assert DistributionRequest.model_validate(body, context=local).callback_url
     with pytest.raises(ValueError, match="https"):

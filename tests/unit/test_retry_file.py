@@ -66,3 +66,19 @@ def test_several_inputs_keep_their_keys_apart_only_when_sent_together() -> None:
     assert _upload_keys(paths, together=True) == [
         "incoming/people.csv", "incoming/2/people.csv", None, "incoming/other.csv",
     ]  # fmt: skip
+
+
+def test_the_retry_file_keeps_reissue_and_the_original_line() -> None:
+    content, count = failed_rows_csv(
+        results_csv(
+            [row(1, "failed", line=2), row(2, "failed", line=3), row(3, "failed", line=5)],
+            ["Team", "row"],
+        ),
+        reissue_rows={1, 3},
+    )
+    assert count == 3
+    table = list(csv.DictReader(io.StringIO(content.decode("utf-8"))))
+    assert [r["reissue"] for r in table] == ["yes", "", "yes"]
+    assert [r["original_line"] for r in table] == ["2", "3", "5"]
+    content, _ = failed_rows_csv(results_csv([row(1, "failed")], ["Team", "row"]), reissue_all=True)
+    assert [r["reissue"] for r in csv.DictReader(io.StringIO(content.decode()))] == ["yes"]

@@ -126,6 +126,19 @@ def test_record_view() -> None:
     assert "batchId" not in repr(record)
 
 
+def test_a_record_names_its_queue_url_and_receipt_handle() -> None:
+    record = SqsRecord(
+        {"messageId": "m", "receiptHandle": "rh-1",
+         "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:vd-dev-UploadQueue-x"}
+    )  # fmt: skip
+    assert record.receipt_handle == "rh-1"
+    assert (
+        record.queue_url == "https://sqs.eu-west-1.amazonaws.com/123456789012/vd-dev-UploadQueue-x"
+    )
+    with pytest.raises(ValueError, match="not an SQS queue ARN"):
+        _ = SqsRecord({"messageId": "m", "eventSourceARN": "arn:aws:s3:::b"}).queue_url
+
+
 def test_records_left_when_time_runs_short_are_deferred_not_handled() -> None:
     """An invocation stops taking messages when its remaining time runs low: the rest are sent
     again (deferred), neither handled nor returned (which would count toward the DLQ)."""

@@ -44,6 +44,12 @@ LOCAL_TUNING = {
     # against a 120 s function timeout); a delivery that finds it held is re-queued until then.
     "PURCHASE_LEASE_SECONDS": "3",
     "POWERTOOLS_LOG_LEVEL": "INFO",
+    # A Certiverse outage during pre-flight: the input is read again after 5 s, 15 s, 30 s and
+    # 60 s (deployed 30 s, 2, 10 and 45 min), so a local run outlasts a two-minute outage.
+    "INGEST_RETRY_DELAYS": "5,15,30,60",
+    # An ingest that died (a crash, a timeout) holds its batch this long (deployed 960 s, past
+    # the 900 s function timeout); the next delivery takes it over then.
+    "INGEST_LEASE_SECONDS": "5",
     # Claims go to the in-process moto server, which shares this process's GIL: a few suffice.
     "CLAIM_CONCURRENCY": "4",
     # A report waiting for codes another batch is still buying looks again after a second.
@@ -190,6 +196,7 @@ class LocalPipeline:
         self._ledger: tuple[str, Ledger] | None = None  # (endpoint, ledger) once asked for
         self._copies: dict[str, tuple[Path, Path]] = {}  # batch -> its copies in out dirs
         self._shown: dict[str, str] = {}  # batch -> the progress line shown last
+        self._retries_shown: set[tuple[str, int]] = set()  # (batch, delivery) said to retry
         self._asked: set[str] = set()  # batches whose approval hint was shown
 
     # ------------------------------------------------------------------ lifecycle
@@ -356,6 +363,8 @@ class LocalPipeline:
             ):
                 self._asked.add(batch_id)
                 print(self._approval_hint(batch), file=show, flush=True)
+            if show is not None and batch is not None and not done:
+                self._show_preflight_retry(batch, show)
             if stop_when_waiting and batch is not None:
                 done = done or batch.status == BatchStatus.AWAITING_APPROVAL
             if show is not None and not done and time.monotonic() - last_shown >= every_s:
@@ -368,6 +377,22 @@ class LocalPipeline:
         assert batch is not None
         shown(self.progress(batch_id).line())  # the final state, once
         return batch
+
+    def _show_preflight_retry(self, batch: BatchRecord, show: TextIO) -> None:
+        """Once per delivery that met a Certiverse outage during pre-flight: when it retries."""
+        if batch.status != BatchStatus.INGESTING or batch.preflight_attempt is None:
+            return
+        said = (batch.batch_id, batch.preflight_attempt)
+        if said in self._retries_shown:
+            return
+        self._retries_shown.add(said)
+        print(
+            f"batch {batch.batch_id}: Certiverse unavailable, retrying in "
+            f"{batch.preflight_retry_in} s (delivery {batch.preflight_attempt} met the outage; "
+            "nothing bought yet)",
+            file=show,
+            flush=True,
+        )
 
     def callbacks_pending(self, batch_id: str) -> bool:
         """Whether a callback of the batch still has attempts to make."""

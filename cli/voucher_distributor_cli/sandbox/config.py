@@ -57,6 +57,9 @@ class FaultSettings(BaseModel):
     error_503_rate: Rate = 0.0
     error_429_rate: Rate = 0.0
     drop_rate: Rate = 0.0
+    #: An outage: every API request answers 503 (with ``Retry-After``) for this many seconds
+    #: from when these faults are set, then the sandbox serves again.
+    outage_s: Seconds = 0.0
     #: Sent as ``Retry-After`` on 429 and 503 answers.
     retry_after_s: Annotated[int, Field(ge=0)] = 1
     #: Entries among "500", "503", "429", "drop"; consumed one per API request.

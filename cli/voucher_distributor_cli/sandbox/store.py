@@ -137,6 +137,7 @@ class SandboxStore:
         self._token = config.token
         self._faults = FaultSettings()
         self._fail_next: deque[str] = deque()
+        self._outage_until = 0.0
         self._partners = list(catalog.partners)
         self._programs = list(catalog.programs)
         self._purchases: list[_Purchase] = []
@@ -185,6 +186,7 @@ class SandboxStore:
         with self._lock:
             self._faults = faults
             self._fail_next = deque(faults.fail_next)
+            self._outage_until = self._clock() + faults.outage_s
 
     def pop_fail_next(self) -> str | None:
         with self._lock:
@@ -194,6 +196,8 @@ class SandboxStore:
         """One draw per request across drop/500/503/429, so runs with a seed reproduce."""
         with self._lock:
             faults = self._faults
+            if faults.outage_s and self._clock() < self._outage_until:
+                return "503"
             draw = self._fault_rng.random()
             threshold = 0.0
             for kind, rate in (

@@ -19,7 +19,6 @@ import logging
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -104,11 +103,18 @@ def ingest_delivery(request: IngestRequest, record: SqsRecord, done: str) -> Non
     """Ingest one input delivered by an SQS record, and log ``done`` with the outcome.
 
     The batch id is the correlation id from here on; the queue's last allowed delivery
-    (``MAX_INGEST_ATTEMPTS``) fails what a Certiverse outage left instead of sending it back.
+    (``MAX_INGEST_ATTEMPTS``) fails what a Certiverse outage left instead of sending it back,
+    and an earlier one sets its own message's visibility to the next wait
+    (``pipeline.ingest.ingest_delivery``).
     """
-    from voucher_distributor.pipeline.ingest import ingest  # noqa: PLC0415
+    from voucher_distributor.pipeline import ingest  # noqa: PLC0415
 
     logger.set_correlation_id(request.batch.batch_id)
-    final = record.approximate_receive_count >= services().settings.max_ingest_attempts
-    outcome = ingest(services(), replace(request, final_attempt=final))
+    outcome = ingest.ingest_delivery(
+        services(),
+        request,
+        attempt=record.approximate_receive_count,
+        queue_url=record.queue_url,
+        receipt_handle=record.receipt_handle,
+    )
     logger.info(done, extra={"outcome": outcome.__dict__})

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 #: The template's CallbackRetrySchedule default (domain.callbacks.DEFAULT_RETRY_SCHEDULE).
 _DEFAULT_RETRY_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
+#: 30 s, 2 min, 10 min, 45 min: about an hour in all.
+_DEFAULT_INGEST_RETRY_DELAYS = "30,120,600,2700"
 _SCHEDULE = re.compile(r"^\s*[1-9][0-9]*(\s*,\s*[1-9][0-9]*)*\s*$")
 
 
@@ -62,8 +64,15 @@ class Settings(BaseModel):
     max_purchase_attempts: int = Field(default=6, ge=1)
     #: Deliveries of one input after which a Certiverse outage during pre-flight fails its rows
     #: (until then the input goes back to its queue, to be read again once the outage passes).
-    #: Below the ingest queues' maxReceiveCount (5), so the last try is never a DLQ's.
-    max_ingest_attempts: int = Field(default=4, ge=1)
+    #: Below the ingest queues' maxReceiveCount (6), so the last try is never a DLQ's.
+    max_ingest_attempts: int = Field(default=5, ge=1)
+    #: Seconds an input waits before its next delivery after delivery 1, 2, ... met a Certiverse
+    #: outage during pre-flight (its message's visibility is set to it; the last entry repeats;
+    #: a longer ``Retry-After`` wins). The default waits about an hour in all over 5 deliveries.
+    ingest_retry_delays: str = _DEFAULT_INGEST_RETRY_DELAYS
+    #: Lease of one delivery on its batch while it ingests. Longer than the ingest functions'
+    #: timeout (900 s), so a lease runs out only once the delivery holding it has surely ended.
+    ingest_lease_seconds: int = Field(default=960, ge=1)
     #: Inline recipients accepted in one SQS request (larger lists: recipientsS3Uri).
     max_inline_recipients: int = Field(default=1_000, ge=1)
     #: Largest CSV accepted, in bytes.
@@ -111,7 +120,7 @@ class Settings(BaseModel):
             raise ValueError("must be an http(s) URL")
         return value
 
-    @field_validator("callback_retry_schedule")
+    @field_validator("callback_retry_schedule", "ingest_retry_delays")
     @classmethod
     def _schedule(cls, value: str) -> str:
         if not _SCHEDULE.match(value):
@@ -122,6 +131,11 @@ class Settings(BaseModel):
     def callback_schedule(self) -> tuple[int, ...]:
         """The waits between a callback's attempts, in seconds."""
         return tuple(int(part) for part in self.callback_retry_schedule.split(","))
+
+    @property
+    def ingest_retry_schedule(self) -> tuple[int, ...]:
+        """The waits before an input's next delivery after an outage, in seconds."""
+        return tuple(int(part) for part in self.ingest_retry_delays.split(","))
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:

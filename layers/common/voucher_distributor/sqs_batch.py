@@ -101,6 +101,21 @@ class SqsRecord:
     def event_source_arn(self) -> str:
         return str(self.raw.get("eventSourceARN", ""))
 
+    @property
+    def receipt_handle(self) -> str:
+        return str(self.raw.get("receiptHandle", ""))
+
+    @property
+    def queue_url(self) -> str:
+        """The source queue's URL, from its ARN (``arn:aws:sqs:REGION:ACCOUNT:NAME``): what
+        ``ChangeMessageVisibility`` needs to set this message's own visibility."""
+        parts = self.event_source_arn.split(":")
+        if len(parts) != 6 or parts[2] != "sqs":
+            raise ValueError(f"not an SQS queue ARN: {self.event_source_arn!r}")
+        _, partition, _, region, account, name = parts
+        suffix = "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+        return f"https://sqs.{region}.{suffix}/{account}/{name}"
+
     def __repr__(self) -> str:  # never the body: it may hold e-mail addresses
         return f"SqsRecord(message_id={self.raw.get('messageId')!r})"
 

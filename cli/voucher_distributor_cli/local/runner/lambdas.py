@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,6 +205,7 @@ class LocalLambdas:
         if unknown:
             raise KeyError(f"no serverless function(s) {unknown} in the template")
         self._loaded: dict[str, _LoadedFunction] = {}
+        _visibility_changes.install()
         self.event_sources: list[EventSource] = []
         for function_id, spec in self.functions.items():
             if only is not None and function_id not in only:
@@ -422,6 +425,7 @@ class LocalLambdas:
         function_id = source.function_id
         records = [sqs_record(m, source.queue_arn, self.stack.region) for m in messages]
         handles = {m["MessageId"]: m["ReceiptHandle"] for m in messages}
+        _visibility_changes.forget(handles.values())
         report = PumpReport(invocations=1, delivered=len(messages), by_function={function_id: 1})
         failed: list[str]
         try:
@@ -452,6 +456,9 @@ class LocalLambdas:
             else:
                 failed, reason = [], ""
         sqs = self.stack.client("sqs")
+        # A failed message whose handler set its own visibility (ChangeMessageVisibility: "come
+        # back in N s") keeps it, as on Lambda; only the others get the local retry visibility.
+        own = {mid for mid in failed if _visibility_changes.take(handles[mid])}
         to_delete = [mid for mid in handles if mid not in failed]
         for chunk in _chunks(to_delete):
             sqs.delete_message_batch(
@@ -460,7 +467,7 @@ class LocalLambdas:
                     {"Id": str(i), "ReceiptHandle": handles[mid]} for i, mid in enumerate(chunk)
                 ],
             )
-        for chunk in _chunks(failed):
+        for chunk in _chunks([mid for mid in failed if mid not in own]):
             sqs.change_message_visibility_batch(
                 QueueUrl=source.queue_url,
                 Entries=[
@@ -472,11 +479,60 @@ class LocalLambdas:
                     for i, mid in enumerate(chunk)
                 ],
             )
+        _visibility_changes.forget(handles.values())  # the runner's own resets, just made
         report.deleted = len(to_delete)
         report.returned = len(failed)
         if failed:
             report.failures.append(InvocationFailure(function_id, tuple(failed), reason))
         return report
+
+
+class _VisibilityChanges:
+    """Receipt handles whose visibility was changed (by a handler) since last asked.
+
+    Recorded in the moto server, which runs in this process: a handler's own
+    ``ChangeMessageVisibility`` on the message it is handling is then left alone, where the
+    runner would otherwise reset a failed message's visibility to its short local retry.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handles: set[str] = set()
+        self._installed = False
+
+    def install(self) -> None:
+        with self._lock:
+            if self._installed:
+                return
+            from moto.sqs.models import SQSBackend  # noqa: PLC0415 - the runner's moto only
+
+            original = SQSBackend.change_message_visibility
+            changes = self
+
+            @functools.wraps(original)
+            def recorded(
+                backend: Any, queue_name: str, receipt_handle: str, visibility_timeout: int
+            ) -> None:
+                original(backend, queue_name, receipt_handle, visibility_timeout)
+                with changes._lock:
+                    changes._handles.add(receipt_handle)
+
+            SQSBackend.change_message_visibility = recorded  # type: ignore[method-assign,assignment]
+            self._installed = True
+
+    def forget(self, handles: Iterable[str]) -> None:
+        with self._lock:
+            self._handles.difference_update(handles)
+
+    def take(self, handle: str) -> bool:
+        with self._lock:
+            if handle in self._handles:
+                self._handles.discard(handle)
+                return True
+            return False
+
+
+_visibility_changes = _VisibilityChanges()
 
 
 def scheduled_event(spec: FunctionSpec, stack: MotoStack) -> dict[str, Any]:

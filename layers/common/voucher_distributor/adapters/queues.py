@@ -11,6 +11,8 @@ import boto3
 
 #: SQS refuses per-message delays above 15 minutes.
 MAX_DELAY_SECONDS = 900
+#: ... and a message's visibility timeout above 12 hours.
+MAX_VISIBILITY_SECONDS = 43_200
 _SEND_BATCH = 10
 
 
@@ -44,6 +46,15 @@ class Queues:
                 if attributes
                 else {}
             ),
+        )
+
+    def return_later(self, queue_url: str, receipt_handle: str, delay_seconds: int) -> None:
+        """The message being handled comes back ``delay_seconds`` from now (its visibility),
+        instead of when the queue's visibility timeout lapses; the handler then fails it."""
+        self._sqs.change_message_visibility(
+            QueueUrl=queue_url,
+            ReceiptHandle=receipt_handle,
+            VisibilityTimeout=max(0, min(MAX_VISIBILITY_SECONDS, int(delay_seconds))),
         )
 
     def send_many(self, queue_url: str, bodies: Iterable[dict[str, Any]]) -> int:

@@ -42,6 +42,11 @@ class Storage:
         self.bucket = bucket
         self._s3 = s3 or boto3.client("s3")
 
+    @property
+    def client(self) -> Any:
+        """The S3 client (for uses that take one, e.g. a retry's upload)."""
+        return self._s3
+
     def open(self, key: str, *, version_id: str | None = None) -> StoredObject:
         """Stream an object in blocks; never read whole into memory."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}

@@ -28,8 +28,10 @@ from voucher_distributor.pipeline.distributions import (
     distribution_view,
     holdings_view,
     results_link,
+    retry_distribution,
     submit_distribution,
 )
+from voucher_distributor.pipeline.retries import RetryRefused
 
 
 class ApiLog(Protocol):
@@ -141,6 +143,21 @@ def decide(call: ApiCall, batch_id: str, decision: str) -> dict[str, Any]:
         "note": batch.approval_note,
         "statusUrl": call.status_url(batch.batch_id),
     }
+
+
+def retry(call: ApiCall, batch_id: str) -> Answer:
+    """``POST …/retry``: the ended batch's failed rows as a new batch linked from it."""
+    call.caller(Scope.SUBMIT)
+    try:
+        started = retry_distribution(call.services, batch_id)
+    except RetryRefused as exc:
+        raise Problem(404 if exc.missing else 409, "Not Found" if exc.missing else "Conflict",
+                      str(exc)) from exc  # fmt: skip
+    started.pop("statusPath")
+    location = call.status_url(started["batchId"])
+    return Answer(
+        202, json.dumps({**started, "statusUrl": location}), headers={"Location": location}
+    )
 
 
 def get_holdings(call: ApiCall) -> dict[str, Any]:

@@ -88,9 +88,21 @@ class BatchRecord(LedgerModel):
     would_wait: str | None = None
     #: The UTC day whose daily count this batch's vouchers went into.
     counted_day: str | None = None
+    #: The delivery ingesting the batch now, and until when (a lease, as purchases have): no
+    #: other delivery plans, gives back, fails or hands out the batch meanwhile.
+    ingest_owner: str | None = None
+    ingest_lease_until: int | None = None
+    #: A Certiverse outage during pre-flight sent the input back: when its next delivery comes
+    #: (epoch seconds), after how long, and which delivery met the outage.
+    preflight_retry_at: int | None = None
+    preflight_retry_in: int | None = None
+    preflight_attempt: int | None = None
     #: ``retry-failed``: the batch whose failed rows this one retries, and the reverse links.
     retry_of: str | None = None
     retried_by: list[str] = Field(default_factory=list)
+    #: A retry of an HR request's batch: that request's ``requestId``. Its callbacks go to the
+    #: original's ``callbackUrl`` (copied into ``callback_url``) under it.
+    origin_request_id: str | None = None
 
     @property
     def chunks_finished(self) -> int:
@@ -122,6 +134,8 @@ class ChunkRecord(LedgerModel):
     failure_reason: str | None = None
     assigned_count: int = 0  # set when the chunk ends
     failed_count: int = 0
+    #: A failed chunk's vouchers were taken off this day's count (once).
+    count_given_back: str | None = None
 
 
 class RecipientRecord(LedgerModel):

@@ -70,8 +70,10 @@ class DistributionRequest(Message):
     partner_name: str | None = None
     program_name: str | None = None
     notes: str = ""
-    recipients: list[RequestRecipient] | None = None
     recipients_s3_uri: str | None = Field(default=None, alias="recipientsS3Uri")
+    #: One of the two is required (``recipients`` not empty): a request naming nobody is refused.
+    #: (Declared after ``recipientsS3Uri`` so that its check sees it.)
+    recipients: list[RequestRecipient] | None = Field(default=None, validate_default=True)
     callback_url: str | None = None
     #: Go through ingest and pre-flight, report ``would-assign``; buy and claim nothing. Only
     #: a JSON boolean: ``"yes"`` or ``1`` is refused, never taken as true.
@@ -92,6 +94,28 @@ class DistributionRequest(Message):
     def _s3_uri(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("s3://"):
             raise ValueError("recipientsS3Uri must look like s3://bucket/key.csv")
+        return value
+
+    @field_validator("recipients")
+    @classmethod
+    def _some_recipients(
+        cls, value: list[RequestRecipient] | None, info: ValidationInfo
+    ) -> list[RequestRecipient] | None:
+        if value is not None and not value:
+            raise ValueError(
+                "recipients is empty: list at least one person, or give recipientsS3Uri "
+                "(s3://bucket/key.csv)"
+            )
+        if (
+            value is None
+            and "recipients_s3_uri" in info.data
+            and not info.data["recipients_s3_uri"]
+        ):
+            # Neither way of naming the people: nothing to distribute, refused whole.
+            raise ValueError(
+                "required: give recipients (a list of people) or recipientsS3Uri "
+                "(s3://bucket/key.csv); the request names nobody"
+            )
         return value
 
 

@@ -21,6 +21,7 @@ from voucher_distributor.models.ledger import ApiRequestRecord, BatchRecord, Bat
 from voucher_distributor.models.messages import DistributionRequest
 from voucher_distributor.pipeline.callbacks import deliveries_view
 from voucher_distributor.pipeline.context import Services
+from voucher_distributor.pipeline.retries import RetryRefused, start_retry
 
 #: CSV bodies posted to the API: not under ``incoming/``, so the upload trigger never sees them.
 API_UPLOADS_PREFIX = "api/"
@@ -160,7 +161,44 @@ def distribution_view(services: Services, batch_id: str) -> dict[str, Any]:
         "callbacks": deliveries_view(services.ledger.outbox.callback_deliveries(batch_id)),
         "resultsReady": batch.status == BatchStatus.DONE,
         **({"error": batch.error} if batch.error else {}),
+        **({"retryOf": batch.retry_of} if batch.retry_of else {}),
+        **({"retries": [_retry_view(services, r) for r in batch.retried_by]}
+           if batch.retried_by else {}),
+    }  # fmt: skip
+
+
+def _retry_view(services: Services, retry_id: str) -> dict[str, Any]:
+    """A retry of this batch's failed rows, as its original shows it: state and counts."""
+    retry = services.ledger.batches.get_batch(retry_id)
+    if retry is None:  # uploaded, not yet read
+        return {"batchId": retry_id, "state": "queued", "counts": None}
+    tally = tally_chunks(services.ledger.chunks.iter_chunks(retry_id))
+    return {
+        "batchId": retry_id,
+        "state": state_word(retry),
+        "counts": {
+            "rows": retry.rows_total,
+            "assigned": tally.assigned,
+            "existing": retry.rows_existing,
+            "rejected": retry.rows_rejected,
+            "failed": tally.failed + retry.rows_failed_early,
+        },
+        "statusPath": f"/v1/distributions/{retry_id}",
     }
+
+
+def retry_distribution(services: Services, batch_id: str) -> dict[str, Any]:
+    """``POST /v1/distributions/{id}/retry``: a new batch of the ended batch's failed rows,
+    linked from it (``retries`` in its view); its completion goes to the original's callback
+    under the original ``requestId``. :class:`RetryRefused` when it cannot be retried."""
+    if not batch_id:
+        raise RetryRefused("no batch id", missing=True)
+    started = start_retry(
+        services.ledger, services.storage.client, services.storage.bucket, batch_id,
+        now=services.now(),
+    )  # fmt: skip
+    services.metrics.count("RetriesStarted")
+    return {**started.as_dict(), "statusPath": f"/v1/distributions/{started.batch_id}"}
 
 
 def _queued_view(services: Services, batch_id: str) -> dict[str, Any]:

@@ -16,15 +16,18 @@ with the same numbers: its claims come back to it, and existing chunk records ar
 from __future__ import annotations
 
 import json
+import math
 import tempfile
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, NoReturn
 
 from voucher_distributor.adapters.certiverse import CertiverseUnauthorized
 from voucher_distributor.adapters.ledger.holdings import Claim, ClaimOutcome
+from voucher_distributor.adapters.queues import MAX_VISIBILITY_SECONDS
 from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
 from voucher_distributor.domain.chunking import (
     MAX_CHUNK,
@@ -51,6 +54,7 @@ from voucher_distributor.pipeline.approval import (
 from voucher_distributor.pipeline.context import Services, log
 from voucher_distributor.pipeline.preflight import Preflight
 from voucher_distributor.pipeline.report import fail_batch
+from voucher_distributor.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -66,18 +70,66 @@ class IngestRequest:
     #: The last delivery of this input its queue will make before giving up: a Certiverse
     #: outage during pre-flight then fails the rows instead of sending the input back.
     final_attempt: bool = True
+    #: Which delivery this is (1 the first time): picks the wait before the next one.
+    attempt: int = 1
 
 
 class InputTooLarge(CsvInputError):
     """More rows than ``MaxRecipientsPerBatch``: the input is refused whole."""
 
 
-class PreflightUnavailable(RuntimeError):
+class IngestRetryLater(RuntimeError):
+    """This delivery of the input ends without a result: its message comes back in
+    ``retry_in`` seconds (its visibility), to be read again."""
+
+    def __init__(self, message: str, *, retry_in: int) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
+
+
+class PreflightUnavailable(IngestRetryLater):
     """Certiverse was down during pre-flight: the input goes back to its queue to be read again.
 
     Nothing was bought and the claims were given back; the batch stays ``INGESTING`` and the
-    next delivery plans it afresh. The last delivery fails the rows instead (``retry-failed``).
+    next delivery, ``retry_in`` seconds later, plans it afresh. The last delivery fails the rows
+    instead (``retry-failed``).
     """
+
+
+class IngestBusy(IngestRetryLater):
+    """Another delivery of the same input holds the batch's ingest lease (a repeat POST, an
+    upload delivered twice), or took it from this one: this delivery changes nothing — no
+    claim given back, no chunk dropped, no failure, no hand-out — and comes back later, when
+    the batch is planned (``_resume``) or the other's lease has run out."""
+
+
+def ingest_delivery(
+    services: Services,
+    request: IngestRequest,
+    *,
+    attempt: int,
+    queue_url: str,
+    receipt_handle: str,
+) -> IngestOutcome:
+    """One delivery of an input from its queue (the ``attempt``-th): ingest it, and when a
+    Certiverse outage during pre-flight sends it back, set the message's visibility so the next
+    delivery comes after the schedule's wait (not the queue's 90-minute visibility timeout)."""
+    final = attempt >= services.settings.max_ingest_attempts
+    try:
+        return ingest(services, replace(request, final_attempt=final, attempt=attempt))
+    except IngestRetryLater as exc:
+        services.queues.return_later(queue_url, receipt_handle, exc.retry_in)
+        raise
+
+
+def preflight_retry_delay(settings: Settings, attempt: int, retry_after_s: float | None) -> int:
+    """Seconds before the delivery after ``attempt`` (1-based): the schedule's entry (its last
+    one repeating), or Certiverse's ``Retry-After`` when that is longer."""
+    schedule = settings.ingest_retry_schedule
+    wait = schedule[min(max(attempt, 1), len(schedule)) - 1]
+    if retry_after_s is not None:
+        wait = max(wait, math.ceil(retry_after_s))
+    return min(wait, MAX_VISIBILITY_SECONDS)
 
 
 #: Accepted rows claimed together before they join their chunks: ten transactions of 100
@@ -148,11 +200,13 @@ class _Plan:
 def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
     batch = request.batch
     ledger = services.ledger
-    replay = not ledger.batches.create_batch(batch)
+    lease = _IngestLease(services, batch.batch_id)
+    replay = not ledger.batches.create_batch(lease.on(batch))
     if replay:
         resumed = _resume(services, batch.batch_id)
         if resumed is not None:
             return resumed
+        lease.take()
 
     with (
         tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".jsonl") as rejected_file,
@@ -174,6 +228,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         try:
             _plan_rows(services, request, plan, preflight)
         except CsvInputError as exc:
+            lease.keep()
             _give_back(services, batch.batch_id, plan)
             over = isinstance(exc, InputTooLarge)
             prefix = "" if over else "the input file is unusable: "
@@ -181,25 +236,18 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             services.metrics.count("InputsOverLimit" if over else "InputsRefused")
             return IngestOutcome(batch.batch_id, failed=str(exc))
         except CertiverseUnauthorized as exc:
+            lease.keep()
             _give_back(services, batch.batch_id, plan)
             fail_batch(services, batch.batch_id, str(exc))
             services.metrics.count("CertiverseUnauthorized")
             return IngestOutcome(batch.batch_id, failed=str(exc))
         if preflight.transient and not request.final_attempt:
-            _give_back(services, batch.batch_id, plan)
-            if plan.replay:
-                services.ledger.holdings.release_holdings(plan.unclaimed)
-            services.metrics.count("PreflightRetries")
-            log.warning(
-                "batch %s: Certiverse is down during pre-flight; the input will be read again",
-                batch.batch_id,
-            )
-            raise PreflightUnavailable(
-                f"batch {batch.batch_id}: {preflight.failure} (the input returns to its queue)"
-            )
+            lease.keep()
+            _send_back(services, request, plan, preflight, lease)
         for target in list(plan.open_chunks):
             _flush(services, batch, target, plan)
         if replay:
+            lease.keep()
             _forget_earlier_attempt(services, batch.batch_id, plan)
         for file, name in (
             (rejected_file, REJECTED_ROWS_FILE),
@@ -233,6 +281,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         "results_delimiter": request.tally.delimiter,
         **({"error": preflight.failure} if preflight.failure else {}),
     }
+    lease.keep()  # the plan is recorded, and handed out, only by the delivery holding it
     if record_plan_or_wait(services, batch, plan_values):
         # A dry run stops here: its chunks are never handed out; the report says what they hold.
         _hand_out(services, batch.batch_id, [] if batch.dry_run else plan.chunk_numbers)
@@ -244,6 +293,91 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         chunks=len(plan.chunk_numbers),
         existing=plan.existing,
         failed_rows=plan.failed,
+    )
+
+
+class _IngestLease:
+    """This delivery's lease on its batch while it ingests (``BatchStore.take_ingest_lease``).
+
+    Taken when the batch is created, or on a replay; checked (and renewed) right before each
+    step that would undo or settle another delivery's work: giving back, failing, dropping the
+    earlier attempt's chunks, recording and handing out the plan. Lost: :class:`IngestBusy`.
+    """
+
+    def __init__(self, services: Services, batch_id: str) -> None:
+        self._services = services
+        self._batch_id = batch_id
+        self.owner = f"ingest-{uuid.uuid4().hex[:16]}"
+
+    def on(self, batch: BatchRecord) -> BatchRecord:
+        """The new batch's record, leased to this delivery from its first write."""
+        until = self._services.now() + self._services.settings.ingest_lease_seconds
+        return batch.model_copy(update={"ingest_owner": self.owner, "ingest_lease_until": until})
+
+    def take(self) -> None:
+        if not self._services.ledger.batches.take_ingest_lease(self._batch_id, **self._terms()):
+            # Come back when the holder's lease runs out (a crashed holder's is taken over
+            # then; a live one will have planned the batch by then, and this one is a repeat).
+            held = self._services.ledger.batches.get_batch(self._batch_id)
+            until = (held.ingest_lease_until or 0) if held is not None else 0
+            self._busy("another delivery is ingesting it", until - self._services.now() + 1)
+
+    def keep(self) -> None:
+        if not self._services.ledger.batches.holds_ingest_lease(self._batch_id, **self._terms()):
+            self._busy("this delivery's ingest lease was taken over, or its plan was recorded")
+
+    def _terms(self) -> dict[str, Any]:
+        settings = self._services.settings
+        return {
+            "owner": self.owner,
+            "now": self._services.now(),
+            "lease_seconds": settings.ingest_lease_seconds,
+        }
+
+    def _busy(self, why: str, wait: int = 0) -> NoReturn:
+        self._services.metrics.count("IngestsBusy")
+        retry_in = min(
+            max(self._services.settings.ingest_retry_schedule[0], wait), MAX_VISIBILITY_SECONDS
+        )
+        log.warning(
+            "batch %s: %s; this delivery changes nothing and comes back in %d s",
+            self._batch_id, why, retry_in,
+        )  # fmt: skip
+        raise IngestBusy(f"batch {self._batch_id}: {why}", retry_in=retry_in)
+
+
+def _send_back(
+    services: Services,
+    request: IngestRequest,
+    plan: _Plan,
+    preflight: Preflight,
+    lease: _IngestLease,
+) -> NoReturn:
+    """A Certiverse outage during pre-flight, not on the last delivery: give back what this
+    delivery claimed and planned, say when it retries, and send the input back."""
+    batch = request.batch
+    _give_back(services, batch.batch_id, plan)
+    if plan.replay:
+        services.ledger.holdings.release_holdings(plan.unclaimed)
+    services.metrics.count("PreflightRetries")
+    retry_in = preflight_retry_delay(services.settings, request.attempt, preflight.retry_after_s)
+    # The lease ends with this delivery, so the next one takes the batch at once.
+    services.ledger.batches.release_ingest_lease(
+        batch.batch_id,
+        owner=lease.owner,
+        preflight_retry_at=services.now() + retry_in,
+        preflight_retry_in=retry_in,
+        preflight_attempt=request.attempt,
+    )
+    log.warning(
+        "batch %s: Certiverse unavailable during pre-flight, retrying in %d s "
+        "(delivery %d of %d)",
+        batch.batch_id, retry_in, request.attempt, services.settings.max_ingest_attempts,
+    )  # fmt: skip
+    raise PreflightUnavailable(
+        f"batch {batch.batch_id}: {preflight.failure} (the input returns to its queue; "
+        f"retrying in {retry_in} s)",
+        retry_in=retry_in,
     )
 
 
@@ -402,7 +536,10 @@ def _plan_rows(
             failure = verdict.failure
             if failure is not None:
                 plan.failed += 1
-                _write_rejected(plan.rejected_file, row, target, failure, status="failed")
+                _write_rejected(
+                    plan.rejected_file, row, target, failure, status="failed",
+                    reissue=row.reissue or request.batch.reissue,
+                )  # fmt: skip
                 _unclaimed(plan, request.batch, row, target)
                 continue
             if reason is None and verdict.program is not None:
@@ -625,6 +762,7 @@ def _write_rejected(
     reason: str,
     *,
     status: str = "rejected",
+    reissue: bool = False,
 ) -> None:
     record = {
         "status": status,
@@ -638,6 +776,8 @@ def _write_rejected(
         "program_name": target.program_name if target else (row.program_name or ""),
         "reason": reason,
         "extra": row.extra,
+        # A failed row that asked for a new voucher: ``retry-failed`` retries it as a reissue.
+        **({"reissue": True} if reissue else {}),
     }
     out.write(json.dumps(record, ensure_ascii=False) + "\n")
 

@@ -64,6 +64,8 @@ class Preflight:
         #: The failure was an outage (5xx or unreachable after the client's retries): it may
         #: pass, so the input is worth reading again later.
         self.transient = False
+        #: The outage's last ``Retry-After`` (seconds), when Certiverse gave one.
+        self.retry_after_s: float | None = None
 
     def check(self, target: Target) -> Verdict:
         verdict = self._verdicts.get(target)
@@ -82,6 +84,7 @@ class Preflight:
                 )
             except CertiverseServerError as exc:
                 self.transient = True
+                self.retry_after_s = exc.retry_after_s
                 return self._failed(
                     f"Certiverse could not be reached during pre-flight ({exc}); nothing was "
                     "bought for this row — run retry-failed once Certiverse answers again"

@@ -518,7 +518,8 @@ def _settle_ended(services: Services, chunk: ChunkRecord) -> None:
 def _release_claims(
     services: Services, chunk: ChunkRecord, recipients: list[RecipientRecord] | None = None
 ) -> None:
-    """A failed chunk bought nothing for its rows: give their people's claims back.
+    """A failed chunk bought nothing for its rows: give their people's claims back, and its
+    vouchers to the daily count.
 
     Idempotent, and repeated on every later delivery for the failed chunk, so a worker that died
     after ending the chunk but before releasing is made good.
@@ -540,6 +541,23 @@ def _release_claims(
     )
     if released:
         log.info("chunk %s/%05d: released %d claim(s)", chunk.batch_id, chunk.chunk_no, released)
+    _give_back_count(services, chunk)
+
+
+def _give_back_count(services: Services, chunk: ChunkRecord) -> None:
+    """Take the failed chunk's vouchers off the daily count of the day they were counted on
+    (the batch's ``counted_day``), once; a dry run or an uncounted batch has none to give."""
+    batch = services.ledger.batches.get_batch(chunk.batch_id)
+    if batch is None or batch.counted_day is None or batch.dry_run:
+        return
+    if services.ledger.counts.give_back_failed_chunk(
+        chunk.batch_id, chunk.chunk_no, day=batch.counted_day, count=chunk.quantity
+    ):
+        services.metrics.count("VouchersGivenBack", chunk.quantity)
+        log.info(
+            "chunk %s/%05d: %d voucher(s) given back to the count of %s",
+            chunk.batch_id, chunk.chunk_no, chunk.quantity, batch.counted_day,
+        )  # fmt: skip
 
 
 def _end_chunk(

@@ -406,6 +406,11 @@ def _announce(
     services: Services, batch: BatchRecord, summary: dict[str, Any], *, completed: bool
 ) -> None:
     detail = {k: summary[k] for k in ("batchId", "status", "dryRun", "counts", "results", "error")}
+    if batch.retry_of:
+        # A retry's outcome, told to the original request's callback under its requestId.
+        detail["retryOf"] = batch.retry_of
+        if batch.origin_request_id:
+            detail["requestId"] = batch.origin_request_id
     if detail["error"]:
         detail["error"] = redact_emails(str(detail["error"]))
     if batch.dry_run:

@@ -64,6 +64,8 @@ def upload_request(
         retry_of=_first(stored.metadata, RETRY_METADATA_KEYS),
         dry_run=dry_run,
     )
+    if batch.retry_of:
+        batch = _as_retry_of(services, batch, batch.retry_of)
     limit = services.settings.max_csv_bytes
     rows: Iterator[InputRow]
     tally = ReadTally()
@@ -80,6 +82,19 @@ def upload_request(
         tally=tally,
         metadata_partner=_first(stored.metadata, PARTNER_METADATA_KEYS),
         metadata_program=_first(stored.metadata, PROGRAM_METADATA_KEYS),
+    )
+
+
+def _as_retry_of(services: Services, batch: BatchRecord, original_id: str) -> BatchRecord:
+    """A retry answers where the original was asked: its callback URL, its HR requestId."""
+    original = services.ledger.batches.get_batch(original_id)
+    if original is None:
+        return batch
+    request_id = original.origin_request_id or (
+        original.source if original.kind == "request" else None
+    )
+    return batch.model_copy(
+        update={"callback_url": original.callback_url, "origin_request_id": request_id}
     )
 
 

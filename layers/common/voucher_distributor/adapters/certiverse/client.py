@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -36,7 +37,7 @@ from voucher_distributor.adapters.certiverse.errors import (
     PurchaseOutcomeUnknown,
     UnsafeNextLink,
 )
-from voucher_distributor.adapters.certiverse.retry import RetryPolicy
+from voucher_distributor.adapters.certiverse.retry import RetryPolicy, parse_retry_after
 from voucher_distributor.adapters.certiverse.tokens import TokenProvider
 from voucher_distributor.domain.emails import is_valid_email
 from voucher_distributor.models.certiverse import (
@@ -414,6 +415,7 @@ class CertiverseClient:
                 raise CertiverseServerError(
                     f"{failure}; gave up after {attempt} attempt(s) in {elapsed:.1f}s",
                     status_code=status_code,
+                    retry_after_s=parse_retry_after(retry_after, now=datetime.now(UTC)),
                 )
             _log.warning(
                 "Certiverse %s %s: %s; retry %d in %.2fs", method, url.path, failure, attempt, wait

@@ -67,9 +67,13 @@ class CertiverseServerError(CertiverseError):
 
     retryable = True
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        #: The last answer's ``Retry-After``, in seconds, when it gave one.
+        self.retry_after_s = retry_after_s
 
 
 class PurchaseOutcomeUnknown(CertiverseServerError):

@@ -30,6 +30,72 @@ class BatchStore(Store):
         item = {"pk": batch_pk(batch.batch_id), "sk": BATCH_SK, **batch.model_dump(mode="json")}
         return self._put_if_absent(compact(item))
 
+    def take_ingest_lease(self, batch_id: str, *, owner: str, now: int, lease_seconds: int) -> bool:
+        """Take (or renew) the batch's ingest lease for ``owner``: only while the batch is
+        INGESTING with no plan recorded, and nobody else holds a live lease. False otherwise:
+        another delivery is ingesting it, or has planned it."""
+        return (
+            self._update_batch_if(
+                batch_id,
+                UpdateExpression="SET ingest_owner = :owner, ingest_lease_until = :until",
+                ConditionExpression=(
+                    "#s = :ingesting AND attribute_not_exists(chunk_count) AND ("
+                    "attribute_not_exists(ingest_owner) OR ingest_owner = :owner "
+                    "OR ingest_lease_until < :now)"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":owner": owner,
+                    ":until": now + lease_seconds,
+                    ":now": now,
+                    ":ingesting": BatchStatus.INGESTING.value,
+                },
+            )
+            is not None
+        )
+
+    def holds_ingest_lease(
+        self, batch_id: str, *, owner: str, now: int, lease_seconds: int
+    ) -> bool:
+        """Renew ``owner``'s live lease, right before it gives back, fails or hands out the
+        batch; False when the lease is over or another's, or the plan is recorded: then this
+        delivery must change nothing, since another may be ingesting (or buying) the batch."""
+        return (
+            self._update_batch_if(
+                batch_id,
+                UpdateExpression="SET ingest_lease_until = :until",
+                ConditionExpression=(
+                    "#s = :ingesting AND attribute_not_exists(chunk_count) AND "
+                    "ingest_owner = :owner AND ingest_lease_until >= :now"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":owner": owner,
+                    ":until": now + lease_seconds,
+                    ":now": now,
+                    ":ingesting": BatchStatus.INGESTING.value,
+                },
+            )
+            is not None
+        )
+
+    def release_ingest_lease(self, batch_id: str, *, owner: str, **values: Any) -> bool:
+        """End ``owner``'s lease at once (its delivery sent the input back), writing
+        ``values`` with it; False (nothing written) if the lease is not ``owner``'s."""
+        names = {f"#{k}": k for k in values}
+        vals = {f":{k}": v for k, v in values.items()}
+        sets = "".join(f", #{k} = :{k}" for k in values)
+        return (
+            self._update_batch_if(
+                batch_id,
+                UpdateExpression=f"SET ingest_lease_until = :over{sets}",
+                ConditionExpression="ingest_owner = :owner",
+                ExpressionAttributeValues={**vals, ":owner": owner, ":over": 0},
+                **({"ExpressionAttributeNames": names} if names else {}),
+            )
+            is not None
+        )
+
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         got = self._table.get_item(
             Key={"pk": batch_pk(batch_id), "sk": BATCH_SK}, ConsistentRead=True

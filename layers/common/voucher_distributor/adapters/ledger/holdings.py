@@ -17,17 +17,25 @@ from botocore.exceptions import ClientError
 
 from voucher_distributor.adapters.ledger.assignments import AssignmentStore
 from voucher_distributor.adapters.ledger.table import (
+    BATCH_SK,
     CLAIMS_PER_CALL,
     LedgerTable,
     Store,
     back_off_on_conflict,
+    batch_pk,
     cancellation_reasons,
     conditional_failed,
     holding_pk,
     holding_sk,
     plain,
 )
-from voucher_distributor.models.ledger import HoldingRecord, PreviousHolding
+from voucher_distributor.models.ledger import BatchStatus, HoldingRecord, PreviousHolding
+
+#: A replaced row of a batch in one of these states, with no outcome, never got a code (a
+#: rejected batch writes no assignment items): a reissue's release does not go back to it.
+_ENDED_BATCH_STATES = frozenset(
+    {BatchStatus.REPORTING.value, BatchStatus.DONE.value, BatchStatus.FAILED.value}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,8 +277,11 @@ class HoldingStore(Store):
     def release_holding(self, claim: Claim) -> bool:
         """Give up this row's claim (nothing was bought for it); False if it holds none.
 
-        A reissue's claim gives the holding back to the voucher it replaced; a first claim
-        removes the holding. Safe to repeat.
+        A reissue's claim gives the holding back to the voucher it replaced, but only to a row
+        that got its code or may still get it (its batch still buying): a replaced row whose
+        own purchase failed meanwhile (its release found the holding moved, and did nothing) is
+        passed over for the one before it, and with none left the holding is removed. A first
+        claim removes the holding. Safe to repeat.
         """
         current = self.get_holding(claim.email, claim.partner_name, claim.program_name)
         if (
@@ -282,20 +293,26 @@ class HoldingStore(Store):
         mine = "batch_id = :batch AND row_number = :row"
         values: dict[str, Any] = {":batch": claim.batch_id, ":row": claim.row_number}
         last = current.history[-1] if current.history else None
+        restore = (
+            self._restorable(current.history)
+            if last is not None and last.replaced_by == claim.batch_id
+            else None
+        )
         try:
-            if last is not None and last.replaced_by == claim.batch_id:
+            if restore is not None:
+                back = current.history[restore]
+                dropped = ", ".join(f"history[{i}]" for i in range(restore, len(current.history)))
                 self._client.update_item(
                     TableName=self.table_name,
                     Key=self._holding_key(claim),
                     UpdateExpression=(
-                        f"SET batch_id = :old_batch, row_number = :old_row "
-                        f"REMOVE history[{len(current.history) - 1}]"
+                        f"SET batch_id = :old_batch, row_number = :old_row REMOVE {dropped}"
                     ),
                     ConditionExpression=mine,
                     ExpressionAttributeValues={
                         **values,
-                        ":old_batch": last.batch_id,
-                        ":old_row": last.row_number,
+                        ":old_batch": back.batch_id,
+                        ":old_row": back.row_number,
                     },
                 )
             else:
@@ -310,6 +327,31 @@ class HoldingStore(Store):
                 return False
             raise
         return True
+
+    def _restorable(self, history: Sequence[PreviousHolding]) -> int | None:
+        """The latest entry of a holding's history whose row holds a code (``assigned``) or
+        may still get one (no outcome yet, its batch not ended); None: no such row."""
+        outcomes = self._assignments.get_assignments((h.batch_id, h.row_number) for h in history)
+        for index in range(len(history) - 1, -1, -1):
+            entry = history[index]
+            outcome = outcomes.get((entry.batch_id, entry.row_number))
+            if outcome is not None:
+                if outcome.status == "assigned":
+                    return index
+                continue  # its purchase failed: it holds nothing to go back to
+            if self._batch_still_running(entry.batch_id):
+                return index  # still buying: its own release runs if it fails
+        return None
+
+    def _batch_still_running(self, batch_id: str) -> bool:
+        got = self._table.get_item(
+            Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
+            ConsistentRead=True,
+            ProjectionExpression="#s",
+            ExpressionAttributeNames={"#s": "status"},
+        )
+        status = (got.get("Item") or {}).get("status")
+        return status is not None and status not in _ENDED_BATCH_STATES
 
     def release_holdings(self, claims: Sequence[Claim]) -> int:
         """Give up many rows' claims; how many were released.
