@@ -271,7 +271,7 @@ def test_a_page_token_that_does_not_start_a_row_is_refused() -> None:
         read_results_page(
             _blocks(data), _blocks(data[offset:]), size=5, rest_from=offset, first_row=row + 1
         )
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="row"):
         read_results_page(
             _blocks(data), _blocks(data[offset + 3 :]), size=5, rest_from=offset + 3,
             first_row=row,

@@ -116,12 +116,30 @@ def test_holdings_within_reach() -> None:
         # an operator (CLI) deciding an API client's batch
         ("acme-hr", CHANNEL_API, ["arn:aws:iam::1:user/acme-hr", "AIDA1"], "cli", False, False),
         # the uploader (S3 names it AWS:<id>) deciding from the CLI (STS names it <id>)
-        ("AWS:AIDAUPLOADER", CHANNEL_UPLOAD, ["arn:aws:iam::1:user/u", "AIDAUPLOADER"], "cli",
-         False, True),  # fmt: skip
-        ("AROAROLE:alice", CHANNEL_QUEUE, ["arn:aws:sts::1:assumed-role/r/alice",
-                                           "AROAROLE:alice"], "cli", False, True),  # fmt: skip
-        ("AROAROLE:alice", CHANNEL_QUEUE, ["arn:aws:sts::1:assumed-role/r/bob",
-                                           "AROAROLE:bob"], "cli", False, False),  # fmt: skip
+        (
+            "AWS:AIDAUPLOADER",
+            CHANNEL_UPLOAD,
+            ["arn:aws:iam::1:user/u", "AIDAUPLOADER"],
+            "cli",
+            False,
+            True,
+        ),
+        (
+            "AROAROLE:alice",
+            CHANNEL_QUEUE,
+            ["arn:aws:sts::1:assumed-role/r/alice", "AROAROLE:alice"],
+            "cli",
+            False,
+            True,
+        ),
+        (
+            "AROAROLE:alice",
+            CHANNEL_QUEUE,
+            ["arn:aws:sts::1:assumed-role/r/bob", "AROAROLE:bob"],
+            "cli",
+            False,
+            False,
+        ),
         ("AWS:AIDAUPLOADER", CHANNEL_UPLOAD, ["x", "AIDAUPLOADER"], "cli", True, False),
         # an upload whose uploader is unknown: nobody to compare with
         ("", CHANNEL_UPLOAD, ["x", "AIDA1"], "cli", False, False),

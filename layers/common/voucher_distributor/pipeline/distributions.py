@@ -62,6 +62,16 @@ class NotReady(Exception):
     """409: the batch has no results yet."""
 
 
+class UriRefused(ValueError):
+    """422: over the API, a request may not name ``recipientsS3Uri`` (send the CSV as the body)."""
+
+    problem = {
+        "field": "recipientsS3Uri",
+        "problem": "not taken over the API: POST the CSV itself as the body (Content-Type: "
+        "text/csv), or put it under incoming/ in the inbox bucket",
+    }
+
+
 class BadPage(ValueError):
     """422: the ``page`` token or ``pageSize`` is not one the API gave or takes."""
 
@@ -129,6 +139,9 @@ def submit_distribution(services: Services, reach: Reach, submission: Submission
     identity (its ``requestId``) makes a second delivery buy nothing.
     """
     request = submission.request
+    if submission.csv_body is None and request.recipients_s3_uri:
+        # Another client's upload or another batch's results are in the same bucket.
+        raise UriRefused(UriRefused.problem["problem"])
     client_id = reach.client_id
     partners, programs = submission.targets(services.settings)
     check_submission(services, reach, partners, programs)

@@ -121,8 +121,9 @@ def request_ingest(
         limit := services.settings.max_inline_recipients
     ):
         rows = _refuse(
-            f"{len(request.recipients):,} inline recipients; the limit is {limit:,} — put larger "
-            "lists in a CSV and send recipientsS3Uri"
+            f"{len(request.recipients):,} inline recipients; the limit is {limit:,} — send a "
+            "larger list as a CSV: the body itself over the HTTP API, or recipientsS3Uri "
+            "under requests/ on the queue"
         )
     else:
         rows = _inline_rows(request)
