@@ -473,9 +473,9 @@ def _scenarios_with(
     )
     run(pipeline.submit_csv(broken, key="incoming/team/broken.csv"))
     # Slow code generation: the purchase hands over to the poll function. New people, from a
-    # CSV the request names (outside incoming/: no upload batch of its own).
+    # CSV the request names (under requests/: no upload batch of its own).
     s3.put_object(
-        Bucket=pipeline.bucket, Key="hr/request.csv",
+        Bucket=pipeline.bucket, Key="requests/hr/request.csv",
         Body=f"email,program_name\r\ncarol@acme.example,{SPRING}\r\n".encode(),
     )  # fmt: skip
     sandbox.set_faults(FaultSettings(generation_delay_s=4))
@@ -483,7 +483,7 @@ def _scenarios_with(
         "requestId": "template-req-1",
         "partnerName": PARTNER,
         "programName": SPRING,
-        "recipientsS3Uri": f"s3://{pipeline.bucket}/hr/request.csv",
+        "recipientsS3Uri": f"s3://{pipeline.bucket}/requests/hr/request.csv",
     }
     # Its callback's receiver is down for the first attempt: the deliverer retries, records
     # and rewrites the summary.

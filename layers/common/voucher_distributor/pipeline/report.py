@@ -425,7 +425,9 @@ def _announce(
     # rows as JSON pages over the API (signed requests, the caller's partners). Not in the
     # event: whoever reads the bus need not hold a link to the people's codes.
     links: dict[str, Any] = {}
-    if completed and batch.callback_url:
+    # (A link is signed locally with the role's credentials: the HEAD makes sure the role can
+    # read what it links to.)
+    if completed and batch.callback_url and services.storage.exists(batch.results_csv_key):
         links["resultsUrl"] = services.storage.link(
             batch.results_csv_key, expires_s=CALLBACK_LINK_S
         )

@@ -161,7 +161,10 @@ def _rows_from_s3(services: Services, uri: str, tally: ReadTally) -> Iterator[In
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     if bucket != services.storage.bucket or not key.startswith(RECIPIENTS_PREFIXES):
         where = " or ".join(f"s3://{services.storage.bucket}/{p}" for p in RECIPIENTS_PREFIXES)
-        raise CsvInputError(f"recipientsS3Uri must point under {where} (put the CSV there)")
+        raise CsvInputError(
+            f"recipientsS3Uri must point into the inbox bucket, under {where} (put the CSV "
+            "there)"
+        )
     try:
         stored = services.storage.open(key)
     except ObjectMissing as exc:
