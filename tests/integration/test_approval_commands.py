@@ -175,6 +175,12 @@ def test_whoever_uploaded_a_batch_may_not_approve_it_from_the_cli(
     batch = pipeline.ledger.batches.get_batch(batch_id)
     assert batch is not None
     assert (batch.channel, batch.submitted_by) == ("upload", "AWS:local-runner")
+    code, out, _ = _run(["status", batch_id, *where, "--json"], capsys)
+    shown = json.loads(out)
+    assert (shown["channel"], shown["submittedBy"]) == ("upload", "AWS:local-runner")
+    assert shown["partners"] == [PARTNER]
+    code, out, _ = _run(["status", batch_id, *where], capsys)
+    assert "sent     upload by AWS:local-runner; partners Acme Corp" in out
     # The local runner uploads as "local-runner"; here the operator running the CLI is the one
     # who uploaded: their STS user id, as an S3 notification would name it.
     sts = pipeline.stack.client("sts").get_caller_identity()
