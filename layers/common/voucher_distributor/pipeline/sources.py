@@ -162,8 +162,7 @@ def _rows_from_s3(services: Services, uri: str, tally: ReadTally) -> Iterator[In
     if bucket != services.storage.bucket or not key.startswith(RECIPIENTS_PREFIXES):
         where = " or ".join(f"s3://{services.storage.bucket}/{p}" for p in RECIPIENTS_PREFIXES)
         raise CsvInputError(
-            f"recipientsS3Uri must point into the inbox bucket, under {where} (put the CSV "
-            "there)"
+            f"recipientsS3Uri must point into the inbox bucket, under {where} (put the CSV there)"
         )
     try:
         stored = services.storage.open(key)
