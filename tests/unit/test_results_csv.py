@@ -205,9 +205,9 @@ def test_any_names_round_trip_with_only_the_formula_guard_added(names):
 # ------------------------------------------------------------------ read back a page at a time
 
 
-def _results_file(n: int) -> bytes:
+def _results_file(n: int, delimiter: str = ",") -> bytes:
     out = io.StringIO(newline="")
-    writer = ResultsCsvWriter(out, ["department"])
+    writer = ResultsCsvWriter(out, ["department"], delimiter=delimiter)
     for i in range(1, n + 1):
         writer.write(
             ResultRow(
@@ -232,8 +232,9 @@ def _blocks(data: bytes, size: int = 777) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def test_a_results_file_pages_through_every_row_once_by_byte_offset() -> None:
-    data = _results_file(1200)
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_a_results_file_pages_through_every_row_once_by_byte_offset(delimiter: str) -> None:
+    data = _results_file(1200, delimiter)
     seen: list[dict[str, object]] = []
     page = read_results_page(_blocks(data), size=500)
     seen += page.rows

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,13 +120,17 @@ def result_header(extra_columns: Sequence[str]) -> list[str]:
     return header
 
 
+def _delimiter(text: str) -> str:
+    """A results file's delimiter: its header starts ``row`` and then the delimiter."""
+    delimiter = text[len("row") : len("row") + 1] if text.startswith("row") else ","
+    return delimiter if delimiter in {",", ";", "\t"} else ","
+
+
 def read_results(data: bytes) -> list[dict[str, str]]:
     """The rows of a results file as ``{column: cell}``, whichever delimiter it was written
     with (its header starts ``row`` and then the delimiter)."""
     text = data.decode("utf-8-sig")
-    delimiter = text[len("row") : len("row") + 1] if text.startswith("row") else ","
-    if delimiter not in {",", ";", "\t"}:
-        delimiter = ","
+    delimiter = _delimiter(text)
     return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
 
 
@@ -251,16 +256,19 @@ def read_results_page(
     page, read on from ``file``); ``first_row``: the row number the token says starts there
     (``ValueError`` if not: a token for another file, or made up)."""
     counter = [0]
-    reader = csv.reader(_lines(file, counter))
-    raw_header = next(reader, None)
-    if raw_header is None:
+    lines = _lines(file, counter)
+    first = next(lines, None)
+    if first is None:
         return ResultsPage([], None)
+    delimiter = _delimiter(first.lstrip("\ufeff"))
+    reader = csv.reader(itertools.chain([first], lines), delimiter=delimiter)
+    raw_header = next(reader)
     header = [_unsafe(name.lstrip("\ufeff")) for name in raw_header]
     extra = header[len(RESULT_COLUMNS) :]
     base = 0
     if rest is not None:
         base, counter = rest_from, [0]
-        reader = csv.reader(_lines(rest, counter))
+        reader = csv.reader(_lines(rest, counter), delimiter=delimiter)
     rows: list[dict[str, object]] = []
     while True:
         start = base + counter[0]
