@@ -33,6 +33,9 @@ def _call() -> routes.ApiCall:
         base64_encoded=bool(event.is_base64_encoded),
         query=event.query_string_parameters or {},
         domain_name=event.request_context.domain_name,
+        method=event.request_context.http.method,
+        path=event.raw_path,
+        raw_query=event.raw_query_string or "",
     )
     return routes.ApiCall(services(), request, logger)
 
@@ -67,6 +70,11 @@ def get_results(batch_id: str) -> dict[str, Any]:
 @app.post("/v1/distributions/<batch_id>/retry")
 def retry(batch_id: str) -> Response[str]:
     return _respond(routes.retry(_call(), batch_id))
+
+
+@app.get("/v1/distributions/<batch_id>/assignments")
+def get_assignments(batch_id: str) -> dict[str, Any]:
+    return routes.get_assignments(_call(), batch_id)
 
 
 @app.post("/v1/distributions/<batch_id>/approve")

@@ -27,10 +27,13 @@ def record_handler(record: SqsRecord) -> None:
         # A malformed request never becomes valid by retrying: answer it and drop it.
         refuse_request(services(), record.message_id, record.body, exc)
         return
-    sender = record.attributes.get("SenderId", "")
-    if api_client := record.message_attribute(API_CLIENT_ATTRIBUTE):
-        sender = f"api client {api_client} (via {sender or 'the HTTP API'})"
-    ingest_delivery(request_ingest(services(), request, sender=sender), record, "ingested request")
+    ingest_request = request_ingest(
+        services(),
+        request,
+        sender=record.attributes.get("SenderId", ""),
+        api_client=record.message_attribute(API_CLIENT_ATTRIBUTE) or "",
+    )
+    ingest_delivery(ingest_request, record, "ingested request")
 
 
 @logger.inject_lambda_context

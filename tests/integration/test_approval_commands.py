@@ -163,3 +163,37 @@ def test_issue25_9_hints_print_a_command_that_runs_with_the_flags_given(
     pipeline.run_until_done(first, timeout_s=120)
     code, out, _ = _run(["status", first, *where], capsys)
     assert f"  results  s3://{pipeline.bucket}/results/hint1.{first[:14]}.results.csv" in out
+
+
+def test_whoever_uploaded_a_batch_may_not_approve_it_from_the_cli(
+    pipeline: LocalPipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ApprovalBySubmitter=false (the default): the uploader's principal (S3 names it
+    ``AWS:<user id>``) deciding with the same credentials is refused; nothing is recorded."""
+    where = ["--endpoint-url", pipeline.stack.endpoint_url]
+    batch_id = _waiting(pipeline, tmp_path, "mine.csv")
+    batch = pipeline.ledger.batches.get_batch(batch_id)
+    assert batch is not None
+    assert (batch.channel, batch.submitted_by) == ("upload", "AWS:local-runner")
+    code, out, _ = _run(["status", batch_id, *where, "--json"], capsys)
+    shown = json.loads(out)
+    assert (shown["channel"], shown["submittedBy"]) == ("upload", "AWS:local-runner")
+    assert shown["partners"] == [PARTNER]
+    code, out, _ = _run(["status", batch_id, *where], capsys)
+    assert "sent     upload by AWS:local-runner; partners Acme Corp" in out
+    # The local runner uploads as "local-runner"; here the operator running the CLI is the one
+    # who uploaded: their STS user id, as an S3 notification would name it.
+    sts = pipeline.stack.client("sts").get_caller_identity()
+    pipeline.ledger.batches.update_batch(batch_id, submitted_by=f"AWS:{sts['UserId']}")
+    for command in (["approve", batch_id], ["reject", batch_id, "--reason", "mine"]):
+        code, _, err = _run([*command, *where], capsys)
+        assert code == 2
+        assert "submitted this batch and may not approve or reject it" in err
+        assert "ApprovalBySubmitter" in err
+    still = pipeline.ledger.batches.get_batch(batch_id)
+    assert still is not None
+    assert still.approval_decision is None
+    # someone else decides
+    pipeline.ledger.batches.update_batch(batch_id, submitted_by="AWS:AIDASOMEONEELSE")
+    code, _, _ = _run(["reject", batch_id, "--reason", "not mine to approve", *where], capsys)
+    assert code == 0

@@ -150,3 +150,27 @@ def test_assignments_are_idempotent_ordered_and_found_by_email(ledger: Ledger) -
     first = next(ledger.assignments.iter_assignments("f-1"))
     assert (first.batch_id, first.row_number, first.voucher_code) == ("f-1", 3, "C3")
     assert (first.extra, first.first_name) == ({}, "")
+
+
+def test_a_webhook_id_is_remembered_with_what_it_signed(ledger: Ledger) -> None:
+    """Issue 24: the first use of a ``webhook-id`` is kept (a TTL item); a second use finds it,
+    and ``access.remember_signature`` tells the same request from a replay by the binding."""
+    from voucher_distributor.models.ledger import SignatureUse
+
+    first = SignatureUse(
+        webhook_id="msg_1", client_id="acme-hr", method="GET", path="/v1/distributions/r-1",
+        query="", body_sha256="e3b0", used_at=1_000, expires_at=1_660,
+    )  # fmt: skip
+    assert ledger.signatures.remember_signature(first) is None
+    again = ledger.signatures.remember_signature(first.model_copy(update={"used_at": 1_010}))
+    assert again is not None
+    assert again.binding() == first.binding()
+    assert again.used_at == 1_000  # the first use stands
+    elsewhere = first.model_copy(update={"method": "POST", "path": "/v1/distributions/r-1/approve"})
+    earlier = ledger.signatures.remember_signature(elsewhere)
+    assert earlier is not None
+    assert earlier.binding() != elsewhere.binding()
+    item = ledger.table.table.get_item(Key={"pk": "API#sig#msg_1", "sk": "SIGNATURE"})["Item"]
+    assert int(item["expires_at"]) == 1_660  # the table's TTL attribute
+    # beside the idempotency records, never on them
+    assert ledger.requests.get_api_request("sig#msg_1") is None

@@ -31,7 +31,13 @@ import botocore.client
 import pytest
 
 from voucher_distributor.domain import standard_webhooks as sw
-from voucher_distributor.domain.batches import INCOMING_PREFIX, RESULTS_PREFIX, WORK_PREFIX
+from voucher_distributor.domain.batches import (
+    INCOMING_PREFIX,
+    RECIPIENTS_PREFIXES,
+    REQUESTS_PREFIX,
+    RESULTS_PREFIX,
+    WORK_PREFIX,
+)
 from voucher_distributor.models.api import Scope
 from voucher_distributor.settings import Settings
 from voucher_distributor_cli.local.run import DEFAULT_TEMPLATE, LocalPipeline
@@ -221,6 +227,34 @@ def test_s3_trigger_cannot_match_results_or_work_files(template: SamTemplate) ->
     assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
     prefixes = {r.get("Prefix") for r in bucket["LifecycleConfiguration"]["Rules"]}
     assert {INCOMING_PREFIX, WORK_PREFIX, RESULTS_PREFIX} <= prefixes
+
+
+def test_the_tenant_parameters_and_what_the_ingest_role_may_read(template: SamTemplate) -> None:
+    """Issue 24: ApprovalBySubmitter off by default; a recipientsS3Uri is read only where it
+    may point; the API's stage has a default rate and burst; the assignments route exists."""
+    declared = template.parameter_declarations
+    assert declared["ApprovalBySubmitter"]["Default"] == "false"
+    assert declared["ApiRateLimit"]["Default"] == 20
+    assert declared["ApiBurstLimit"]["Default"] == 40
+    stage = template.resources["HttpApi"].properties["DefaultRouteSettings"]
+    assert stage == {"ThrottlingRateLimit": {"Ref": "ApiRateLimit"},
+                     "ThrottlingBurstLimit": {"Ref": "ApiBurstLimit"}}  # fmt: skip
+    (reads,) = [
+        st
+        for policy in template.resources["IngestRequestFunction"].properties["Policies"]
+        for st in policy["Statement"]
+        if "s3:GetObject" in st["Action"]
+    ]
+    prefixes = {str(r["Fn::Sub"]).rsplit("}", 1)[-1] for r in reads["Resource"]}
+    assert prefixes == {f"/{p}*" for p in RECIPIENTS_PREFIXES}
+    routes = {
+        e["Properties"]["Path"]
+        for e in template.resources["ApiFunction"].properties["Events"].values()
+    }
+    assert "/v1/distributions/{batchId}/assignments" in routes
+    rules = {r.get("Prefix") for r in template.resources["InboxBucket"].properties[
+        "LifecycleConfiguration"]["Rules"]}  # fmt: skip
+    assert REQUESTS_PREFIX in rules
 
 
 def test_certiverse_concurrency_is_capped(template: SamTemplate) -> None:
@@ -475,9 +509,9 @@ def _scenarios_with(
     )
     run(pipeline.submit_csv(broken, key="incoming/team/broken.csv"))
     # Slow code generation: the purchase hands over to the poll function. New people, from a
-    # CSV the request names (outside incoming/: no upload batch of its own).
+    # CSV the request names (under requests/: no upload batch of its own).
     s3.put_object(
-        Bucket=pipeline.bucket, Key="hr/request.csv",
+        Bucket=pipeline.bucket, Key="requests/hr/request.csv",
         Body=f"email,program_name\r\ncarol@acme.example,{SPRING}\r\n".encode(),
     )  # fmt: skip
     sandbox.set_faults(FaultSettings(generation_delay_s=4))
@@ -485,7 +519,7 @@ def _scenarios_with(
         "requestId": "template-req-1",
         "partnerName": PARTNER,
         "programName": SPRING,
-        "recipientsS3Uri": f"s3://{pipeline.bucket}/hr/request.csv",
+        "recipientsS3Uri": f"s3://{pipeline.bucket}/requests/hr/request.csv",
     }
     # Its callback's receiver is down for the first attempt: the deliverer retries, records
     # and rewrites the summary.

@@ -13,6 +13,7 @@ from voucher_distributor.domain.results_csv import (
     ResultRow,
     ResultsCsvWriter,
     format_expiry,
+    read_results_page,
     spreadsheet_safe,
 )
 
@@ -199,3 +200,83 @@ def test_any_names_round_trip_with_only_the_formula_guard_added(names):
         (spreadsheet_safe(first), spreadsheet_safe(last), spreadsheet_safe(first))
         for first, last in names
     ]
+
+
+# ------------------------------------------------------------------ read back a page at a time
+
+
+def _results_file(n: int, delimiter: str = ",") -> bytes:
+    out = io.StringIO(newline="")
+    writer = ResultsCsvWriter(out, ["department"], delimiter=delimiter)
+    for i in range(1, n + 1):
+        writer.write(
+            ResultRow(
+                row_number=i * 2,  # row numbers need not be consecutive (blank lines)
+                email=f"p{i}@example.com",
+                first_name="Jürgen" if i % 3 else "=cmd()",
+                last_name="O'Brien\nline two" if i % 7 == 0 else "Ng",
+                external_id=str(i),
+                partner="Acme Corp",
+                program="Spring Cert",
+                status="assigned" if i % 5 else "rejected",
+                voucher_code=f"V{i:05d}" if i % 5 else "",
+                expires_utc=datetime(2027, 1, 1, tzinfo=UTC) if i % 5 else None,
+                reason="" if i % 5 else "duplicate",
+                extra={"department": "Ops, EMEA"},
+            )
+        )
+    return out.getvalue().encode("utf-8")
+
+
+def _blocks(data: bytes, size: int = 777) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_a_results_file_pages_through_every_row_once_by_byte_offset(delimiter: str) -> None:
+    data = _results_file(1200, delimiter)
+    seen: list[dict[str, object]] = []
+    page = read_results_page(_blocks(data), size=500)
+    seen += page.rows
+    pages = 1
+    while page.next is not None:
+        offset, row = page.next
+        page = read_results_page(
+            _blocks(data), _blocks(data[offset:]), size=500, rest_from=offset, first_row=row
+        )
+        seen += page.rows
+        pages += 1
+    assert pages == 3
+    assert [r["row"] for r in seen] == [i * 2 for i in range(1, 1201)]
+    first, seventh, fifth = seen[0], seen[6], seen[4]
+    assert first["email"] == "p1@example.com"
+    assert first["firstName"] == "Jürgen"
+    assert first["voucherCode"] == "V00001"
+    assert first["expiresUtc"] == "2027-01-01T00:00:00Z"
+    assert first["extra"] == {"department": "Ops, EMEA"}
+    assert seen[2]["firstName"] == "=cmd()"  # the spreadsheet guard is the CSV's, not JSON's
+    assert seventh["lastName"] == "O'Brien\nline two"
+    assert (fifth["status"], fifth["voucherCode"], fifth["reason"]) == (
+        "rejected",
+        None,
+        "duplicate",
+    )
+
+
+def test_a_page_token_that_does_not_start_a_row_is_refused() -> None:
+    data = _results_file(20)
+    first = read_results_page(_blocks(data), size=5)
+    assert first.next is not None
+    offset, row = first.next
+    with pytest.raises(ValueError, match="where the token says"):
+        read_results_page(
+            _blocks(data), _blocks(data[offset:]), size=5, rest_from=offset, first_row=row + 1
+        )
+    with pytest.raises(ValueError, match="row"):
+        read_results_page(
+            _blocks(data), _blocks(data[offset + 3 :]), size=5, rest_from=offset + 3,
+            first_row=row,
+        )  # fmt: skip
+    last = read_results_page(_blocks(data), size=20)
+    assert last.next is None
+    assert len(last.rows) == 20

@@ -308,12 +308,16 @@ class LocalStackUp:
             LOCAL_CLIENT_ID,
             scopes=list(Scope),
             description="made by `local up`",
+            all_partners=True,
         )
         self.client_secret = added["secret"]
         self.api = LocalApiServer(self._invoke_api, port=self._api_port)
         self._exit.callback(self.api.server_close)
         self._exit.callback(self.api.shutdown)
         threading.Thread(target=self.api.serve_forever, name="local-api", daemon=True).start()
+        # The completion callback's assignmentsUrl names this loopback API (the functions
+        # share one process, and so their settings: an override reaches the report function).
+        self._lambdas().env_overrides["API_BASE_URL"] = self.api.base_url
         pump = threading.Thread(target=self._pump, name="local-pump", daemon=True)
         pump.start()
         self._exit.callback(lambda: pump.join(timeout=10))

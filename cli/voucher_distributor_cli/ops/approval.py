@@ -22,7 +22,14 @@ from voucher_distributor_cli.ops.target import OpsError, Target
 
 def caller_identity(target: Target) -> str:
     """Who is deciding: the caller's AWS identity (an ARN), as STS sees it."""
-    return str(target.client("sts").get_caller_identity()["Arn"])
+    return caller_names(target)[0]
+
+
+def caller_names(target: Target) -> tuple[str, str]:
+    """The caller's ARN and its user id (``AIDA…``, ``AROA…:session``): an uploader or an
+    SQS sender is recorded by the latter."""
+    got = target.client("sts").get_caller_identity()
+    return str(got["Arn"]), str(got.get("UserId", ""))
 
 
 def decide(
@@ -40,15 +47,19 @@ def decide(
     if target.ledger.batches.get_batch(batch_id) is None:
         raise OpsError(f"no batch {batch_id} in {target.table_name}")
     sqs = target.client("sqs")
+    arn, user_id = caller_names(target)
+    allowed = target.function_env.get("APPROVAL_BY_SUBMITTER", "false").lower() == "true"
     try:
         return decide_batch(
             target.ledger,
             lambda body: sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body)),
             batch_id,
             decision=decision,
-            by=caller_identity(target),
+            by=arn,
             at=int(time.time() if now is None else now),
             note=note,
+            deciders=(arn, user_id),
+            approval_by_submitter=allowed,
         )
     except DecisionRefused as exc:
         raise OpsError(str(exc)) from exc

@@ -34,6 +34,10 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
         # An unusable input is the sender's to fix: REJECTED, as its summary says.
         "status": "REJECTED" if batch.input_rejected else batch.status.value,
         "source": batch.source,
+        # Which door it came in by and who used it (an API client, or an AWS principal).
+        "channel": batch.channel or None,
+        "submittedBy": batch.submitted_by or None,
+        "partners": batch.partners,
         "ageSeconds": now_s - batch.created_at,
         "finishedAfterSeconds": (
             batch.finished_at - batch.created_at if batch.finished_at else None
@@ -165,6 +169,9 @@ def format_status(view: Mapping[str, Any], args: argparse.Namespace | None = Non
             f"  (took {_age(view['finishedAfterSeconds'])})" if view["finishedAfterSeconds"] else ""
         ),
         f"  source   {view['source']}",
+        f"  sent     {view.get('channel') or 'unknown channel'} by "
+        f"{view.get('submittedBy') or 'unknown'}"
+        + (f"; partners {', '.join(view['partners'])}" if view.get("partners") else ""),
         f"  rows     {counts['rows']:,}: {counts['assigned']:,} assigned, "
         f"{counts['existing']:,} existing, {counts['rejected']:,} rejected, "
         f"{counts['failed']:,} failed",

@@ -110,6 +110,11 @@ class Settings(BaseModel):
     #: Largest request body the API accepts. A Lambda event carries at most 6 MB, and a CSV
     #: body arrives base64-encoded (4/3 larger): 4 MB leaves room for the rest of the event.
     api_max_body_bytes: int = Field(default=4_000_000, ge=1, le=4_400_000)
+    #: Whoever submitted a batch may also approve or reject it (template parameter
+    #: ApprovalBySubmitter; off by default: separation of duties).
+    approval_by_submitter: bool = False
+    #: The HTTP API's base URL (the report function's, for the callback's ``assignmentsUrl``).
+    api_base_url: str = ""
     #: How long API clients are cached: a revoked client is refused within this many seconds.
     api_clients_cache_seconds: int = Field(default=60, ge=0, le=3600)
 

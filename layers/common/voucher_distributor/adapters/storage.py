@@ -47,11 +47,14 @@ class Storage:
         """The S3 client (for uses that take one, e.g. a retry's upload)."""
         return self._s3
 
-    def open(self, key: str, *, version_id: str | None = None) -> StoredObject:
-        """Stream an object in blocks; never read whole into memory."""
+    def open(self, key: str, *, version_id: str | None = None, start_byte: int = 0) -> StoredObject:
+        """Stream an object in blocks; never read whole into memory. ``start_byte``: from there
+        on (a ranged GET; ``size`` is then what is left)."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if version_id:
             kwargs["VersionId"] = version_id
+        if start_byte:
+            kwargs["Range"] = f"bytes={start_byte}-"
         try:
             got = self._s3.get_object(**kwargs)
         except ClientError as exc:

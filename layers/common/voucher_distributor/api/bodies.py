@@ -39,7 +39,7 @@ def submission(
             413,
             "Payload Too Large",
             f"the body is {len(body):,} bytes; the API takes up to {limit:,} — put a larger "
-            "list in the inbox bucket (incoming/) or send recipientsS3Uri",
+            "list in the inbox bucket (incoming/), or split it",
         )
     content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     context = {ALLOW_LOOPBACK_CALLBACKS: allow_loopback}

@@ -17,6 +17,10 @@ class ApiRequest:
     query: Mapping[str, str] = field(default_factory=dict)
     #: The API's domain name, as the request reached it.
     domain_name: str = ""
+    #: The method, path and raw query string: what a used signature is bound to.
+    method: str = ""
+    path: str = ""
+    raw_query: str = ""
 
     @property
     def raw_body(self) -> bytes:

@@ -28,8 +28,10 @@ class Forbidden(Exception):
 class Caller:
     client_id: str
     client: ApiClient
-    #: The request's ``webhook-id`` when it was signed (the idempotency key of last resort).
+    #: The request's ``webhook-id`` when it was signed (the idempotency key of last resort),
+    #: and its ``webhook-timestamp``.
     webhook_id: str | None = None
+    signed_at: int | None = None
 
     def require(self, scope: Scope) -> None:
         if scope not in self.client.scopes:
@@ -58,7 +60,9 @@ def authenticate(
         signer = message.first_signer(candidates, body)
         if signer is None:
             raise Unauthorized("the webhook-signature matches no API client's secret")
-        return Caller(signer, active[signer], webhook_id=message.message_id)
+        return Caller(
+            signer, active[signer], webhook_id=message.message_id, signed_at=message.timestamp
+        )
     scheme, _, token = lowered.get("authorization", "").strip().partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         found = _bearer_client(active, token.strip())

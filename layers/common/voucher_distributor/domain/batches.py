@@ -14,6 +14,11 @@ DRY_RUN_PREFIX = INCOMING_PREFIX + "dry-run/"
 #: The ``mode`` metadata value, and the tag a dry run's results carry in their names.
 DRY_RUN = "dry-run"
 RESULTS_PREFIX = "results/"
+#: Where an HR request's recipients CSV goes (``recipientsS3Uri``), and the HTTP API's CSV
+#: bodies (``requests/api/``). The request queue reads only here and under ``incoming/``.
+REQUESTS_PREFIX = "requests/"
+#: The prefixes a ``recipientsS3Uri`` may name (never ``results/`` or ``work/``).
+RECIPIENTS_PREFIXES = (INCOMING_PREFIX, REQUESTS_PREFIX)
 WORK_PREFIX = "work/"
 #: Per batch, under work/: the rejected rows as JSON lines, in row order.
 REJECTED_ROWS_FILE = "rejected.jsonl"

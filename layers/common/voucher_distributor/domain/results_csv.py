@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, Protocol
@@ -119,13 +120,17 @@ def result_header(extra_columns: Sequence[str]) -> list[str]:
     return header
 
 
+def _delimiter(text: str) -> str:
+    """A results file's delimiter: its header starts ``row`` and then the delimiter."""
+    delimiter = text[len("row") : len("row") + 1] if text.startswith("row") else ","
+    return delimiter if delimiter in {",", ";", "\t"} else ","
+
+
 def read_results(data: bytes) -> list[dict[str, str]]:
     """The rows of a results file as ``{column: cell}``, whichever delimiter it was written
     with (its header starts ``row`` and then the delimiter)."""
     text = data.decode("utf-8-sig")
-    delimiter = text[len("row") : len("row") + 1] if text.startswith("row") else ","
-    if delimiter not in {",", ";", "\t"}:
-        delimiter = ","
+    delimiter = _delimiter(text)
     return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
 
 
@@ -180,3 +185,122 @@ class ResultsCsvWriter:
             *(row.extra.get(name, "") for name in self._extra_columns),
         ]
         self._writer.writerow([spreadsheet_safe(cell) for cell in cells])
+
+
+# ------------------------------------------------------------------ reading it back, a page
+
+
+#: What the API calls our columns in JSON (``GET …/assignments``); ``email_status`` when the
+#: file has it.
+_JSON_NAMES: Final = {
+    "row": "row",
+    "line": "line",
+    "email": "email",
+    "first_name": "firstName",
+    "last_name": "lastName",
+    "external_id": "externalId",
+    "partner": "partner",
+    "program": "program",
+    "status": "status",
+    "voucher_code": "voucherCode",
+    "purchase_code": "purchaseCode",
+    "expires_utc": "expiresUtc",
+    "email_status": "emailStatus",
+    "reason": "reason",
+}
+
+
+@dataclass(frozen=True)
+class ResultsPage:
+    """Rows as JSON objects, and where the next page starts: (byte offset, its row number)."""
+
+    rows: list[dict[str, object]]
+    next: tuple[int, int] | None
+
+
+def _unsafe(value: str) -> str:
+    """A cell as it was before :func:`spreadsheet_safe` (JSON needs no formula guard)."""
+    if value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
+        return value[1:]
+    return value
+
+
+def _lines(blocks: Iterable[bytes], counter: list[int]) -> Iterator[str]:
+    """The file's lines (with their endings) as text, adding each one's bytes to ``counter``.
+
+    ``csv.reader`` takes one line at a time and stops at a record's end, so after each record
+    the counter holds the byte offset where the next one starts (a newline byte never occurs
+    inside a UTF-8 character, so splitting bytes at ``\\n`` is safe)."""
+    pending = b""
+    for block in blocks:
+        pending += block
+        *whole, pending = pending.split(b"\n")
+        for line in whole:
+            counter[0] += len(line) + 1
+            yield (line + b"\n").decode("utf-8")
+    if pending:
+        counter[0] += len(pending)
+        yield pending.decode("utf-8")
+
+
+def read_results_page(
+    file: Iterable[bytes],
+    rest: Iterable[bytes] | None = None,
+    *,
+    size: int,
+    rest_from: int = 0,
+    first_row: int | None = None,
+) -> ResultsPage:
+    """A page of a results file. ``file``: the file from its start (its header is read);
+    ``rest``: the file from a page token's byte offset ``rest_from`` on (``None``: the first
+    page, read on from ``file``); ``first_row``: the row number the token says starts there
+    (``ValueError`` if not: a token for another file, or made up)."""
+    counter = [0]
+    lines = _lines(file, counter)
+    first = next(lines, None)
+    if first is None:
+        return ResultsPage([], None)
+    delimiter = _delimiter(first.lstrip("\ufeff"))
+    reader = csv.reader(itertools.chain([first], lines), delimiter=delimiter)
+    raw_header = next(reader)
+    header = [_unsafe(name.lstrip("\ufeff")) for name in raw_header]
+    extra = header[len(RESULT_COLUMNS) :]
+    base = 0
+    if rest is not None:
+        base, counter = rest_from, [0]
+        reader = csv.reader(_lines(rest, counter), delimiter=delimiter)
+    rows: list[dict[str, object]] = []
+    while True:
+        start = base + counter[0]
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return ResultsPage(rows, None)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ValueError(str(exc)) from exc
+        values = dict(zip(header, (_unsafe(c) for c in cells), strict=False))
+        number = values.get("row", "")
+        if not number.isdigit():
+            raise ValueError("the page does not start at a row")
+        if first_row is not None and not rows and int(number) != first_row:
+            raise ValueError("the page does not start where the token says")
+        if len(rows) == size:
+            return ResultsPage(rows, (start, int(number)))
+        rows.append(_json_row(values, extra))
+
+
+def _json_row(values: Mapping[str, str], extra: Sequence[str]) -> dict[str, object]:
+    row: dict[str, object] = {}
+    for name, key in _JSON_NAMES.items():
+        if name not in values:
+            continue
+        value = values[name]
+        if name in {"row", "line"}:
+            row[key] = int(value) if value.isdigit() else None
+        elif name == "status":
+            row[key] = value
+        else:
+            row[key] = value or None
+    if extra:
+        row["extra"] = {name: values.get(name, "") for name in extra if name not in _JSON_NAMES}
+    return row

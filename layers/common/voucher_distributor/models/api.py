@@ -33,6 +33,29 @@ class ApiClient(BaseModel):
     bearer_token: str | None = Field(default=None, alias="bearerToken", min_length=32)
     revoked: bool = False
     description: str = ""
+    #: The partners the client works for (``api-client add --partners``). ``None`` with
+    #: ``all_partners`` false is an entry written before clients were bound: it keeps every
+    #: partner, and ``api-client list`` flags it until ``api-client update`` narrows it.
+    partners: tuple[str, ...] | None = None
+    #: Every partner of the stack (``--all-partners``): an operator's own tool.
+    all_partners: bool = Field(default=False, alias="allPartners")
+    #: Optionally, the only programs (of those partners) the client may use.
+    programs: tuple[str, ...] | None = None
+
+    @field_validator("partners", "programs")
+    @classmethod
+    def _names(cls, values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if values is None:
+            return None
+        names = tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+        if not names:
+            raise ValueError("name at least one, or leave the field out")
+        return names
+
+    @property
+    def unbound(self) -> bool:
+        """An entry from before clients were bound to partners: it reaches every partner."""
+        return self.partners is None and not self.all_partners
 
     @field_validator("secrets")
     @classmethod

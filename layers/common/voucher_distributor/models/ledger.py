@@ -75,6 +75,13 @@ class BatchRecord(LedgerModel):
     dry_run: bool = False
     #: Who sent the input (the uploader's or the SQS sender's AWS principal), when known.
     sender: str = ""
+    #: Which door it came in by (``api``, ``queue``, ``upload``) and who used it: the API
+    #: client's id, or the SQS sender's or uploader's AWS principal (``domain.tenancy``).
+    channel: str = ""
+    submitted_by: str = ""
+    #: Every partner and program the input was planned for (the API's partner rule reads them).
+    partners: list[str] = Field(default_factory=list)
+    programs: list[str] = Field(default_factory=list)
     #: Vouchers the plan buys (rows in chunks), set with the plan.
     vouchers_planned: int = 0
     #: Why the batch waits for approval, until when, and the decision taken on it.
@@ -270,6 +277,27 @@ class ApiRequestRecord(LedgerModel):
     accepted_at: int
     #: DynamoDB TTL: senders retry for a day or so; the record outlives that by weeks.
     expires_at: int
+    #: The partners and programs the submission named (defaults applied), checked at the door.
+    partners: list[str] = Field(default_factory=list)
+    programs: list[str] = Field(default_factory=list)
+
+
+class SignatureUse(LedgerModel):
+    """An accepted ``webhook-id``, remembered for the signature window, bound to the request
+    it signed: the same id on another route, with another query or body is a replay."""
+
+    webhook_id: str
+    client_id: str
+    method: str
+    path: str
+    query: str
+    body_sha256: str
+    used_at: int
+    #: DynamoDB TTL: past the timestamp window the signature is refused as stale anyway.
+    expires_at: int
+
+    def binding(self) -> tuple[str, str, str, str, str]:
+        return (self.client_id, self.method, self.path, self.query, self.body_sha256)
 
 
 class DeliveryState(StrEnum):

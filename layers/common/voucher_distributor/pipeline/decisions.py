@@ -3,14 +3,18 @@
 The decision is recorded on the batch with a conditional write (of two decisions, or a decision
 and the timeout, exactly one counts), naming who gave it; then a message on the report queue
 asks the report function to carry it out (hand the batch out, or reject it).
+
+Who submitted a batch may not decide it too (``ApprovalBySubmitter=false``, the default): the
+API client that posted it, or the AWS principal that uploaded or enqueued it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from voucher_distributor.adapters.ledger import Ledger
+from voucher_distributor.domain.tenancy import submitter_refusal
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus
 from voucher_distributor.pipeline.approval import APPROVAL_CHECK
 
@@ -18,11 +22,13 @@ DECISIONS = ("approved", "rejected")
 
 
 class DecisionRefused(Exception):
-    """The batch is missing, not waiting, or already decided; the message says which."""
+    """The batch is missing, not waiting, or already decided, or the decider submitted it
+    (``forbidden``); the message says which."""
 
-    def __init__(self, message: str, *, missing: bool = False) -> None:
+    def __init__(self, message: str, *, missing: bool = False, forbidden: bool = False) -> None:
         super().__init__(message)
         self.missing = missing
+        self.forbidden = forbidden
 
 
 def decide_batch(
@@ -34,8 +40,16 @@ def decide_batch(
     by: str,
     at: int,
     note: str | None = None,
+    deciders: Iterable[str] = (),
+    decider_channel: str = "",
+    approval_by_submitter: bool,
 ) -> BatchRecord:
-    """Record ``approved`` or ``rejected`` and ask for it to be carried out."""
+    """Record ``approved`` or ``rejected`` and ask for it to be carried out.
+
+    ``deciders``: the names the decider goes by (an API client id with ``decider_channel``
+    ``api``; an AWS identity's ARN and user id otherwise), checked against who submitted the
+    batch unless ``approval_by_submitter``.
+    """
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}")
     batch = ledger.batches.get_batch(batch_id)
@@ -43,6 +57,15 @@ def decide_batch(
         raise DecisionRefused(f"no batch {batch_id} in {ledger.table_name}", missing=True)
     if batch.status != BatchStatus.AWAITING_APPROVAL or batch.approval_decision:
         raise DecisionRefused(not_waiting(batch))
+    refusal = submitter_refusal(
+        batch.submitted_by,
+        deciders,
+        channel=batch.channel,
+        decider_channel=decider_channel,
+        allowed=approval_by_submitter,
+    )
+    if refusal is not None:
+        raise DecisionRefused(refusal, forbidden=True)
     decided = ledger.batches.decide_approval(batch_id, decision=decision, by=by, at=at, note=note)
     if decided is None:  # decided (or timed out) between the read and the write
         current = ledger.batches.get_batch(batch_id)

@@ -1,8 +1,10 @@
-"""The HTTP API's use cases: accept a distribution, show it, link its results, show holdings.
+"""The HTTP API's use cases: accept a distribution, show it, link its results, page its
+assignments, show holdings — each within the caller's partners (``pipeline.access``).
 
 A distribution posted to the API becomes the same HR request an SQS sender enqueues (a CSV body
-is stored under ``api/`` and named by ``recipientsS3Uri``), so everything after the door is the
-pipeline that already exists. What the door adds is idempotency across clients and bodies.
+is stored under ``requests/api/`` and named by ``recipientsS3Uri``), so everything after the
+door is the pipeline that already exists. What the door adds is idempotency across clients and
+bodies, and the partner rule.
 """
 
 from __future__ import annotations
@@ -13,18 +15,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from voucher_distributor.domain.approval import approval_summary
-from voucher_distributor.domain.batches import request_batch_id
+from voucher_distributor.domain.batches import REQUESTS_PREFIX, request_batch_id
+from voucher_distributor.domain.csv_input import CsvInputError, read_rows
 from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.domain.redemption import code_record
+from voucher_distributor.domain.results_csv import read_results_page
+from voucher_distributor.domain.tenancy import CHANNEL_API, Action, Reach
 from voucher_distributor.domain.timestamps import iso_utc
 from voucher_distributor.models.ledger import ApiRequestRecord, BatchRecord, BatchStatus
 from voucher_distributor.models.messages import DistributionRequest
+from voucher_distributor.pipeline.access import (
+    Denied,
+    Distribution,
+    NotFound,
+    check_submission,
+    reachable,
+)
 from voucher_distributor.pipeline.callbacks import deliveries_view
 from voucher_distributor.pipeline.context import Services
 from voucher_distributor.pipeline.retries import RetryRefused, start_retry
+from voucher_distributor.settings import Settings
 
-#: CSV bodies posted to the API: not under ``incoming/``, so the upload trigger never sees them.
-API_UPLOADS_PREFIX = "api/"
+__all__ = ["Denied", "NotFound"]
+
+#: CSV bodies posted to the API: under the requests prefix (the request queue reads only there
+#: and ``incoming/``), not under ``incoming/``, so the upload trigger never sees them.
+API_UPLOADS_PREFIX = f"{REQUESTS_PREFIX}api/"
 #: How long the API remembers an idempotency key (senders retry for a day or two).
 REMEMBER_REQUESTS_S = 30 * 86_400
 #: Lifetime of a results link.
@@ -32,6 +48,9 @@ RESULTS_LINK_S = 15 * 60
 #: A dry run's purchase state: one the real run would make (never ``PENDING``: nothing is
 #: bought).
 DRY_RUN_PURCHASE = "would-buy"
+#: Rows of ``GET …/assignments`` per page (``pageSize`` may ask for fewer or up to the most).
+ASSIGNMENTS_PAGE = 500
+ASSIGNMENTS_PAGE_MAX = 1000
 #: The SQS message attribute naming the API client that asked (the audit trail's "sender").
 API_CLIENT_ATTRIBUTE = "apiClient"
 
@@ -40,12 +59,22 @@ class IdempotencyConflict(Exception):
     """409: the key was used before, with another body or by another client."""
 
 
-class NotFound(LookupError):
-    """404: no such batch (or not this client's to see)."""
-
-
 class NotReady(Exception):
     """409: the batch has no results yet."""
+
+
+class UriRefused(ValueError):
+    """422: over the API, a request may not name ``recipientsS3Uri`` (send the CSV as the body)."""
+
+    problem = {
+        "field": "recipientsS3Uri",
+        "problem": "not taken over the API: POST the CSV itself as the body (Content-Type: "
+        "text/csv), or put it under incoming/ in the inbox bucket",
+    }
+
+
+class BadPage(ValueError):
+    """422: the ``page`` token or ``pageSize`` is not one the API gave or takes."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +93,33 @@ class Submission:
             digest.update(b"\0csv\0" + self.csv_body)
         return digest.hexdigest()
 
+    def targets(self, settings: Settings) -> tuple[set[str], set[str]]:
+        """Every partner and program the submission names, as ingest will resolve them: a
+        row's own, else the request's (or query's), else the stack's defaults."""
+        request = self.request
+        partner = _given(request.partner_name, settings.default_partner_name)
+        program = _given(request.program_name, settings.default_program_name)
+        if self.csv_body is None:
+            return ({partner} if partner else set()), ({program} if program else set())
+        partners: set[str] = set()
+        programs: set[str] = set()
+        try:
+            for row in read_rows([self.csv_body]):
+                if row_partner := _given(row.partner_name, partner):
+                    partners.add(row_partner)
+                if row_program := _given(row.program_name, program):
+                    programs.add(row_program)
+        except CsvInputError:
+            pass  # unusable past here: ingest refuses the whole body and buys nothing
+        return partners, programs
+
+
+def _given(*names: str | None) -> str:
+    for name in names:
+        if name and name.strip():
+            return name.strip()
+    return ""
+
 
 @dataclass(frozen=True)
 class Accepted:
@@ -73,14 +129,23 @@ class Accepted:
     repeat: bool
 
 
-def submit_distribution(services: Services, client_id: str, submission: Submission) -> Accepted:
-    """Remember the key, then hand the request to the request queue.
+def submit_distribution(services: Services, reach: Reach, submission: Submission) -> Accepted:
+    """Check the partner rule, remember the key, then hand the request to the request queue.
+
+    :class:`Denied` (403) when the submission names a partner or program outside the
+    client's; nothing is remembered or queued then.
 
     The request is enqueued on every call, repeats included: a sender retrying after a crash
     between the two steps must not be answered 202 for a request nobody queued, and the batch's
     identity (its ``requestId``) makes a second delivery buy nothing.
     """
     request = submission.request
+    if submission.csv_body is None and request.recipients_s3_uri:
+        # Another client's upload or another batch's results are in the same bucket.
+        raise UriRefused(UriRefused.problem["problem"])
+    client_id = reach.client_id
+    partners, programs = submission.targets(services.settings)
+    check_submission(services, reach, partners, programs)
     batch_id = request_batch_id(request.request_id, dry_run=request.dry_run)
     now = services.now()
     earlier = services.ledger.requests.remember_api_request(
@@ -91,6 +156,8 @@ def submit_distribution(services: Services, client_id: str, submission: Submissi
             batch_id=batch_id,
             accepted_at=now,
             expires_at=now + REMEMBER_REQUESTS_S,
+            partners=sorted(partners),
+            programs=sorted(programs),
         )
     )
     if earlier is not None and earlier.client_id != client_id:
@@ -119,14 +186,15 @@ def submit_distribution(services: Services, client_id: str, submission: Submissi
     return Accepted(batch_id=batch_id, request_id=request.request_id, repeat=earlier is not None)
 
 
-def distribution_view(services: Services, batch_id: str) -> dict[str, Any]:
-    """One batch as the API shows it: state, counts, purchases, approval, callbacks.
-
-    Accepted but not yet read by ingest, it is ``queued`` (the API's own record of it).
+def distribution_view(services: Services, reach: Reach, batch_id: str) -> dict[str, Any]:
+    """One batch as the API shows it: state, counts, purchases, approval, callbacks, who
+    submitted it and how. Accepted but not yet read by ingest, it is ``queued`` (the API's own
+    record of it). Outside the caller's partners: :class:`NotFound`.
     """
-    batch = services.ledger.batches.get_batch(batch_id) if batch_id else None
+    found = reachable(services, reach, batch_id, Action.READ)
+    batch = found.batch
     if batch is None:
-        return _queued_view(services, batch_id)
+        return _queued_view(found)
     chunks = list(services.ledger.chunks.iter_chunks(batch_id))
     tally = tally_chunks(chunks)
     return {
@@ -134,6 +202,9 @@ def distribution_view(services: Services, batch_id: str) -> dict[str, Any]:
         "requestId": batch.source if batch.kind == "request" else None,
         "state": state_word(batch),
         "dryRun": batch.dry_run,
+        "channel": batch.channel or None,
+        "submittedBy": batch.submitted_by or None,
+        "partners": batch.partners,
         "createdAt": iso_utc(batch.created_at),
         "finishedAt": iso_utc(batch.finished_at) if batch.finished_at else None,
         "counts": {
@@ -201,14 +272,16 @@ def retry_distribution(services: Services, batch_id: str) -> dict[str, Any]:
     return {**started.as_dict(), "statusPath": f"/v1/distributions/{started.batch_id}"}
 
 
-def _queued_view(services: Services, batch_id: str) -> dict[str, Any]:
-    accepted = services.ledger.requests.get_api_request(batch_id) if batch_id else None
-    if accepted is None:
-        raise NotFound(f"no distribution {batch_id!r}")
+def _queued_view(found: Distribution) -> dict[str, Any]:
+    accepted = found.accepted
+    assert accepted is not None  # reachable: a batch, or the API's record of it
     return {
-        "batchId": batch_id,
+        "batchId": found.batch_id,
         "requestId": accepted.idempotency_key,
         "state": "queued",
+        "channel": CHANNEL_API,
+        "submittedBy": accepted.client_id,
+        "partners": accepted.partners,
         "acceptedAt": iso_utc(accepted.accepted_at),
         "resultsReady": False,
     }
@@ -230,46 +303,124 @@ def state_word(batch: BatchRecord) -> str:
     }[batch.status]
 
 
-def results_link(services: Services, batch_id: str) -> dict[str, Any]:
+def results_link(services: Services, reach: Reach, batch_id: str) -> dict[str, Any]:
     """Short-lived links to the results CSV and the summary, once the batch is reported."""
-    batch = services.ledger.batches.get_batch(batch_id) if batch_id else None
-    if batch is None:
-        _queued_view(services, batch_id)  # NotFound unless the API accepted it
-        raise NotReady(f"distribution {batch_id} is queued; its results come when it ends")
-    if batch.status not in {BatchStatus.DONE, BatchStatus.FAILED}:
-        raise NotReady(
-            f"batch {batch_id} is {state_word(batch)}; its results are written when it ends — "
-            "poll GET /v1/distributions/{batchId} or wait for the callback"
-        )
+    batch = _ended(reachable(services, reach, batch_id, Action.READ))
+    _own_results(services, batch)
+    return result_links(services, batch, expires_s=RESULTS_LINK_S)
+
+
+def _own_results(services: Services, batch: BatchRecord) -> None:
+    """:class:`NotFound` when the batch's results files are another batch's (see below)."""
     summary = services.storage.get_json(batch.summary_key)
     written_for = summary.get("batchId") if isinstance(summary, dict) else None
-    if written_for != batch_id:
+    if written_for != batch.batch_id:
         # Before results keys carried the batch id, a later batch could write over them.
         raise NotFound(
-            f"the results of batch {batch_id} at {batch.summary_key} are "
+            f"the results of batch {batch.batch_id} at {batch.summary_key} are "
             + (f"batch {written_for}'s" if written_for else "missing")
             + "; its rows are in the ledger (voucher-distributor status --batch "
-            f"{batch_id}), or send the request again under a new requestId"
+            f"{batch.batch_id}), or send the request again under a new requestId"
         )
+
+
+def result_links(services: Services, batch: BatchRecord, *, expires_s: int) -> dict[str, Any]:
+    """The results CSV's and summary's presigned links (also put in the completion callback)."""
     has_csv = batch.status == BatchStatus.DONE and services.storage.exists(batch.results_csv_key)
-    expires = services.now() + RESULTS_LINK_S
+    expires = services.now() + expires_s
     return {
-        "batchId": batch_id,
+        "batchId": batch.batch_id,
         "state": state_word(batch),
         "resultsUrl": (
-            services.storage.link(batch.results_csv_key, expires_s=RESULTS_LINK_S)
-            if has_csv
-            else None
+            services.storage.link(batch.results_csv_key, expires_s=expires_s) if has_csv else None
         ),
-        "summaryUrl": services.storage.link(batch.summary_key, expires_s=RESULTS_LINK_S),
+        "summaryUrl": services.storage.link(batch.summary_key, expires_s=expires_s),
         "expiresAt": iso_utc(expires),
     }
 
 
-def holdings_view(services: Services, email: str) -> list[dict[str, Any]]:
+def _ended(found: Distribution) -> BatchRecord:
+    batch = found.batch
+    if batch is None:
+        raise NotReady(f"distribution {found.batch_id} is queued; its results come when it ends")
+    if batch.status not in {BatchStatus.DONE, BatchStatus.FAILED}:
+        raise NotReady(
+            f"batch {batch.batch_id} is {state_word(batch)}; its results are written when it "
+            "ends — poll GET /v1/distributions/{batchId} or wait for the callback"
+        )
+    return batch
+
+
+def assignments_page(
+    services: Services,
+    reach: Reach,
+    batch_id: str,
+    *,
+    page: str | None = None,
+    page_size: str | None = None,
+) -> dict[str, Any]:
+    """One page of the batch's rows as JSON (status, code, expiry, e-mail state, reason):
+    ``nextLink`` is the path of the next page, ``None`` after the last one.
+
+    Read from the results file (every row, whatever its status), from where the page token
+    says the next page starts: a page costs its own rows, however deep in the file.
+    """
+    batch = _ended(reachable(services, reach, batch_id, Action.READ))
+    size = _page_size(page_size)
+    start = _page_token(page)
+    if batch.status != BatchStatus.DONE or not services.storage.exists(batch.results_csv_key):
+        if start is not None:
+            raise BadPage("this batch has no rows to page through")
+        return {"batchId": batch_id, "state": state_word(batch), "assignments": [],
+                "nextLink": None, **({"error": batch.error} if batch.error else {})}  # fmt: skip
+    _own_results(services, batch)
+    header = services.storage.open(batch.results_csv_key).body
+    offset, row = start or (0, None)
+    body = services.storage.open(batch.results_csv_key, start_byte=offset).body if offset else None
+    try:
+        got = read_results_page(header, body, size=size, rest_from=offset, first_row=row)
+    except ValueError as exc:
+        raise BadPage(f"the page token is not valid for this batch: {exc}") from exc
+    next_link = None
+    if got.next is not None:
+        next_offset, next_row = got.next
+        next_link = f"/v1/distributions/{batch_id}/assignments?page={next_offset}.{next_row}" + (
+            f"&pageSize={size}" if page_size else ""
+        )
+    return {
+        "batchId": batch_id,
+        "state": state_word(batch),
+        "assignments": got.rows,
+        "nextLink": next_link,
+    }
+
+
+def _page_size(raw: str | None) -> int:
+    if not raw:
+        return ASSIGNMENTS_PAGE
+    if not raw.isdigit() or not 1 <= int(raw) <= ASSIGNMENTS_PAGE_MAX:
+        raise BadPage(f"pageSize is a whole number from 1 to {ASSIGNMENTS_PAGE_MAX}")
+    return int(raw)
+
+
+def _page_token(raw: str | None) -> tuple[int, int] | None:
+    if not raw:
+        return None
+    offset, _, row = raw.partition(".")
+    if not (offset.isdigit() and row.isdigit()) or int(offset) <= 0:
+        raise BadPage("page is the token of a nextLink; start without it")
+    return int(offset), int(row)
+
+
+def holdings_view(services: Services, reach: Reach, email: str) -> list[dict[str, Any]]:
     """The vouchers a person holds now, one per (partner, program): each code's record (state,
-    expiry, use, reservation, reissue history), as ``voucher`` and ``find`` show it."""
-    holdings = services.ledger.holdings.holdings_for_email(email)
+    expiry, use, reservation, reissue history), as ``voucher`` and ``find`` show it. Only
+    those within the caller's partners (and programs): the rest do not exist for it."""
+    holdings = [
+        h
+        for h in services.ledger.holdings.holdings_for_email(email)
+        if reach.holds(h.partner_name, h.program_name)
+    ]
     records = services.ledger.assignments.get_assignments(
         (h.batch_id, h.row_number) for h in holdings
     )

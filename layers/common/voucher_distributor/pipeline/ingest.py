@@ -191,6 +191,9 @@ class _Plan:
     open_chunks: dict[Target, list[RecipientRecord]] = field(default_factory=dict)
     chunk_numbers: list[int] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+    #: Every partner and program a row named (defaults applied): the API's partner rule.
+    partners: set[str] = field(default_factory=set)
+    programs: set[str] = field(default_factory=set)
     #: Rejected rows by reason class (metric name): a handful of billed metrics, no dimension.
     rejected_by_class: dict[str, int] = field(default_factory=dict)
     #: What each assigned row of a target is told (an enforced assignment: do it in the portal).
@@ -276,6 +279,8 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         "rows_existing": plan.existing,
         "rows_failed_early": plan.failed,
         "extra_columns": plan.extra_columns,
+        "partners": sorted(plan.partners),
+        "programs": sorted(plan.programs),
         "vouchers_planned": plan.to_buy,
         "blank_lines": request.tally.blank_lines,
         "results_delimiter": request.tally.delimiter,
@@ -519,6 +524,7 @@ def _plan_rows(
             default_partner=settings.default_partner_name or None,
             default_program=settings.default_program_name or None,
         )
+        _note_target(plan, target)
         reason = row.problem
         failure: str | None = None
         spelling = ""
@@ -568,6 +574,12 @@ def _plan_rows(
         if len(plan.pending) >= CLAIM_BATCH:
             _settle_claims(services, request.batch, plan)
     _settle_claims(services, request.batch, plan, last=True)
+
+
+def _note_target(plan: _Plan, target: Target | None) -> None:
+    if target is not None:
+        plan.partners.add(target.partner_name)
+        plan.programs.add(target.program_name)
 
 
 def _unclaimed(plan: _Plan, batch: BatchRecord, row: InputRow, target: Target | None) -> None:

@@ -38,6 +38,9 @@ from voucher_distributor.models.ledger import (
 from voucher_distributor.pipeline.callbacks import deliveries_view, send_event_callback
 from voucher_distributor.pipeline.context import Services, log
 
+#: Lifetime of the completion callback's ``resultsUrl`` (a fresh one: ``GET …/results``).
+CALLBACK_LINK_S = 3600
+
 
 class HoldersPending(RuntimeError):
     """A row's person holds a voucher another batch is still buying; report once it is bought."""
@@ -423,5 +426,18 @@ def _announce(
     else:
         detail_type = "Voucher Batch Completed" if completed else "Voucher Batch Failed"
     services.events.publish(detail_type, detail)
+    # The callback also carries the results as links: the CSV (presigned, short-lived) and the
+    # rows as JSON pages over the API (signed requests, the caller's partners). Not in the
+    # event: whoever reads the bus need not hold a link to the people's codes.
+    links: dict[str, Any] = {}
+    # (A link is signed locally with the role's credentials: the HEAD makes sure the role can
+    # read what it links to.)
+    if completed and batch.callback_url and services.storage.exists(batch.results_csv_key):
+        links["resultsUrl"] = services.storage.link(
+            batch.results_csv_key, expires_s=CALLBACK_LINK_S
+        )
+        links["resultsUrlExpiresAt"] = iso_utc(services.now() + CALLBACK_LINK_S)
+        if base := services.settings.api_base_url.rstrip("/"):
+            links["assignmentsUrl"] = f"{base}/v1/distributions/{batch.batch_id}/assignments"
     # Recorded and queued, not sent here: the callback queue retries it for a day.
-    send_event_callback(services, batch, detail_type, detail)
+    send_event_callback(services, batch, detail_type, {**detail, **links})

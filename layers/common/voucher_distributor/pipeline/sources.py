@@ -8,6 +8,7 @@ from voucher_distributor.adapters.storage import ObjectMissing
 from voucher_distributor.domain.batches import (
     DRY_RUN,
     DRY_RUN_PREFIX,
+    RECIPIENTS_PREFIXES,
     csv_batch_id,
     dry_run_keys,
     request_batch_id,
@@ -17,6 +18,7 @@ from voucher_distributor.domain.batches import (
 from voucher_distributor.domain.csv_input import CsvInputError, ReadTally, read_rows
 from voucher_distributor.domain.emails import email_problem, normalise_email
 from voucher_distributor.domain.recipients import REISSUE_YES, InputRow
+from voucher_distributor.domain.tenancy import CHANNEL_API, CHANNEL_QUEUE, CHANNEL_UPLOAD
 from voucher_distributor.models.ledger import BatchRecord
 from voucher_distributor.models.messages import DistributionRequest
 from voucher_distributor.pipeline.context import Services
@@ -59,6 +61,8 @@ def upload_request(
         summary_key=keys.summary_json,
         created_at=services.now(),
         sender=sender[:200],
+        channel=CHANNEL_UPLOAD,
+        submitted_by=sender[:200],
         notes=f"voucher-distributor {key.rsplit('/', 1)[-1]}"[:200],
         reissue=reissue in REISSUE_YES,
         retry_of=_first(stored.metadata, RETRY_METADATA_KEYS),
@@ -99,9 +103,10 @@ def _as_retry_of(services: Services, batch: BatchRecord, original_id: str) -> Ba
 
 
 def request_ingest(
-    services: Services, request: DistributionRequest, *, sender: str = ""
+    services: Services, request: DistributionRequest, *, sender: str = "", api_client: str = ""
 ) -> IngestRequest:
-    """``sender``: the AWS principal that sent the SQS message (its ``SenderId``)."""
+    """``sender``: the AWS principal that sent the SQS message (its ``SenderId``);
+    ``api_client``: the HTTP API client it came from, when the API put it there."""
     batch_id = request_batch_id(request.request_id, dry_run=request.dry_run)
     keys = result_keys_for_request(request.request_id, batch_id)
     if request.dry_run:
@@ -114,7 +119,11 @@ def request_ingest(
         results_csv_key=keys.results_csv,
         summary_key=keys.summary_json,
         created_at=services.now(),
-        sender=sender[:200],
+        sender=(
+            f"api client {api_client} (via {sender or 'the HTTP API'})" if api_client else sender
+        )[:200],
+        channel=CHANNEL_API if api_client else CHANNEL_QUEUE,
+        submitted_by=(api_client or sender)[:200],
         notes=request.notes or f"voucher-distributor request {request.request_id}"[:200],
         callback_url=request.callback_url,
         dry_run=request.dry_run,
@@ -127,8 +136,9 @@ def request_ingest(
         limit := services.settings.max_inline_recipients
     ):
         rows = _refuse(
-            f"{len(request.recipients):,} inline recipients; the limit is {limit:,} — put larger "
-            "lists in a CSV and send recipientsS3Uri"
+            f"{len(request.recipients):,} inline recipients; the limit is {limit:,} — send a "
+            "larger list as a CSV: the body itself over the HTTP API, or recipientsS3Uri "
+            "under requests/ on the queue"
         )
     else:
         rows = _inline_rows(request)
@@ -164,9 +174,10 @@ def _inline_rows(request: DistributionRequest) -> Iterator[InputRow]:
 
 def _rows_from_s3(services: Services, uri: str, tally: ReadTally) -> Iterator[InputRow]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
-    if bucket != services.storage.bucket or not key:
+    if bucket != services.storage.bucket or not key.startswith(RECIPIENTS_PREFIXES):
+        where = " or ".join(f"s3://{services.storage.bucket}/{p}" for p in RECIPIENTS_PREFIXES)
         raise CsvInputError(
-            f"recipientsS3Uri must point into the inbox bucket s3://{services.storage.bucket}/"
+            f"recipientsS3Uri must point into the inbox bucket, under {where} (put the CSV there)"
         )
     try:
         stored = services.storage.open(key)

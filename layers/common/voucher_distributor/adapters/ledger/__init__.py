@@ -17,6 +17,7 @@ from voucher_distributor.adapters.ledger.counts import CountStore
 from voucher_distributor.adapters.ledger.holdings import Claim, ClaimOutcome, HoldingStore
 from voucher_distributor.adapters.ledger.outbox import OutboxStore
 from voucher_distributor.adapters.ledger.requests import ApiRequestStore
+from voucher_distributor.adapters.ledger.signatures import SignatureStore
 from voucher_distributor.adapters.ledger.table import EMAIL_INDEX, LedgerError, LedgerTable
 from voucher_distributor.adapters.ledger.tracking import TrackingStore
 
@@ -43,5 +44,6 @@ class Ledger:
         self.holdings = HoldingStore(self.table, self.assignments, claim_workers=claim_workers)
         self.outbox = OutboxStore(self.table)
         self.requests = ApiRequestStore(self.table)
+        self.signatures = SignatureStore(self.table)
         self.tracking = TrackingStore(self.table)
         self.counts = CountStore(self.table)

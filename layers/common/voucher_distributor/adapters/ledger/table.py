@@ -1,12 +1,14 @@
 """What every store of the ledger shares: the one DynamoDB table, its keys and its writes.
 
 One table holds every aggregate; each store (``batches``, ``chunks``, ``assignments``,
-``holdings``, ``outbox``, ``requests``, ``tracking``, ``counts``) owns its keys' prefixes:
+``holdings``, ``outbox``, ``requests``, ``signatures``, ``tracking``, ``counts``) owns its
+keys' prefixes:
 
 - ``pk = B#<batch>``: ``sk = BATCH`` (the batch), ``C#<chunk:05>`` (a chunk), ``R#<row:09>`` (an
   assignment) or ``W#<event>`` (a callback delivery, the outbox).
 - ``pk = H#<e-mail>``, ``sk = P#<partner>\t<program>`` (names case-folded): a holding.
 - ``pk = API#<batch>``, ``sk = REQUEST``: an API request's idempotency record.
+- ``pk = API#sig#<webhook-id>``, ``sk = SIGNATURE``: an accepted signature (``signatures``).
 - ``pk = SYNC#open`` / ``SYNC#settled``, ``sk = P#<purchase code>``: a tracked purchase.
 - ``pk = COUNT#vouchers``, ``sk = D#<day>``: the day's voucher count.
 """
@@ -36,6 +38,7 @@ _MAX_CONFLICT_RETRIES = 8
 _rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
 BATCH_SK = "BATCH"
 API_REQUEST_SK = "REQUEST"
+SIGNATURE_SK = "SIGNATURE"
 #: The daily voucher counts: one item per UTC day.
 COUNTER_PK = "COUNT#vouchers"
 #: The redemption sync's purchases: ``pk = SYNC#open`` while a code may still change (one Query
@@ -54,6 +57,10 @@ def day_sk(day: str) -> str:
 
 def api_request_pk(batch_id: str) -> str:
     return f"API#{batch_id}"
+
+
+def signature_pk(webhook_id: str) -> str:
+    return f"API#sig#{webhook_id}"
 
 
 def batch_pk(batch_id: str) -> str:
