@@ -150,3 +150,23 @@ def test_assignments_are_idempotent_ordered_and_found_by_email(ledger: Ledger) -
     first = next(ledger.assignments.iter_assignments("f-1"))
     assert (first.batch_id, first.row_number, first.voucher_code) == ("f-1", 3, "C3")
     assert (first.extra, first.first_name) == ({}, "")
+
+
+def test_an_ingest_lease_that_ran_out_is_kept_until_another_delivery_takes_it(
+    ledger: Ledger,
+) -> None:
+    """A slow read of a long file on a busy machine outlives its lease: it is not a crash.
+
+    Only a takeover ends it; before, every slow delivery gave up at its next step and the input
+    climbed to the dead-letter queue (seen with a 12,000-row file under a loaded test run).
+    """
+    ledger.batches.create_batch(batch())
+    terms = {"now": 100, "lease_seconds": 5}
+    assert ledger.batches.take_ingest_lease("f-1", owner="a", **terms)
+    # Ran out at 105, nobody took it: still a's, and renewed.
+    assert ledger.batches.holds_ingest_lease("f-1", owner="a", now=200, lease_seconds=5)
+    assert not ledger.batches.take_ingest_lease("f-1", owner="b", now=204, lease_seconds=5)
+    # Taken over once it ran out: a changes nothing from then on.
+    assert ledger.batches.take_ingest_lease("f-1", owner="b", now=206, lease_seconds=5)
+    assert not ledger.batches.holds_ingest_lease("f-1", owner="a", now=207, lease_seconds=5)
+    assert ledger.batches.holds_ingest_lease("f-1", owner="b", now=207, lease_seconds=5)
