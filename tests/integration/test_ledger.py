@@ -174,3 +174,23 @@ def test_a_webhook_id_is_remembered_with_what_it_signed(ledger: Ledger) -> None:
     assert int(item["expires_at"]) == 1_660  # the table's TTL attribute
     # beside the idempotency records, never on them
     assert ledger.requests.get_api_request("sig#msg_1") is None
+
+
+def test_an_ingest_lease_that_ran_out_is_kept_until_another_delivery_takes_it(
+    ledger: Ledger,
+) -> None:
+    """A slow read of a long file on a busy machine outlives its lease: it is not a crash.
+
+    Only a takeover ends it; before, every slow delivery gave up at its next step and the input
+    climbed to the dead-letter queue (seen with a 12,000-row file under a loaded test run).
+    """
+    ledger.batches.create_batch(batch())
+    terms = {"now": 100, "lease_seconds": 5}
+    assert ledger.batches.take_ingest_lease("f-1", owner="a", **terms)
+    # Ran out at 105, nobody took it: still a's, and renewed.
+    assert ledger.batches.holds_ingest_lease("f-1", owner="a", now=200, lease_seconds=5)
+    assert not ledger.batches.take_ingest_lease("f-1", owner="b", now=204, lease_seconds=5)
+    # Taken over once it ran out: a changes nothing from then on.
+    assert ledger.batches.take_ingest_lease("f-1", owner="b", now=206, lease_seconds=5)
+    assert not ledger.batches.holds_ingest_lease("f-1", owner="a", now=207, lease_seconds=5)
+    assert ledger.batches.holds_ingest_lease("f-1", owner="b", now=207, lease_seconds=5)

@@ -57,22 +57,26 @@ class BatchStore(Store):
     def holds_ingest_lease(
         self, batch_id: str, *, owner: str, now: int, lease_seconds: int
     ) -> bool:
-        """Renew ``owner``'s live lease, right before it gives back, fails or hands out the
-        batch; False when the lease is over or another's, or the plan is recorded: then this
-        delivery must change nothing, since another may be ingesting (or buying) the batch."""
+        """Renew ``owner``'s lease, right before it gives back, fails or hands out the batch;
+        False when another delivery took it over, or the plan is recorded: then this delivery
+        must change nothing, since another may be ingesting (or buying) the batch.
+
+        A lease that ran out but was not taken over is still this delivery's: only a takeover
+        (``take_ingest_lease``, which changes the owner) ends it, so a slow read of a long file
+        on a busy machine is never mistaken for a crash.
+        """
         return (
             self._update_batch_if(
                 batch_id,
                 UpdateExpression="SET ingest_lease_until = :until",
                 ConditionExpression=(
                     "#s = :ingesting AND attribute_not_exists(chunk_count) AND "
-                    "ingest_owner = :owner AND ingest_lease_until >= :now"
+                    "ingest_owner = :owner"
                 ),
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":owner": owner,
                     ":until": now + lease_seconds,
-                    ":now": now,
                     ":ingesting": BatchStatus.INGESTING.value,
                 },
             )
