@@ -34,6 +34,13 @@ class EmailModel(BaseModel):
     model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
+class ProgramExam(EmailModel):
+    """An exam a program's voucher covers (the program's ``storeExams``): what the e-mail lists."""
+
+    name: str
+    code: str = ""
+
+
 class EmailEventRecord(EmailModel):
     """One step of a row's e-mail history (the ``<name>.deliveries.csv`` lines)."""
 
