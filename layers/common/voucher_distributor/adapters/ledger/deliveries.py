@@ -22,6 +22,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from voucher_distributor.adapters.ledger.table import (
+    BATCH_SK,
     Store,
     batch_pk,
     conditional_failed,
@@ -353,3 +354,24 @@ class DeliveryStore(Store):
         raise RuntimeError(
             f"delivery {batch_id}/{row_number}: too many concurrent writes; retried later"
         )
+
+    # ------------------------------------------------------------------ the results' refresh
+
+    def take_refresh(self, batch_id: str, *, now: int, every: int) -> bool:
+        """True for the one caller a minute that asks for the batch's results to be rewritten
+        (a conditional write on the batch item's ``email_refresh_due``)."""
+        try:
+            self._table.update_item(
+                Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
+                UpdateExpression="SET email_refresh_due = :next",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND "
+                    "(attribute_not_exists(email_refresh_due) OR email_refresh_due <= :now)"
+                ),
+                ExpressionAttributeValues={":now": now, ":next": now + every},
+            )
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
