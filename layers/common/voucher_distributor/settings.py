@@ -122,6 +122,8 @@ class Settings(BaseModel):
     #: Seconds one sending invocation sends for before handing the rest of its chunk on (well
     #: under the function timeout).
     email_send_budget_seconds: float = Field(default=40, gt=0)
+    #: The results are rewritten with the e-mail states at most this often per batch.
+    email_refresh_seconds: int = Field(default=60, ge=1, le=900)
 
     @property
     def email_enabled(self) -> bool:

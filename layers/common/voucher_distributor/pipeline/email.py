@@ -62,8 +62,6 @@ from voucher_distributor.pipeline.context import Services, log
 PAUSED_RETRY_SECONDS = 900
 #: SES unreachable before the request went out: try again soon.
 UNAVAILABLE_RETRY_SECONDS = 10
-#: The results are rewritten with the e-mail states at most this often per batch.
-REFRESH_SECONDS = 60
 #: The report queue's message kind that rewrites a reported batch's results (ReportMessage.check).
 EMAIL_REFRESH = "emails"
 
@@ -334,13 +332,13 @@ def record_email_event(services: Services, detail: dict[str, Any], *, event_id: 
 
 def schedule_refresh(services: Services, batch_id: str) -> bool:
     """Rewrite the batch's results within a minute, at most once a minute."""
-    now = services.now()
-    if not services.ledger.deliveries.take_refresh(batch_id, now=now, every=REFRESH_SECONDS):
+    now, every = services.now(), services.settings.email_refresh_seconds
+    if not services.ledger.deliveries.take_refresh(batch_id, now=now, every=every):
         return False
     services.queues.send(
         services.settings.report_queue_url,
         {"batchId": batch_id, "check": EMAIL_REFRESH},
-        delay_seconds=REFRESH_SECONDS,
+        delay_seconds=every,
     )
     return True
 
