@@ -671,6 +671,7 @@ def run_files(
     dry_run: bool = False,
     parameters: dict[str, str] | None = None,
     state: Path | None = None,
+    send_email: bool = True,
 ) -> list[RunResult]:
     """Run CSVs (and HR request JSONs) through one local pipeline, end to end.
 
@@ -682,6 +683,9 @@ def run_files(
     Each run is a new stack, unless ``state`` names a directory: the ledger, the bucket and
     the sandbox's sales of the run before are loaded from it at the start and written to it
     at the end (``local/state.py``), so a person sent again is ``existing``.
+    The stack mails each assigned code from a local sender (every message under
+    ``out_dir/mail/``) unless ``parameters`` set ``SenderEmail`` (empty: no e-mail);
+    ``send_email=False`` makes each input opt out instead (``--no-email``).
     """
     from voucher_distributor_cli.local import state as kept  # noqa: PLC0415
 
@@ -717,6 +721,8 @@ def run_files(
                 default_program=program or "",
                 log_stream=log_file,
                 parameters=parameters,
+                email=True,
+                mail_dir=out_dir / "mail",
             )
         )
         print(
@@ -731,7 +737,7 @@ def run_files(
             )
         results = _run_inputs(
             pipeline, paths, partner, program, show, out_dir, timeout_s,
-            together=together, dry_run=dry_run,
+            together=together, dry_run=dry_run, send_email=send_email,
         )  # fmt: skip
         if state is not None:
             kept.save(state, pipeline.stack, sandbox)
@@ -749,6 +755,7 @@ def _run_inputs(
     *,
     together: bool,
     dry_run: bool,
+    send_email: bool = True,
 ) -> list[RunResult]:
     keys = _upload_keys(paths, together=together)
     if not together:
@@ -756,12 +763,15 @@ def _run_inputs(
         # writes its results under the same key.
         results = []
         for path, key in zip(paths, keys, strict=True):
-            sent = _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
+            sent = _submit(
+                pipeline, path, key, partner, program, show, dry_run=dry_run,
+                send_email=send_email,
+            )  # fmt: skip
             _at_the_door(pipeline, sent, show, timeout_s)
             results.append(_finish(pipeline, sent, out_dir, show, timeout_s))
         return results
     sent_all = [
-        _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
+        _submit(pipeline, path, key, partner, program, show, dry_run=dry_run, send_email=send_email)
         for path, key in zip(paths, keys, strict=True)
     ]
     for sent in sent_all:
@@ -839,12 +849,16 @@ def _submit(
     show: TextIO,
     *,
     dry_run: bool = False,
+    send_email: bool = True,
 ) -> _Sent:
     """Upload a CSV, or send a request (as it is, when it is not even JSON: the request
     handler answers it as the deployed one would). A dry run is asked for as a user would:
     object metadata ``mode: dry-run``, or ``"dryRun": true`` in the request."""
     if key is not None:
-        metadata = {"mode": "dry-run"} if dry_run else None
+        metadata = {
+            **({"mode": "dry-run"} if dry_run else {}),
+            **({} if send_email else {"send-email": "false"}),
+        }
         batch_id = pipeline.submit_csv(path, key=key, metadata=metadata)
         mode = " as a dry run" if dry_run else ""
         print(f"uploaded {path.name} to s3://{pipeline.bucket}/{key}{mode}", file=show)
@@ -866,6 +880,8 @@ def _submit(
                 parsed["programName"] = program
             if dry_run:
                 parsed["dryRun"] = True
+            if not send_email:
+                parsed["sendEmail"] = False
             request = parsed
     message_id, request_batch = pipeline.send_request(request)
     print(f"request {path.name} sent to the request queue", file=show)
