@@ -330,11 +330,22 @@ def record_email_event(services: Services, detail: dict[str, Any], *, event_id: 
     return f"now-{delivery.state.value}"
 
 
+#: Batch → when this process last saw its refresh taken (by itself or another): until then
+#: asking again is known to fail, so it is not asked (one conditional write per event saved).
+_refresh_known: dict[str, int] = {}
+
+
 def schedule_refresh(services: Services, batch_id: str) -> bool:
     """Rewrite the batch's results within a minute, at most once a minute."""
     now, every = services.now(), services.settings.email_refresh_seconds
-    if not services.ledger.deliveries.take_refresh(batch_id, now=now, every=every):
+    if _refresh_known.get(batch_id, -1) > now:
         return False
+    if len(_refresh_known) > 1_000:
+        _refresh_known.clear()
+    if not services.ledger.deliveries.take_refresh(batch_id, now=now, every=every):
+        _refresh_known[batch_id] = now + 1  # taken by another: look again a second later
+        return False
+    _refresh_known[batch_id] = now + every
     services.queues.send(
         services.settings.report_queue_url,
         {"batchId": batch_id, "check": EMAIL_REFRESH},

@@ -71,6 +71,16 @@ def _step(event: EmailEventRecord) -> dict[str, Any]:
     return {k: v for k, v in event.model_dump(mode="json").items() if v != ""}
 
 
+def _adds_nothing(current: EmailDelivery, event: EmailEventRecord) -> bool:
+    """SES's Send event for a row whose send we recorded ourselves: nothing new to keep."""
+    return (
+        event.state == EmailState.SENT
+        and current.state != EmailState.UNKNOWN
+        and event.delivery_id == current.delivery_id
+        and any(h.source == "send" and h.delivery_id == event.delivery_id for h in current.history)
+    )
+
+
 class DeliveryStore(Store):
     """E-mail deliveries (``ledger.deliveries``)."""
 
@@ -335,7 +345,7 @@ class DeliveryStore(Store):
             version = int(got["Item"].get("version", 0))
             current = _record(got["Item"])
             applied = apply_event(current, event)
-            if applied.duplicate:
+            if applied.duplicate or _adds_nothing(current, event):
                 return current, False
             item = _item(applied.delivery, version=version + 1)
             if "previous_state" in got["Item"]:

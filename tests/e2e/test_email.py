@@ -1,0 +1,173 @@
+"""Every code reaches its recipient: the voucher e-mail through the local pipeline (moto's SES,
+its send-rate limit and the mailbox simulator's events played by the local runner)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+
+from tests.e2e.conftest import SPRING, World, people
+from voucher_distributor.models.email import EmailState
+from voucher_distributor_cli.local.runner.local_ses import SentMail
+
+SIM = "simulator.amazonses.com"
+
+
+def _message(mail: SentMail) -> EmailMessage:
+    parsed = message_from_bytes(mail.raw, policy=default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _texts(mail: SentMail) -> tuple[str, str]:
+    message = _message(mail)
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    return text.get_content(), html.get_content()
+
+
+def _run(world: World, path, **kwargs):
+    batch = world.pipeline.submit_csv(path, **kwargs)
+    world.pipeline.run_until_done(batch, timeout_s=300)
+    return world.pipeline.result(batch, world.tmp / "out")
+
+
+def test_each_assigned_row_gets_exactly_one_email_with_its_own_code(make_world) -> None:
+    world = make_world(email=True)
+    rows = people(1_100)
+    rows[10:10] = [{"email": "not-an-address", "program_name": SPRING}]
+    result = _run(world, world.csv_file(rows))
+    assigned = {r["email"]: r for r in result.rows if r["status"] == "assigned"}
+    assert len(assigned) == 1_100
+    assert len(result.summary["purchases"]) == 2  # two chunks
+    sent = world.pipeline.ses.sent
+    assert len(sent) == 1_100
+    assert Counter(m.to[0] for m in sent) == Counter(assigned.keys())  # one each, nobody else
+    codes = {r["voucher_code"] for r in assigned.values()}
+    for mail in sent:
+        text, html = _texts(mail)
+        mine = assigned[mail.to[0]]["voucher_code"]
+        in_text = set(re.findall(r"SPR\d\d-[A-Z0-9]+", text)) & codes
+        assert in_text == {mine}, mail.to[0]
+        assert mine in html
+        assert mail.tags["delivery-id"].startswith(result.batch_id + ".")
+        assert mail.configuration_set
+    # Every row's state in the results and the deliveries file; the rejected row got none.
+    states = Counter(r["email_status"] for r in result.rows)
+    assert states == {"delivered": 1_100, "not-sent": 1}
+    assert result.summary["emails"] == {"delivered": 1_100, "not-sent": 1}
+    assert result.final_line()["emails"] == {"delivered": 1_100, "not-sent": 1}
+    assert result.deliveries_csv is not None
+    history = result.deliveries_csv.read_text(encoding="utf-8-sig").splitlines()
+    assert history[0].startswith("row,to,voucher_code,attempt,at_utc,email_status")
+    assert sum(1 for line in history if ",delivered,Delivery," in line) == 1_100
+    assert len(list((world.tmp / "mail").glob("*.eml"))) == 1_100
+    # The same list again: everyone already holds a code, nobody is mailed again.
+    again = _run(world, world.csv_file(rows, name="again.csv"))
+    assert Counter(r["status"] for r in again.rows) == {"existing": 1_100, "rejected": 1}
+    assert {r["email_status"] for r in again.rows} == {"not-sent"}
+    assert len(world.pipeline.ses.sent) == 1_100
+
+
+def test_simulator_addresses_end_in_their_states_and_names_stay_data(make_world) -> None:
+    world = make_world(email=True)
+    rows = [
+        {"email": f"success@{SIM}", "first_name": "{{ 7*7 }}", "last_name": "<script>x</script>"},
+        {"email": f"bounce@{SIM}", "first_name": "Bo"},
+        {"email": f"complaint@{SIM}", "first_name": "Co"},
+        {"email": f"suppressionlist@{SIM}", "first_name": "Su"},
+        {"email": f"ooto@{SIM}", "first_name": "Oo"},
+        {"email": "plain@acme.example", "first_name": "Pl"},
+    ]
+    for row in rows:
+        row["program_name"] = SPRING
+    result = _run(world, world.csv_file(rows))
+    got = {r["email"]: r["email_status"] for r in result.rows}
+    assert got == {
+        f"success@{SIM}": "delivered",
+        f"bounce@{SIM}": "bounced",
+        f"complaint@{SIM}": "complained",
+        f"suppressionlist@{SIM}": "suppressed",
+        f"ooto@{SIM}": "delivered",
+        "plain@acme.example": "delivered",
+    }
+    bounced = world.pipeline.ledger.deliveries.get(result.batch_id, 2)
+    assert bounced is not None
+    assert "550 5.1.1" in bounced.reason  # SES's diagnostic is kept
+    (hostile,) = [m for m in world.pipeline.ses.sent if m.to[0] == f"success@{SIM}"]
+    text, html = _texts(hostile)
+    assert "Hello {{ 7*7 }}," in text
+    assert "49" not in text
+    assert "<script>" not in html
+    assert "{{ 7*7 }}" in html
+    assert result.final_line()["emails"] == {
+        "delivered": 3, "bounced": 1, "complained": 1, "suppressed": 1,
+    }  # fmt: skip
+
+
+def test_an_opted_out_input_and_a_dry_run_send_nothing(make_world) -> None:
+    world = make_world(email=True)
+    out = _run(world, world.csv_file(people(3)), metadata={"send-email": "false"})
+    assert Counter(r["status"] for r in out.rows) == {"assigned": 3}
+    assert {r["email_status"] for r in out.rows} == {"not-sent"}
+    assert "emails" not in out.summary
+    dry = _run(
+        world, world.csv_file(people(2, start=10), name="dry.csv"), metadata={"mode": "dry-run"}
+    )
+    assert {r["email_status"] for r in dry.rows} == {"not-sent"}
+    request = {
+        "requestId": "no-mail-1",
+        "partnerName": "Acme Corp",
+        "programName": SPRING,
+        "sendEmail": False,
+        "recipients": [{"email": "hr-person@acme.example"}],
+    }
+    batch = world.pipeline.submit_request(request)
+    assert batch is not None
+    world.pipeline.run_until_done(batch, timeout_s=120)
+    assert world.pipeline.result(batch).rows[0]["email_status"] == "not-sent"
+    assert world.pipeline.ses.sent == []
+
+
+def test_a_claimed_row_is_never_sent_again_and_a_redelivery_sends_nothing(make_world) -> None:
+    world = make_world(email=True)
+    path = world.csv_file(people(4))
+    result_batch = world.pipeline.submit_csv(path, key="incoming/crash.csv")
+    # A worker claimed row 2 and died before recording its SES call (the crash window).
+    world.pipeline.ledger.deliveries.claim(
+        result_batch, 2, to_address="person2@acme.example", voucher_code="?", now=0
+    )
+    world.pipeline.run_until_done(result_batch, timeout_s=120)
+    result = world.pipeline.result(result_batch)
+    got = {r["row"]: r["email_status"] for r in result.rows}
+    assert got == {"1": "delivered", "2": "unknown", "3": "delivered", "4": "delivered"}
+    assert sorted(m.to[0] for m in world.pipeline.ses.sent) == [
+        "person1@acme.example", "person3@acme.example", "person4@acme.example",
+    ]  # fmt: skip
+    # The chunk's e-mail message delivered again: every row is claimed or mailed, nothing goes.
+    world.pipeline.stack.client("sqs").send_message(
+        QueueUrl=world.pipeline.queue_url("EmailQueue"),
+        MessageBody=json.dumps({"batchId": result_batch, "chunkNo": 0, "fromRow": 0}),
+    )
+    world.pipeline.run_until_idle(timeout_s=60)
+    assert len(world.pipeline.ses.sent) == 3
+    unknown = world.pipeline.ledger.deliveries.get(result_batch, 2)
+    assert unknown is not None
+    assert unknown.state == EmailState.UNKNOWN
+
+
+def test_throttling_waits_and_loses_nothing(make_world) -> None:
+    # The stack believes it may send 40/s; the local SES takes 8/s and answers the rest
+    # TooManyRequestsException: those e-mails go later, none lost, none twice.
+    world = make_world(email=True, ses_rate=8, parameters={"MaxSendRate": "80"})
+    result = _run(world, world.csv_file(people(30)))
+    assert world.pipeline.ses.throttled > 0
+    assert Counter(m.to[0] for m in world.pipeline.ses.sent) == Counter(
+        r["email"] for r in result.rows
+    )
+    assert {r["email_status"] for r in result.rows} == {"delivered"}
