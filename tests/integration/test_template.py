@@ -274,7 +274,19 @@ def test_alarms_and_dashboard_use_metrics_the_code_emits(template: SamTemplate) 
     resources = template.resources
     alarms = [r for r in resources.values() if r.type == "AWS::CloudWatch::Alarm"]
     custom = [a for a in alarms if "VoucherDistributor" in json.dumps(a.properties)]
-    assert {a.properties["MetricName"] for a in custom} <= emitted
+    alarmed = {
+        name
+        for a in custom
+        for name in (
+            [a.properties["MetricName"]]
+            if "MetricName" in a.properties
+            # Metric math (the e-mail bounce and complaint rates): the metrics it reads.
+            else [m["MetricStat"]["Metric"]["MetricName"] for m in a.properties["Metrics"]
+                  if "MetricStat" in m]
+        )
+    }  # fmt: skip
+    assert alarmed <= emitted
+    assert {"EmailsSent", "EmailsBounced", "EmailsComplained", "EmailSendingPaused"} <= alarmed
     alarmed_queues = {
         a.properties["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
         for a in alarms
