@@ -13,6 +13,10 @@ from email.policy import default
 from tests.e2e.conftest import SPRING, World, people
 from voucher_distributor.models.email import EmailState
 from voucher_distributor_cli.local.runner.local_ses import SentMail
+from voucher_distributor_cli.ops.find import find_recipient
+from voucher_distributor_cli.ops.status import batch_status, format_status
+from voucher_distributor_cli.ops.target import Target
+from voucher_distributor_cli.ops.voucher import find_voucher, format_voucher
 
 SIM = "simulator.amazonses.com"
 
@@ -108,6 +112,20 @@ def test_simulator_addresses_end_in_their_states_and_names_stay_data(make_world)
     assert result.final_line()["emails"] == {
         "delivered": 3, "bounced": 1, "complained": 1, "suppressed": 1,
     }  # fmt: skip
+    # The operator's views: the batch's status, the code's record, a person's codes.
+    target = Target.local(world.pipeline.stack.endpoint_url)
+    status = batch_status(target, result.batch_id)
+    assert status["emails"]["bounced"] == 1
+    assert "1 bounced" in format_status(status)
+    bounce_row = next(r for r in result.rows if r["email"] == f"bounce@{SIM}")
+    record = find_voucher(target, bounce_row["voucher_code"])
+    assert record is not None
+    assert record["emailDelivery"]["status"] == "bounced"
+    assert record["emailDelivery"]["attempts"] == 1
+    assert record["emailDelivery"]["sentAt"]
+    assert "e-mail    bounced at" in format_voucher(record, bounce_row["voucher_code"])
+    (found,) = find_recipient(target, f"complaint@{SIM}")
+    assert found["emailDelivery"]["status"] == "complained"
 
 
 def test_an_opted_out_input_and_a_dry_run_send_nothing(make_world) -> None:
