@@ -354,6 +354,26 @@ def _show_outcome(result: RunResult, out: TextIO, *, limit: int = DETAIL_LINES) 
         )
     if result.results_csv:
         print(f"results: {result.results_csv}", file=out)
+    _show_emails(result, out)
+
+
+def _show_emails(result: RunResult, out: TextIO) -> None:
+    """The batch's e-mails: counts by state, the history file, and one message to open."""
+    emails = result.summary.get("emails")
+    if not emails or result.mail_dir is None:
+        return
+    mailed = {s: n for s, n in emails.items() if s != "not-sent"}
+    if not mailed:
+        return
+    print(
+        "e-mails: "
+        + ", ".join(f"{n:,} {s}" for s, n in sorted(mailed.items()))
+        + (f" (history: {result.deliveries_csv})" if result.deliveries_csv else ""),
+        file=out,
+    )
+    batch_mail = sorted(result.mail_dir.glob("*.eml"))
+    if batch_mail:
+        print(f"  open one in a mail client: {batch_mail[0]}", file=out)
 
 
 def reason_lines(rows: list[dict[str, str]]) -> list[tuple[str, int]]:
