@@ -189,3 +189,33 @@ def test_throttling_waits_and_loses_nothing(make_world) -> None:
         r["email"] for r in result.rows
     )
     assert {r["email_status"] for r in result.rows} == {"delivered"}
+
+
+def test_a_reissue_says_it_replaces_the_old_code(make_world) -> None:
+    world = make_world(email=True)
+    first = _run(world, world.csv_file(people(2)))
+    old = {r["email"]: r["voucher_code"] for r in first.rows}
+    rows = [{**row, "reissue": "yes"} for row in people(2)]
+    second = _run(world, world.csv_file(rows, name="reissue.csv"))
+    assert {r["status"] for r in second.rows} == {"assigned"}
+    later = world.pipeline.ses.sent[2:]
+    assert sorted(m.to[0] for m in later) == sorted(old)
+    for mail in later:
+        text, html = _texts(mail)
+        new = next(r["voucher_code"] for r in second.rows if r["email"] == mail.to[0])
+        assert f"replaces your previous code\n{old[mail.to[0]]}" in text
+        assert new in text
+        assert old[mail.to[0]] in html
+        assert _message(mail)["Subject"].startswith("Your new exam voucher")
+
+
+def test_a_batch_awaiting_approval_mails_only_once_approved(make_world) -> None:
+    world = make_world(email=True, parameters={"ApprovalThreshold": "2"})
+    batch = world.pipeline.submit_csv(world.csv_file(people(3)))
+    world.pipeline.run_until_done(batch, timeout_s=120, stop_when_waiting=True)
+    assert world.pipeline.ses.sent == []
+    world.pipeline.decide(batch, "approved")
+    world.pipeline.run_until_done(batch, timeout_s=120)
+    assert len(world.pipeline.ses.sent) == 3
+    rows = world.pipeline.result(batch).rows
+    assert {r["email_status"] for r in rows} == {"delivered"}
