@@ -32,7 +32,8 @@ def _texts(mail: SentMail) -> tuple[str, str]:
     text, html = message.get_body(("plain",)), message.get_body(("html",))
     assert text is not None
     assert html is not None
-    return text.get_content(), html.get_content()
+    crlf = "\r\n"
+    return text.get_content().replace(crlf, "\n"), html.get_content().replace(crlf, "\n")
 
 
 def _run(world: World, path, **kwargs):
@@ -219,3 +220,30 @@ def test_a_batch_awaiting_approval_mails_only_once_approved(make_world) -> None:
     assert len(world.pipeline.ses.sent) == 3
     rows = world.pipeline.result(batch).rows
     assert {r["email_status"] for r in rows} == {"delivered"}
+
+
+def test_a_paused_account_holds_the_emails_and_a_refusal_fails_its_row(make_world) -> None:
+    world = make_world(email=True)
+    ses = world.pipeline.ses
+    ses.paused = True
+    ses.rejects = {"person2@acme.example"}
+    batch = world.pipeline.submit_csv(world.csv_file(people(3)))
+
+    def refused_a_few() -> bool:
+        return ses.refused >= 3
+
+    assert world.pipeline.lambdas is not None
+    world.pipeline.lambdas.run_until(refused_a_few, timeout_s=120)
+    assert ses.sent == []  # paused: nothing went, nothing was lost
+    assert list(world.pipeline.ledger.deliveries.for_batch(batch)) == []  # claims given back
+    ses.paused = False  # sending resumed
+    world.pipeline.run_until_done(batch, timeout_s=120)
+    rows = {r["email"]: r["email_status"] for r in world.pipeline.result(batch).rows}
+    assert rows == {
+        "person1@acme.example": "delivered",
+        "person2@acme.example": "failed",
+        "person3@acme.example": "delivered",
+    }
+    failed = world.pipeline.ledger.deliveries.get(batch, 2)
+    assert failed is not None
+    assert "MessageRejected" in failed.reason

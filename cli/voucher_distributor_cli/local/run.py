@@ -60,6 +60,8 @@ LOCAL_TUNING = {
     "CALLBACK_ALLOW_LOOPBACK": "true",
     # The results are rewritten with the e-mail states a second after an event, not a minute.
     "EMAIL_REFRESH_SECONDS": "1",
+    # A paused SES account is looked at again every second (deployed: 15 minutes).
+    "EMAIL_PAUSED_RETRY_SECONDS": "1",
 }
 #: The sender local runs mail from (moto's SES has it verified); ``SenderEmail=`` turns it off.
 LOCAL_SENDER = "vouchers@voucher-distributor.example"

@@ -124,6 +124,8 @@ class Settings(BaseModel):
     email_send_budget_seconds: float = Field(default=40, gt=0)
     #: The results are rewritten with the e-mail states at most this often per batch.
     email_refresh_seconds: int = Field(default=60, ge=1, le=900)
+    #: While SES sending is paused, the waiting e-mails are tried again this often.
+    email_paused_retry_seconds: int = Field(default=900, ge=1, le=900)
 
     @property
     def email_enabled(self) -> bool:

@@ -81,6 +81,11 @@ class LocalSes:
     clock: Callable[[], float] = time.monotonic
     sent: list[SentMail] = field(default_factory=list)
     throttled: int = 0
+    #: Faults a test sets: sending paused (``SendingPausedException`` for every send), and
+    #: addresses SES refuses (``MessageRejected``).
+    paused: bool = False
+    rejects: set[str] = field(default_factory=set)
+    refused: int = 0
     _drained: int = 0
     _bucket: _Bucket | None = None
 
@@ -294,8 +299,19 @@ def _patch() -> None:
         def __init__(self) -> None:
             super().__init__("TooManyRequestsException", "Maximum sending rate exceeded.")
 
+    class Refused(JsonRESTError):
+        code = 400
+
     def send_email(self: Any) -> str:
         ses = _active
+        if ses is not None and ses.paused:
+            ses.refused += 1
+            raise Refused("SendingPausedException", "Sending is paused for this account.")
+        if ses is not None:
+            to = (json.loads(self.body).get("Destination") or {}).get("ToAddresses") or []
+            if set(to) & ses.rejects:
+                ses.refused += 1
+                raise Refused("MessageRejected", "Email address is on the account's block list.")
         if ses is not None and not ses.admit():
             raise TooManyRequests()
         answer = original(self)
