@@ -178,6 +178,17 @@ def test_a_claimed_row_is_never_sent_again_and_a_redelivery_sends_nothing(make_w
     unknown = world.pipeline.ledger.deliveries.get(result_batch, 2)
     assert unknown is not None
     assert unknown.state == EmailState.UNKNOWN
+    # Had the crashed call reached SES, its Send event (carrying the delivery id) resolves it.
+    send_event = world.pipeline.ses.events_of(
+        SentMail("m-crashed", "x", ("person2@acme.example",),
+                 {"delivery-id": unknown.delivery_id}, "voucher-distributor-dev", b"", 0.0)
+    )[0]  # fmt: skip
+    assert world.pipeline.lambdas is not None
+    world.pipeline.lambdas.invoke("EmailEventsFunction", send_event)
+    resolved = world.pipeline.ledger.deliveries.get(result_batch, 2)
+    assert resolved is not None
+    assert resolved.state == EmailState.SENT
+    assert len(world.pipeline.ses.sent) == 3  # resolved, not re-sent
 
 
 def test_throttling_waits_and_loses_nothing(make_world) -> None:
