@@ -104,6 +104,9 @@ class InvocationFailure:
     reason: str
 
 
+_FEED_EVENTS_PER_PUMP = 200
+
+
 @dataclass
 class _Feed:
     function_id: str
@@ -244,8 +247,9 @@ class LocalLambdas:
     def _pump_feeds(self) -> PumpReport:
         report = PumpReport()
         for feed in self._feeds:
-            batch = [(event, 1) for event in feed.drain()] + feed.retries
-            feed.retries = []
+            # At most a few hundred events a pump, so the queues' functions are served between.
+            waiting = feed.retries + [(event, 1) for event in feed.drain()]
+            batch, feed.retries = waiting[:_FEED_EVENTS_PER_PUMP], waiting[_FEED_EVENTS_PER_PUMP:]
             for event, attempt in batch:
                 report.invocations += 1
                 report.delivered += 1
