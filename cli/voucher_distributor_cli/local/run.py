@@ -65,6 +65,7 @@ LOCAL_TUNING = {
 }
 #: The sender local runs mail from (moto's SES has it verified); ``SenderEmail=`` turns it off.
 LOCAL_SENDER = "vouchers@voucher-distributor.example"
+LOCAL_SENDER_NAME = "Voucher Distributor (local)"
 #: The local SES's MaxSendRate (e-mails per second) unless the caller gives one.
 LOCAL_SES_RATE = 200.0
 #: Template parameters of local runs unless the caller gives them: a callback's attempts over
@@ -205,7 +206,7 @@ class LocalPipeline:
         ``ses_rate``: the local SES's send-rate limit (and the MaxSendRate it reports)."""
         resolved = {
             **LOCAL_PARAMETERS,
-            **({"SenderEmail": LOCAL_SENDER} if email else {}),
+            **({"SenderEmail": LOCAL_SENDER, "SenderName": LOCAL_SENDER_NAME} if email else {}),
             "DefaultPartnerName": default_partner,
             "DefaultProgramName": default_program,
             **(parameters or {}),
