@@ -30,6 +30,7 @@ from voucher_distributor.adapters.ledger.table import (
 )
 from voucher_distributor.domain.email_states import apply_event
 from voucher_distributor.models.email import EmailDelivery, EmailEventRecord, EmailState
+from voucher_distributor.models.ledger import BatchRecord
 
 _MAX_EVENT_RETRIES = 8
 
@@ -97,6 +98,24 @@ class DeliveryStore(Store):
         """A batch's deliveries in row order (one Query, page after page)."""
         for item in self._query_prefix(batch_id, "E#"):
             yield _record(item)
+
+    def get_with_batch(
+        self, batch_id: str, row_number: int
+    ) -> tuple[BatchRecord | None, EmailDelivery | None]:
+        """The batch and one row's e-mail in one read (a code's record: ``voucher CODE``)."""
+        keys = [{"pk": batch_pk(batch_id), "sk": BATCH_SK}, self._key(batch_id, row_number)]
+        request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
+        batch: BatchRecord | None = None
+        delivery: EmailDelivery | None = None
+        while request:
+            got = self._client.batch_get_item(RequestItems=request)
+            for item in got["Responses"].get(self.table_name, []):
+                if item["sk"] == BATCH_SK:
+                    batch = BatchRecord.model_validate(plain(item))
+                else:
+                    delivery = _record(item)
+            request = got.get("UnprocessedKeys") or {}
+        return batch, delivery
 
     def get_many(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], EmailDelivery]:
         """Deliveries by (batch, row), 100 keys a request; rows never mailed are left out."""
