@@ -1,9 +1,11 @@
 """The ledger's e-mail delivery records: one item per (batch, row) the pipeline mails.
 
 Key: ``pk = B#<batch>``, ``sk = E#<row:09>`` (beside the row's assignment ``R#<row:09>``), so a
-batch's deliveries are one Query in row order. Attributes: ``state``, ``delivery_id`` (the
+batch's deliveries are one Query in row order. Attributes: ``email_state``, ``delivery_id`` (the
 current attempt: ``<batch>.<row>.<attempt>``, also the SES message tag, so an SES event finds
-its item by key, no index and no scan), ``attempts``, ``to_address``, ``voucher_code``,
+its item by key, no index and no scan), ``attempts``, ``to_address``, ``mailed_code`` (the
+code: not ``voucher_code``, the ``by-code`` index's key; nor ``email``, ``by-email``'s),
+``email_state`` (not ``state``, ``chunks-by-state``'s key),
 ``message_id``, ``reason``, ``claimed_at``, ``sent_at``, ``updated_at``, ``version`` (each
 event's write is conditional on it) and ``history`` (every step, as a list of maps).
 
@@ -52,8 +54,18 @@ def parse_delivery_id(value: str) -> tuple[str, int, int] | None:
     return parts[0], int(parts[1]), int(parts[2])
 
 
+#: Fields stored under other names than the record's: ``voucher_code`` and ``state`` are the
+#: keys of the ledger's sparse ``by-code`` and ``chunks-by-state`` indexes, which a delivery
+#: item must never join (it would answer a look-up of a code, or read as a chunk).
+_STORED_AS = {"voucher_code": "mailed_code", "state": "email_state"}
+_STATE = _STORED_AS["state"]
+
+
 def _record(item: Mapping[str, Any]) -> EmailDelivery:
     values = plain(dict(item))
+    for field, stored in _STORED_AS.items():
+        if stored in values:
+            values[field] = values.pop(stored)
     values["batch_id"] = str(values.pop("pk")).removeprefix("B#")
     values["row_number"] = int(str(values.pop("sk")).removeprefix("E#"))
     return EmailDelivery.model_validate(values)
@@ -62,6 +74,9 @@ def _record(item: Mapping[str, Any]) -> EmailDelivery:
 def _item(delivery: EmailDelivery, version: int) -> dict[str, Any]:
     item = delivery.model_dump(mode="json", exclude={"batch_id", "row_number"})
     item = {k: v for k, v in item.items() if v not in (None, "", [])}
+    for field, stored in _STORED_AS.items():
+        if field in item:
+            item[stored] = item.pop(field)
     item["pk"] = batch_pk(delivery.batch_id)
     item["sk"] = email_sk(delivery.row_number)
     item["version"] = version
@@ -209,7 +224,7 @@ class DeliveryStore(Store):
                     "history = list_append(history, :step) ADD version :one"
                 ),
                 ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeNames={"#s": _STATE},
                 ExpressionAttributeValues={
                     **values,
                     ":sent": EmailState.SENT.value,
@@ -248,7 +263,7 @@ class DeliveryStore(Store):
                     "history = list_append(history, :step) ADD version :one"
                 ),
                 ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeNames={"#s": _STATE},
                 ExpressionAttributeValues={
                     ":d": claimed.delivery_id,
                     ":failed": EmailState.FAILED.value,
@@ -270,7 +285,7 @@ class DeliveryStore(Store):
                 Key=self._key(claimed.batch_id, claimed.row_number),
                 UpdateExpression="SET reason = :r, updated_at = :now ADD version :one",
                 ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeNames={"#s": _STATE},
                 ExpressionAttributeValues={
                     ":d": claimed.delivery_id,
                     ":unknown": EmailState.UNKNOWN.value,
@@ -296,7 +311,7 @@ class DeliveryStore(Store):
                 self._table.delete_item(
                     Key=key,
                     ConditionExpression=condition,
-                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeNames={"#s": _STATE},
                     ExpressionAttributeValues=values,
                 )
             else:
@@ -304,7 +319,7 @@ class DeliveryStore(Store):
                     Key=key,
                     UpdateExpression="SET #s = previous_state, history = :h ADD version :one",
                     ConditionExpression=condition,
-                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeNames={"#s": _STATE},
                     ExpressionAttributeValues={
                         **values,
                         ":h": [_step(h) for h in claimed.history[:-1]],
