@@ -95,7 +95,7 @@ test: lint typecheck template scan build-check pytest
 # The main job on the embedded local default: events/sample-recipients.csv (2,500 rows, two
 # programs, some bad rows) through the whole pipeline; results land in local-results/.
 demo: venv
-	@echo "== local run events/sample-recipients.csv --partner 'Acme Corp'"
+	@echo "== local run events/sample-recipients.csv --partner 'Acme Corp' (each code mailed: local-results/mail/*.eml)"
 	@$(VENV)/bin/voucher-distributor local run events/sample-recipients.csv \
 	    --partner "Acme Corp" --out local-results
 

@@ -85,6 +85,8 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         tuning: dict[str, str] | None = None,
         default_program: str = "",
         parameters: dict[str, str] | None = None,
+        email: bool = False,
+        ses_rate: float = 500.0,
     ) -> World:
         log = (tmp_path / "handlers.log").open("a", encoding="utf-8")
         started.append(log)
@@ -108,6 +110,9 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
             # A pre-flight outage: the input is read again after a second (tests' timing).
             tuning={"INITIAL_CHECK_SECONDS": "0.5", "INGEST_RETRY_DELAYS": "1", **(tuning or {})},
             parameters=parameters,
+            email=email,
+            mail_dir=tmp_path / "mail",
+            ses_rate=ses_rate,
         ).start()
         started.append(pipeline)
         return World(sandbox, pipeline, tmp_path)

@@ -50,8 +50,8 @@ def test_the_translated_template_creates_completely(stack: MotoStack) -> None:
     translated = stack.translated["Resources"]
     # Every translated resource exists, or is one the local stack says it does not emulate.
     for logical_id, resource in translated.items():
-        # AlarmEmail and ApprovalEmail are empty by default
-        if resource.get("Condition") in {"HasAlarmEmail", "HasApprovalEmail"}:
+        # AlarmEmail, ApprovalEmail and SenderEmail are empty by default
+        if resource.get("Condition") in {"HasAlarmEmail", "HasApprovalEmail", "SendsEmail"}:
             continue
         assert logical_id in stack.resources or logical_id in stack.ignored, logical_id
     assert set(stack.ignored.values()) <= {
@@ -63,6 +63,9 @@ def test_the_translated_template_creates_completely(stack: MotoStack) -> None:
         "AWS::ApiGatewayV2::Api",
         "AWS::ApiGatewayV2::Stage",
         "AWS::Lambda::Permission",  # and the sync's schedule; locally: run_scheduled
+        # SES's configuration set and event destination (with SenderEmail): the local SES.
+        "AWS::SES::ConfigurationSet",
+        "AWS::SES::ConfigurationSetEventDestination",
     }
     assert {"IngestCsvFunction", "PurchaseFunction", "LedgerTable", "InboxBucket"} <= set(
         stack.resources

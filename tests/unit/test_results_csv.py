@@ -107,6 +107,7 @@ def test_a_round_trip_keeps_every_cell_and_neutralises_formulas():
         "purchase_code": "P-9",
         "expires_utc": "2026-12-31T23:59:59Z",
         "reason": "",
+        "email_status": "not-sent",
         "Cost Centre": "'@SUM(A1)",
         "Notes": "line 1\nline, 2",
     }
@@ -136,7 +137,7 @@ def test_extra_columns_that_clash_with_ours_are_renamed():
 
 def test_missing_extra_cells_are_empty_and_unknown_ones_are_refused():
     text = write([ResultRow(2, "a@example.com", "", "", "", "", "", "failed", extra={})], ["Team"])
-    assert text.splitlines()[1].endswith(",failed,,,,,")
+    assert text.splitlines()[1].endswith(",failed,,,,,not-sent,")
     with pytest.raises(ValueError, match="Dept"):
         write(
             [ResultRow(3, "a@example.com", "", "", "", "", "", "failed", extra={"Dept": "x"})], []

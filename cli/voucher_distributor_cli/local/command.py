@@ -100,6 +100,14 @@ def add_local_commands(subparsers: Any) -> None:
         "or claimed (results named *.dry-run.results.csv)",
     )
     run.add_argument(
+        "--no-email",
+        action="store_true",
+        help="mail nobody: each input opts out (object metadata send-email: false, a request's "
+        '"sendEmail": false); rows show email_status not-sent. Without it the local stack '
+        "mails every assigned code from a local sender (moto's SES; each message an .eml file "
+        "under OUT/mail/) unless --parameter-overrides SenderEmail= (empty)",
+    )
+    run.add_argument(
         "--parameter-overrides",
         nargs="+",
         default=[],
@@ -140,9 +148,11 @@ def add_local_commands(subparsers: Any) -> None:
             "(unless --certiverse-url), the HTTP API on a loopback port and the loops that "
             "deliver queue messages, and keeps them running until Ctrl-C. Prints one JSON line: "
             "endpointUrl, region, stack, bucket, requestQueueUrl, table, apiUrl, apiClientId "
-            "and apiClientSecret (a local API client with every scope), callbackSigningSecret "
-            "and certiverseUrl; on stderr, an upload (with the dummy AWS credentials moto "
-            "takes) and a status command, ready to paste. Then `aws --endpoint-url …`, curl and "
+            "and apiClientSecret (a local API client with every scope), callbackSigningSecret, "
+            "certiverseUrl and mailDir (every voucher e-mail sent, one .eml each, beside --log; "
+            "--parameter-overrides SenderEmail= sends none); on stderr, an upload (with the "
+            "dummy AWS credentials moto takes) and a status command, ready to paste. Then "
+            "`aws --endpoint-url …`, curl and "
             "every voucher-distributor operator command (--endpoint-url URL --stack NAME) work "
             "against it. What fails meanwhile (a Certiverse outage) is one line each on stderr, "
             "its trace in --log. Locally, callbacks may go to http:// loopback receivers."
@@ -208,6 +218,7 @@ def _run_local(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             parameters=dict(args.parameter_overrides),
             state=args.state,
+            send_email=not args.no_email,
         )
     except (LocalRunError, RunTimeoutError, StackError, StateError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)
@@ -247,6 +258,7 @@ def _run_up(args: argparse.Namespace) -> int:
                 partner=args.partner or "",
                 program=args.program or "",
                 parameters=dict(args.parameter_overrides),
+                mail_dir=args.log.parent / "mail",
                 api_port=args.port,
                 seed=args.seed,
                 log_stream=log_stream,
@@ -342,6 +354,26 @@ def _show_outcome(result: RunResult, out: TextIO, *, limit: int = DETAIL_LINES) 
         )
     if result.results_csv:
         print(f"results: {result.results_csv}", file=out)
+    _show_emails(result, out)
+
+
+def _show_emails(result: RunResult, out: TextIO) -> None:
+    """The batch's e-mails: counts by state, the history file, and one message to open."""
+    emails = result.summary.get("emails")
+    if not emails or result.mail_dir is None:
+        return
+    mailed = {s: n for s, n in emails.items() if s != "not-sent"}
+    if not mailed:
+        return
+    print(
+        "e-mails: "
+        + ", ".join(f"{n:,} {s}" for s, n in sorted(mailed.items()))
+        + (f" (history: {result.deliveries_csv})" if result.deliveries_csv else ""),
+        file=out,
+    )
+    batch_mail = sorted(result.mail_dir.glob("*.eml"))
+    if batch_mail:
+        print(f"  open one in a mail client: {batch_mail[0]}", file=out)
 
 
 def reason_lines(rows: list[dict[str, str]]) -> list[tuple[str, int]]:

@@ -23,12 +23,15 @@ from typing import IO, Any, TextIO
 
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.domain.batches import csv_batch_id, request_batch_id, short_batch_id
+from voucher_distributor.domain.email_states import SETTLED
 from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.domain.results_csv import read_results
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkState, DeliveryState
+from voucher_distributor.pipeline.report import deliveries_csv_key
 from voucher_distributor.pipeline.requests import refusal_key
 from voucher_distributor_cli.arguments import command_hint
-from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack, moto_fixes
+from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack, moto_fixes, sqs_record
+from voucher_distributor_cli.local.runner.local_ses import LocalSes, activate
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
 #: The repository's template: cli/voucher_distributor_cli/ -> repository root.
@@ -61,7 +64,16 @@ LOCAL_TUNING = {
     # Callbacks may go to http:// and loopback receivers (an integrator's, on this machine);
     # the template never sets it, so deployed the https and public-address rules stay.
     "CALLBACK_ALLOW_LOOPBACK": "true",
+    # The results are rewritten with the e-mail states a second after an event, not a minute.
+    "EMAIL_REFRESH_SECONDS": "1",
+    # A paused SES account is looked at again every second (deployed: 15 minutes).
+    "EMAIL_PAUSED_RETRY_SECONDS": "1",
 }
+#: The sender local runs mail from (moto's SES has it verified); ``SenderEmail=`` turns it off.
+LOCAL_SENDER = "vouchers@voucher-distributor.example"
+LOCAL_SENDER_NAME = "Voucher Distributor (local)"
+#: The local SES's MaxSendRate (e-mails per second) unless the caller gives one.
+LOCAL_SES_RATE = 200.0
 #: Template parameters of local runs unless the caller gives them: a callback's attempts over
 #: ~15 seconds instead of a day (five attempts, as deployed eight).
 LOCAL_PARAMETERS = {"CallbackRetrySchedule": "1,2,4,8"}
@@ -85,6 +97,8 @@ class Progress:
     assigned: int = 0
     failed: int = 0
     existing: int = 0
+    #: E-mails by state (None: the batch mails nobody).
+    emails: dict[str, int] | None = None
 
     def line(self) -> str:
         return (
@@ -93,7 +107,13 @@ class Progress:
             + f"purchases {self.purchases}/{self.chunks} | "
             f"vouchers ready {self.vouchers_ready:,} | assigned {self.assigned:,}"
             + (f" | failed {self.failed:,}" if self.failed else "")
+            + (self._email_part() if self.emails is not None else "")
         )
+
+    def _email_part(self) -> str:
+        assert self.emails is not None
+        mailed = sum(n for state, n in self.emails.items() if state != "failed")
+        return f" | e-mails sent {mailed:,} | bounced {self.emails.get('bounced', 0):,}"
 
 
 @dataclass
@@ -108,6 +128,10 @@ class RunResult:
     #: The request was refused at the door: its refusal (``results/requests/invalid/…``) and
     #: where it was copied. Then there is no batch: ``summary`` is the refusal itself.
     refusal_copy: Path | None = None
+    #: The e-mail history beside the results (``<name>.deliveries.csv``), when the batch mails.
+    deliveries_csv: Path | None = None
+    #: Where the run's e-mails are, one ``.eml`` each.
+    mail_dir: Path | None = None
 
     @property
     def refused(self) -> bool:
@@ -151,6 +175,8 @@ class RunResult:
             **(
                 {"callbacks": _callback_counts(self.summary)} if "callbacks" in self.summary else {}
             ),
+            **({"emails": self.summary["emails"]} if "emails" in self.summary else {}),
+            **({"mailDir": str(self.mail_dir)} if self.mail_dir is not None else {}),
         }
 
 
@@ -177,15 +203,26 @@ class LocalPipeline:
         tuning: dict[str, str] | None = None,
         retry_visibility_s: int = 2,
         parameters: dict[str, str] | None = None,
+        email: bool = False,
+        mail_dir: Path | None = None,
+        ses_rate: float = LOCAL_SES_RATE,
     ) -> None:
+        """``email``: mail each assigned code from :data:`LOCAL_SENDER` unless ``parameters``
+        name a ``SenderEmail`` (empty: none); each message sent is written to ``mail_dir``.
+        ``ses_rate``: the local SES's send-rate limit (and the MaxSendRate it reports)."""
+        resolved = {
+            **LOCAL_PARAMETERS,
+            **({"SenderEmail": LOCAL_SENDER, "SenderName": LOCAL_SENDER_NAME} if email else {}),
+            "DefaultPartnerName": default_partner,
+            "DefaultProgramName": default_program,
+            **(parameters or {}),
+        }
+        self.sender = resolved.get("SenderEmail", "")
+        self.mail_dir = mail_dir if self.sender else None
+        self.ses = LocalSes(max_send_rate=ses_rate, mail_dir=self.mail_dir)
         self.stack = MotoStack(
             template,
-            parameters={
-                **LOCAL_PARAMETERS,
-                "DefaultPartnerName": default_partner,
-                "DefaultProgramName": default_program,
-                **(parameters or {}),
-            },
+            parameters=resolved,
             secret_values={"CertiverseTokenSecret": certiverse_token},
         )
         self._certiverse_url = certiverse_url
@@ -211,6 +248,12 @@ class LocalPipeline:
             # The template insists on https for the real API; locally the sandbox is plain http.
             env_overrides={"CERTIVERSE_BASE_URL": self._certiverse_url, **self._tuning},
         )
+        activate(self.ses)
+        if self.sender:
+            self.stack.client("sesv2").create_email_identity(EmailIdentity=self.sender)
+        if "EmailEventsFunction" in self.lambdas.functions:
+            # SES's events, as the configuration set's EventBridge destination delivers them.
+            self.lambdas.add_feed("EmailEventsFunction", self.ses.drain, self.ses.pending)
         with self._logs_routed():
             for function_id in self.lambdas.functions:
                 self.lambdas.load(function_id)  # cold starts, so their loggers exist now
@@ -218,6 +261,7 @@ class LocalPipeline:
 
     def stop(self) -> None:
         _forget_process_caches()
+        activate(None)
         self.stack.stop()
 
     def __enter__(self) -> LocalPipeline:
@@ -327,7 +371,44 @@ class LocalPipeline:
             purchases=len(bought),
             vouchers_ready=sum(c.quantity for c in chunks if c.state == ChunkState.ASSIGNED),
             assigned=tally.assigned,
+            emails=self.email_counts(batch_id) if self.mails(batch) else None,
         )
+
+    # ------------------------------------------------------------------ e-mail
+
+    def mails(self, batch: BatchRecord | None) -> bool:
+        """Does this batch mail its codes here? (a sender, not a dry run, not opted out)"""
+        return bool(self.sender) and batch is not None and not batch.dry_run and batch.send_email
+
+    def email_counts(self, batch_id: str) -> dict[str, int]:
+        return dict(Counter(d.state.value for d in self.ledger.deliveries.for_batch(batch_id)))
+
+    def emails_settled(self, batch: BatchRecord) -> bool:
+        """Every assigned row of a reported batch has an e-mail outcome (or is ``unknown``), and
+        every SES event sent so far is recorded."""
+        if not self.mails(batch):
+            return True
+        assert self.lambdas is not None
+        if self.lambdas.feeds_pending():
+            return False
+        settled = sum(
+            1 for d in self.ledger.deliveries.for_batch(batch.batch_id) if d.state in SETTLED
+        )
+        return settled >= batch.rows_assigned
+
+    def refresh_results(self, batch_id: str) -> None:
+        """Rewrite the batch's results with its final e-mail states now (through the report
+        function, as the delayed refresh message would a second later)."""
+        assert self.lambdas is not None
+        body = json.dumps({"batchId": batch_id, "check": "emails"})
+        queue = self.stack.resource("ReportQueue")
+        event = {"Records": [sqs_record(
+            {"MessageId": f"refresh-{batch_id}", "ReceiptHandle": "local", "Body": body,
+             "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
+             "MD5OfBody": ""},
+            queue.get_att("Arn"), self.stack.region)]}  # fmt: skip
+        with self._logs_routed():
+            self.lambdas.invoke("ReportFunction", event)
 
     def run_until_done(
         self,
@@ -354,6 +435,8 @@ class LocalPipeline:
             done = batch is not None and batch.status in FINAL_STATUSES
             # A batch's callbacks go out after it ends: wait for them to be delivered or fail.
             done = done and not self.callbacks_pending(batch_id)
+            # Its e-mails too: every assigned row's has an outcome (or is unknown).
+            done = done and batch is not None and self.emails_settled(batch)
             if (
                 not done
                 and batch is not None
@@ -375,6 +458,8 @@ class LocalPipeline:
             self.lambdas.run_until(finished, timeout_s)
         batch = self.ledger.batches.get_batch(batch_id)
         assert batch is not None
+        if self.mails(batch) and batch.status == BatchStatus.DONE:
+            self.refresh_results(batch_id)
         shown(self.progress(batch_id).line())  # the final state, once
         return batch
 
@@ -454,7 +539,24 @@ class LocalPipeline:
             else:
                 results_path = None
         rows = read_results(csv_bytes) if csv_bytes is not None else []
-        return RunResult(batch_id, summary, results_path, summary_path, rows)
+        deliveries_path = None
+        if out_dir is not None and results_path is not None and "emails" in summary:
+            key = deliveries_csv_key(batch.results_csv_key)
+            with contextlib.suppress(s3.exceptions.NoSuchKey):
+                body = s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                deliveries_path = results_path.with_name(
+                    results_path.name.removesuffix(".results.csv") + ".deliveries.csv"
+                )
+                deliveries_path.write_bytes(body)
+        return RunResult(
+            batch_id,
+            summary,
+            results_path,
+            summary_path,
+            rows,
+            deliveries_csv=deliveries_path,
+            mail_dir=self.mail_dir if "emails" in summary else None,
+        )
 
     def _copy_names(self, out_dir: Path, batch: BatchRecord) -> tuple[Path, Path]:
         """Where a batch's summary and results go in ``out_dir``: the same batch always to the
@@ -597,6 +699,7 @@ def run_files(
     dry_run: bool = False,
     parameters: dict[str, str] | None = None,
     state: Path | None = None,
+    send_email: bool = True,
 ) -> list[RunResult]:
     """Run CSVs (and HR request JSONs) through one local pipeline, end to end.
 
@@ -608,6 +711,9 @@ def run_files(
     Each run is a new stack, unless ``state`` names a directory: the ledger, the bucket and
     the sandbox's sales of the run before are loaded from it at the start and written to it
     at the end (``local/state.py``), so a person sent again is ``existing``.
+    The stack mails each assigned code from a local sender (every message under
+    ``out_dir/mail/``) unless ``parameters`` set ``SenderEmail`` (empty: no e-mail);
+    ``send_email=False`` makes each input opt out instead (``--no-email``).
     """
     from voucher_distributor_cli.local import state as kept  # noqa: PLC0415
 
@@ -643,6 +749,8 @@ def run_files(
                 default_program=program or "",
                 log_stream=log_file,
                 parameters=parameters,
+                email=True,
+                mail_dir=out_dir / "mail",
             )
         )
         print(
@@ -657,7 +765,7 @@ def run_files(
             )
         results = _run_inputs(
             pipeline, paths, partner, program, show, out_dir, timeout_s,
-            together=together, dry_run=dry_run,
+            together=together, dry_run=dry_run, send_email=send_email,
         )  # fmt: skip
         if state is not None:
             kept.save(state, pipeline.stack, sandbox)
@@ -675,6 +783,7 @@ def _run_inputs(
     *,
     together: bool,
     dry_run: bool,
+    send_email: bool = True,
 ) -> list[RunResult]:
     keys = _upload_keys(paths, together=together)
     if not together:
@@ -682,12 +791,15 @@ def _run_inputs(
         # writes its results under the same key.
         results = []
         for path, key in zip(paths, keys, strict=True):
-            sent = _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
+            sent = _submit(
+                pipeline, path, key, partner, program, show, dry_run=dry_run,
+                send_email=send_email,
+            )  # fmt: skip
             _at_the_door(pipeline, sent, show, timeout_s)
             results.append(_finish(pipeline, sent, out_dir, show, timeout_s))
         return results
     sent_all = [
-        _submit(pipeline, path, key, partner, program, show, dry_run=dry_run)
+        _submit(pipeline, path, key, partner, program, show, dry_run=dry_run, send_email=send_email)
         for path, key in zip(paths, keys, strict=True)
     ]
     for sent in sent_all:
@@ -765,12 +877,16 @@ def _submit(
     show: TextIO,
     *,
     dry_run: bool = False,
+    send_email: bool = True,
 ) -> _Sent:
     """Upload a CSV, or send a request (as it is, when it is not even JSON: the request
     handler answers it as the deployed one would). A dry run is asked for as a user would:
     object metadata ``mode: dry-run``, or ``"dryRun": true`` in the request."""
     if key is not None:
-        metadata = {"mode": "dry-run"} if dry_run else None
+        metadata = {
+            **({"mode": "dry-run"} if dry_run else {}),
+            **({} if send_email else {"send-email": "false"}),
+        }
         batch_id = pipeline.submit_csv(path, key=key, metadata=metadata)
         mode = " as a dry run" if dry_run else ""
         print(f"uploaded {path.name} to s3://{pipeline.bucket}/{key}{mode}", file=show)
@@ -792,6 +908,8 @@ def _submit(
                 parsed["programName"] = program
             if dry_run:
                 parsed["dryRun"] = True
+            if not send_email:
+                parsed["sendEmail"] = False
             request = parsed
     message_id, request_batch = pipeline.send_request(request)
     print(f"request {path.name} sent to the request queue", file=show)

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -249,6 +250,7 @@ class LocalStackUp:
         seed: int | None = None,
         log_stream: IO[str] | None = None,
         sandbox_config: SandboxConfig | None = None,
+        mail_dir: Path | None = None,
     ) -> None:
         self._certiverse_url = certiverse_url
         self._certiverse_token = certiverse_token
@@ -258,6 +260,7 @@ class LocalStackUp:
         self._seed = seed
         self._log_stream = log_stream
         self._sandbox_config = sandbox_config
+        self._mail_dir = mail_dir
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._held = threading.Event()
@@ -300,6 +303,8 @@ class LocalStackUp:
                 default_program=self._program,
                 log_stream=self._log_stream,
                 parameters=self._parameters,
+                email=True,
+                mail_dir=self._mail_dir,
             )
         )
         self._point_ops_at_certiverse(url)
@@ -362,6 +367,7 @@ class LocalStackUp:
             "apiClientSecret": self.client_secret,
             "callbackSigningSecret": callback_secret,
             "certiverseUrl": self.certiverse_url,
+            "mailDir": str(pipeline.mail_dir) if pipeline.mail_dir is not None else None,
         }
 
     def batch(self, batch_id: str) -> BatchRecord | None:

@@ -24,32 +24,39 @@ def find_recipient(target: Target, email: str) -> list[dict[str, Any]]:
     }
     held = {(h.batch_id, h.row_number) for h in holdings.values()}
     batches: dict[str, Any] = {}
-    for candidate in dict.fromkeys([wanted, wanted.lower()]):
-        for record in ledger.assignments.assignments_for_email(candidate):
-            if record.batch_id not in batches:
-                batches[record.batch_id] = ledger.batches.get_batch(record.batch_id)
-            holding = holdings.get((record.partner_name.casefold(), record.program_name.casefold()))
-            per_code = code_record(record, batches[record.batch_id], holding)
-            seen[(record.batch_id, record.row_number)] = {
-                **per_code,
-                "batchId": record.batch_id,
-                "row": record.row_number,
-                "email": record.email,
-                "status": record.status,
-                "voucherCode": record.voucher_code,
-                "purchaseCode": record.purchase_code,
-                "partner": record.partner_name,
-                "program": record.program_name,
-                "expiresUtc": record.expires_utc,
-                "holds": (record.batch_id, record.row_number) in held
-                and record.status == "assigned",
-                **({"reason": record.reason} if record.reason else {}),
-            }
-            if record.status != "assigned":  # no code: nothing to follow
-                for name in ("state", "active", "expiresUtc"):
-                    seen[(record.batch_id, record.row_number)][name] = (
-                        None if name != "expiresUtc" else record.expires_utc
-                    )
+    records = [
+        record
+        for candidate in dict.fromkeys([wanted, wanted.lower()])
+        for record in ledger.assignments.assignments_for_email(candidate)
+    ]
+    emails = ledger.deliveries.get_many((r.batch_id, r.row_number) for r in records)
+    for record in records:
+        if record.batch_id not in batches:
+            batches[record.batch_id] = ledger.batches.get_batch(record.batch_id)
+        holding = holdings.get((record.partner_name.casefold(), record.program_name.casefold()))
+        per_code = code_record(
+            record, batches[record.batch_id], holding,
+            emails.get((record.batch_id, record.row_number)),
+        )  # fmt: skip
+        seen[(record.batch_id, record.row_number)] = {
+            **per_code,
+            "batchId": record.batch_id,
+            "row": record.row_number,
+            "email": record.email,
+            "status": record.status,
+            "voucherCode": record.voucher_code,
+            "purchaseCode": record.purchase_code,
+            "partner": record.partner_name,
+            "program": record.program_name,
+            "expiresUtc": record.expires_utc,
+            "holds": (record.batch_id, record.row_number) in held and record.status == "assigned",
+            **({"reason": record.reason} if record.reason else {}),
+        }
+        if record.status != "assigned":  # no code: nothing to follow
+            for name in ("state", "active", "expiresUtc"):
+                seen[(record.batch_id, record.row_number)][name] = (
+                    None if name != "expiresUtc" else record.expires_utc
+                )
     return sorted(seen.values(), key=lambda r: (r["batchId"], r["row"]))
 
 

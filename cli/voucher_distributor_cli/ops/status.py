@@ -54,6 +54,10 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
             "purchasesAdopted": tally.purchases_adopted,
         },
         "chunkStates": dict(Counter(c.state.value for c in chunks)),
+        # Rows mailed so far, by e-mail state (none: the batch mails nobody, or not yet).
+        "emails": dict(
+            Counter(d.state.value for d in target.ledger.deliveries.for_batch(batch_id))
+        ),
         "chunks": [_chunk_view(c, now_s) for c in chunks],
         # Where the results are once written: none before the batch ends (a failed input
         # has a summary and no results file).
@@ -179,6 +183,10 @@ def format_status(view: Mapping[str, Any], args: argparse.Namespace | None = Non
         + ", ".join(f"{n} {s}" for s, n in sorted(view["chunkStates"].items())),
         _results_line(view["results"]),
     ]
+    if view.get("emails"):
+        lines.append(
+            "  e-mails  " + ", ".join(f"{n:,} {s}" for s, n in sorted(view["emails"].items()))
+        )
     if view.get("dryRun"):
         lines.append("  dry run  nothing is bought; rows are reported 'would-assign'")
     if approval := view.get("approval"):

@@ -20,11 +20,12 @@ def find_voucher(target: Target, code: str) -> dict[str, Any] | None:
     assignment = ledger.assignments.find_voucher_code(code.strip())
     if assignment is None:
         return None
-    batch = ledger.batches.get_batch(assignment.batch_id)
+    # The batch and the code's e-mail in one read.
+    batch, email = ledger.deliveries.get_with_batch(assignment.batch_id, assignment.row_number)
     holding = ledger.holdings.get_holding(
         assignment.email, assignment.partner_name, assignment.program_name
     )
-    return code_record(assignment, batch, holding)
+    return code_record(assignment, batch, holding, email)
 
 
 def format_voucher(record: dict[str, Any] | None, code: str) -> str:
@@ -43,6 +44,7 @@ def format_voucher(record: dict[str, Any] | None, code: str) -> str:
         f"used at   {record['usedAt'] or '-'}",
         "reserved  "
         + (f"{reservation['code']} ({reservation['status'] or '?'})" if reservation else "-"),
+        _email_line(record["emailDelivery"]),
     ]
     if record["certiverseEmail"]:
         flag = (
@@ -62,6 +64,16 @@ def format_voucher(record: dict[str, Any] | None, code: str) -> str:
             f"{record['replacedBy']['at']}"
         )
     return "\n".join(lines)
+
+
+def _email_line(email: dict[str, Any]) -> str:
+    """The publish summary: the e-mail's state, SES calls made, and when."""
+    if not email["attempts"] and email["status"] == "not-sent":
+        return "e-mail    not-sent"
+    calls = f"{email['attempts']} attempt{'' if email['attempts'] == 1 else 's'}"
+    sent = f", sent {email['sentAt']}" if email.get("sentAt") else ""
+    why = f" ({email['reason']})" if email.get("reason") else ""
+    return f"e-mail    {email['status']} at {email['lastAt']}; {calls}{sent}{why}"
 
 
 def _yes_no(value: bool | None) -> str:

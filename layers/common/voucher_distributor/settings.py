@@ -118,6 +118,33 @@ class Settings(BaseModel):
     #: How long API clients are cached: a revoked client is refused within this many seconds.
     api_clients_cache_seconds: int = Field(default=60, ge=0, le=3600)
 
+    #: The voucher e-mail (template parameters). Empty SENDER_EMAIL: no e-mail is sent.
+    sender_email: str = ""
+    sender_name: str = ""
+    reply_to_email: str = ""
+    booking_url: str = ""
+    support_email: str = ""
+    #: The queue of e-mail sends (one message per chunk, or the rest of one); empty: no e-mail.
+    email_queue_url: str = ""
+    #: The SES configuration set whose event destination records each e-mail's fate.
+    ses_configuration_set: str = ""
+    #: E-mails per second over the whole stack; 0: read SES's own MaxSendRate (GetAccount).
+    max_send_rate: float = Field(default=0, ge=0)
+    #: Sending invocations at once (the event source's MaximumConcurrency): each sends at
+    #: max_send_rate / this.
+    email_send_concurrency: int = Field(default=2, ge=1)
+    #: Seconds one sending invocation sends for before handing the rest of its chunk on (well
+    #: under the function timeout).
+    email_send_budget_seconds: float = Field(default=40, gt=0)
+    #: The results are rewritten with the e-mail states at most this often per batch.
+    email_refresh_seconds: int = Field(default=60, ge=1, le=900)
+    #: While SES sending is paused, the waiting e-mails are tried again this often.
+    email_paused_retry_seconds: int = Field(default=900, ge=1, le=900)
+
+    @property
+    def email_enabled(self) -> bool:
+        return bool(self.sender_email and self.email_queue_url)
+
     @field_validator("certiverse_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:

@@ -106,6 +106,18 @@ class InvocationFailure:
     reason: str
 
 
+_FEED_EVENTS_PER_PUMP = 200
+
+
+@dataclass
+class _Feed:
+    function_id: str
+    drain: Callable[[], list[Any]]
+    pending: Callable[[], int]
+    attempts: int
+    retries: list[tuple[Any, int]] = field(default_factory=list)
+
+
 @dataclass
 class PumpReport:
     """What a pump (or a whole run) did, for progress output."""
@@ -215,6 +227,48 @@ class LocalLambdas:
                     continue
                 url = stack.queue_url_for_arn(event.queue)
                 self.event_sources.append(EventSource(function_id, event, url, event.queue))
+        self._feeds: list[_Feed] = []
+
+    def add_feed(
+        self,
+        function_id: str,
+        drain: Callable[[], list[Any]],
+        pending: Callable[[], int],
+        *,
+        attempts: int = 3,
+    ) -> None:
+        """Invoke ``function_id`` with each event ``drain()`` gives, on every pump: an
+        asynchronous source moto does not deliver (an EventBridge rule's target, fed by the
+        local SES's events). A failed event is tried again on the next pumps, ``attempts`` in
+        all, as EventBridge retries; ``pending()`` counts what the source still holds."""
+        self._spec(function_id)
+        self._feeds.append(_Feed(function_id, drain, pending, attempts))
+
+    def feeds_pending(self) -> int:
+        return sum(feed.pending() + len(feed.retries) for feed in self._feeds)
+
+    def _pump_feeds(self) -> PumpReport:
+        report = PumpReport()
+        for feed in self._feeds:
+            # At most a few hundred events a pump, so the queues' functions are served between.
+            waiting = feed.retries + [(event, 1) for event in feed.drain()]
+            batch, feed.retries = waiting[:_FEED_EVENTS_PER_PUMP], waiting[_FEED_EVENTS_PER_PUMP:]
+            for event, attempt in batch:
+                report.invocations += 1
+                report.delivered += 1
+                report.by_function[feed.function_id] = (
+                    report.by_function.get(feed.function_id, 0) + 1
+                )
+                try:
+                    self._invoke(feed.function_id, event)
+                except Exception as exc:  # the event is tried again, as EventBridge retries
+                    report.errors += 1
+                    report.failures.append(
+                        InvocationFailure(feed.function_id, (), f"{type(exc).__name__}: {exc}")
+                    )
+                    if attempt < feed.attempts:
+                        feed.retries.append((event, attempt + 1))
+        return report
 
     # ---------------------------------------------------------------- runtime
 
@@ -357,6 +411,8 @@ class LocalLambdas:
             messages = self._receive(source)
             if messages:
                 report.add(self._deliver(source, messages))
+        if self._feeds:
+            report.add(self._pump_feeds())
         return report
 
     def run_until(
@@ -398,7 +454,10 @@ class LocalLambdas:
         """Pump until no event-source queue holds a message (visible, in flight or delayed)."""
         urls = [source.queue_url for source in self.event_sources]
         return self.run_until(
-            lambda: all(self.stack.queue_counts(url).total == 0 for url in urls),
+            lambda: (
+                all(self.stack.queue_counts(url).total == 0 for url in urls)
+                and self.feeds_pending() == 0
+            ),
             timeout_s,
             idle_sleep_s,
             **kwargs,

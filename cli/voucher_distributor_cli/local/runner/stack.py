@@ -16,7 +16,8 @@ mappings. What this module still does, because moto's CloudFormation does not:
 * **Refs moto answers with a Python object** (layer versions, event buses): spelled out.
 * **Bucket versioning, S3 → SQS notifications, a table's TTL**: ignored by moto's
   CloudFormation, applied once the stack exists.
-* **Not emulated**: queue, bucket and topic policies, alarms, the HTTP API (``local up`` serves
+* **Not emulated**: queue, bucket and topic policies, alarms, SES's configuration set and its
+  event destination (``local_ses`` plays SES's events), the HTTP API (``local up`` serves
   it on loopback) and Lambda permissions (API Gateway's or a schedule's right to invoke a
   function; the runner invokes it in-process); see :attr:`MotoStack.ignored`.
 
@@ -65,7 +66,11 @@ _POLICIES = ("AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::SNS::TopicP
 #: Lambda permission (API Gateway's or a schedule's right to invoke a function) neither: locally
 #: the runner invokes the function in-process (``LocalLambdas.invoke``, ``run_scheduled``).
 _HTTP_API = ("AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage", "AWS::Lambda::Permission")
-_NOT_EMULATED = frozenset({*_POLICIES, *_HTTP_API, "AWS::CloudWatch::Alarm"})
+#: SES's configuration set and its event destination: moto's CloudFormation has neither, and
+#: moto's SES publishes no events; locally the runner's SES (``local_ses``) records each send and
+#: plays SES's events to the events function itself. The set's ``Ref`` is its name.
+_SES = ("AWS::SES::ConfigurationSet", "AWS::SES::ConfigurationSetEventDestination")
+_NOT_EMULATED = frozenset({*_POLICIES, *_HTTP_API, *_SES, "AWS::CloudWatch::Alarm"})
 #: Properties moto's CloudFormation ignores that the pipeline relies on, applied here.
 _FOLLOW_UP = {
     "AWS::S3::Bucket": ("VersioningConfiguration", "NotificationConfiguration"),
@@ -550,7 +555,8 @@ class MotoStack:
                 del resources[lid]  # created above, or its Condition is false
             elif kind == _MAPPING:
                 props["Enabled"] = False
-            elif kind == "AWS::Events::EventBus":  # moto's Ref of these two is a Python object
+            elif kind in {"AWS::Events::EventBus", "AWS::SES::ConfigurationSet"}:
+                # A bus: moto's Ref is a Python object; a configuration set: not created here.
                 refs[lid] = props["Name"]
             elif kind == "AWS::Lambda::LayerVersion":
                 props["Content"] = {"ZipFile": _EMPTY_ZIP}

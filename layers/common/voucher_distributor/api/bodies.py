@@ -101,12 +101,14 @@ def _csv_submission(request: ApiRequest, caller: Caller, context: dict[str, bool
         "notes": query.get("notes") or "",
         "callbackUrl": query.get("callbackUrl"),
         "dryRun": (query.get("dryRun") or "").lower() in {"1", "true", "yes"},
+        # ?sendEmail=false: mail nobody (the stack's SenderEmail otherwise mails every code).
+        "sendEmail": (query.get("sendEmail") or "").lower() not in {"0", "false", "no"},
         "recipientsS3Uri": "s3://pending/upload.csv",  # replaced by where the body is stored
     }
     distribution: DistributionRequest | None = None
     try:
         distribution = DistributionRequest.model_validate(
-            {k: v for k, v in fields.items() if v}, context=context
+            {k: v for k, v in fields.items() if v or k == "sendEmail"}, context=context
         )
     except ValidationError as exc:
         problems.extend(

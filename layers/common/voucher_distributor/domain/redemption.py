@@ -19,6 +19,7 @@ from voucher_distributor.domain.emails import normalise_email
 from voucher_distributor.domain.results_csv import spreadsheet_safe
 from voucher_distributor.domain.timestamps import iso_utc, iso_z
 from voucher_distributor.models.certiverse import PartnerVoucherModel
+from voucher_distributor.models.email import EmailDelivery
 from voucher_distributor.models.ledger import (
     AssignmentRecord,
     BatchRecord,
@@ -170,8 +171,25 @@ def redemption_csv(assignments: Iterable[AssignmentRecord]) -> tuple[bytes, dict
     return ("\ufeff" + buffer.getvalue()).encode("utf-8"), count_states(states)
 
 
+def email_summary(delivery: EmailDelivery | None) -> dict[str, Any]:
+    """The code's e-mail as its record shows it (Voucherify's publish summary): the state, the
+    SES calls made, the last step and when it was sent."""
+    if delivery is None:
+        return {"status": "not-sent", "attempts": 0, "lastAt": None, "sentAt": None}
+    return {
+        "status": delivery.state.value,
+        "attempts": delivery.attempts,
+        "lastAt": iso_utc(delivery.last_event_at),
+        "sentAt": iso_utc(delivery.sent_at) if delivery.sent_at else None,
+        **({"reason": delivery.reason} if delivery.reason else {}),
+    }
+
+
 def code_record(
-    assignment: AssignmentRecord, batch: BatchRecord | None, holding: HoldingRecord | None
+    assignment: AssignmentRecord,
+    batch: BatchRecord | None,
+    holding: HoldingRecord | None,
+    email: EmailDelivery | None = None,
 ) -> dict[str, Any]:
     """One code's record as ``voucher``, ``find`` and the holdings look-up (#9) show it.
 
@@ -228,4 +246,5 @@ def code_record(
             if replaced
             else None
         ),
+        "emailDelivery": email_summary(email),
     }

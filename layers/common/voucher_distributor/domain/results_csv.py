@@ -40,6 +40,7 @@ RESULT_COLUMNS: Final = (
     "purchase_code",
     "expires_utc",
     "reason",
+    "email_status",
 )
 
 #: ``existing``: the person already held a voucher for the program; it is shown, none bought.
@@ -86,6 +87,9 @@ class ResultRow:
     #: The line of the input file the row starts on (header = line 1); None for an HR
     #: request's inline recipients (the cell is left empty).
     line: int | None = None
+    #: The row's e-mail state (models.email.EmailState): ``not-sent`` for a row with no code,
+    #: with e-mail off or opted out.
+    email_status: str = "not-sent"
 
     @classmethod
     def rejected(
@@ -182,6 +186,7 @@ class ResultsCsvWriter:
             row.purchase_code,
             format_expiry(row.expires_utc),
             row.reason,
+            row.email_status,
             *(row.extra.get(name, "") for name in self._extra_columns),
         ]
         self._writer.writerow([spreadsheet_safe(cell) for cell in cells])

@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voucher_distributor.models.email import ProgramExam
+
 
 class BatchStatus(StrEnum):
     INGESTING = "INGESTING"  # reading the input; chunks are being planned
@@ -110,6 +112,11 @@ class BatchRecord(LedgerModel):
     #: A retry of an HR request's batch: that request's ``requestId``. Its callbacks go to the
     #: original's ``callbackUrl`` (copied into ``callback_url``) under it.
     origin_request_id: str | None = None
+    #: Mail each assigned code to its person (when the stack has a SenderEmail). Off for an
+    #: input that opts out: request ``sendEmail: false``, object metadata ``send-email: false``.
+    send_email: bool = True
+    #: The results are rewritten with the e-mail states no sooner than this (once a minute).
+    email_refresh_due: int | None = None
 
     @property
     def chunks_finished(self) -> int:
@@ -143,6 +150,8 @@ class ChunkRecord(LedgerModel):
     failed_count: int = 0
     #: A failed chunk's vouchers were taken off this day's count (once).
     count_given_back: str | None = None
+    #: The exams the program's voucher covers (its ``storeExams``), for the voucher e-mail.
+    exams: list[ProgramExam] = Field(default_factory=list)
 
 
 class RecipientRecord(LedgerModel):
@@ -160,6 +169,8 @@ class RecipientRecord(LedgerModel):
     note: str = ""
     #: The row's claim replaced a voucher the person held (a reissue): giving it back restores it.
     reissue: bool = False
+    #: The code a reissue replaces, when known: the e-mail says the new one replaces it.
+    replaces_code: str = ""
 
 
 class RedemptionRecord(LedgerModel):
@@ -236,6 +247,8 @@ class AssignmentRecord(LedgerModel):
     line: int | None = None
     #: What Certiverse says of the code since the hand-out (the redemption sync; table only).
     redemption: RedemptionRecord | None = None
+    #: The code a reissue replaced (outcome file only: the e-mail names it).
+    replaces_code: str = ""
 
 
 class PreviousHolding(LedgerModel):

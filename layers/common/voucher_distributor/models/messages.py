@@ -40,6 +40,15 @@ class ReportMessage(Message):
     check: str | None = None
 
 
+class EmailMessage(Message):
+    """Send the e-mails of one assigned chunk, from row ``from_row`` on (the rest of a chunk a
+    sending invocation handed on, or one that waits out throttling or a pause)."""
+
+    batch_id: str = Field(min_length=1)
+    chunk_no: int = Field(ge=0)
+    from_row: int = Field(default=0, ge=0)
+
+
 class CallbackMessage(Message):
     """One attempt (or a hop toward it) of a callback delivery: which, of which round."""
 
@@ -78,6 +87,8 @@ class DistributionRequest(Message):
     #: Go through ingest and pre-flight, report ``would-assign``; buy and claim nothing. Only
     #: a JSON boolean: ``"yes"`` or ``1`` is refused, never taken as true.
     dry_run: StrictBool = False
+    #: ``false``: mail nobody; the results still list every code (the stack's e-mail otherwise).
+    send_email: StrictBool = True
 
     @field_validator("callback_url")
     @classmethod

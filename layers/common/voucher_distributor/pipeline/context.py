@@ -14,6 +14,7 @@ from voucher_distributor.adapters.events import Events
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.adapters.notifications import Notifications
 from voucher_distributor.adapters.queues import Queues
+from voucher_distributor.adapters.ses import Ses
 from voucher_distributor.adapters.storage import Storage
 from voucher_distributor.settings import Settings
 
@@ -42,6 +43,8 @@ class Services:
     metrics: MetricSink = field(default_factory=NoMetrics)
     callbacks: SignedCallbacks | None = None
     notifications: Notifications | None = None
+    #: SES (SESv2), when the stack sends e-mail (SenderEmail set).
+    ses: Ses | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
@@ -83,6 +86,11 @@ def build_services(settings: Settings, metrics: MetricSink | None = None) -> Ser
         ),
         notifications=(
             Notifications(settings.approval_topic_arn) if settings.approval_topic_arn else None
+        ),
+        ses=(
+            Ses(configuration_set=settings.ses_configuration_set)
+            if settings.email_enabled
+            else None
         ),
     )
 

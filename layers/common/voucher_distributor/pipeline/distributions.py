@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,6 +231,10 @@ def distribution_view(services: Services, reach: Reach, batch_id: str) -> dict[s
         ],
         "approval": approval_summary(batch),
         "callbacks": deliveries_view(services.ledger.outbox.callback_deliveries(batch_id)),
+        # The rows mailed so far by e-mail state (empty: the batch mails nobody, or not yet).
+        "emails": dict(
+            Counter(d.state.value for d in services.ledger.deliveries.for_batch(batch_id))
+        ),
         "resultsReady": batch.status == BatchStatus.DONE,
         **({"error": batch.error} if batch.error else {}),
         **({"retryOf": batch.retry_of} if batch.retry_of else {}),
@@ -425,6 +430,7 @@ def holdings_view(services: Services, reach: Reach, email: str) -> list[dict[str
         (h.batch_id, h.row_number) for h in holdings
     )
     batches = {b: services.ledger.batches.get_batch(b) for b in {h.batch_id for h in holdings}}
+    emails = services.ledger.deliveries.get_many((h.batch_id, h.row_number) for h in holdings)
     out = []
     for h in holdings:
         record = records.get((h.batch_id, h.row_number))
@@ -436,6 +442,11 @@ def holdings_view(services: Services, reach: Reach, email: str) -> list[dict[str
             )  # fmt: skip
             continue
         out.append(
-            {**code_record(record, batches[h.batch_id], h), "claimedAt": iso_utc(h.claimed_at)}
+            {
+                **code_record(
+                    record, batches[h.batch_id], h, emails.get((h.batch_id, h.row_number))
+                ),
+                "claimedAt": iso_utc(h.claimed_at),
+            }
         )
     return out

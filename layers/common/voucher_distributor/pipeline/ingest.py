@@ -40,6 +40,8 @@ from voucher_distributor.domain.chunking import (
 from voucher_distributor.domain.csv_input import CsvInputError, ReadTally
 from voucher_distributor.domain.eligibility import email_refusal
 from voucher_distributor.domain.recipients import InputRow
+from voucher_distributor.models.certiverse import PartnerVoucherProgramModel
+from voucher_distributor.models.email import ProgramExam
 from voucher_distributor.models.ledger import (
     BatchRecord,
     BatchStatus,
@@ -198,6 +200,8 @@ class _Plan:
     rejected_by_class: dict[str, int] = field(default_factory=dict)
     #: What each assigned row of a target is told (an enforced assignment: do it in the portal).
     notes: dict[Target, str] = field(default_factory=dict)
+    #: The exams each target's voucher covers (its program's storeExams), for the e-mail.
+    exams: dict[Target, list[ProgramExam]] = field(default_factory=dict)
 
 
 def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
@@ -556,8 +560,7 @@ def _plan_rows(
                 assert verdict.program is not None
                 given, target = target, Target(verdict.partner.name, verdict.program.name)
                 spelling = spelling_note(given, target)
-                if verdict.note:
-                    plan.notes[target] = verdict.note
+                _remember_target(plan, target, verdict.program, verdict.note)
                 if duplicates.seen(target.program_name, row.email):
                     reason = (
                         "duplicate: this e-mail already appears for program "
@@ -580,6 +583,16 @@ def _note_target(plan: _Plan, target: Target | None) -> None:
     if target is not None:
         plan.partners.add(target.partner_name)
         plan.programs.add(target.program_name)
+
+
+def _remember_target(
+    plan: _Plan, target: Target, program: PartnerVoucherProgramModel, note: str | None
+) -> None:
+    """What every assigned row of ``target`` is told, and the exams its e-mail lists."""
+    if note:
+        plan.notes[target] = note
+    if target not in plan.exams:
+        plan.exams[target] = [ProgramExam(name=e.name, code=e.code) for e in program.store_exams]
 
 
 def _unclaimed(plan: _Plan, batch: BatchRecord, row: InputRow, target: Target | None) -> None:
@@ -658,7 +671,10 @@ def _plan_claimed(
             )
         if not record_only:
             assert batch is not None
-            _add_to_chunk(services, batch, plan, accepted, _reissue_note(outcome), reissued)
+            _add_to_chunk(
+                services, batch, plan, accepted, _reissue_note(outcome), reissued,
+                replaces_code=outcome.previous.voucher_code if outcome.previous else "",
+            )  # fmt: skip
 
 
 def _reissue_note(outcome: ClaimOutcome) -> str:
@@ -679,6 +695,8 @@ def _add_to_chunk(
     accepted: _Accepted,
     note: str,
     reissued: bool,
+    *,
+    replaces_code: str = "",
 ) -> None:
     row, target = accepted.row, accepted.target
     note = "; ".join(n for n in (note, accepted.note, plan.notes.get(target, "")) if n)
@@ -695,6 +713,7 @@ def _add_to_chunk(
             line=row.line,
             note=note,
             reissue=reissued,
+            replaces_code=replaces_code if reissued else "",
         )
     )
     if len(chunk) >= MAX_CHUNK:
@@ -716,6 +735,7 @@ def _flush(services: Services, batch: BatchRecord, target: Target, plan: _Plan) 
         quantity=len(recipients),
         rows_key=rows_key,
         first_row=recipients[0].row_number,
+        exams=plan.exams.get(target, []),
     )
     if plan.replay and not _replan_chunk(services, record):
         plan.chunk_numbers.append(chunk_no)

@@ -58,6 +58,7 @@ from voucher_distributor.models.ledger import (
 )
 from voucher_distributor.models.messages import PollMessage
 from voucher_distributor.pipeline.context import Services, log
+from voucher_distributor.pipeline.email import queue_chunk_emails
 
 
 class ChunkBusy(RuntimeError):
@@ -452,6 +453,7 @@ def _outcome(
         purchase_code=voucher.voucher_purchase_code if voucher else chunk.purchase_code or "",
         expires_utc=(iso_z(voucher.expiration_date_utc) if voucher else ""),
         reason=reason if not voucher else recipient.note,
+        replaces_code=recipient.replaces_code if voucher else "",
         extra=recipient.extra,
         line=recipient.line,
     )
@@ -464,6 +466,8 @@ def _assign(services: Services, chunk: ChunkRecord, vouchers: list[PartnerVouche
     records = [_outcome(chunk, r, voucher=v) for r, v in assign_codes(recipients, vouchers)]
     if _end_chunk(services, chunk, ChunkState.ASSIGNED, records):
         services.metrics.count("VouchersAssigned", len(records))
+    # The codes are in the ledger and the chunk reads ASSIGNED: mail them (per chunk).
+    queue_chunk_emails(services, chunk.batch_id, chunk.chunk_no)
     _track_for_sync(services, chunk, recipients)
     return "assigned"
 
@@ -512,6 +516,8 @@ def _settle_ended(services: Services, chunk: ChunkRecord) -> None:
     _restore_assignments(services, chunk)
     _report_if_last(services, chunk.batch_id, chunk.chunk_no)
     if chunk.state == ChunkState.ASSIGNED:
+        # The worker that assigned it may have died before asking for its e-mails.
+        queue_chunk_emails(services, chunk.batch_id, chunk.chunk_no)
         _track_for_sync(services, chunk)
 
 

@@ -14,10 +14,12 @@ all, the row is ``failed`` and ``retry-failed`` gives it a voucher.
 
 from __future__ import annotations
 
+import csv
 import heapq
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,14 @@ from voucher_distributor.domain.approval import approval_summary, rejection_reas
 from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
 from voucher_distributor.domain.emails import redact_emails
 from voucher_distributor.domain.outcomes import merge_outcomes, outcomes_file, tally_chunks
-from voucher_distributor.domain.results_csv import ResultRow, ResultsCsvWriter, ResultStatus
+from voucher_distributor.domain.results_csv import (
+    ResultRow,
+    ResultsCsvWriter,
+    ResultStatus,
+    spreadsheet_safe,
+)
 from voucher_distributor.domain.timestamps import iso_utc
+from voucher_distributor.models.email import EmailState
 from voucher_distributor.models.ledger import (
     AssignmentRecord,
     BatchRecord,
@@ -37,6 +45,7 @@ from voucher_distributor.models.ledger import (
 )
 from voucher_distributor.pipeline.callbacks import deliveries_view, send_event_callback
 from voucher_distributor.pipeline.context import Services, log
+from voucher_distributor.pipeline.email import emails_wanted
 
 #: Lifetime of the completion callback's ``resultsUrl`` (a fresh one: ``GET …/results``).
 CALLBACK_LINK_S = 3600
@@ -51,30 +60,23 @@ def report_batch(services: Services, batch_id: str) -> str:
     if batch is None:
         return "already-reported"
     chunks = list(services.ledger.chunks.iter_chunks(batch_id))
-    counts: Counter[str] = Counter()
-    with tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv") as out:
-        writer = ResultsCsvWriter(out, batch.extra_columns, delimiter=batch.results_delimiter)
-        try:
-            for row in _result_rows(services, batch, chunks):
-                counts[row.status] += 1
-                writer.write(row)
-        except HoldersPending as exc:
-            wait = services.settings.report_wait_seconds
-            services.queues.send(
-                services.settings.report_queue_url, {"batchId": batch_id}, delay_seconds=wait
-            )
-            log.info("batch %s: %s; reporting again in %d s", batch_id, exc, wait)
-            return "waiting-for-holders"
-        out.flush()
-        services.storage.upload_file(
-            batch.results_csv_key, Path(out.name), content_type="text/csv; charset=utf-8"
+    try:
+        counts, emails = _write_results(services, batch, chunks)
+    except HoldersPending as exc:
+        wait = services.settings.report_wait_seconds
+        services.queues.send(
+            services.settings.report_queue_url, {"batchId": batch_id}, delay_seconds=wait
         )
+        log.info("batch %s: %s; reporting again in %d s", batch_id, exc, wait)
+        return "waiting-for-holders"
     finished_at = services.now()
     # Nothing could be done at all (Certiverse unusable from the first look-up): the batch
     # failed, though its results list every row as failed for retry-failed.
     failed = bool(batch.error) and not chunks and counts.get("existing", 0) == 0
     status = BatchStatus.FAILED if failed else BatchStatus.DONE
     summary = _summary(services, batch, chunks, counts, finished_at, status=status)
+    if emails_wanted(services, batch):
+        summary["emails"] = dict(emails)
     services.storage.put_json(batch.summary_key, summary)
     _announce(services, batch, summary, completed=not failed)
     tally = tally_chunks(chunks)
@@ -90,6 +92,108 @@ def report_batch(services: Services, batch_id: str) -> str:
     services.metrics.count("BatchDurationSeconds", finished_at - batch.created_at, unit="Seconds")
     log.info("batch %s reported: %s", batch_id, dict(counts))
     return "reported"
+
+
+def _write_results(
+    services: Services, batch: BatchRecord, chunks: list[ChunkRecord], *, wait: bool = True
+) -> tuple[Counter[str], Counter[str]]:
+    """Write the results CSV (and, when the batch mails, its deliveries CSV): the counts of
+    rows by status and by e-mail status."""
+    counts: Counter[str] = Counter()
+    emails: Counter[str] = Counter()
+    with tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv") as out:
+        writer = ResultsCsvWriter(out, batch.extra_columns, delimiter=batch.results_delimiter)
+        for row in with_email_status(services, batch, _result_rows(services, batch, chunks, wait)):
+            counts[row.status] += 1
+            emails[row.email_status] += 1
+            writer.write(row)
+        out.flush()
+        services.storage.upload_file(
+            batch.results_csv_key, Path(out.name), content_type="text/csv; charset=utf-8"
+        )
+    if emails_wanted(services, batch):
+        write_deliveries_csv(services, batch)
+    return counts, emails
+
+
+def with_email_status(
+    services: Services, batch: BatchRecord, rows: Iterable[ResultRow]
+) -> Iterator[ResultRow]:
+    """``rows`` (in row order) with each one's e-mail state, merged with the batch's delivery
+    items (one Query in row order, never the whole batch in memory)."""
+    if not emails_wanted(services, batch):
+        yield from rows
+        return
+    deliveries = services.ledger.deliveries.for_batch(batch.batch_id)
+    pending = next(deliveries, None)
+    for row in rows:
+        while pending is not None and pending.row_number < row.row_number:
+            pending = next(deliveries, None)
+        if pending is not None and pending.row_number == row.row_number:
+            yield replace(row, email_status=pending.state.value)
+        elif row.status == "assigned":
+            yield replace(row, email_status=EmailState.SCHEDULED.value)
+        else:
+            yield row
+
+
+def deliveries_csv_key(results_csv_key: str) -> str:
+    """``<name>.deliveries.csv`` beside ``<name>.results.csv``."""
+    return results_csv_key.removesuffix(".results.csv").removesuffix(".csv") + ".deliveries.csv"
+
+
+DELIVERIES_COLUMNS = (
+    "row",
+    "to",
+    "voucher_code",
+    "attempt",
+    "at_utc",
+    "email_status",
+    "source",
+    "detail",
+    "message_id",
+)
+
+
+def write_deliveries_csv(services: Services, batch: BatchRecord) -> str:
+    """Every row's e-mail history, one line per step, beside the results CSV."""
+    key = deliveries_csv_key(batch.results_csv_key)
+    with tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv") as out:
+        out.write("\ufeff")
+        writer = csv.writer(out)
+        writer.writerow(DELIVERIES_COLUMNS)
+        for delivery in services.ledger.deliveries.for_batch(batch.batch_id):
+            for step in delivery.history:
+                attempt = step.delivery_id.rsplit(".", 1)[-1] if step.delivery_id else ""
+                cells = [
+                    str(delivery.row_number),
+                    delivery.to_address,
+                    delivery.voucher_code,
+                    attempt,
+                    iso_utc(step.at),
+                    step.state.value,
+                    step.source,
+                    step.detail,
+                    delivery.message_id,
+                ]
+                writer.writerow([spreadsheet_safe(c) for c in cells])
+        out.flush()
+        services.storage.upload_file(key, Path(out.name), content_type="text/csv; charset=utf-8")
+    return key
+
+
+def refresh_results(services: Services, batch_id: str) -> str:
+    """Rewrite a reported batch's results with the e-mail states as they are now (the e-mail
+    events ask for it at most once a minute per batch)."""
+    batch = services.ledger.batches.get_batch(batch_id)
+    if batch is None or batch.status != BatchStatus.DONE or not emails_wanted(services, batch):
+        return "not-reported"
+    chunks = list(services.ledger.chunks.iter_chunks(batch_id))
+    _, emails = _write_results(services, batch, chunks, wait=False)
+    summary = services.storage.get_json(batch.summary_key) or {}
+    summary["emails"] = dict(emails)
+    services.storage.put_json(batch.summary_key, summary)
+    return "refreshed"
 
 
 def fail_batch(
@@ -115,7 +219,7 @@ def fail_batch(
 
 
 def _result_rows(
-    services: Services, batch: BatchRecord, chunks: list[ChunkRecord]
+    services: Services, batch: BatchRecord, chunks: list[ChunkRecord], wait_ok: bool = True
 ) -> Iterator[ResultRow]:
     rejected_whole = batch.approval_decision == "rejected"
     unbought = batch.dry_run or rejected_whole
@@ -157,7 +261,7 @@ def _result_rows(
         for r in services.storage.iter_json_lines(work_key(batch.batch_id, REJECTED_ROWS_FILE))
     )
     waited = services.now() - batch.created_at
-    wait = waited < services.settings.holder_wait_seconds and not batch.dry_run
+    wait = waited < services.settings.holder_wait_seconds and not batch.dry_run and wait_ok
     existing = ExistingRows(services, wait=wait, dry_run=batch.dry_run).rows(
         services.storage.iter_json_lines(work_key(batch.batch_id, EXISTING_ROWS_FILE))
     )

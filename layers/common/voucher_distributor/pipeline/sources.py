@@ -31,6 +31,10 @@ PROGRAM_METADATA_KEYS = ("program", "program-name", "program_name", "programname
 REISSUE_METADATA_KEYS = ("reissue",)
 #: ``x-amz-meta-mode: dry-run``: plan and report the file, buy nothing.
 MODE_METADATA_KEYS = ("mode",)
+#: ``x-amz-meta-send-email: false``: mail nobody (the stack's SenderEmail otherwise mails every
+#: assigned code).
+SEND_EMAIL_METADATA_KEYS = ("send-email", "send_email", "sendemail")
+_NO = frozenset({"false", "no", "0", "off", "n"})
 #: ``x-amz-meta-retry-of: <batch id>``: the file holds another batch's failed rows (retry-failed).
 RETRY_METADATA_KEYS = ("retry-of", "retry_of", "retryof")
 
@@ -67,6 +71,7 @@ def upload_request(
         reissue=reissue in REISSUE_YES,
         retry_of=_first(stored.metadata, RETRY_METADATA_KEYS),
         dry_run=dry_run,
+        send_email=(_first(stored.metadata, SEND_EMAIL_METADATA_KEYS) or "").casefold() not in _NO,
     )
     if batch.retry_of:
         batch = _as_retry_of(services, batch, batch.retry_of)
@@ -127,6 +132,7 @@ def request_ingest(
         notes=request.notes or f"voucher-distributor request {request.request_id}"[:200],
         callback_url=request.callback_url,
         dry_run=request.dry_run,
+        send_email=request.send_email,
     )
     rows: Iterator[InputRow]
     tally = ReadTally()

@@ -14,6 +14,7 @@ from voucher_distributor.adapters.ledger.assignments import AssignmentStore
 from voucher_distributor.adapters.ledger.batches import BatchStore
 from voucher_distributor.adapters.ledger.chunks import ChunkStore
 from voucher_distributor.adapters.ledger.counts import CountStore
+from voucher_distributor.adapters.ledger.deliveries import DeliveryStore
 from voucher_distributor.adapters.ledger.holdings import Claim, ClaimOutcome, HoldingStore
 from voucher_distributor.adapters.ledger.outbox import OutboxStore
 from voucher_distributor.adapters.ledger.requests import ApiRequestStore
@@ -47,3 +48,4 @@ class Ledger:
         self.signatures = SignatureStore(self.table)
         self.tracking = TrackingStore(self.table)
         self.counts = CountStore(self.table)
+        self.deliveries = DeliveryStore(self.table)

@@ -1,0 +1,30 @@
+"""E-mail sender: the e-mails of one assigned chunk (or the rest of one) per message, paced to
+the SES send rate, each claimed before its SESv2 call and recorded after it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from voucher_distributor.models.messages import EmailMessage
+from voucher_distributor.pipeline.email import send_chunk_emails
+from voucher_distributor.runtime import logger, metrics, services, tracer
+from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+
+def record_handler(record: SqsRecord) -> None:
+    message = EmailMessage.model_validate_json(record.body)
+    logger.set_correlation_id(message.batch_id)
+    run = send_chunk_emails(
+        services(), message.batch_id, message.chunk_no, from_row=message.from_row
+    )
+    logger.info("e-mails of chunk %05d: %s %s", message.chunk_no, run.outcome, dict(run.counts))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialBatchResponse:  # noqa: ARG001
+    return process_sqs_batch(event, record_handler, logger=logger)

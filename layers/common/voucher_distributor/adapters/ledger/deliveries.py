@@ -1,0 +1,421 @@
+"""The ledger's e-mail delivery records: one item per (batch, row) the pipeline mails.
+
+Key: ``pk = B#<batch>``, ``sk = E#<row:09>`` (beside the row's assignment ``R#<row:09>``), so a
+batch's deliveries are one Query in row order. Attributes: ``email_state``, ``delivery_id`` (the
+current attempt: ``<batch>.<row>.<attempt>``, also the SES message tag, so an SES event finds
+its item by key, no index and no scan), ``attempts``, ``to_address``, ``mailed_code`` (the
+code: not ``voucher_code``, the ``by-code`` index's key; nor ``email``, ``by-email``'s),
+``email_state`` (not ``state``, ``chunks-by-state``'s key),
+``message_id``, ``reason``, ``claimed_at``, ``sent_at``, ``updated_at``, ``version`` (each
+event's write is conditional on it) and ``history`` (every step, as a list of maps).
+
+Never a second e-mail by accident: :meth:`DeliveryStore.claim` is a conditional put before the
+SES call (the item exists in state ``unknown``); :meth:`record_sent` / :meth:`record_failed` are
+conditional on that same attempt after it; :meth:`release` gives a claim back only when SES
+surely sent nothing (throttled, paused). A resend (a later issue) is a new claim on the same
+item: ``claim(..., replacing=current)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from voucher_distributor.adapters.ledger.table import (
+    BATCH_SK,
+    Store,
+    batch_pk,
+    conditional_failed,
+    plain,
+)
+from voucher_distributor.domain.email_states import apply_event
+from voucher_distributor.models.email import EmailDelivery, EmailEventRecord, EmailState
+from voucher_distributor.models.ledger import BatchRecord
+
+_MAX_EVENT_RETRIES = 8
+
+
+def email_sk(row_number: int) -> str:
+    return f"E#{row_number:09d}"
+
+
+def delivery_id(batch_id: str, row_number: int, attempt: int) -> str:
+    """The id of one attempt; SES tag values allow letters, digits, ``-``, ``_``, ``.``, ``@``."""
+    return f"{batch_id}.{row_number}.{attempt}"
+
+
+def parse_delivery_id(value: str) -> tuple[str, int, int] | None:
+    """(batch, row, attempt) of a delivery id, or None if it is not one of ours."""
+    parts = value.rsplit(".", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+#: Fields stored under other names than the record's: ``voucher_code`` and ``state`` are the
+#: keys of the ledger's sparse ``by-code`` and ``chunks-by-state`` indexes, which a delivery
+#: item must never join (it would answer a look-up of a code, or read as a chunk).
+_STORED_AS = {"voucher_code": "mailed_code", "state": "email_state"}
+_STATE = _STORED_AS["state"]
+
+
+def _record(item: Mapping[str, Any]) -> EmailDelivery:
+    values = plain(dict(item))
+    for field, stored in _STORED_AS.items():
+        if stored in values:
+            values[field] = values.pop(stored)
+    values["batch_id"] = str(values.pop("pk")).removeprefix("B#")
+    values["row_number"] = int(str(values.pop("sk")).removeprefix("E#"))
+    return EmailDelivery.model_validate(values)
+
+
+def _item(delivery: EmailDelivery, version: int) -> dict[str, Any]:
+    item = delivery.model_dump(mode="json", exclude={"batch_id", "row_number"})
+    item = {k: v for k, v in item.items() if v not in (None, "", [])}
+    for field, stored in _STORED_AS.items():
+        if field in item:
+            item[stored] = item.pop(field)
+    item["pk"] = batch_pk(delivery.batch_id)
+    item["sk"] = email_sk(delivery.row_number)
+    item["version"] = version
+    return item
+
+
+def _step(event: EmailEventRecord) -> dict[str, Any]:
+    return {k: v for k, v in event.model_dump(mode="json").items() if v != ""}
+
+
+def _adds_nothing(current: EmailDelivery, event: EmailEventRecord) -> bool:
+    """SES's Send event for a row whose send we recorded ourselves: nothing new to keep."""
+    return (
+        event.state == EmailState.SENT
+        and current.state != EmailState.UNKNOWN
+        and event.delivery_id == current.delivery_id
+        and any(h.source == "send" and h.delivery_id == event.delivery_id for h in current.history)
+    )
+
+
+class DeliveryStore(Store):
+    """E-mail deliveries (``ledger.deliveries``)."""
+
+    def _key(self, batch_id: str, row_number: int) -> dict[str, str]:
+        return {"pk": batch_pk(batch_id), "sk": email_sk(row_number)}
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, batch_id: str, row_number: int) -> EmailDelivery | None:
+        got = self._table.get_item(Key=self._key(batch_id, row_number), ConsistentRead=True)
+        return _record(got["Item"]) if "Item" in got else None
+
+    def for_batch(self, batch_id: str) -> Iterator[EmailDelivery]:
+        """A batch's deliveries in row order (one Query, page after page)."""
+        for item in self._query_prefix(batch_id, "E#"):
+            yield _record(item)
+
+    def get_with_batch(
+        self, batch_id: str, row_number: int
+    ) -> tuple[BatchRecord | None, EmailDelivery | None]:
+        """The batch and one row's e-mail in one read (a code's record: ``voucher CODE``)."""
+        keys = [{"pk": batch_pk(batch_id), "sk": BATCH_SK}, self._key(batch_id, row_number)]
+        request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
+        batch: BatchRecord | None = None
+        delivery: EmailDelivery | None = None
+        while request:
+            got = self._client.batch_get_item(RequestItems=request)
+            for item in got["Responses"].get(self.table_name, []):
+                if item["sk"] == BATCH_SK:
+                    batch = BatchRecord.model_validate(plain(item))
+                else:
+                    delivery = _record(item)
+            request = got.get("UnprocessedKeys") or {}
+        return batch, delivery
+
+    def get_many(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], EmailDelivery]:
+        """Deliveries by (batch, row), 100 keys a request; rows never mailed are left out."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[tuple[str, int], EmailDelivery] = {}
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": [self._key(b, r) for b, r in wanted[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                got = self._client.batch_get_item(RequestItems=request)
+                for item in got["Responses"].get(self.table_name, []):
+                    record = _record(item)
+                    found[(record.batch_id, record.row_number)] = record
+                request = got.get("UnprocessedKeys") or {}
+        return found
+
+    # ------------------------------------------------------------------ the send protocol
+
+    def claim(
+        self,
+        batch_id: str,
+        row_number: int,
+        *,
+        to_address: str,
+        voucher_code: str,
+        now: int,
+        replacing: EmailDelivery | None = None,
+    ) -> EmailDelivery | None:
+        """Claim the row's next send; None when it is claimed or mailed already.
+
+        The first claim needs the item absent; a resend's (``replacing``) needs the item still
+        at the attempt it saw. The claimed item is ``unknown`` until the SES call is recorded.
+        """
+        attempt = (replacing.attempts if replacing else 0) + 1
+        did = delivery_id(batch_id, row_number, attempt)
+        step = EmailEventRecord(at=now, state=EmailState.UNKNOWN, source="claim", delivery_id=did)
+        claimed = EmailDelivery(
+            batch_id=batch_id,
+            row_number=row_number,
+            delivery_id=did,
+            state=EmailState.UNKNOWN,
+            attempts=attempt,
+            to_address=to_address,
+            voucher_code=voucher_code,
+            claimed_at=now,
+            updated_at=now,
+            history=[*(replacing.history if replacing else []), step],
+        )
+        item = _item(claimed, version=1)
+        if replacing is not None:
+            item["previous_state"] = replacing.state.value
+        condition: dict[str, Any] = (
+            {"ConditionExpression": "attribute_not_exists(pk)"}
+            if replacing is None
+            else {
+                "ConditionExpression": "delivery_id = :seen",
+                "ExpressionAttributeValues": {":seen": replacing.delivery_id},
+            }
+        )
+        try:
+            self._table.put_item(Item=item, **condition)
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return None
+            raise
+        return claimed
+
+    def record_sent(self, claimed: EmailDelivery, *, message_id: str, now: int) -> None:
+        """SES took the message: ``sent`` (unless an event moved it on already) and its id."""
+        step = _step(
+            EmailEventRecord(
+                at=now, state=EmailState.SENT, source="send", delivery_id=claimed.delivery_id
+            )
+        )
+        values = {
+            ":d": claimed.delivery_id,
+            ":m": message_id,
+            ":now": now,
+            ":step": [step],
+            ":one": 1,
+        }
+        try:
+            self._table.update_item(
+                Key=self._key(claimed.batch_id, claimed.row_number),
+                UpdateExpression=(
+                    "SET message_id = :m, sent_at = :now, updated_at = :now, #s = :sent, "
+                    "history = list_append(history, :step) ADD version :one"
+                ),
+                ConditionExpression="delivery_id = :d AND #s = :unknown",
+                ExpressionAttributeNames={"#s": _STATE},
+                ExpressionAttributeValues={
+                    **values,
+                    ":sent": EmailState.SENT.value,
+                    ":unknown": EmailState.UNKNOWN.value,
+                },
+            )
+        except ClientError as exc:
+            if not conditional_failed(exc):
+                raise
+            # SES's Send event came first and moved the state on: keep that, add the id.
+            self._table.update_item(
+                Key=self._key(claimed.batch_id, claimed.row_number),
+                UpdateExpression="SET message_id = :m, sent_at = :now ADD version :one",
+                ConditionExpression="delivery_id = :d",
+                ExpressionAttributeValues={
+                    k: v for k, v in values.items() if k in {":d", ":m", ":now", ":one"}
+                },
+            )
+
+    def record_failed(self, claimed: EmailDelivery, *, reason: str, now: int) -> None:
+        """SES refused the message (or it could not be made): ``failed`` with why."""
+        step = _step(
+            EmailEventRecord(
+                at=now,
+                state=EmailState.FAILED,
+                source="send",
+                detail=reason,
+                delivery_id=claimed.delivery_id,
+            )
+        )
+        try:
+            self._table.update_item(
+                Key=self._key(claimed.batch_id, claimed.row_number),
+                UpdateExpression=(
+                    "SET #s = :failed, reason = :r, updated_at = :now, "
+                    "history = list_append(history, :step) ADD version :one"
+                ),
+                ConditionExpression="delivery_id = :d AND #s = :unknown",
+                ExpressionAttributeNames={"#s": _STATE},
+                ExpressionAttributeValues={
+                    ":d": claimed.delivery_id,
+                    ":failed": EmailState.FAILED.value,
+                    ":unknown": EmailState.UNKNOWN.value,
+                    ":r": reason[:1000],
+                    ":now": now,
+                    ":step": [step],
+                    ":one": 1,
+                },
+            )
+        except ClientError as exc:
+            if not conditional_failed(exc):
+                raise
+
+    def record_unknown(self, claimed: EmailDelivery, *, reason: str, now: int) -> None:
+        """The call's outcome is not known: the row stays ``unknown``, with why."""
+        try:
+            self._table.update_item(
+                Key=self._key(claimed.batch_id, claimed.row_number),
+                UpdateExpression="SET reason = :r, updated_at = :now ADD version :one",
+                ConditionExpression="delivery_id = :d AND #s = :unknown",
+                ExpressionAttributeNames={"#s": _STATE},
+                ExpressionAttributeValues={
+                    ":d": claimed.delivery_id,
+                    ":unknown": EmailState.UNKNOWN.value,
+                    ":r": reason[:1000],
+                    ":now": now,
+                    ":one": 1,
+                },
+            )
+        except ClientError as exc:
+            if not conditional_failed(exc):
+                raise
+
+    def release(self, claimed: EmailDelivery) -> bool:
+        """Give a claim back: SES surely sent nothing (throttled, paused, unreachable).
+
+        A first attempt's item is deleted; a resend's goes back to the state it replaced.
+        """
+        key = self._key(claimed.batch_id, claimed.row_number)
+        condition = "delivery_id = :d AND #s = :unknown"
+        values = {":d": claimed.delivery_id, ":unknown": EmailState.UNKNOWN.value}
+        try:
+            if claimed.attempts <= 1:
+                self._table.delete_item(
+                    Key=key,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#s": _STATE},
+                    ExpressionAttributeValues=values,
+                )
+            else:
+                self._table.update_item(
+                    Key=key,
+                    UpdateExpression="SET #s = previous_state, history = :h ADD version :one",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#s": _STATE},
+                    ExpressionAttributeValues={
+                        **values,
+                        ":h": [_step(h) for h in claimed.history[:-1]],
+                        ":one": 1,
+                    },
+                )
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def put_outcome(
+        self,
+        batch_id: str,
+        row_number: int,
+        *,
+        state: EmailState,
+        reason: str,
+        now: int,
+        voucher_code: str = "",
+    ) -> bool:
+        """A row that is not sent at all (the template failed, SES cannot take the address):
+        its outcome, unless the row has an item already."""
+        step = EmailEventRecord(at=now, state=state, source="send", detail=reason)
+        record = EmailDelivery(
+            batch_id=batch_id,
+            row_number=row_number,
+            delivery_id=delivery_id(batch_id, row_number, 0),
+            state=state,
+            voucher_code=voucher_code,
+            reason=reason[:1000],
+            updated_at=now,
+            history=[step],
+        )
+        try:
+            self._table.put_item(
+                Item=_item(record, version=1), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------------ SES's events
+
+    def record_event(
+        self, batch_id: str, row_number: int, event: EmailEventRecord
+    ) -> tuple[EmailDelivery, bool] | None:
+        """Apply one SES event (forward only, duplicates dropped): the record after it and
+        whether its state changed; None when the row has no delivery item."""
+        for _ in range(_MAX_EVENT_RETRIES):
+            got = self._table.get_item(Key=self._key(batch_id, row_number), ConsistentRead=True)
+            if "Item" not in got:
+                return None
+            version = int(got["Item"].get("version", 0))
+            current = _record(got["Item"])
+            applied = apply_event(current, event)
+            if applied.duplicate or _adds_nothing(current, event):
+                return current, False
+            item = _item(applied.delivery, version=version + 1)
+            if "previous_state" in got["Item"]:
+                item["previous_state"] = got["Item"]["previous_state"]
+            try:
+                self._table.put_item(
+                    Item=item,
+                    ConditionExpression="version = :v",
+                    ExpressionAttributeValues={":v": version},
+                )
+            except ClientError as exc:
+                if conditional_failed(exc):
+                    continue  # another event or the sender wrote first: read again
+                raise
+            return applied.delivery, applied.changed
+        raise RuntimeError(
+            f"delivery {batch_id}/{row_number}: too many concurrent writes; retried later"
+        )
+
+    # ------------------------------------------------------------------ the results' refresh
+
+    def take_refresh(self, batch_id: str, *, now: int, every: int) -> bool:
+        """True for the one caller a minute that asks for the batch's results to be rewritten
+        (a conditional write on the batch item's ``email_refresh_due``)."""
+        try:
+            self._table.update_item(
+                Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
+                UpdateExpression="SET email_refresh_due = :next",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND "
+                    "(attribute_not_exists(email_refresh_due) OR email_refresh_due <= :now)"
+                ),
+                ExpressionAttributeValues={":now": now, ":next": now + every},
+            )
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
