@@ -281,3 +281,23 @@ def test_a_page_token_that_does_not_start_a_row_is_refused() -> None:
     last = read_results_page(_blocks(data), size=20)
     assert last.next is None
     assert len(last.rows) == 20
+
+
+def test_a_page_token_still_finds_its_row_after_the_results_were_rewritten() -> None:
+    """E-mail states rewrite the results file between two pages: the token's byte offset then
+    points elsewhere, so the row is found from the file's start (a made-up row still fails)."""
+    before = _results_file(40)
+    first = read_results_page(_blocks(before), size=10)
+    assert first.next is not None
+    offset, row = first.next
+    after = before.replace(b"Ops, EMEA", b"Ops, EMEA (delivered)")  # longer rows: offsets move
+    with pytest.raises(ValueError, match="row|token"):
+        read_results_page(
+            _blocks(after), _blocks(after[offset:]), size=10, rest_from=offset, first_row=row
+        )
+    page = read_results_page(_blocks(after), size=10, first_row=row, find_row=True)
+    assert [r["row"] for r in page.rows] == [i * 2 for i in range(11, 21)]
+    with pytest.raises(ValueError, match="where the token says"):
+        read_results_page(_blocks(after), size=10, first_row=row + 1, find_row=True)
+    with pytest.raises(ValueError, match="where the token says"):
+        read_results_page(_blocks(after), size=10, first_row=99_999, find_row=True)

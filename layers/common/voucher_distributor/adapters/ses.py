@@ -122,6 +122,7 @@ class Ses:
     def __init__(self, *, sesv2: Any = None, configuration_set: str = "") -> None:
         self._given = sesv2
         self.configuration_set = configuration_set
+        self._account_rate: float | None = None
 
     @cached_property
     def _client(self) -> Any:
@@ -157,7 +158,10 @@ class Ses:
         return SentEmail(message_id=str(answer["MessageId"]))
 
     def max_send_rate(self) -> float:
-        """The account's ``MaxSendRate`` (e-mails per second), from SESv2 ``GetAccount``."""
+        """The account's ``MaxSendRate`` (e-mails per second), from SESv2 ``GetAccount``: asked
+        once per adapter (one per cold start), since every sending invocation paces by it."""
+        if self._account_rate is not None:
+            return self._account_rate
         try:
             account = self._client.get_account()
         except ClientError as exc:
@@ -167,6 +171,7 @@ class Ses:
             raise SesUnavailable(
                 "SES GetAccount gave no MaxSendRate; set the MaxSendRate parameter"
             )
+        self._account_rate = rate
         return rate
 
 

@@ -255,11 +255,14 @@ def read_results_page(
     size: int,
     rest_from: int = 0,
     first_row: int | None = None,
+    find_row: bool = False,
 ) -> ResultsPage:
     """A page of a results file. ``file``: the file from its start (its header is read);
     ``rest``: the file from a page token's byte offset ``rest_from`` on (``None``: the first
     page, read on from ``file``); ``first_row``: the row number the token says starts there
-    (``ValueError`` if not: a token for another file, or made up)."""
+    (``ValueError`` if not: a token for another file, or made up). ``find_row``: read ``file``
+    from its start up to ``first_row`` instead (the file was rewritten since the token was
+    given, so its offset no longer holds)."""
     counter = [0]
     lines = _lines(file, counter)
     first = next(lines, None)
@@ -280,6 +283,8 @@ def read_results_page(
         try:
             cells = next(reader)
         except StopIteration:
+            if find_row and first_row is not None and not rows:
+                raise ValueError("the page does not start where the token says") from None
             return ResultsPage(rows, None)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise ValueError(str(exc)) from exc
@@ -287,6 +292,8 @@ def read_results_page(
         number = values.get("row", "")
         if not number.isdigit():
             raise ValueError("the page does not start at a row")
+        if find_row and first_row is not None and not rows and int(number) < first_row:
+            continue
         if first_row is not None and not rows and int(number) != first_row:
             raise ValueError("the page does not start where the token says")
         if len(rows) == size:

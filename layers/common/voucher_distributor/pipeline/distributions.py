@@ -385,7 +385,15 @@ def assignments_page(
     try:
         got = read_results_page(header, body, size=size, rest_from=offset, first_row=row)
     except ValueError as exc:
-        raise BadPage(f"the page token is not valid for this batch: {exc}") from exc
+        if start is None:
+            raise BadPage(f"the page token is not valid for this batch: {exc}") from exc
+        # The results were rewritten since the token was given (e-mail states arrive as SES
+        # reports them): its offset no longer holds, so find its row from the file's start.
+        whole = services.storage.open(batch.results_csv_key).body
+        try:
+            got = read_results_page(whole, size=size, first_row=row, find_row=True)
+        except ValueError as again:
+            raise BadPage(f"the page token is not valid for this batch: {again}") from again
     next_link = None
     if got.next is not None:
         next_offset, next_row = got.next

@@ -63,8 +63,6 @@ UNAVAILABLE_RETRY_SECONDS = 10
 #: The report queue's message kind that rewrites a reported batch's results (ReportMessage.check).
 EMAIL_REFRESH = "emails"
 
-_rate_cache: dict[str, float] = {}
-
 
 def emails_wanted(services: Services, batch: BatchRecord | None) -> bool:
     """Does this batch mail its codes? (the stack has a sender; not a dry run; not opted out)"""
@@ -117,8 +115,7 @@ def worker_send_rate(services: Services) -> float:
     rate = settings.max_send_rate
     if rate <= 0:
         assert services.ses is not None
-        rate = _rate_cache.get("account") or services.ses.max_send_rate()
-        _rate_cache["account"] = rate
+        rate = services.ses.max_send_rate()
     return rate / settings.email_send_concurrency
 
 
