@@ -291,7 +291,7 @@ def test_a_page_token_still_finds_its_row_after_the_results_were_rewritten() -> 
     assert first.next is not None
     offset, row = first.next
     after = before.replace(b"Ops, EMEA", b"Ops, EMEA (delivered)")  # longer rows: offsets move
-    with pytest.raises(ValueError, match="row|token"):
+    with pytest.raises(ValueError, match=r"row|token"):
         read_results_page(
             _blocks(after), _blocks(after[offset:]), size=10, rest_from=offset, first_row=row
         )
