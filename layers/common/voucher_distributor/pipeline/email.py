@@ -226,7 +226,10 @@ def _send_one(
     record: AssignmentRecord,
     sender: Sender,
     pacer: Pacer,
+    *,
+    replacing: EmailDelivery | None = None,
 ) -> str:
+    """Render, claim, send, record one row's e-mail; ``replacing``: a resend's new claim."""
     deliveries = services.ledger.deliveries
     now = services.now()
     try:
@@ -249,6 +252,7 @@ def _send_one(
         to_address=to,
         voucher_code=record.voucher_code,
         now=now,
+        replacing=replacing,
     )
     if claimed is None:
         return "already"
