@@ -30,6 +30,7 @@ from voucher_distributor.pipeline.distributions import (
     results_link,
     submit_distribution,
 )
+from voucher_distributor.pipeline.resend import BatchNotFound, ResendError, ask_resends
 
 
 class ApiLog(Protocol):
@@ -141,6 +142,33 @@ def decide(call: ApiCall, batch_id: str, decision: str) -> dict[str, Any]:
         "note": batch.approval_note,
         "statusUrl": call.status_url(batch.batch_id),
     }
+
+
+def resend(call: ApiCall, batch_id: str) -> Answer:
+    """``POST …/resend``: the same code mailed again (202), recorded as ``api:<client>``."""
+    caller = call.caller(Scope.SUBMIT)
+    selection = bodies.resend_selection(call.request)
+    svc = call.services
+    try:
+        report = ask_resends(
+            svc.ledger,
+            lambda message: svc.queues.send(svc.settings.email_queue_url, message),
+            batch_id,
+            selection,
+            by=f"api:{caller.client_id}",
+            now=svc.now(),
+            email_enabled=svc.settings.email_enabled,
+        )
+    except BatchNotFound as exc:
+        raise Problem(404, "Not Found", str(exc)) from exc
+    except ResendError as exc:
+        raise Problem(422, "Unprocessable Content", str(exc)) from exc
+    document = {**report.as_dict(), "statusUrl": call.status_url(batch_id)}
+    if not report.asked:
+        reasons = "; ".join(f"row {row}: {why}" if row else why for row, why in report.refused)
+        raise Problem(409, "Conflict", f"nothing was resent: {reasons}")
+    call.log.info("resend asked", extra={"batch_id": batch_id, "rows": len(report.asked)})
+    return Answer(202, json.dumps(document))
 
 
 def get_holdings(call: ApiCall) -> dict[str, Any]:
