@@ -57,6 +57,7 @@ from voucher_distributor.models.ledger import (
     ChunkState,
 )
 from voucher_distributor.pipeline.context import Services, log
+from voucher_distributor.pipeline.undeliverable import UNDELIVERABLE, note_undeliverable
 
 #: SES unreachable before the request went out: try again soon.
 UNAVAILABLE_RETRY_SECONDS = 10
@@ -339,6 +340,8 @@ def record_email_event(services: Services, detail: dict[str, Any], *, event_id: 
         return "history"
     _count_state(services, delivery.state)
     schedule_refresh(services, batch_id)
+    if delivery.state in UNDELIVERABLE:
+        note_undeliverable(services, batch_id)  # HR hears of it (at most hourly)
     return f"now-{delivery.state.value}"
 
 

@@ -38,7 +38,6 @@ from voucher_distributor.pipeline.email import (
     UNAVAILABLE_RETRY_SECONDS,
     Pacer,
     _send_one,
-    schedule_refresh,
     sender_of,
     worker_send_rate,
 )
@@ -283,7 +282,7 @@ def send_resend(  # noqa: PLR0911 - one exit per way a resend ends
         return _later(services, message, settings.email_paused_retry_seconds, "paused")
     except SesUnavailable:
         return _later(services, message, UNAVAILABLE_RETRY_SECONDS, "unavailable")
-    schedule_refresh(services, message.batch_id)
+    # The results are rewritten when SES's events for this e-mail arrive (the events function).
     log.info("resend of row %s/%d: %s", message.batch_id, message.resend_row, outcome)
     return outcome
 

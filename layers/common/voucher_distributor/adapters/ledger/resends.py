@@ -9,6 +9,9 @@ two asks at once exactly one goes), and with a corrected address (``resend --to`
 moved (the old address's ``H#`` item deleted while it still points at this row, the new one put
 only if that address holds nothing of the program) and the assignment's ``email`` changed (so
 ``find`` and the by-email index follow the code). The new holding keeps who moved it and when.
+
+The batch item's ``undeliverable_check_at`` marks a scheduled check of the batch's
+undeliverable e-mails (``pipeline/undeliverable.py``).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from voucher_distributor.adapters.ledger.table import (
+    BATCH_SK,
     Store,
     batch_pk,
     cancellation_reasons,
+    conditional_failed,
     holding_pk,
     holding_sk,
     plain,
@@ -169,3 +174,35 @@ class ResendStore(Store):
                 }
             },
         ]
+
+    # ------------------------------------------------------------------ undeliverable notices
+
+    def schedule_notice(self, batch_id: str, *, now: int) -> bool:
+        """Mark the batch's undeliverable check as scheduled (on the batch item); False when
+        one is already."""
+        try:
+            self._table.update_item(
+                Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
+                UpdateExpression="SET undeliverable_check_at = :now",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND attribute_not_exists(undeliverable_check_at)"
+                ),
+                ExpressionAttributeValues={":now": now},
+            )
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def clear_notice(self, batch_id: str) -> None:
+        """The check ran: the next undeliverable row schedules another."""
+        try:
+            self._table.update_item(
+                Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
+                UpdateExpression="REMOVE undeliverable_check_at",
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except ClientError as exc:
+            if not conditional_failed(exc):
+                raise
