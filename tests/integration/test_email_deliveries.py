@@ -131,3 +131,14 @@ def test_an_outcome_without_a_send_and_reads_by_batch_and_key(ledger):
     assert set(found) == {("f-batch", 3), ("f-batch", 5)}
     # The delivery items are not assignments: the batch's assignments stay as they were.
     assert list(ledger.assignments.iter_assignments("f-batch")) == []
+
+
+def test_a_delivery_item_joins_none_of_the_ledgers_sparse_indexes(ledger):
+    claimed = _claim(ledger)
+    ledger.deliveries.record_sent(claimed, message_id="m-1", now=101)
+    item = ledger.table.table.get_item(Key={"pk": "B#f-batch", "sk": "E#000000007"})["Item"]
+    # by-email (email), by-code (voucher_code), by-program (program_name), batches-by-status
+    # (status), chunks-by-state (state): a delivery carries none of their keys.
+    assert not {"email", "voucher_code", "program_name", "status", "state"} & set(item)
+    assert ledger.assignments.find_voucher_code("CODE-7") is None
+    assert ledger.deliveries.get("f-batch", 7).voucher_code == "CODE-7"

@@ -20,11 +20,11 @@ def find_voucher(target: Target, code: str) -> dict[str, Any] | None:
     assignment = ledger.assignments.find_voucher_code(code.strip())
     if assignment is None:
         return None
-    batch = ledger.batches.get_batch(assignment.batch_id)
+    # The batch and the code's e-mail in one read.
+    batch, email = ledger.deliveries.get_with_batch(assignment.batch_id, assignment.row_number)
     holding = ledger.holdings.get_holding(
         assignment.email, assignment.partner_name, assignment.program_name
     )
-    email = ledger.deliveries.get(assignment.batch_id, assignment.row_number)
     return code_record(assignment, batch, holding, email)
 
 

@@ -1,9 +1,11 @@
 """The ledger's e-mail delivery records: one item per (batch, row) the pipeline mails.
 
 Key: ``pk = B#<batch>``, ``sk = E#<row:09>`` (beside the row's assignment ``R#<row:09>``), so a
-batch's deliveries are one Query in row order. Attributes: ``state``, ``delivery_id`` (the
+batch's deliveries are one Query in row order. Attributes: ``email_state``, ``delivery_id`` (the
 current attempt: ``<batch>.<row>.<attempt>``, also the SES message tag, so an SES event finds
-its item by key, no index and no scan), ``attempts``, ``to_address``, ``voucher_code``,
+its item by key, no index and no scan), ``attempts``, ``to_address``, ``mailed_code`` (the
+code: not ``voucher_code``, the ``by-code`` index's key; nor ``email``, ``by-email``'s),
+``email_state`` (not ``state``, ``chunks-by-state``'s key),
 ``message_id``, ``reason``, ``claimed_at``, ``sent_at``, ``updated_at``, ``version`` (each
 event's write is conditional on it) and ``history`` (every step, as a list of maps).
 
@@ -30,6 +32,7 @@ from voucher_distributor.adapters.ledger.table import (
 )
 from voucher_distributor.domain.email_states import apply_event
 from voucher_distributor.models.email import EmailDelivery, EmailEventRecord, EmailState
+from voucher_distributor.models.ledger import BatchRecord
 
 _MAX_EVENT_RETRIES = 8
 
@@ -51,8 +54,18 @@ def parse_delivery_id(value: str) -> tuple[str, int, int] | None:
     return parts[0], int(parts[1]), int(parts[2])
 
 
+#: Fields stored under other names than the record's: ``voucher_code`` and ``state`` are the
+#: keys of the ledger's sparse ``by-code`` and ``chunks-by-state`` indexes, which a delivery
+#: item must never join (it would answer a look-up of a code, or read as a chunk).
+_STORED_AS = {"voucher_code": "mailed_code", "state": "email_state"}
+_STATE = _STORED_AS["state"]
+
+
 def _record(item: Mapping[str, Any]) -> EmailDelivery:
     values = plain(dict(item))
+    for field, stored in _STORED_AS.items():
+        if stored in values:
+            values[field] = values.pop(stored)
     values["batch_id"] = str(values.pop("pk")).removeprefix("B#")
     values["row_number"] = int(str(values.pop("sk")).removeprefix("E#"))
     return EmailDelivery.model_validate(values)
@@ -61,6 +74,9 @@ def _record(item: Mapping[str, Any]) -> EmailDelivery:
 def _item(delivery: EmailDelivery, version: int) -> dict[str, Any]:
     item = delivery.model_dump(mode="json", exclude={"batch_id", "row_number"})
     item = {k: v for k, v in item.items() if v not in (None, "", [])}
+    for field, stored in _STORED_AS.items():
+        if field in item:
+            item[stored] = item.pop(field)
     item["pk"] = batch_pk(delivery.batch_id)
     item["sk"] = email_sk(delivery.row_number)
     item["version"] = version
@@ -97,6 +113,24 @@ class DeliveryStore(Store):
         """A batch's deliveries in row order (one Query, page after page)."""
         for item in self._query_prefix(batch_id, "E#"):
             yield _record(item)
+
+    def get_with_batch(
+        self, batch_id: str, row_number: int
+    ) -> tuple[BatchRecord | None, EmailDelivery | None]:
+        """The batch and one row's e-mail in one read (a code's record: ``voucher CODE``)."""
+        keys = [{"pk": batch_pk(batch_id), "sk": BATCH_SK}, self._key(batch_id, row_number)]
+        request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
+        batch: BatchRecord | None = None
+        delivery: EmailDelivery | None = None
+        while request:
+            got = self._client.batch_get_item(RequestItems=request)
+            for item in got["Responses"].get(self.table_name, []):
+                if item["sk"] == BATCH_SK:
+                    batch = BatchRecord.model_validate(plain(item))
+                else:
+                    delivery = _record(item)
+            request = got.get("UnprocessedKeys") or {}
+        return batch, delivery
 
     def get_many(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], EmailDelivery]:
         """Deliveries by (batch, row), 100 keys a request; rows never mailed are left out."""
@@ -190,7 +224,7 @@ class DeliveryStore(Store):
                     "history = list_append(history, :step) ADD version :one"
                 ),
                 ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeNames={"#s": _STATE},
                 ExpressionAttributeValues={
                     **values,
                     ":sent": EmailState.SENT.value,
@@ -229,7 +263,7 @@ class DeliveryStore(Store):
                     "history = list_append(history, :step) ADD version :one"
                 ),
                 ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeNames={"#s": _STATE},
                 ExpressionAttributeValues={
                     ":d": claimed.delivery_id,
                     ":failed": EmailState.FAILED.value,
@@ -251,7 +285,7 @@ class DeliveryStore(Store):
                 Key=self._key(claimed.batch_id, claimed.row_number),
                 UpdateExpression="SET reason = :r, updated_at = :now ADD version :one",
                 ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeNames={"#s": _STATE},
                 ExpressionAttributeValues={
                     ":d": claimed.delivery_id,
                     ":unknown": EmailState.UNKNOWN.value,
@@ -277,7 +311,7 @@ class DeliveryStore(Store):
                 self._table.delete_item(
                     Key=key,
                     ConditionExpression=condition,
-                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeNames={"#s": _STATE},
                     ExpressionAttributeValues=values,
                 )
             else:
@@ -285,7 +319,7 @@ class DeliveryStore(Store):
                     Key=key,
                     UpdateExpression="SET #s = previous_state, history = :h ADD version :one",
                     ConditionExpression=condition,
-                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeNames={"#s": _STATE},
                     ExpressionAttributeValues={
                         **values,
                         ":h": [_step(h) for h in claimed.history[:-1]],
