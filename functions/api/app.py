@@ -87,6 +87,11 @@ def reject(batch_id: str) -> dict[str, Any]:
     return routes.decide(_call(), batch_id, "rejected")
 
 
+@app.post("/v1/distributions/<batch_id>/resend")
+def resend(batch_id: str) -> Response[str]:
+    return _respond(routes.resend(_call(), batch_id))
+
+
 @app.get("/v1/holdings")
 def get_holdings() -> dict[str, Any]:
     return routes.get_holdings(_call())

@@ -9,6 +9,7 @@ from voucher_distributor.models.messages import ReportMessage
 from voucher_distributor.pipeline.approval import APPROVAL_CHECK, check_approval
 from voucher_distributor.pipeline.email import EMAIL_REFRESH
 from voucher_distributor.pipeline.report import refresh_results, report_batch
+from voucher_distributor.pipeline.undeliverable import UNDELIVERABLE_CHECK, announce_undeliverable
 from voucher_distributor.runtime import logger, metrics, services, tracer
 from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
 
@@ -21,6 +22,9 @@ def record_handler(record: SqsRecord) -> None:
     logger.set_correlation_id(message.batch_id)
     if message.check == APPROVAL_CHECK:
         logger.info("approval: %s", check_approval(services(), message.batch_id))
+        return
+    if message.check == UNDELIVERABLE_CHECK:
+        logger.info("undeliverable: %s", announce_undeliverable(services(), message.batch_id))
         return
     if message.check == EMAIL_REFRESH:
         logger.info("results refresh: %s", refresh_results(services(), message.batch_id))

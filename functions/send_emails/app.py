@@ -3,10 +3,13 @@ the SES send rate, each claimed before its SESv2 call and recorded after it."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from voucher_distributor.models.messages import EmailMessage
+from voucher_distributor.models.resend import ResendMessage
 from voucher_distributor.pipeline.email import send_chunk_emails
+from voucher_distributor.pipeline.resend import send_resend
 from voucher_distributor.runtime import logger, metrics, services, tracer
 from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
 
@@ -15,6 +18,11 @@ if TYPE_CHECKING:
 
 
 def record_handler(record: SqsRecord) -> None:
+    if "resendRow" in json.loads(record.body):  # one row's code again (`resend`)
+        resend = ResendMessage.model_validate_json(record.body)
+        logger.set_correlation_id(resend.batch_id)
+        logger.info("resend of row %d: %s", resend.resend_row, send_resend(services(), resend))
+        return
     message = EmailMessage.model_validate_json(record.body)
     logger.set_correlation_id(message.batch_id)
     run = send_chunk_emails(

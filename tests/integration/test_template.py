@@ -626,6 +626,17 @@ def _scenarios_with(
     assert api.call("GET", f"/v1/distributions/{accepted['batchId']}")[0] == 200
     assert api.call("GET", f"/v1/distributions/{accepted['batchId']}/results")[0] == 200
     assert api.call("GET", "/v1/holdings?email=jill%40acme.example")[0] == 200
+    # A resend over the API (rows of a batch that mailed nobody): by address, and to a corrected
+    # address (the holding moves); the sending function mails each.
+    unmailed = pipeline.submit_request({"requestId": "template-resend", "partnerName": PARTNER,
+        "programName": SPRING, "sendEmail": False,
+        "recipients": [{"email": "rae@acme.example"}, {"email": "sam@acme.exmaple"}]})  # fmt: skip
+    assert unmailed is not None
+    run(unmailed)
+    resend = f"/v1/distributions/{unmailed}/resend"
+    assert api.call("POST", resend, b'{"email": "rae@acme.example"}')[0] == 202
+    assert api.call("POST", resend, b'{"row": 2, "to": "sam@acme.example"}')[0] == 202
+    pipeline.run_until_idle(timeout_s=60)
     run(pipeline.submit_request({"requestId": "template-wait", "partnerName": PARTNER,
         "programName": SPRING, "callbackUrl": hook,
         "recipients": [{"email": f"t{n}@acme.example"} for n in range(5)]}))  # fmt: skip

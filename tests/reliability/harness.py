@@ -39,6 +39,15 @@ conditional write) — and, for such runs, a wire fault on the approval path. A 
 have exactly one decision, carried out: approved and bought once, or rejected with nothing
 bought, its planned rows ``rejected`` and its claims given back.
 
+E-mail (issue 21): the stack mails every assigned code (the local SES: moto's, its token
+bucket, the mailbox simulator's events). Each seed draws one e-mail fault (from a generator of
+its own, so the other draws stay as they were): the process dying just before or just after
+the SES call (``ses-send``) or before its record (``email-record``) — the crash window that
+leaves a row ``unknown`` —, SES throttling (the bucket at 3/s), e-mail messages redelivered,
+SES's events delivered twice, or sending paused for a second. Its invariants: nobody got a
+code that is not theirs, every assigned row ends in a final state or ``unknown``, and no row
+got a second e-mail (the rows left ``unknown`` are counted: ``email:unknown-window``).
+
 A run ends when every batch of it is DONE or FAILED and every queue is drained; a chunk left
 behind (a message in a DLQ, a batch that never ends) is a violation like a voucher bought twice.
 Besides each batch's own invariants, across the run's batches: nobody holds two codes for one
@@ -62,6 +71,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.policy import default as email_policy
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -71,7 +82,10 @@ import boto3
 from botocore.exceptions import ClientError
 
 from voucher_distributor.adapters.ledger import Ledger
+from voucher_distributor.adapters.ledger.deliveries import parse_delivery_id
 from voucher_distributor.domain.batches import find_marker
+from voucher_distributor.domain.email_states import SETTLED
+from voucher_distributor.models.email import EmailState
 from voucher_distributor.models.ledger import BatchStatus, ChunkState
 from voucher_distributor_cli.local.run import LocalPipeline, RunResult
 from voucher_distributor_cli.local.runner.lambdas import LambdaContext
@@ -254,7 +268,22 @@ ISSUE23_KINDS = ("ingest-outage", "double-ingest")
 #: How long the sandbox answers 503 at the start of an "ingest-outage" run: past the client's
 #: own retries (six attempts), so the first delivery sends the input back.
 INGEST_OUTAGE_S = 5.0
-ALL_SEAMS = {**WIRE_SEAMS, **APPROVAL_WIRE_SEAMS, **ISSUE23_WIRE_SEAMS}
+#: The e-mail's crash window: the process dies around the SES call or before its record.
+EMAIL_WIRE_SEAMS: dict[str, tuple[str, str | tuple[str, ...], WireMatch]] = {
+    "ses-send": ("sesv2", "SendEmail", _any),
+    "email-record": ("dynamodb", "UpdateItem", _update("message_id = :m")),
+}
+#: One of these per seed (drawn apart, so other draws stay as they were).
+EMAIL_FAULTS = (
+    "wire:ses-send:before",
+    "wire:ses-send:after",
+    "wire:email-record:before",
+    "email-throttle",
+    "email-redelivery",
+    "email-duplicate-events",
+    "email-paused",
+)
+ALL_SEAMS = {**WIRE_SEAMS, **APPROVAL_WIRE_SEAMS, **ISSUE23_WIRE_SEAMS, **EMAIL_WIRE_SEAMS}
 
 
 @dataclass
@@ -498,6 +527,9 @@ def make_scenario(seed: int) -> Scenario:
         seam = issue23_rng.choice(sorted(ISSUE23_WIRE_SEAMS))
         when = issue23_rng.choice(["before", "after"])
         scenario.faults.append(f"wire:{seam}:{when}:1")
+    email_rng = random.Random(seed * 7_919 + 23)
+    email_fault = email_rng.choice(EMAIL_FAULTS)
+    scenario.faults.append(f"{email_fault}:1" if email_fault.startswith("wire:") else email_fault)
     return scenario
 
 
@@ -658,6 +690,7 @@ class Harness:
             tuning=TUNING,
             retry_visibility_s=1,
             parameters=PARAMETERS,
+            email=True,
         ).start()
         lambdas = self.pipeline.lambdas
         assert lambdas is not None
@@ -697,6 +730,19 @@ class Harness:
 
         lambdas._invoke = invoke  # type: ignore[method-assign]
         lambdas._deliver = deliver  # type: ignore[method-assign]
+        (feed,) = [f for f in lambdas._feeds if f.function_id == "EmailEventsFunction"]
+        original_drain = feed.drain
+
+        def drain() -> list[dict[str, Any]]:
+            events = original_drain()
+            scenario = self._scenario
+            if scenario is not None and "email-duplicate-events" in scenario.kinds and events:
+                # SES's events delivered twice (EventBridge is at least once), out of order.
+                self._fired["email-duplicate-events"] += len(events)
+                return events + list(reversed(events))
+            return events
+
+        feed.drain = drain  # SES's events, as the local runner feeds them
         self._ledger = self.pipeline.ledger
         return self
 
@@ -750,6 +796,14 @@ class Harness:
                 if an_input and self._fired["two-ingests"] < 1:
                     self._fired["two-ingests"] += 1
                     self._ingest_twice(source.function_id, message["Body"])
+        if "email-redelivery" in kinds and source.function_id == "SendEmailsFunction":
+            for message in messages:
+                self._fired["email-redelivery"] += 1
+                sqs.send_message(
+                    QueueUrl=source.queue_url,
+                    MessageBody=message["Body"],
+                    DelaySeconds=self._rng.randint(0, 1),
+                )
         if "race" in kinds and source.function_id == "PurchaseFunction":
             for message in messages:
                 if self._fired["race"] < 2:
@@ -894,6 +948,8 @@ class Harness:
         self.sandbox.set_token(TOKEN)
         self.sandbox.set_faults(sandbox_faults(scenario))
         self.sandbox.clear_request_log()
+        mails_before = len(self.pipeline.ses.sent)
+        unpause = self._arm_email_faults(scenario)
         violations: list[str] = []
         inputs = scenario.inputs
         batch_ids: list[str] = []
@@ -916,6 +972,7 @@ class Harness:
             self._approval_threads.clear()
             self.sandbox.set_faults(FaultSettings())
             self.sandbox.set_token(TOKEN)
+            unpause()
         try:
             self._drain()
         except Exception as exc:
@@ -942,6 +999,7 @@ class Harness:
             for result in results:
                 counts.update(result.summary.get("counts") or {})
             violations += self._check(scenario, results, fired)
+            violations += self._check_emails(batch_ids, mails_before, fired)
         final = [statuses.get(b, "timeout") for b in batch_ids]
         status = "timeout" if not ended else ("failed" if "failed" in final else "done")
         return RunRecord(
@@ -972,6 +1030,84 @@ class Harness:
                 if chunk.count_given_back is not None:
                     seen["count-given-back"] += 1
         return seen
+
+    def _arm_email_faults(self, scenario: Scenario) -> Callable[[], None]:
+        """Throttling (the local SES's bucket at 3/s) or a pause (a second); what undoes it."""
+        assert self.pipeline is not None
+        ses = self.pipeline.ses
+        bucket = ses._bucket
+        assert bucket is not None
+        rate = bucket.rate
+        if "email-throttle" in scenario.kinds:
+            bucket.rate, bucket.tokens = 3.0, 0.0
+        if "email-paused" in scenario.kinds:
+            ses.paused = True
+
+            def resume() -> None:  # a second after the first send it refused (20 s at most)
+                deadline = time.monotonic() + 20
+                while ses.paused and ses.refused == 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(1.0)
+                ses.paused = False
+
+            threading.Thread(target=resume, daemon=True).start()
+
+        def undo() -> None:
+            if "email-throttle" in scenario.kinds:
+                self._fired["email-throttle"] += ses.throttled
+                bucket.rate = rate
+            if "email-paused" in scenario.kinds:
+                self._fired["email-paused"] += ses.refused
+            ses.paused = False
+            ses.throttled = ses.refused = 0
+
+        return undo
+
+    def _check_emails(
+        self, batch_ids: list[str], mails_before: int, fired: Counter[str]
+    ) -> list[str]:
+        """Nobody got a code that is not theirs; every assigned row of a batch that mails is in
+        a final state or ``unknown``; no row got a second e-mail."""
+        assert self.pipeline is not None
+        problems: list[str] = []
+        ledger = self.ledger
+        mails = self.pipeline.ses.sent[mails_before:]
+        per_row: Counter[tuple[str, int]] = Counter()
+        for mail in mails:
+            tag = mail.tags.get("delivery-id", "")
+            ids = parse_delivery_id(tag)
+            if ids is None or ids[0] not in batch_ids:
+                problems.append(f"an e-mail with no delivery id of this run ({tag!r})")
+                continue
+            batch_id, row, _ = ids
+            key = (batch_id, row)
+            per_row[key] += 1
+            record = ledger.assignments.get_assignments([key]).get(key)
+            body = message_from_bytes(mail.raw, policy=email_policy).get_body(("plain",))
+            text = body.get_content() if body is not None else ""  # type: ignore[attr-defined]
+            if record is None or record.email != mail.to[0] or record.voucher_code not in text:
+                problems.append(f"row {row} of {batch_id}: an e-mail to someone else's code")
+        problems += [
+            f"row {row} of {b}: {n} e-mails (a second one)"
+            for (b, row), n in per_row.items()
+            if n > 1
+        ]
+        for batch_id in batch_ids:
+            batch = ledger.batches.get_batch(batch_id)
+            if not self.pipeline.mails(batch):
+                continue
+            emails = {d.row_number: d for d in ledger.deliveries.for_batch(batch_id)}
+            for record in ledger.assignments.iter_assignments(batch_id):
+                if record.status != "assigned" or not record.voucher_code:
+                    continue
+                delivery = emails.get(record.row_number)
+                if delivery is None or delivery.state not in SETTLED:
+                    state = delivery.state.value if delivery else "no e-mail"
+                    problems.append(f"row {record.row_number} of {batch_id}: e-mail {state}")
+                elif delivery.state == EmailState.UNKNOWN:
+                    fired["email:unknown-window"] += 1
+        fired["email:sent"] += len(mails)
+        return problems
 
     def _results(self, batch_ids: list[str]) -> list[RunResult]:
         """Each batch's own results, in submission order (two uploads of one key write their

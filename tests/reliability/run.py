@@ -82,6 +82,9 @@ def figures(records: list[dict[str, Any]], *, wall_s: float, workers: int, first
         f"| rows assigned / rejected / failed | {rows['assigned']} / {rows['rejected']} / "
         f"{rows['failed']} |",
         f"| rows existing (the person already held a code: nothing bought) | {rows['existing']} |",
+        f"| e-mails sent / rows left `unknown` (the crash window) / second e-mails / codes "
+        f"not the recipient's | {fired['email:sent']} / {fired['email:unknown-window']} / "
+        f"{_said(violations, 'a second one')} / {_said(violations, 'someone else')} |",
         f"| runs with a violated invariant | {len(violations)} |",
         "",
     ]
@@ -89,6 +92,10 @@ def figures(records: list[dict[str, Any]], *, wall_s: float, workers: int, first
         lines.append(f"seed {record['seed']} {record['faults']}: {record['violations']}")
     lines.append(f"runs: {runs}, faults: {total_faults}, violations: {len(violations)}")
     return "\n".join(lines)
+
+
+def _said(violations: list[dict[str, Any]], words: str) -> int:
+    return sum(1 for r in violations for v in r["violations"] if words in v)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -204,3 +204,29 @@ def test_people_held_by_a_batch_the_timeout_rejected_fail_for_retry_in_their_oth
     assert record.fired["approval-rejected-by-timeout"] == 1
     assert record.counts["assigned"] == 0
     assert not record.violations
+
+
+EMAIL_FAULT_CASES = [
+    ("wire:ses-send:before:1", 1),  # claimed, never sent: left unknown, never re-sent
+    ("wire:ses-send:after:1", 0),  # sent, not recorded: SES's Send event resolves it
+    ("wire:email-record:before:1", 0),
+    ("email-throttle", 0),
+    ("email-paused", 0),
+    ("email-redelivery", 0),
+    ("email-duplicate-events", 0),
+]
+
+
+@pytest.mark.parametrize(("fault", "unknown"), EMAIL_FAULT_CASES)
+def test_the_email_stage_never_mails_twice_nor_the_wrong_code(
+    harness: Harness, fault: str, unknown: int
+) -> None:
+    seed = 900_100 + EMAIL_FAULT_CASES.index((fault, unknown))
+    record = harness.run(targeted(seed, [fault]))
+    assert not record.violations, record.violations
+    assert record.fired["email:sent"] == 6 - unknown
+    assert record.fired["email:unknown-window"] == unknown
+    if fault.startswith("wire:"):
+        assert record.fired[fault.rsplit(":", 1)[0]] == 1
+    else:
+        assert record.fired[fault] > 0

@@ -68,3 +68,30 @@ def test_the_lookup_bench_counts_reads_of_one_voucher_look_up() -> None:
     looked = measure(300)
     assert looked.reads_per_call <= 3
     assert looked.by_operation["Scan"] == 0
+
+
+def test_the_email_bench_counts_units_and_prices_them() -> None:
+    from bench.email_send import (
+        DYNAMODB_PER_WRITE_UNIT,
+        SES_PER_EMAIL,
+        EmailBench,
+        FunctionCalls,
+        _cost,
+    )
+
+    counted = FunctionCalls()
+    counted.current = "SendEmailsFunction"
+    counted.count("dynamodb", "PutItem", {})
+    counted.count(
+        "dynamodb", "TransactWriteItems", {"TransactItems": [{"Put": {}}, {"Delete": {}}]}
+    )
+    counted.count("dynamodb", "BatchGetItem", {"RequestItems": {"t": {"Keys": [{}, {}]}}})
+    counted.count("sesv2", "SendEmail", {})
+    counted.invocations["SendEmailsFunction"] = 1
+    assert counted.write_units["SendEmailsFunction"] == 1 + 4  # a transaction's items cost two
+    assert counted.read_units["SendEmailsFunction"] == 2
+    cost = _cost(counted, {"SendEmailsFunction": 256, "EmailEventsFunction": 256})
+    assert cost["ses"] == SES_PER_EMAIL
+    assert cost["dynamodb_writes"] == 5 * DYNAMODB_PER_WRITE_UNIT
+    # SES's $0.10 per 1,000 and three writes a recipient: $10 + $0.1875 per 100,000.
+    assert round(EmailBench.floor_per_100k(), 4) == 10.1875

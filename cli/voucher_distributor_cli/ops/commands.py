@@ -24,8 +24,11 @@ from voucher_distributor.adapters.certiverse import (
     NameNotFound,
     TokenUnavailable,
 )
+from voucher_distributor.models.email import EmailState
+from voucher_distributor.models.resend import ResendSelection
 from voucher_distributor_cli.arguments import command_hint
 from voucher_distributor_cli.ops.approval import decide, decision_view, format_decision
+from voucher_distributor_cli.ops.deliveries import format_deliveries, list_deliveries
 from voucher_distributor_cli.ops.find import find_recipient, format_found
 from voucher_distributor_cli.ops.programs import (
     CertiverseNotConfigured,
@@ -38,6 +41,7 @@ from voucher_distributor_cli.ops.redeliver import format_redelivered, redeliver_
 from voucher_distributor_cli.ops.redemptions import redemptions_report, write_report
 from voucher_distributor_cli.ops.redrive import redrive
 from voucher_distributor_cli.ops.registry import OneOf, arg, command, emit
+from voucher_distributor_cli.ops.resend import format_resent, resend
 from voucher_distributor_cli.ops.retry import retry_failed
 from voucher_distributor_cli.ops.status import (
     batch_status,
@@ -260,6 +264,61 @@ def _run_reconcile(args: argparse.Namespace) -> int:
     report = reconcile(target, client, batch_id=args.batch_id, stale_after_s=args.stale_after)
     emit(args, report.as_dict(), format_reconciliation(report))
     return 0 if report.clean else 1
+
+
+@command(
+    "deliveries",
+    help="a batch's rows with their e-mail states (sent, delivered, bounced, complained, ...)",
+    description=(
+        "Each row of the batch with its e-mail: the state, the address it went to, the SES "
+        "calls made (attempts), the last step and when, SES's reason. Read by the batch's key "
+        "(its rows and its e-mails), never a scan."
+    ),
+    arguments=[
+        arg("batch_id", metavar="BATCH", help="the batch id"),
+        arg("--status", choices=[s.value for s in EmailState], metavar="STATE",
+            help="only the rows in this e-mail state (e.g. bounced)"),
+    ],
+)  # fmt: skip
+def _run_deliveries(args: argparse.Namespace) -> int:
+    view = list_deliveries(Target.from_args(args), args.batch_id, status=args.status)
+    emit(args, view, format_deliveries(view))
+    return 0
+
+
+@command(
+    "resend",
+    help="mail a row's same code again (--to: to a corrected address, the holding moves)",
+    description=(
+        "Queues the same code's e-mail again for the rows named, through the sending function "
+        "(a new claim on each row's e-mail: one e-mail per ask). --to corrects a mistyped "
+        "address: the code's holding moves to the new address (the old one no longer holds "
+        "it), recorded with your AWS identity and the time. Refused within 60 s of the last "
+        "e-mail to the row; a 'complained' row is never mailed again without --force."
+    ),
+    arguments=[
+        arg("batch_id", metavar="BATCH", help="the batch id"),
+        OneOf((
+            arg("--row", type=int, metavar="N", help="the row (as the results' row column)"),
+            arg("--email", metavar="ADDR", help="the row(s) with this address"),
+            arg("--status", choices=[s.value for s in EmailState], metavar="STATE",
+                help="every row in this e-mail state (e.g. bounced)"),
+        )),
+        arg("--to", metavar="NEW_ADDRESS",
+            help="mail it to this address instead, and move the holding there (one row)"),
+        arg("--force", action="store_true",
+            help="mail a row whose recipient complained (reported it as spam)"),
+    ],
+)  # fmt: skip
+def _run_resend(args: argparse.Namespace) -> int:
+    selection = ResendSelection(
+        row=args.row, email=args.email, status=args.status, to=args.to, force=args.force
+    )
+    report = resend(Target.from_args(args), args.batch_id, selection)
+    if not report.asked:
+        raise OpsError(format_resent(report, args))
+    emit(args, report.as_dict(), format_resent(report, args))
+    return 0
 
 
 # ------------------------------------------------------------------ after the hand-out

@@ -17,6 +17,7 @@ from voucher_distributor.api.request import ApiRequest
 from voucher_distributor.domain.api_auth import Caller
 from voucher_distributor.domain.csv_input import CsvInputError, read_rows
 from voucher_distributor.models.messages import ALLOW_LOOPBACK_CALLBACKS, DistributionRequest
+from voucher_distributor.models.resend import ResendSelection
 from voucher_distributor.pipeline.distributions import Submission
 from voucher_distributor.pipeline.requests import request_problems
 
@@ -62,6 +63,23 @@ def decision_note(request: ApiRequest) -> str | None:
         return None
     document = _json_object(body, 'the body must be a JSON object: {"note": "…"}')
     return str(document.get("note") or document.get("reason") or "")[:NOTE_LIMIT] or None
+
+
+def resend_selection(request: ApiRequest) -> ResendSelection:
+    """A resend's body: ``{"row": N}``, ``{"email": "…"}`` or ``{"status": "bounced"}``, with
+    ``to`` (a corrected address) and ``force`` (a complained row)."""
+    document = _json_object(
+        request.raw_body or b"null", 'the body must be a JSON object: {"row": 12}'
+    )
+    try:
+        return ResendSelection.model_validate(document)
+    except ValidationError as exc:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            "the resend is not valid; nothing was sent",
+            request_problems(exc),
+        ) from exc
 
 
 def _json_submission(request: ApiRequest, caller: Caller, context: dict[str, bool]) -> Submission:

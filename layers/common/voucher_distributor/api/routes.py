@@ -46,6 +46,7 @@ from voucher_distributor.pipeline.distributions import (
     retry_distribution,
     submit_distribution,
 )
+from voucher_distributor.pipeline.resend import BatchNotFound, ResendError, ask_resends
 from voucher_distributor.pipeline.retries import RetryRefused
 
 
@@ -237,6 +238,38 @@ def retry(call: ApiCall, batch_id: str) -> Answer:
     return Answer(
         202, json.dumps({**started, "statusUrl": location}), headers={"Location": location}
     )
+
+
+def resend(call: ApiCall, batch_id: str) -> Answer:
+    """``POST …/resend``: the same code mailed again (202), recorded as ``api:<client>``."""
+    caller, reach = call.reach(Scope.SUBMIT)
+    try:
+        # Another partner's batch does not exist for this client (404), as for reading it.
+        reachable(call.services, reach, batch_id, Action.READ)
+    except NotFound as exc:
+        raise Problem(404, "Not Found", str(exc)) from exc
+    selection = bodies.resend_selection(call.request)
+    svc = call.services
+    try:
+        report = ask_resends(
+            svc.ledger,
+            lambda message: svc.queues.send(svc.settings.email_queue_url, message),
+            batch_id,
+            selection,
+            by=f"api:{caller.client_id}",
+            now=svc.now(),
+            email_enabled=svc.settings.email_enabled,
+        )
+    except BatchNotFound as exc:
+        raise Problem(404, "Not Found", str(exc)) from exc
+    except ResendError as exc:
+        raise Problem(422, "Unprocessable Content", str(exc)) from exc
+    document = {**report.as_dict(), "statusUrl": call.status_url(batch_id)}
+    if not report.asked:
+        reasons = "; ".join(f"row {row}: {why}" if row else why for row, why in report.refused)
+        raise Problem(409, "Conflict", f"nothing was resent: {reasons}")
+    call.log.info("resend asked", extra={"batch_id": batch_id, "rows": len(report.asked)})
+    return Answer(202, json.dumps(document))
 
 
 def get_holdings(call: ApiCall) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from voucher_distributor.models.ledger import (
     ChunkState,
 )
 from voucher_distributor.pipeline.context import Services, log
+from voucher_distributor.pipeline.undeliverable import UNDELIVERABLE, note_undeliverable
 
 #: SES unreachable before the request went out: try again soon.
 UNAVAILABLE_RETRY_SECONDS = 10
@@ -223,7 +224,10 @@ def _send_one(
     record: AssignmentRecord,
     sender: Sender,
     pacer: Pacer,
+    *,
+    replacing: EmailDelivery | None = None,
 ) -> str:
+    """Render, claim, send, record one row's e-mail; ``replacing``: a resend's new claim."""
     deliveries = services.ledger.deliveries
     now = services.now()
     try:
@@ -246,6 +250,7 @@ def _send_one(
         to_address=to,
         voucher_code=record.voucher_code,
         now=now,
+        replacing=replacing,
     )
     if claimed is None:
         return "already"
@@ -332,6 +337,8 @@ def record_email_event(services: Services, detail: dict[str, Any], *, event_id: 
         return "history"
     _count_state(services, delivery.state)
     schedule_refresh(services, batch_id)
+    if delivery.state in UNDELIVERABLE:
+        note_undeliverable(services, batch_id)  # HR hears of it (at most hourly)
     return f"now-{delivery.state.value}"
 
 

@@ -18,6 +18,7 @@ from voucher_distributor.adapters.ledger.deliveries import DeliveryStore
 from voucher_distributor.adapters.ledger.holdings import Claim, ClaimOutcome, HoldingStore
 from voucher_distributor.adapters.ledger.outbox import OutboxStore
 from voucher_distributor.adapters.ledger.requests import ApiRequestStore
+from voucher_distributor.adapters.ledger.resends import ResendStore
 from voucher_distributor.adapters.ledger.signatures import SignatureStore
 from voucher_distributor.adapters.ledger.table import EMAIL_INDEX, LedgerError, LedgerTable
 from voucher_distributor.adapters.ledger.tracking import TrackingStore
@@ -49,3 +50,4 @@ class Ledger:
         self.tracking = TrackingStore(self.table)
         self.counts = CountStore(self.table)
         self.deliveries = DeliveryStore(self.table)
+        self.resends = ResendStore(self.table)

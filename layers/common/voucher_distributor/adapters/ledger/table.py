@@ -5,7 +5,8 @@ One table holds every aggregate; each store (``batches``, ``chunks``, ``assignme
 keys' prefixes:
 
 - ``pk = B#<batch>``: ``sk = BATCH`` (the batch), ``C#<chunk:05>`` (a chunk), ``R#<row:09>`` (an
-  assignment), ``E#<row:09>`` (the row's e-mail, ``deliveries``) or ``W#<event>`` (a callback
+  assignment), ``E#<row:09>`` (the row's e-mail, ``deliveries``), ``S#<row:09>`` (its resend
+  asks, ``resends``) or ``W#<event>`` (a callback
   delivery, the outbox).
 - ``pk = H#<e-mail>``, ``sk = P#<partner>\t<program>`` (names case-folded): a holding.
 - ``pk = API#<batch>``, ``sk = REQUEST``: an API request's idempotency record.
