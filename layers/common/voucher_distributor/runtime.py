@@ -28,7 +28,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 if TYPE_CHECKING:
     from voucher_distributor.pipeline.context import Services
-    from voucher_distributor.pipeline.ingest import IngestRequest
+    from voucher_distributor.pipeline.ingest_types import IngestRequest
     from voucher_distributor.sqs_batch import SqsRecord
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -15,37 +15,22 @@ with the same numbers: its claims come back to it, and existing chunk records ar
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import uuid
-from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
 from voucher_distributor.adapters.certiverse import CertiverseUnauthorized
-from voucher_distributor.adapters.ledger.holdings import Claim, ClaimOutcome
+from voucher_distributor.adapters.ledger.holdings import Claim
 from voucher_distributor.adapters.queues import MAX_VISIBILITY_SECONDS
 from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
-from voucher_distributor.domain.chunking import (
-    MAX_CHUNK,
-    DuplicateTracker,
-    Target,
-    missing_target_reason,
-    resolve_target,
-    spelling_note,
-)
-from voucher_distributor.domain.csv_input import CsvInputError, ReadTally
-from voucher_distributor.domain.eligibility import email_refusal
-from voucher_distributor.domain.recipients import InputRow
+from voucher_distributor.domain.csv_input import CsvInputError
 from voucher_distributor.models.ledger import (
     BatchRecord,
     BatchStatus,
-    ChunkRecord,
-    ChunkState,
-    RecipientRecord,
 )
 from voucher_distributor.pipeline.approval import (
     APPROVAL_CHECK,
@@ -56,51 +41,32 @@ from voucher_distributor.pipeline.preflight import Preflight
 from voucher_distributor.pipeline.report import fail_batch
 from voucher_distributor.settings import Settings
 
+__all__ = [
+    "IngestBusy",
+    "IngestOutcome",
+    "IngestRequest",
+    "IngestRetryLater",
+    "InputTooLarge",
+    "PreflightUnavailable",
+    "ingest",
+    "ingest_delivery",
+    "preflight_retry_delay",
+]
 
-@dataclass(frozen=True)
-class IngestRequest:
-    """Everything ingest needs to know about one input, whatever its kind."""
-
-    batch: BatchRecord
-    rows: Iterable[InputRow]
-    metadata_partner: str | None = None
-    metadata_program: str | None = None
-    #: What reading ``rows`` skipped (blank lines), complete once they have been read.
-    tally: ReadTally = field(default_factory=ReadTally)
-    #: The last delivery of this input its queue will make before giving up: a Certiverse
-    #: outage during pre-flight then fails the rows instead of sending the input back.
-    final_attempt: bool = True
-    #: Which delivery this is (1 the first time): picks the wait before the next one.
-    attempt: int = 1
-
-
-class InputTooLarge(CsvInputError):
-    """More rows than ``MaxRecipientsPerBatch``: the input is refused whole."""
-
-
-class IngestRetryLater(RuntimeError):
-    """This delivery of the input ends without a result: its message comes back in
-    ``retry_in`` seconds (its visibility), to be read again."""
-
-    def __init__(self, message: str, *, retry_in: int) -> None:
-        super().__init__(message)
-        self.retry_in = retry_in
-
-
-class PreflightUnavailable(IngestRetryLater):
-    """Certiverse was down during pre-flight: the input goes back to its queue to be read again.
-
-    Nothing was bought and the claims were given back; the batch stays ``INGESTING`` and the
-    next delivery, ``retry_in`` seconds later, plans it afresh. The last delivery fails the rows
-    instead (``retry-failed``).
-    """
-
-
-class IngestBusy(IngestRetryLater):
-    """Another delivery of the same input holds the batch's ingest lease (a repeat POST, an
-    upload delivered twice), or took it from this one: this delivery changes nothing — no
-    claim given back, no chunk dropped, no failure, no hand-out — and comes back later, when
-    the batch is planned (``_resume``) or the other's lease has run out."""
+from voucher_distributor.pipeline.ingest_plan import (
+    flush,
+    plan_claimed,
+    plan_rows,
+)
+from voucher_distributor.pipeline.ingest_types import (
+    IngestBusy,
+    IngestOutcome,
+    IngestRequest,
+    IngestRetryLater,
+    InputTooLarge,
+    Plan,
+    PreflightUnavailable,
+)
 
 
 def ingest_delivery(
@@ -132,81 +98,13 @@ def preflight_retry_delay(settings: Settings, attempt: int, retry_after_s: float
     return min(wait, MAX_VISIBILITY_SECONDS)
 
 
-#: Accepted rows claimed together before they join their chunks: ten transactions of 100
-#: claims, sent in parallel (the ledger's claim workers).
-CLAIM_BATCH = 1000
-
-
-@dataclass
-class IngestOutcome:
-    batch_id: str
-    duplicate: bool = False
-    failed: str | None = None
-    rows: int = 0
-    rejected: int = 0
-    chunks: int = 0
-    existing: int = 0
-    failed_rows: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Accepted:
-    row: InputRow
-    target: Target
-    reissue: bool
-    #: What the row is told beside its code (Certiverse's spelling of the names, if another).
-    note: str = ""
-
-
-@dataclass
-class _ClaimRound:
-    """Up to CLAIM_BATCH rows whose claims are on their way to the ledger."""
-
-    accepted: list[_Accepted]
-    claims: list[Claim]
-    outcomes: Future[list[ClaimOutcome]]
-
-
-@dataclass
-class _Plan:
-    """Open chunks and counters while the input streams by."""
-
-    rejected_file: IO[str]
-    existing_file: IO[str]
-    claims_file: IO[str]
-    #: Sends a round of claims while the next rows are read (one round in flight at a time).
-    claimer: ThreadPoolExecutor | None = None
-    in_flight: _ClaimRound | None = None
-    replay: bool = False  # an earlier attempt at this batch was interrupted
-    next_chunk: int = 0
-    rows: int = 0
-    rejected: int = 0
-    existing: int = 0
-    failed: int = 0
-    to_buy: int = 0  # rows planned into chunks: the vouchers the batch buys
-    pending: list[_Accepted] = field(default_factory=list)
-    #: On a replay: rows with a target that this attempt did not claim (their earlier claims,
-    #: if any, are given back). Checked one by one: a replay is rare.
-    unclaimed: list[Claim] = field(default_factory=list)
-    open_chunks: dict[Target, list[RecipientRecord]] = field(default_factory=dict)
-    chunk_numbers: list[int] = field(default_factory=list)
-    extra_columns: list[str] = field(default_factory=list)
-    #: Every partner and program a row named (defaults applied): the API's partner rule.
-    partners: set[str] = field(default_factory=set)
-    programs: set[str] = field(default_factory=set)
-    #: Rejected rows by reason class (metric name): a handful of billed metrics, no dimension.
-    rejected_by_class: dict[str, int] = field(default_factory=dict)
-    #: What each assigned row of a target is told (an enforced assignment: do it in the portal).
-    notes: dict[Target, str] = field(default_factory=dict)
-
-
 def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
     batch = request.batch
     ledger = services.ledger
     lease = _IngestLease(services, batch.batch_id)
     replay = not ledger.batches.create_batch(lease.on(batch))
     if replay:
-        resumed = _resume(services, batch.batch_id)
+        resumed = resume(services, batch.batch_id)
         if resumed is not None:
             return resumed
         lease.take()
@@ -217,7 +115,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
         tempfile.NamedTemporaryFile("w+", encoding="utf-8", suffix=".tsv") as claims_file,
         ThreadPoolExecutor(1, thread_name_prefix="claim-round") as claimer,
     ):
-        plan = _Plan(
+        plan = Plan(
             rejected_file=rejected_file,
             existing_file=existing_file,
             claims_file=claims_file,
@@ -229,7 +127,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             accept_portal_assignment=services.settings.accept_portal_assignment,
         )
         try:
-            _plan_rows(services, request, plan, preflight)
+            plan_rows(services, request, plan, preflight)
         except CsvInputError as exc:
             lease.keep()
             _give_back(services, batch.batch_id, plan)
@@ -248,7 +146,7 @@ def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
             lease.keep()
             _send_back(services, request, plan, preflight, lease)
         for target in list(plan.open_chunks):
-            _flush(services, batch, target, plan)
+            flush(services, batch, target, plan)
         if replay:
             lease.keep()
             _forget_earlier_attempt(services, batch.batch_id, plan)
@@ -354,7 +252,7 @@ class _IngestLease:
 def _send_back(
     services: Services,
     request: IngestRequest,
-    plan: _Plan,
+    plan: Plan,
     preflight: Preflight,
     lease: _IngestLease,
 ) -> NoReturn:
@@ -386,7 +284,7 @@ def _send_back(
     )
 
 
-def _count_planned(services: Services, batch: BatchRecord, plan: _Plan) -> None:
+def _count_planned(services: Services, batch: BatchRecord, plan: Plan) -> None:
     if batch.dry_run:
         services.metrics.count("DryRuns")
     services.metrics.count("RowsReceived", plan.rows)
@@ -401,7 +299,7 @@ def _count_planned(services: Services, batch: BatchRecord, plan: _Plan) -> None:
     )  # fmt: skip
 
 
-def _resume(services: Services, batch_id: str) -> IngestOutcome | None:
+def resume(services: Services, batch_id: str) -> IngestOutcome | None:
     """A later delivery of an input already seen: finish what is left, or say to plan again."""
     existing = services.ledger.batches.get_batch(batch_id)
     if existing is not None and existing.status != BatchStatus.INGESTING:
@@ -454,7 +352,7 @@ def _link_retry(services: Services, original_id: str, batch_id: str) -> None:
         services.storage.put_json(original.summary_key, summary)
 
 
-def _forget_earlier_attempt(services: Services, batch_id: str, plan: _Plan) -> None:
+def _forget_earlier_attempt(services: Services, batch_id: str, plan: Plan) -> None:
     """A replay planned afresh: drop what only the interrupted attempt had planned.
 
     Pre-flight can answer otherwise the second time (a token revoked, Certiverse down): chunks
@@ -470,7 +368,7 @@ def _forget_earlier_attempt(services: Services, batch_id: str, plan: _Plan) -> N
         )  # fmt: skip
 
 
-def _give_back(services: Services, batch_id: str, plan: _Plan) -> None:
+def _give_back(services: Services, batch_id: str, plan: Plan) -> None:
     """The input failed part-way: give back its claims and drop its planned chunks.
 
     None was handed out (chunk messages go only after the whole input was read), so nothing
@@ -480,7 +378,7 @@ def _give_back(services: Services, batch_id: str, plan: _Plan) -> None:
     plan.in_flight = None
     if round_ is not None:
         try:
-            _plan_claimed(services, plan, round_, record_only=True)
+            plan_claimed(services, plan, round_, record_only=True)
         except Exception:  # the round failed: it recorded nothing to give back
             log.warning("batch %s: a round of claims failed while giving back", batch_id)
     plan.claims_file.flush()
@@ -496,321 +394,3 @@ def _give_back(services: Services, batch_id: str, plan: _Plan) -> None:
             "batch %s: dropped %d planned chunk(s), released %d claim(s); nothing was bought",
             batch_id, dropped, released,
         )  # fmt: skip
-
-
-def _plan_rows(
-    services: Services, request: IngestRequest, plan: _Plan, preflight: Preflight
-) -> None:
-    settings = services.settings
-    duplicates = DuplicateTracker()
-    seen_extra = False
-    most = settings.max_recipients_per_batch
-    rows = iter(request.rows)
-    for row in rows:
-        plan.rows += 1
-        if most and plan.rows > most:
-            total = plan.rows + sum(1 for _ in rows)
-            raise InputTooLarge(
-                f"{total:,} rows, over MaxRecipientsPerBatch ({most:,}): split it into "
-                f"{-(-total // most)} inputs of at most {most:,} rows each; nothing was bought"
-            )
-        if not seen_extra:
-            plan.extra_columns = list(row.extra)
-            seen_extra = True
-        target = resolve_target(
-            row,
-            metadata_partner=request.metadata_partner,
-            metadata_program=request.metadata_program,
-            default_partner=settings.default_partner_name or None,
-            default_program=settings.default_program_name or None,
-        )
-        _note_target(plan, target)
-        reason = row.problem
-        failure: str | None = None
-        spelling = ""
-        if reason is None and target is None:
-            reason = missing_target_reason(
-                row,
-                metadata_partner=request.metadata_partner,
-                metadata_program=request.metadata_program,
-                default_partner=settings.default_partner_name or None,
-                default_program=settings.default_program_name or None,
-            )
-        if reason is None and target is not None:
-            verdict = preflight.check(target)
-            reason = verdict.refusal
-            failure = verdict.failure
-            if failure is not None:
-                plan.failed += 1
-                _write_rejected(
-                    plan.rejected_file, row, target, failure, status="failed",
-                    reissue=row.reissue or request.batch.reissue,
-                )  # fmt: skip
-                _unclaimed(plan, request.batch, row, target)
-                continue
-            if reason is None and verdict.program is not None:
-                reason = email_refusal(verdict.program, row.email)
-            if reason is None:
-                # The canonical spelling from Certiverse, so chunks of one program group together.
-                assert verdict.partner is not None
-                assert verdict.program is not None
-                given, target = target, Target(verdict.partner.name, verdict.program.name)
-                spelling = spelling_note(given, target)
-                if verdict.note:
-                    plan.notes[target] = verdict.note
-                if duplicates.seen(target.program_name, row.email):
-                    reason = (
-                        "duplicate: this e-mail already appears for program "
-                        f"{target.program_name!r}"
-                    )
-        if reason is not None or target is None:
-            _unclaimed(plan, request.batch, row, target)
-            plan.rejected += 1
-            _write_rejected(plan.rejected_file, row, target, reason or "rejected")
-            name = _rejection_metric(row, target, reason)
-            plan.rejected_by_class[name] = plan.rejected_by_class.get(name, 0) + 1
-            continue
-        plan.pending.append(_Accepted(row, target, row.reissue or request.batch.reissue, spelling))
-        if len(plan.pending) >= CLAIM_BATCH:
-            _settle_claims(services, request.batch, plan)
-    _settle_claims(services, request.batch, plan, last=True)
-
-
-def _note_target(plan: _Plan, target: Target | None) -> None:
-    if target is not None:
-        plan.partners.add(target.partner_name)
-        plan.programs.add(target.program_name)
-
-
-def _unclaimed(plan: _Plan, batch: BatchRecord, row: InputRow, target: Target | None) -> None:
-    if plan.replay and target is not None and row.problem is None:
-        plan.unclaimed.append(
-            Claim(
-                row.email,
-                target.partner_name,
-                target.program_name,
-                batch.batch_id,
-                row.row_number,
-                reissue=True,  # looked up one by one: a reissue's claim restores what it replaced
-            )
-        )
-
-
-def _settle_claims(
-    services: Services, batch: BatchRecord, plan: _Plan, *, last: bool = False
-) -> None:
-    """Send the pending rows' claims, then plan the previous round's rows by what theirs found.
-
-    One round is in flight while the next CLAIM_BATCH rows are read and checked, so reading
-    overlaps the ledger's round trips; rows still join their chunks in row order. ``last``:
-    wait for every round.
-    """
-    previous, plan.in_flight = plan.in_flight, None
-    if plan.pending:
-        claims = [
-            Claim(
-                a.row.email,
-                a.target.partner_name,
-                a.target.program_name,
-                batch.batch_id,
-                a.row.row_number,
-                reissue=a.reissue,
-            )
-            for a in plan.pending
-        ]
-        ledger = services.ledger
-        # A dry run only looks at what the claims would find; nothing is written.
-        send = ledger.holdings.look_up_holdings if batch.dry_run else ledger.holdings.claim_holdings
-        assert plan.claimer is not None
-        sent = plan.claimer.submit(send, claims, now=services.now())
-        plan.in_flight = _ClaimRound(plan.pending, claims, sent)
-        plan.pending = []
-    if previous is not None:
-        _plan_claimed(services, plan, previous, dry_run=batch.dry_run, batch=batch)
-    if last and plan.in_flight is not None:
-        round_, plan.in_flight = plan.in_flight, None
-        _plan_claimed(services, plan, round_, dry_run=batch.dry_run, batch=batch)
-
-
-def _plan_claimed(
-    services: Services,
-    plan: _Plan,
-    round_: _ClaimRound,
-    *,
-    dry_run: bool = False,
-    batch: BatchRecord | None = None,
-    record_only: bool = False,
-) -> None:
-    """A round's rows by what their claims found: ``existing``, or into a chunk (its claim
-    recorded for giving back). ``record_only``: only record the claims (the input failed)."""
-    outcomes = round_.outcomes.result()
-    for accepted, claim, outcome in zip(round_.accepted, round_.claims, outcomes, strict=True):
-        if outcome.kind == "held":
-            if not record_only:
-                plan.existing += 1
-                _write_existing(plan.existing_file, accepted, outcome)
-            continue
-        reissued = outcome.kind == "reissued"
-        if not dry_run:
-            plan.claims_file.write(
-                f"{claim.email}\t{claim.partner_name}\t{claim.program_name}"
-                f"\t{claim.row_number}\t{int(reissued)}\n"
-            )
-        if not record_only:
-            assert batch is not None
-            _add_to_chunk(services, batch, plan, accepted, _reissue_note(outcome), reissued)
-
-
-def _reissue_note(outcome: ClaimOutcome) -> str:
-    if outcome.kind != "reissued":
-        return ""
-    previous = outcome.previous
-    if previous is None:
-        return "reissued as asked"
-    if previous.voucher_code:
-        return f"reissued as asked; replaces voucher {previous.voucher_code}"
-    return f"reissued as asked; replaces the voucher of batch {previous.batch_id}"
-
-
-def _add_to_chunk(
-    services: Services,
-    batch: BatchRecord,
-    plan: _Plan,
-    accepted: _Accepted,
-    note: str,
-    reissued: bool,
-) -> None:
-    row, target = accepted.row, accepted.target
-    note = "; ".join(n for n in (note, accepted.note, plan.notes.get(target, "")) if n)
-    plan.to_buy += 1
-    chunk = plan.open_chunks.setdefault(target, [])
-    chunk.append(
-        RecipientRecord(
-            row_number=row.row_number,
-            email=row.email,
-            first_name=row.first_name,
-            last_name=row.last_name,
-            external_id=row.external_id,
-            extra=row.extra,
-            line=row.line,
-            note=note,
-            reissue=reissued,
-        )
-    )
-    if len(chunk) >= MAX_CHUNK:
-        _flush(services, batch, target, plan)
-
-
-def _flush(services: Services, batch: BatchRecord, target: Target, plan: _Plan) -> None:
-    recipients = plan.open_chunks.pop(target, [])
-    if not recipients:
-        return
-    chunk_no = plan.next_chunk
-    plan.next_chunk += 1
-    rows_key = work_key(batch.batch_id, f"chunks/{chunk_no:05d}.jsonl")
-    record = ChunkRecord(
-        batch_id=batch.batch_id,
-        chunk_no=chunk_no,
-        partner_name=target.partner_name,
-        program_name=target.program_name,
-        quantity=len(recipients),
-        rows_key=rows_key,
-        first_row=recipients[0].row_number,
-    )
-    if plan.replay and not _replan_chunk(services, record):
-        plan.chunk_numbers.append(chunk_no)
-        return
-    services.storage.put_recipients(rows_key, recipients)
-    services.ledger.chunks.put_chunk_if_absent(record)
-    plan.chunk_numbers.append(chunk_no)
-
-
-class PlanChanged(RuntimeError):
-    """A replayed ingest planned a chunk differently from one already being bought."""
-
-
-def _replan_chunk(services: Services, record: ChunkRecord) -> bool:
-    """On a replayed ingest: may this chunk's file and record be (re)written?
-
-    A claim another batch held the first time may have been released since, so a replay can
-    plan a chunk differently. A chunk nobody has taken yet (PENDING) is planned anew; one a
-    worker took is kept exactly as it was bought, and must not have changed.
-    """
-    current = services.ledger.chunks.get_chunk(record.batch_id, record.chunk_no)
-    if current is None:
-        return True
-    same = (current.quantity, current.first_row, current.program_name) == (
-        record.quantity,
-        record.first_row,
-        record.program_name,
-    )
-    if current.state == ChunkState.PENDING:
-        if not same:
-            services.ledger.chunks.replace_pending_chunk(record)
-        return True
-    if not same:
-        raise PlanChanged(
-            f"chunk {record.batch_id}/{record.chunk_no:05d} is {current.state} for "
-            f"{current.quantity} rows but would now hold {record.quantity}"
-        )
-    return False
-
-
-def _rejection_metric(row: InputRow, target: Target | None, reason: str | None) -> str:
-    """The reason class of a rejected row, as the name of its metric."""
-    if row.problem is not None:
-        return "RowsRejectedInvalid"  # malformed e-mail or row
-    if target is None:
-        return "RowsRejectedUnresolved"  # no partner/program to buy from
-    if (reason or "").startswith("duplicate:"):
-        return "RowsRejectedDuplicate"
-    return "RowsRejectedIneligible"  # partner/program refused, or e-mail outside its domains
-
-
-def _write_rejected(
-    out: IO[str],
-    row: InputRow,
-    target: Target | None,
-    reason: str,
-    *,
-    status: str = "rejected",
-    reissue: bool = False,
-) -> None:
-    record = {
-        "status": status,
-        "row_number": row.row_number,
-        "line": row.line,
-        "email": row.email,
-        "first_name": row.first_name,
-        "last_name": row.last_name,
-        "external_id": row.external_id,
-        "partner_name": target.partner_name if target else (row.partner_name or ""),
-        "program_name": target.program_name if target else (row.program_name or ""),
-        "reason": reason,
-        "extra": row.extra,
-        # A failed row that asked for a new voucher: ``retry-failed`` retries it as a reissue.
-        **({"reissue": True} if reissue else {}),
-    }
-    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def _write_existing(out: IO[str], accepted: _Accepted, outcome: ClaimOutcome) -> None:
-    """The row, and which batch row holds the person's voucher (resolved by the report)."""
-    holding = outcome.holding
-    assert holding is not None
-    row = accepted.row
-    record = {
-        "row_number": row.row_number,
-        "line": row.line,
-        "email": row.email,
-        "first_name": row.first_name,
-        "last_name": row.last_name,
-        "external_id": row.external_id,
-        "partner_name": accepted.target.partner_name,
-        "program_name": accepted.target.program_name,
-        "extra": row.extra,
-        "holder_batch": holding.batch_id,
-        "holder_row": holding.row_number,
-        "claimed_at": holding.claimed_at,
-    }
-    out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -22,7 +22,7 @@ from voucher_distributor.domain.tenancy import CHANNEL_API, CHANNEL_QUEUE, CHANN
 from voucher_distributor.models.ledger import BatchRecord
 from voucher_distributor.models.messages import DistributionRequest
 from voucher_distributor.pipeline.context import Services
-from voucher_distributor.pipeline.ingest import IngestRequest
+from voucher_distributor.pipeline.ingest_types import IngestRequest
 
 #: Object metadata keys (x-amz-meta-*) that name the partner and program of a whole file.
 PARTNER_METADATA_KEYS = ("partner", "partner-name", "partner_name", "partnername")
