@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import pytest
 
+from voucher_distributor.domain.tenancy import Reach
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus
 from voucher_distributor.pipeline.distributions import NotFound, results_link
 from voucher_distributor_cli.ops.retry import retry_failed
 from voucher_distributor_cli.ops.target import OpsError
 
 from .purchase_rig import Rig, rig
+
+#: An operator's client, bound to no partner: the partner rule is not what these tests check.
+EVERY_PARTNER = Reach(client_id="ops", partners=None)
 
 __all__ = ["rig"]
 
@@ -45,11 +49,11 @@ def test_retry_failed_refuses_another_batchs_results(rig: Rig) -> None:
 def test_the_results_link_refuses_another_batchs_results(rig: Rig) -> None:
     _ended(rig, "r-aaaa", written_for="r-bbbb")
     with pytest.raises(NotFound, match="r-bbbb"):
-        results_link(rig.services, "r-aaaa")
+        results_link(rig.services, EVERY_PARTNER, "r-aaaa")
 
 
 def test_its_own_results_are_linked(rig: Rig) -> None:
     _ended(rig, "r-cccc", written_for="r-cccc")
-    link = results_link(rig.services, "r-cccc")
+    link = results_link(rig.services, EVERY_PARTNER, "r-cccc")
     assert link["batchId"] == "r-cccc"
     assert link["resultsUrl"]

@@ -5,8 +5,10 @@
 
 Each worker process owns one moto stack, one sandbox and the handlers, and runs its share of
 the seeds (seed i goes to worker i mod workers). Every run is recorded as one JSON line in
-``<out>/runs.jsonl``; the table goes to stdout and ``<out>/figures.md``, and ends with
-``runs: N, faults: F, violations: V``. The exit status is 1 when any run broke an invariant.
+``<out>/runs.jsonl`` (and, as each run ends, in ``<out>/runs-<worker>.partial.jsonl``, so a
+stopped pass keeps its seeds; a violation's seed is also printed at once); the table goes to
+stdout and ``<out>/figures.md``, and ends with ``runs: N, faults: F, violations: V``. The exit
+status is 1 when any run broke an invariant.
 Re-run one seed with ``--first-seed S --runs 1 --workers 1``.
 """
 
@@ -30,12 +32,20 @@ def _worker(args: tuple[list[int], str, int]) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="vd-reliability-") as tmp:
         log = (Path(out_dir) / f"handlers-{worker_no}.log").open("w", encoding="utf-8")
+        # Each run is written as it ends, so a pass that is stopped keeps what it found.
+        partial = (Path(out_dir) / f"runs-{worker_no}.partial.jsonl").open("w", encoding="utf-8")
         with Harness(Path(tmp), log=log) as harness:  # type: ignore[arg-type]
             for done, seed in enumerate(seeds, start=1):
                 record = harness.run(make_scenario(seed))
-                records.append(json.loads(record_json(record)))
+                line = record_json(record)
+                records.append(json.loads(line))
+                partial.write(line + "\n")
+                partial.flush()
+                if record.violations:
+                    print(f"\nseed {seed}: {record.violations}", file=sys.stderr, flush=True)
                 mark = "X" if record.violations else "."
                 print(mark, end="\n" if done % 50 == 0 else "", file=sys.stderr, flush=True)
+        partial.close()
     return records
 
 
