@@ -131,6 +131,11 @@ def test_neither_can_read_approve_or_look_up_the_others(
             assert got.json()["detail"] == never.json()["detail"].replace("r-never-was", batch_id)
         approve = post(api, secrets[reader], {}, path=f"/v1/distributions/{batch_id}/approve")
         assert approve.status_code == 404
+        # nor ask its codes mailed again, nor retry it: the batch does not exist for them
+        resend = post(api, secrets[reader], {"row": 2}, path=f"/v1/distributions/{batch_id}/resend")
+        assert resend.status_code == 404, resend.text
+        retry = post(api, secrets[reader], {}, path=f"/v1/distributions/{batch_id}/retry")
+        assert retry.status_code == 404, retry.text
     # holdings: each sees only the people's vouchers in its own partners
     acme_person = "acme0@example.com"
     mine = get(api, secrets["acme"], "/v1/holdings", email=acme_person).json()["holdings"]
