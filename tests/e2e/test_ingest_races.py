@@ -128,3 +128,41 @@ def test_a_second_delivery_meeting_a_401_does_not_fail_the_batch(
     assert statuses(result) == {"assigned": 3}
     assert result.summary["status"] == "completed"
     assert isinstance(seen.get("B"), IngestBusy), seen
+
+
+def test_a_delivery_that_fails_ends_its_lease_so_the_next_takes_the_batch_at_once(
+    make_world, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reliability seed 302: a delivery that failed (not died) kept its lease, so the next
+    delivery waited it out (IngestBusy), spending one of the queue's six deliveries; with an
+    outage's send-backs and a crash that sent the input to its dead-letter queue."""
+    world = make_world()
+    services = _services(world, monkeypatch)
+    batch_id = world.pipeline.submit_csv(world.csv_file(people(1100)))
+    s3 = world.pipeline.stack.client("s3")
+    version = s3.head_object(Bucket=world.pipeline.bucket, Key="incoming/people.csv")["VersionId"]
+    first = upload_request(services, "incoming/people.csv", version, sender="A")
+    second = upload_request(services, "incoming/people.csv", version, sender="B")
+    assert first is not None
+    assert second is not None
+
+    def a_rows() -> Iterator[InputRow]:
+        for number, row in enumerate(first.rows, start=1):
+            yield row
+            if number == 1050:  # the first round of claims (rows 1-1000) is in the ledger
+                raise ConnectionResetError("the upload's stream broke (reading it)")
+
+    with pytest.raises(ConnectionResetError):
+        ingest(services, replace(first, rows=a_rows()))
+    held = world.pipeline.ledger.batches.get_batch(batch_id)
+    assert held is not None
+    assert held.ingest_lease_until == 0  # given up with the failure, not left to run out
+    # B is not sent away to wait: it plans the batch now, A's claims its own.
+    outcome = ingest(services, replace(second, final_attempt=False, attempt=2))
+    assert outcome.chunks == 2
+    world.pipeline.run_until_done(batch_id, timeout_s=120)
+    result = world.pipeline.result(batch_id)
+    assert statuses(result) == {"assigned": 1100}
+    assert_consistent(world, result, whole_sandbox=False)
+    assert len(list(iter_holdings(world.pipeline.ledger))) == 1100
+    assert sum(p.quantity for p in world.sandbox.purchases()) == 1100

@@ -304,10 +304,17 @@ class WirePlan:
     rng: random.Random = field(default_factory=random.Random)
     armed: bool = False
     throttled: int = 0
+    #: Inside a function's invocation (the wrapper counts them) / its process has died: a
+    #: process that died makes no further call, so every later call of that invocation (an
+    #: ``except`` path's clean-up, another thread's write) dies too, until it ends.
+    invoking: int = 0
+    dead: bool = False
 
     def _match(self, when: str, event_name: str, params: dict[str, Any]) -> None:
         if not self.armed:
             return
+        if self.dead and self.invoking:
+            raise SimulatedCrash(f"the process had died; no {event_name} (injected)")
         _, _, rest = event_name.partition(".")
         service, _, operation = rest.partition(".")
         throttled = service == "dynamodb" and self.throttle_rate > 0
@@ -333,6 +340,7 @@ class WirePlan:
             fault.seen += 1
             if fault.seen == fault.nth:
                 fault.fired += 1
+                self.dead = self.invoking > 0
                 raise SimulatedCrash(f"process died {when} {fault.seam} (injected)")
 
 
@@ -697,7 +705,7 @@ class Harness:
         original_invoke = lambdas._invoke
         original_deliver = lambdas._deliver
 
-        def invoke(function_id: str, event: Any) -> tuple[Any, float]:
+        def invoke_inner(function_id: str, event: Any) -> tuple[Any, float]:
             scenario = self._scenario
             if (
                 function_id == "PollFunction"
@@ -723,6 +731,16 @@ class Harness:
                 # Lambda stopped it after its side effects: the messages come back.
                 elapsed = float(lambdas.functions[function_id].timeout_s + 1)
             return result, elapsed
+
+        def invoke(function_id: str, event: Any) -> tuple[Any, float]:
+            plan = self.hooks.plan
+            plan.invoking += 1
+            try:
+                return invoke_inner(function_id, event)
+            finally:
+                plan.invoking -= 1
+                if not plan.invoking:
+                    plan.dead = False  # the next invocation is a new process
 
         def deliver(source: Any, messages: list[dict[str, Any]]) -> Any:
             self._before_delivery(source, messages)

@@ -98,9 +98,21 @@ def preflight_retry_delay(settings: Settings, attempt: int, retry_after_s: float
 
 
 def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
+    lease = _IngestLease(services, request.batch.batch_id)
+    try:
+        return _ingest(services, request, lease)
+    except Exception:
+        # A delivery that fails (a throttled write, Certiverse refusing) ends here: its lease
+        # ends with it, so the input's next delivery takes the batch at once instead of
+        # spending a delivery of its queue's few on waiting the lease out. (A process that
+        # dies cannot do this; its lease is taken over once it runs out.)
+        lease.give_up()
+        raise
+
+
+def _ingest(services: Services, request: IngestRequest, lease: _IngestLease) -> IngestOutcome:
     batch = request.batch
     ledger = services.ledger
-    lease = _IngestLease(services, batch.batch_id)
     replay = not ledger.batches.create_batch(lease.on(batch))
     if replay:
         resumed = resume(services, batch.batch_id)
@@ -227,6 +239,14 @@ class _IngestLease:
     def keep(self) -> None:
         if not self._services.ledger.batches.holds_ingest_lease(self._batch_id, **self._terms()):
             self._busy("this delivery's ingest lease was taken over, or its plan was recorded")
+
+    def give_up(self) -> None:
+        """End this delivery's lease, if it still holds it (best effort: it is failing)."""
+        try:
+            self._services.ledger.batches.release_ingest_lease(self._batch_id, owner=self.owner)
+        except Exception as exc:  # the delivery's own failure is what counts
+            log.warning("batch %s: the ingest lease was not given up (%s); it runs out on "
+                        "its own", self._batch_id, type(exc).__name__)  # fmt: skip
 
     def _terms(self) -> dict[str, Any]:
         settings = self._services.settings
