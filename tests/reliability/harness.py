@@ -995,6 +995,7 @@ class Harness:
             self._drain()
         except Exception as exc:
             violations.append(f"queues did not drain: {exc}")
+            self._purge()  # counted once, here: the next run starts clean, not in this backlog
         violations += self._dead_letters()
         fired = Counter(self._fired)
         for fault in plan.faults:
@@ -1324,6 +1325,13 @@ class Harness:
         """Deliver what is left (late duplicates, polls) so the next run starts clean."""
         assert self.pipeline is not None
         self.pipeline.run_until_idle(timeout_s=30)
+
+    def _purge(self) -> None:
+        """Empty every queue of the stack (what a run that did not drain left behind)."""
+        assert self.pipeline is not None
+        stack = self.pipeline.stack
+        for url in stack.queues().values():
+            stack.client("sqs").purge_queue(QueueUrl=url)
 
     def _dead_letters(self) -> list[str]:
         assert self.pipeline is not None
