@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from voucher_distributor.adapters.ledger.templates import AcceptedTemplate
+from voucher_distributor.adapters.ledger.templates import AcceptedTemplate, TemplateStore
 from voucher_distributor.domain.email_message import DEFAULT_TEMPLATE, EmailTemplate
 from voucher_distributor.domain.email_templates import (
     FILE_NAMES,
@@ -144,16 +144,17 @@ def forget_templates() -> None:
     _cache.clear()
 
 
-def accepted_template(services: Services, folder: str) -> AcceptedTemplate | None:
+def accepted_template(
+    store: TemplateStore, folder: str, *, cache_seconds: int
+) -> AcceptedTemplate | None:
     """The folder's accepted template, from the cache while it is fresh."""
-    key = (services.ledger.templates.table_name, folder)
-    ttl = services.settings.template_cache_seconds
+    key = (store.table_name, folder)
     hit = _cache.get(key)
     now = time.monotonic()
-    if hit is not None and now - hit[0] < ttl:
+    if hit is not None and now - hit[0] < cache_seconds:
         return hit[1]
-    found = services.ledger.templates.get_accepted(folder)
-    if ttl > 0:
+    found = store.get_accepted(folder)
+    if cache_seconds > 0:
         if len(_cache) > 500:
             _cache.clear()
         _cache[key] = (now, found)
@@ -166,20 +167,36 @@ class ChosenTemplate:
     #: The folder below templates/ it came from; "" for the shipped default.
     folder: str
     language: str
+    accepted_at: int | None = None
 
 
 def choose_template(
-    services: Services, partner: str, program: str, language: str = ""
+    store: TemplateStore,
+    partner: str,
+    program: str,
+    language: str = "",
+    *,
+    default_language: str = "en",
+    cache_seconds: int = 0,
 ) -> ChosenTemplate:
-    """The most specific accepted template for a row (its ``language``, else the stack's)."""
-    wanted = normalise_language(language) or normalise_language(services.settings.default_language)
+    """The most specific accepted template for a row (its ``language``, else the stack's):
+    what the sender uses, and what ``email preview`` shows for a stack."""
+    wanted = normalise_language(language) or normalise_language(default_language)
     for folder in candidates(partner, program, wanted):
-        found = accepted_template(services, folder)
+        found = accepted_template(store, folder, cache_seconds=cache_seconds)
         if found is not None:
-            return ChosenTemplate(found.template, folder, wanted)
+            return ChosenTemplate(found.template, folder, wanted, found.accepted_at)
     return ChosenTemplate(DEFAULT_TEMPLATE, "", wanted)
 
 
 def template_for(services: Services, partner: str, program: str, language: str) -> EmailTemplate:
     """The template one row's e-mail is rendered with (see :func:`choose_template`)."""
-    return choose_template(services, partner, program, language).template
+    settings = services.settings
+    return choose_template(
+        services.ledger.templates,
+        partner,
+        program,
+        language,
+        default_language=settings.default_language,
+        cache_seconds=settings.template_cache_seconds,
+    ).template
