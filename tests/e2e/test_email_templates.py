@@ -108,7 +108,7 @@ def test_each_person_is_mailed_in_their_language_and_a_broken_upload_keeps_the_l
                 "program_name": SPRING,
                 "language": "DE",
             }
-        ],  # fmt: skip
+        ],
         "later.csv",
     )
     emil = _by_address(world)["emil@acme.example"]
