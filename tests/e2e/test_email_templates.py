@@ -89,6 +89,27 @@ def test_each_person_is_mailed_in_their_language_and_a_broken_upload_keeps_the_l
     assert dora["Subject"] == f"Your exam voucher for {CLOUD}"
     assert "Here is your exam voucher" in _text(dora)
 
+    # The input's language for rows without the column: object metadata, an HR request.
+    batch = world.pipeline.submit_csv(
+        world.csv_file(
+            [{"email": "fritz@acme.example", "first_name": "Fritz", "program_name": SPRING}],
+            name="meta.csv",
+        ),
+        metadata={"language": "de"},
+    )
+    world.pipeline.run_until_done(batch, timeout_s=180)
+    request = world.pipeline.submit_request({
+        "requestId": "templates-hr-1", "partnerName": PARTNER, "programName": SPRING,
+        "language": "de", "recipients": [{"email": "greta@acme.example", "firstName": "Greta"},
+                                         {"email": "hugo@acme.example", "language": "en"}],
+    })  # fmt: skip
+    assert request is not None
+    world.pipeline.run_until_done(request, timeout_s=180)
+    mails = _by_address(world)
+    assert mails["fritz@acme.example"]["Subject"] == f"Ihr Gutschein für {SPRING}"
+    assert mails["greta@acme.example"]["Subject"] == f"Ihr Gutschein für {SPRING}"
+    assert mails["hugo@acme.example"]["Subject"] == "Spring voucher for"  # en: no en/ folder
+
     # A broken upload of the German body: answered next to its folder, the last one kept.
     _upload(world, GERMAN_FOLDER, {"body.txt": "Hallo {{ vorname }}, {{ voucher_code }}\n"})
     s3 = world.pipeline.stack.client("s3")
