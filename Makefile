@@ -98,6 +98,9 @@ demo: venv
 	@echo "== local run events/sample-recipients.csv --partner 'Acme Corp' (each code mailed: local-results/mail/*.eml)"
 	@$(VENV)/bin/voucher-distributor local run events/sample-recipients.csv \
 	    --partner "Acme Corp" --out local-results
+	@echo "== email preview --template events/sample-template/de --row events/sample-recipients.csv:2 (the German sample template, offline: local-results/preview/preview.eml)"
+	@$(VENV)/bin/voucher-distributor email preview --template events/sample-template/de \
+	    --row events/sample-recipients.csv:2 --partner "Acme Corp" --out local-results/preview
 
 sandbox: venv
 	$(VENV)/bin/voucher-distributor sandbox --port 8080

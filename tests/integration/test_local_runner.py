@@ -435,6 +435,8 @@ def test_the_real_template_builds_without_its_function_code() -> None:
         }  # fmt: skip
         assert lambdas.scheduled_functions() == {"SyncFunction": 21_600.0}
         assert sources["IngestCsvFunction"].queue_url == queues["UploadQueue"]
+        # Uploads under templates/ reach the template check as the S3 notification sends them.
+        assert sources["CheckTemplateFunction"].queue_url == queues["TemplateQueue"]
         for function_id in real.functions:
             env = real.function_environment(function_id)
             assert env["LEDGER_TABLE"] == table

@@ -38,6 +38,7 @@ from voucher_distributor.domain.batches import (
     RESULTS_PREFIX,
     WORK_PREFIX,
 )
+from voucher_distributor.domain.email_templates import TEMPLATES_PREFIX
 from voucher_distributor.models.api import Scope
 from voucher_distributor.settings import Settings
 from voucher_distributor_cli.local.run import DEFAULT_TEMPLATE, LocalPipeline
@@ -227,10 +228,16 @@ def test_s3_trigger_cannot_match_results_or_work_files(template: SamTemplate) ->
     bucket = template.resources["InboxBucket"].properties
     configs = bucket["NotificationConfiguration"]["QueueConfigurations"]
     assert configs
-    for config in configs:
+    by_queue = {config["Queue"]["Fn::GetAtt"][0]: config for config in configs}
+    # Template uploads go to the template check only; the CSV trigger never sees templates/.
+    assert set(by_queue) == {"UploadQueue", "TemplateQueue"}
+    (template_rule,) = by_queue.pop("TemplateQueue")["Filter"]["S3Key"]["Rules"]
+    assert template_rule == {"Name": "prefix", "Value": TEMPLATES_PREFIX}
+    for config in by_queue.values():
         rules = {r["Name"]: r["Value"] for r in config["Filter"]["S3Key"]["Rules"]}
         prefix = rules.get("prefix", "")
         assert prefix == INCOMING_PREFIX
+        assert not TEMPLATES_PREFIX.startswith(prefix)
         for written in (RESULTS_PREFIX, WORK_PREFIX):
             assert not written.startswith(prefix)
             assert not prefix.startswith(written)
@@ -390,6 +397,10 @@ def _required(
             yield "s3:PutObject", obj
         elif operation == "AbortMultipartUpload":
             yield "s3:AbortMultipartUpload", obj
+        elif operation == "DeleteObject":
+            yield "s3:DeleteObject", obj
+        elif operation in {"ListObjectsV2", "ListObjects"}:  # IAM names it after the bucket
+            yield "s3:ListBucket", f"arn:aws:s3:::{p.get('Bucket')}"
         elif operation == "ListObjectVersions":  # IAM names it after the bucket
             yield "s3:ListBucketVersions", f"arn:aws:s3:::{p.get('Bucket')}"
         else:
@@ -512,6 +523,22 @@ def _scenarios_with(
         assert batch is not None
         pipeline.run_until_done(batch, timeout_s=120)
 
+    # E-mail templates (CheckTemplateFunction): a default accepted, a broken upload answered
+    # by its .error.json, then fixed (the answer removed); the sender reads the accepted one.
+    s3 = pipeline.stack.client("s3")
+
+    def upload_template(files: dict[str, str]) -> None:
+        for name, text in files.items():
+            s3.put_object(Bucket=pipeline.bucket, Key=f"templates/default/{name}", Body=text)
+        pipeline.run_until_idle(timeout_s=60)
+
+    upload_template({
+        "subject.txt": "Your voucher for {{ program }}",
+        "body.txt": "Hello {{ first_name }}: {{ voucher_code }}\n",
+        "body.html": "<p>Hello {{ first_name }}: {{ voucher_code }}</p>\n",
+    })  # fmt: skip
+    upload_template({"body.txt": "Hello {{ frist_name }}\n"})
+    upload_template({"body.txt": "Hi {{ first_name }}: {{ voucher_code }}\n"})
     # Codes ready within the purchase invocation's own check: it assigns and reports.
     team = csv_file(
         "team.csv",
@@ -521,7 +548,7 @@ def _scenarios_with(
     )
     run(pipeline.submit_csv(team, key="incoming/team/team.csv"))
     # The same object announced again: ingest finds the batch and stops.
-    s3, sqs = pipeline.stack.client("s3"), pipeline.stack.client("sqs")
+    sqs = pipeline.stack.client("sqs")
     version = s3.head_object(Bucket=pipeline.bucket, Key="incoming/team/team.csv")["VersionId"]
     notification = {"Records": [{"eventSource": "aws:s3", "s3": {
         "bucket": {"name": pipeline.bucket},

@@ -680,6 +680,9 @@ def _forget_process_caches() -> None:
 
     get_settings.cache_clear()
     DEFAULT_PROVIDERS.clear()
+    templates = sys.modules.get("voucher_distributor.pipeline.templates")
+    if templates is not None:  # accepted e-mail templates, cached per warm container
+        templates.forget_templates()
     runtime = sys.modules.get("voucher_distributor.runtime")
     if runtime is not None:
         runtime.services.cache_clear()

@@ -124,6 +124,12 @@ class Settings(BaseModel):
     reply_to_email: str = ""
     booking_url: str = ""
     support_email: str = ""
+    #: The e-mail's language for a row whose input names none (template parameter
+    #: DefaultLanguage): the ``templates/…/<language>/`` folder looked for first.
+    default_language: str = Field(default="en", max_length=35)
+    #: How long a warm function keeps the accepted templates it read (an accepted upload is
+    #: used within this many seconds).
+    template_cache_seconds: int = Field(default=60, ge=0, le=3600)
     #: The queue of e-mail sends (one message per chunk, or the rest of one); empty: no e-mail.
     email_queue_url: str = ""
     #: The SES configuration set whose event destination records each e-mail's fate.

@@ -121,6 +121,8 @@ def _csv_submission(request: ApiRequest, caller: Caller, context: dict[str, bool
         "dryRun": (query.get("dryRun") or "").lower() in {"1", "true", "yes"},
         # ?sendEmail=false: mail nobody (the stack's SenderEmail otherwise mails every code).
         "sendEmail": (query.get("sendEmail") or "").lower() not in {"0", "false", "no"},
+        # ?language=de: the e-mail's language for rows without a language column.
+        "language": query.get("language") or "",
         "recipientsS3Uri": "s3://pending/upload.csv",  # replaced by where the body is stored
     }
     distribution: DistributionRequest | None = None

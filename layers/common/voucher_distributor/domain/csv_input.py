@@ -101,6 +101,12 @@ HEADER_ALIASES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "partner_name": ("partner", "partner_name"),
         "program_name": ("program", "program_name", "programme", "programme_name", "Programm"),
         "reissue": ("reissue", "re-issue", "reissue_voucher", "new_voucher"),
+        # The e-mail's language (a template folder such as de/); the column also stays in
+        # the results file as it was (it is carried in ``extra`` too).
+        "language": (
+            "language", "lang", "locale", "Sprache", "langue", "idioma", "taal", "lingua",
+            "língua",
+        ),
     }
 )  # fmt: skip
 
@@ -202,6 +208,9 @@ def _layout(cells: list[str]) -> _Layout:
             )
         else:
             fields[field] = index
+            if field == "language":  # used for the e-mail and shown in the results as typed
+                used.add(name.casefold())
+                extra.append((index, name))
     if "email" not in fields:
         raise CsvInputError(_no_email_column(names))
     return _Layout(tuple(names), fields, tuple(extra))
@@ -395,7 +404,8 @@ class _RowReader:
         if max(map(len, cells)) > self._max_field_chars:
             problems.extend(self._empty_oversize_cells(cells))
         cells.append("")  # the cell of every field the file has no column for
-        email_at, first_at, last_at, external_at, partner_at, program_at, reissue_at = self._indices
+        (email_at, first_at, last_at, external_at, partner_at, program_at, reissue_at,
+         language_at) = self._indices  # fmt: skip
         email = cells[email_at].strip()
         if not email:
             problems.append("no e-mail address")
@@ -421,6 +431,7 @@ class _RowReader:
             problem=problems[0] if problems else None,
             reissue=reissue_cell in REISSUE_YES,
             line=self._framer.record_line,
+            language=cells[language_at].strip(),
         )
 
     def _empty_oversize_cells(self, cells: list[str]) -> list[str]:

@@ -193,7 +193,12 @@ class RenderedEmail:
 
 
 class EmailRenderError(ValueError):
-    """The template could not be rendered for this row: the row fails with why, nothing is sent."""
+    """The template could not be rendered for this row: the row fails with why, nothing is sent.
+    ``part``: which of ``subject``, ``text`` and ``html`` failed."""
+
+    def __init__(self, message: str, *, part: str = "subject") -> None:
+        super().__init__(message)
+        self.part = part
 
 
 class AddressNotSendable(ValueError):
@@ -235,7 +240,8 @@ def render_email(email: VoucherEmail, template: EmailTemplate = DEFAULT_TEMPLATE
             parts[part] = _compiled(source, html=html).render(variables)
         except TemplateError as exc:
             raise EmailRenderError(
-                f"the e-mail template's {part} could not be rendered: {type(exc).__name__}: {exc}"
+                f"the e-mail template's {part} could not be rendered: {type(exc).__name__}: {exc}",
+                part=part,
             ) from exc
     subject = " ".join(parts["subject"].split())
     if not subject:

@@ -18,6 +18,7 @@ KNOWN_FIELDS = (
     "partner_name",
     "program_name",
     "reissue",
+    "language",
 )
 
 #: Cell values of a ``reissue`` column that ask for a new voucher, and those that do not.
@@ -57,6 +58,9 @@ class InputRow:
     #: The line of the file the row starts on (header = line 1); None for an HR request's
     #: inline recipients, which have no lines.
     line: int | None = None
+    #: The row's ``language`` cell as typed ("" when the file has none): the e-mail template's
+    #: language (``domain.email_templates``; a tag it does not know falls back).
+    language: str = ""
 
     @property
     def acceptable(self) -> bool:

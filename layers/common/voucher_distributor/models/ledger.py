@@ -117,6 +117,9 @@ class BatchRecord(LedgerModel):
     send_email: bool = True
     #: The results are rewritten with the e-mail states no sooner than this (once a minute).
     email_refresh_due: int | None = None
+    #: The e-mail's language for rows that name none (request ``language``, object metadata
+    #: ``language``); "": the stack's DefaultLanguage.
+    language: str = ""
 
     @property
     def chunks_finished(self) -> int:
@@ -171,6 +174,8 @@ class RecipientRecord(LedgerModel):
     reissue: bool = False
     #: The code a reissue replaces, when known: the e-mail says the new one replaces it.
     replaces_code: str = ""
+    #: The e-mail's language (the row's, else its input's; "": the stack's DefaultLanguage).
+    language: str = ""
 
 
 class RedemptionRecord(LedgerModel):
@@ -249,6 +254,8 @@ class AssignmentRecord(LedgerModel):
     redemption: RedemptionRecord | None = None
     #: The code a reissue replaced (outcome file only: the e-mail names it).
     replaces_code: str = ""
+    #: The e-mail's language (outcome file only: the template is chosen by it).
+    language: str = ""
 
 
 class PreviousHolding(LedgerModel):

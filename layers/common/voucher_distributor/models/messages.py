@@ -70,6 +70,8 @@ class RequestRecipient(Message):
     external_id: str = ""
     #: Buy a new voucher even if this person already holds one for the program.
     reissue: bool = False
+    #: This person's e-mail language (a template folder such as ``de``); else the request's.
+    language: str = Field(default="", max_length=35)
 
 
 class DistributionRequest(Message):
@@ -89,6 +91,8 @@ class DistributionRequest(Message):
     dry_run: StrictBool = False
     #: ``false``: mail nobody; the results still list every code (the stack's e-mail otherwise).
     send_email: StrictBool = True
+    #: The e-mail's language for recipients that name none (else the stack's DefaultLanguage).
+    language: str = Field(default="", max_length=35)
 
     @field_validator("callback_url")
     @classmethod

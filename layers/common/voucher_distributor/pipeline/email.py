@@ -57,6 +57,7 @@ from voucher_distributor.models.ledger import (
     ChunkState,
 )
 from voucher_distributor.pipeline.context import Services, log
+from voucher_distributor.pipeline.templates import template_for
 from voucher_distributor.pipeline.undeliverable import UNDELIVERABLE, note_undeliverable
 
 #: SES unreachable before the request went out: try again soon.
@@ -232,7 +233,11 @@ def _send_one(
     now = services.now()
     try:
         to = ses_address(record.email)
-        rendered = render_email(voucher_email(chunk, record, services))
+        rendered = render_email(
+            voucher_email(chunk, record, services),
+            # The most specific accepted template of the row's program and language (issue 22).
+            template_for(services, chunk.partner_name, chunk.program_name, record.language),
+        )
     except (AddressNotSendable, EmailRenderError) as exc:
         deliveries.put_outcome(
             record.batch_id,

@@ -17,6 +17,7 @@ from voucher_distributor.domain.chunking import (
     spelling_note,
 )
 from voucher_distributor.domain.eligibility import email_refusal
+from voucher_distributor.domain.email_templates import normalise_language
 from voucher_distributor.domain.recipients import InputRow
 from voucher_distributor.models.certiverse import PartnerVoucherProgramModel
 from voucher_distributor.models.email import ProgramExam
@@ -249,6 +250,7 @@ def _add_to_chunk(
             note=note,
             reissue=reissued,
             replaces_code=replaces_code if reissued else "",
+            language=normalise_language(row.language) or batch.language,
         )
     )
     if len(chunk) >= MAX_CHUNK:

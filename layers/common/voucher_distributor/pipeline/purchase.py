@@ -456,6 +456,7 @@ def _outcome(
         replaces_code=recipient.replaces_code if voucher else "",
         extra=recipient.extra,
         line=recipient.line,
+        language=recipient.language,
     )
 
 

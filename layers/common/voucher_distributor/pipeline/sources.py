@@ -16,6 +16,7 @@ from voucher_distributor.domain.batches import (
     result_keys_for_upload,
 )
 from voucher_distributor.domain.csv_input import CsvInputError, ReadTally, read_rows
+from voucher_distributor.domain.email_templates import normalise_language
 from voucher_distributor.domain.emails import email_problem, normalise_email
 from voucher_distributor.domain.recipients import REISSUE_YES, InputRow
 from voucher_distributor.domain.tenancy import CHANNEL_API, CHANNEL_QUEUE, CHANNEL_UPLOAD
@@ -37,6 +38,8 @@ SEND_EMAIL_METADATA_KEYS = ("send-email", "send_email", "sendemail")
 _NO = frozenset({"false", "no", "0", "off", "n"})
 #: ``x-amz-meta-retry-of: <batch id>``: the file holds another batch's failed rows (retry-failed).
 RETRY_METADATA_KEYS = ("retry-of", "retry_of", "retryof")
+#: ``x-amz-meta-language: de``: the e-mail's language for rows without a language column.
+LANGUAGE_METADATA_KEYS = ("language", "lang")
 
 
 def upload_request(
@@ -72,6 +75,7 @@ def upload_request(
         retry_of=_first(stored.metadata, RETRY_METADATA_KEYS),
         dry_run=dry_run,
         send_email=(_first(stored.metadata, SEND_EMAIL_METADATA_KEYS) or "").casefold() not in _NO,
+        language=normalise_language(_first(stored.metadata, LANGUAGE_METADATA_KEYS)),
     )
     if batch.retry_of:
         batch = _as_retry_of(services, batch, batch.retry_of)
@@ -133,6 +137,7 @@ def request_ingest(
         callback_url=request.callback_url,
         dry_run=request.dry_run,
         send_email=request.send_email,
+        language=normalise_language(request.language),
     )
     rows: Iterator[InputRow]
     tally = ReadTally()
@@ -175,6 +180,7 @@ def _inline_rows(request: DistributionRequest) -> Iterator[InputRow]:
             extra={},
             problem=problem,
             reissue=recipient.reissue,
+            language=recipient.language,
         )
 
 

@@ -21,6 +21,7 @@ from voucher_distributor.adapters.ledger.requests import ApiRequestStore
 from voucher_distributor.adapters.ledger.resends import ResendStore
 from voucher_distributor.adapters.ledger.signatures import SignatureStore
 from voucher_distributor.adapters.ledger.table import EMAIL_INDEX, LedgerError, LedgerTable
+from voucher_distributor.adapters.ledger.templates import TemplateStore
 from voucher_distributor.adapters.ledger.tracking import TrackingStore
 
 __all__ = [
@@ -51,3 +52,4 @@ class Ledger:
         self.counts = CountStore(self.table)
         self.deliveries = DeliveryStore(self.table)
         self.resends = ResendStore(self.table)
+        self.templates = TemplateStore(self.table)

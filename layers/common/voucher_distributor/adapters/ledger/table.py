@@ -13,6 +13,7 @@ keys' prefixes:
 - ``pk = API#sig#<webhook-id>``, ``sk = SIGNATURE``: an accepted signature (``signatures``).
 - ``pk = SYNC#open`` / ``SYNC#settled``, ``sk = P#<purchase code>``: a tracked purchase.
 - ``pk = COUNT#vouchers``, ``sk = D#<day>``: the day's voucher count.
+- ``pk = TPL#<folder>``, ``sk = TEMPLATE``: an accepted e-mail template (``templates``).
 """
 
 from __future__ import annotations
