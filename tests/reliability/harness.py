@@ -904,7 +904,7 @@ class Harness:
     def _end_race(self, body: dict[str, Any]) -> bool:
         """A second worker that read the chunk PURCHASED checks its codes at the same moment as
         the poll message's worker: both may end it (issue 23's two workers ending one chunk)."""
-        from voucher_distributor.pipeline.purchase import check_codes
+        from voucher_distributor.pipeline.poll import check_codes
 
         runtime = sys.modules.get("voucher_distributor.runtime")
         if runtime is None or runtime.services.cache_info().currsize == 0:
