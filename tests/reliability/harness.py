@@ -87,7 +87,8 @@ from voucher_distributor.domain.batches import find_marker
 from voucher_distributor.domain.email_states import SETTLED
 from voucher_distributor.models.email import EmailState
 from voucher_distributor.models.ledger import BatchStatus, ChunkState
-from voucher_distributor_cli.local.run import LocalPipeline, RunResult
+from voucher_distributor_cli.local.results import RunResult
+from voucher_distributor_cli.local.run import LocalPipeline
 from voucher_distributor_cli.local.runner.lambdas import LambdaContext
 from voucher_distributor_cli.ops.target import OpsError
 from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
