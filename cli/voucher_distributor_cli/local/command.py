@@ -202,7 +202,7 @@ def _run_local(args: argparse.Namespace) -> int:
     from voucher_distributor_cli.local.run import LocalRunError  # noqa: PLC0415
     from voucher_distributor_cli.local.run_command import run_files  # noqa: PLC0415
     from voucher_distributor_cli.local.runner import RunTimeoutError  # noqa: PLC0415
-    from voucher_distributor_cli.local.runner.stack import StackError  # noqa: PLC0415
+    from voucher_distributor_cli.local.runner.specs import StackError  # noqa: PLC0415
     from voucher_distributor_cli.local.state import StateError  # noqa: PLC0415
 
     try:
@@ -236,7 +236,7 @@ def _run_up(args: argparse.Namespace) -> int:
     import signal  # noqa: PLC0415
 
     from voucher_distributor_cli.local.run import LocalRunError  # noqa: PLC0415
-    from voucher_distributor_cli.local.runner.stack import StackError  # noqa: PLC0415
+    from voucher_distributor_cli.local.runner.specs import StackError  # noqa: PLC0415
     from voucher_distributor_cli.local.up import (  # noqa: PLC0415
         LocalStackUp,
         ready_lines,

@@ -33,7 +33,7 @@ from voucher_distributor_cli.arguments import command_hint
 from voucher_distributor_cli.local.defaults import SANDBOX_TOKEN
 from voucher_distributor_cli.local.run import LocalPipeline, LocalRunError
 from voucher_distributor_cli.local.runner import LocalLambdas
-from voucher_distributor_cli.local.runner.stack import DEFAULT_REGION
+from voucher_distributor_cli.local.runner.template import DEFAULT_REGION
 from voucher_distributor_cli.ops.api_clients import add_client
 from voucher_distributor_cli.ops.target import Target
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer

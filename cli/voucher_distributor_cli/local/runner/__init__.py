@@ -16,18 +16,16 @@ from voucher_distributor_cli.local.runner.lambdas import (
     scheduled_event,
     sqs_record,
 )
-from voucher_distributor_cli.local.runner.stack import (
-    DUMMY_CREDENTIALS,
+from voucher_distributor_cli.local.runner.specs import (
     FunctionSpec,
-    MotoStack,
     PhysicalResource,
     QueueCounts,
-    SamTemplate,
     ScheduleSpec,
     SqsEventSpec,
     StackError,
-    stack_queue_summary,
 )
+from voucher_distributor_cli.local.runner.stack import MotoStack, stack_queue_summary
+from voucher_distributor_cli.local.runner.template import DUMMY_CREDENTIALS, SamTemplate
 
 __all__ = [
     "DUMMY_CREDENTIALS",

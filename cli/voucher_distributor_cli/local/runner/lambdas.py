@@ -29,12 +29,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from voucher_distributor_cli.local.runner.stack import (
-    FunctionSpec,
-    MotoStack,
-    SqsEventSpec,
-    stack_queue_summary,
-)
+from voucher_distributor_cli.local.runner.specs import FunctionSpec, SqsEventSpec
+from voucher_distributor_cli.local.runner.stack import MotoStack, stack_queue_summary
 
 __all__ = [
     "EventSource",
