@@ -89,7 +89,7 @@ from voucher_distributor.models.email import EmailState
 from voucher_distributor.models.ledger import BatchStatus, ChunkState
 from voucher_distributor_cli.local.results import RunResult
 from voucher_distributor_cli.local.run import LocalPipeline
-from voucher_distributor_cli.local.runner.lambdas import LambdaContext
+from voucher_distributor_cli.local.runner.handlers import LambdaContext
 from voucher_distributor_cli.ops.target import OpsError
 from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
 
