@@ -15,7 +15,7 @@ from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.adapters.ledger.holdings import holding_record
 from voucher_distributor.domain.batches import find_marker, trailing_marker
 from voucher_distributor.models.ledger import HoldingRecord
-from voucher_distributor_cli.local.run import RunResult
+from voucher_distributor_cli.local.results import RunResult
 
 
 def iter_holdings(ledger: Ledger) -> Iterator[HoldingRecord]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from voucher_distributor.models.messages import PollMessage
-from voucher_distributor.pipeline.purchase import defer_poll, poll_chunk
+from voucher_distributor.pipeline.poll import defer_poll, poll_chunk
 from voucher_distributor.runtime import logger, metrics, services, tracer
 from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
 

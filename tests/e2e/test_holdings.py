@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from voucher_distributor_cli.local.run import RunResult
+from voucher_distributor_cli.local.results import RunResult
 from voucher_distributor_cli.main import main
 from voucher_distributor_cli.sandbox import FaultSettings
 

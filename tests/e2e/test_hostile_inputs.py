@@ -24,7 +24,8 @@ import pytest
 from voucher_distributor.domain.batches import csv_batch_id
 from voucher_distributor.domain.results_csv import FORMULA_PREFIXES
 from voucher_distributor.models.ledger import BatchStatus
-from voucher_distributor_cli.local.run import LocalPipeline, RunResult
+from voucher_distributor_cli.local.results import RunResult
+from voucher_distributor_cli.local.run import LocalPipeline
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
 from ..invariants import batch_purchases, consistency_violations

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from voucher_distributor.domain.timestamps import utc_day
-from voucher_distributor_cli.local.run import RunResult
+from voucher_distributor_cli.local.results import RunResult
 
 from ..invariants import iter_holdings
 from .conftest import CLOUD, PARTNER, SPRING, World, people

@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from voucher_distributor.models.ledger import BatchStatus, ChunkState
-from voucher_distributor_cli.local.run import RunResult
+from voucher_distributor_cli.local.results import RunResult
 from voucher_distributor_cli.sandbox import FaultSettings
 
 from ..invariants import assert_consistent

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from voucher_distributor_cli.local.run import DEFAULT_TEMPLATE
+from voucher_distributor_cli.local.defaults import DEFAULT_TEMPLATE
 from voucher_distributor_cli.local.runner import MotoStack
 
 #: Environment variables that name a resource, by what they name.

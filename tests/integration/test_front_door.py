@@ -18,7 +18,7 @@ import pytest
 
 from voucher_distributor.domain.timestamps import iso_utc, iso_z
 from voucher_distributor_cli.local.command import EXIT_DONE, EXIT_NOTHING_TO_DO, _show_outcome
-from voucher_distributor_cli.local.run import RunResult
+from voucher_distributor_cli.local.results import RunResult
 from voucher_distributor_cli.main import main
 
 SPRING = "Spring Certification Drive"

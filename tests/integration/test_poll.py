@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 from voucher_distributor.models.ledger import ChunkState
-from voucher_distributor.pipeline.purchase import poll_chunk, purchase_chunk
+from voucher_distributor.pipeline.poll import poll_chunk
+from voucher_distributor.pipeline.purchase import purchase_chunk
 from voucher_distributor_cli.sandbox import FaultSettings
 
 from .purchase_rig import Rig, rig
@@ -46,7 +47,7 @@ def test_two_copies_racing_hand_over_once(rig: Rig) -> None:
     first = _waiting(rig, "f-race-poll")
     chunk = rig.ledger.chunks.get_chunk("f-race-poll", 0)
     assert chunk is not None
-    from voucher_distributor.pipeline.purchase import _schedule_poll
+    from voucher_distributor.pipeline.poll import _schedule_poll
 
     _schedule_poll(rig.services, chunk, attempt=2, after=first["token"])  # copy A
     _schedule_poll(rig.services, chunk, attempt=2, after=first["token"])  # copy B, same read

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 
 from voucher_distributor.models.ledger import ChunkState
-from voucher_distributor.pipeline.purchase import check_codes
+from voucher_distributor.pipeline.poll import check_codes
 
 from .purchase_rig import TOKEN, Rig, rig
 

@@ -16,7 +16,7 @@ from tests.integration.conftest import SANDBOX_TOKEN
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.models.ledger import AssignmentRecord, RedemptionRecord, TrackedPurchase
 from voucher_distributor_cli.local.runner import LocalLambdas, MotoStack
-from voucher_distributor_cli.local.runner.stack import schedule_rate_seconds
+from voucher_distributor_cli.local.runner.specs import schedule_rate_seconds
 from voucher_distributor_cli.sandbox import SandboxServer
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"

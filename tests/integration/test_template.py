@@ -41,7 +41,8 @@ from voucher_distributor.domain.batches import (
 from voucher_distributor.domain.email_templates import TEMPLATES_PREFIX
 from voucher_distributor.models.api import Scope
 from voucher_distributor.settings import Settings
-from voucher_distributor_cli.local.run import DEFAULT_TEMPLATE, LocalPipeline
+from voucher_distributor_cli.local.defaults import DEFAULT_TEMPLATE
+from voucher_distributor_cli.local.run import LocalPipeline
 from voucher_distributor_cli.local.run import _forget_process_caches as forget_process_caches
 from voucher_distributor_cli.local.runner import FunctionSpec, LocalLambdas, MotoStack, SamTemplate
 from voucher_distributor_cli.local.up import api_gateway_event

@@ -87,8 +87,9 @@ from voucher_distributor.domain.batches import find_marker
 from voucher_distributor.domain.email_states import SETTLED
 from voucher_distributor.models.email import EmailState
 from voucher_distributor.models.ledger import BatchStatus, ChunkState
-from voucher_distributor_cli.local.run import LocalPipeline, RunResult
-from voucher_distributor_cli.local.runner.lambdas import LambdaContext
+from voucher_distributor_cli.local.results import RunResult
+from voucher_distributor_cli.local.run import LocalPipeline
+from voucher_distributor_cli.local.runner.handlers import LambdaContext
 from voucher_distributor_cli.ops.target import OpsError
 from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
 
@@ -922,7 +923,7 @@ class Harness:
     def _end_race(self, body: dict[str, Any]) -> bool:
         """A second worker that read the chunk PURCHASED checks its codes at the same moment as
         the poll message's worker: both may end it (issue 23's two workers ending one chunk)."""
-        from voucher_distributor.pipeline.purchase import check_codes
+        from voucher_distributor.pipeline.poll import check_codes
 
         runtime = sys.modules.get("voucher_distributor.runtime")
         if runtime is None or runtime.services.cache_info().currsize == 0:

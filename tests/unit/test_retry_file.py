@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from voucher_distributor.domain.results_csv import ResultRow, ResultsCsvWriter
-from voucher_distributor_cli.local.run import _upload_keys
+from voucher_distributor_cli.local.run_command import _upload_keys
 from voucher_distributor_cli.ops.retry import failed_rows_csv
 
 

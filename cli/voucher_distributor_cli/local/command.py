@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from voucher_distributor_cli.arguments import HelpFormatter, seconds
 
 if TYPE_CHECKING:
-    from voucher_distributor_cli.local.run import RunResult
+    from voucher_distributor_cli.local.results import RunResult
 
 #: Exit codes of ``local run`` (several inputs: the highest).
 EXIT_DONE = 0  # every row that could get a code has one (assigned, or existing: held already)
@@ -199,9 +199,10 @@ def parameter_override(text: str) -> tuple[str, str]:
 
 def _run_local(args: argparse.Namespace) -> int:
     # Imported here: the sandbox command must not pay for moto and the pipeline.
-    from voucher_distributor_cli.local.run import LocalRunError, run_files  # noqa: PLC0415
+    from voucher_distributor_cli.local.run import LocalRunError  # noqa: PLC0415
+    from voucher_distributor_cli.local.run_command import run_files  # noqa: PLC0415
     from voucher_distributor_cli.local.runner import RunTimeoutError  # noqa: PLC0415
-    from voucher_distributor_cli.local.runner.stack import StackError  # noqa: PLC0415
+    from voucher_distributor_cli.local.runner.specs import StackError  # noqa: PLC0415
     from voucher_distributor_cli.local.state import StateError  # noqa: PLC0415
 
     try:
@@ -235,7 +236,7 @@ def _run_up(args: argparse.Namespace) -> int:
     import signal  # noqa: PLC0415
 
     from voucher_distributor_cli.local.run import LocalRunError  # noqa: PLC0415
-    from voucher_distributor_cli.local.runner.stack import StackError  # noqa: PLC0415
+    from voucher_distributor_cli.local.runner.specs import StackError  # noqa: PLC0415
     from voucher_distributor_cli.local.up import (  # noqa: PLC0415
         LocalStackUp,
         ready_lines,

@@ -30,9 +30,10 @@ from voucher_distributor.adapters.callbacks import webhook_secret
 from voucher_distributor.models.api import Scope
 from voucher_distributor.models.ledger import BatchRecord
 from voucher_distributor_cli.arguments import command_hint
-from voucher_distributor_cli.local.run import SANDBOX_TOKEN, LocalPipeline, LocalRunError
+from voucher_distributor_cli.local.defaults import SANDBOX_TOKEN
+from voucher_distributor_cli.local.run import LocalPipeline, LocalRunError
 from voucher_distributor_cli.local.runner import LocalLambdas
-from voucher_distributor_cli.local.runner.stack import DEFAULT_REGION
+from voucher_distributor_cli.local.runner.template import DEFAULT_REGION
 from voucher_distributor_cli.ops.api_clients import add_client
 from voucher_distributor_cli.ops.target import Target
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer

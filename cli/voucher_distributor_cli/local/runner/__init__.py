@@ -6,28 +6,25 @@ delivers its SQS events the way the Lambda event-source mapping does. Together t
 pipeline with no AWS account.
 """
 
-from voucher_distributor_cli.local.runner.lambdas import (
+from voucher_distributor_cli.local.runner.events import (
     EventSource,
     InvocationFailure,
-    LambdaContext,
-    LocalLambdas,
     PumpReport,
-    RunTimeoutError,
     scheduled_event,
     sqs_record,
 )
-from voucher_distributor_cli.local.runner.stack import (
-    DUMMY_CREDENTIALS,
+from voucher_distributor_cli.local.runner.handlers import LambdaContext
+from voucher_distributor_cli.local.runner.lambdas import LocalLambdas, RunTimeoutError
+from voucher_distributor_cli.local.runner.specs import (
     FunctionSpec,
-    MotoStack,
     PhysicalResource,
     QueueCounts,
-    SamTemplate,
     ScheduleSpec,
     SqsEventSpec,
     StackError,
-    stack_queue_summary,
 )
+from voucher_distributor_cli.local.runner.stack import MotoStack, stack_queue_summary
+from voucher_distributor_cli.local.runner.template import DUMMY_CREDENTIALS, SamTemplate
 
 __all__ = [
     "DUMMY_CREDENTIALS",

@@ -12,98 +12,51 @@ Everything runs sequentially on the caller's thread, so a run is deterministic a
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import functools
 import importlib.util
 import logging
 import os
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from voucher_distributor_cli.local.runner.stack import (
-    FunctionSpec,
-    MotoStack,
-    SqsEventSpec,
-    stack_queue_summary,
+from voucher_distributor_cli.local.runner.events import (
+    _MAX_RECEIVE,
+    EventSource,
+    InvocationFailure,
+    PumpReport,
+    _batch_item_failures,
+    _chunks,
+    _visibility_changes,
+    scheduled_event,
+    sqs_record,
 )
+from voucher_distributor_cli.local.runner.handlers import (
+    Handler,
+    LambdaContext,
+    _LoadedFunction,
+    _pop_modules,
+    _top_level_names,
+)
+from voucher_distributor_cli.local.runner.specs import FunctionSpec
+from voucher_distributor_cli.local.runner.stack import MotoStack, stack_queue_summary
 
-__all__ = [
-    "EventSource",
-    "InvocationFailure",
-    "LambdaContext",
-    "LocalLambdas",
-    "PumpReport",
-    "RunTimeoutError",
-    "sqs_record",
-]
+__all__ = ["LocalLambdas", "RunTimeoutError"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Any, Any], Any]
 
 # Variables the Lambda service sets for every function; the rest of os.environ is the host's.
 _REMOVED_VARS = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
-_MAX_RECEIVE = 10  # SQS ReceiveMessage limit
 
 
 class RunTimeoutError(TimeoutError):
     """``run_until``'s condition did not become true in time."""
-
-
-class LambdaContext:
-    """The attributes and method of the Lambda runtime's context object that handlers use."""
-
-    def __init__(
-        self,
-        *,
-        function_name: str,
-        invoked_function_arn: str,
-        memory_limit_in_mb: int,
-        timeout_s: int,
-        log_stream_name: str,
-    ) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = invoked_function_arn
-        self.memory_limit_in_mb = memory_limit_in_mb
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = log_stream_name
-        self.identity: Any = None
-        self.client_context: Any = None
-        self._deadline = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        """Milliseconds left before Lambda would stop this invocation."""
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-@dataclass(frozen=True)
-class EventSource:
-    """One SQS event-source mapping: which queue feeds which function, and how."""
-
-    function_id: str
-    event: SqsEventSpec
-    queue_url: str
-    queue_arn: str
-
-
-@dataclass(frozen=True)
-class InvocationFailure:
-    """An invocation whose messages (all or some) went back to the queue."""
-
-    function_id: str
-    message_ids: tuple[str, ...]
-    reason: str
 
 
 _FEED_EVENTS_PER_PUMP = 200
@@ -116,74 +69,6 @@ class _Feed:
     pending: Callable[[], int]
     attempts: int
     retries: list[tuple[Any, int]] = field(default_factory=list)
-
-
-@dataclass
-class PumpReport:
-    """What a pump (or a whole run) did, for progress output."""
-
-    invocations: int = 0
-    delivered: int = 0
-    deleted: int = 0
-    returned: int = 0
-    errors: int = 0
-    by_function: dict[str, int] = field(default_factory=dict)
-    failures: list[InvocationFailure] = field(default_factory=list)
-
-    def add(self, other: PumpReport) -> None:
-        """Accumulate another report into this one."""
-        self.invocations += other.invocations
-        self.delivered += other.delivered
-        self.deleted += other.deleted
-        self.returned += other.returned
-        self.errors += other.errors
-        for name, count in other.by_function.items():
-            self.by_function[name] = self.by_function.get(name, 0) + count
-        self.failures.extend(other.failures)
-
-
-def sqs_record(message: Mapping[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
-    """A ``ReceiveMessage`` message in the shape Lambda gives it to a handler."""
-    attributes = dict(message.get("Attributes") or {})
-    message_attributes: dict[str, Any] = {}
-    for name, value in (message.get("MessageAttributes") or {}).items():
-        converted: dict[str, Any] = {}
-        if "StringValue" in value:
-            converted["stringValue"] = value["StringValue"]
-        if "BinaryValue" in value:
-            converted["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
-        converted["stringListValues"] = list(value.get("StringListValues") or [])
-        converted["binaryListValues"] = [
-            base64.b64encode(item).decode() for item in value.get("BinaryListValues") or []
-        ]
-        converted["dataType"] = value["DataType"]
-        message_attributes[name] = converted
-    record: dict[str, Any] = {
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message["Body"],
-        "attributes": attributes,
-        "messageAttributes": message_attributes,
-    }
-    if message.get("MD5OfMessageAttributes"):
-        record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
-    record.update(
-        {
-            "md5OfBody": message["MD5OfBody"],
-            "eventSource": "aws:sqs",
-            "eventSourceARN": queue_arn,
-            "awsRegion": region,
-        }
-    )
-    return record
-
-
-@dataclass
-class _LoadedFunction:
-    handler: Handler
-    module: ModuleType
-    private_modules: dict[str, ModuleType]
-    log_stream_name: str
 
 
 class LocalLambdas:
@@ -544,118 +429,3 @@ class LocalLambdas:
         if failed:
             report.failures.append(InvocationFailure(function_id, tuple(failed), reason))
         return report
-
-
-class _VisibilityChanges:
-    """Receipt handles whose visibility was changed (by a handler) since last asked.
-
-    Recorded in the moto server, which runs in this process: a handler's own
-    ``ChangeMessageVisibility`` on the message it is handling is then left alone, where the
-    runner would otherwise reset a failed message's visibility to its short local retry.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._handles: set[str] = set()
-        self._installed = False
-
-    def install(self) -> None:
-        with self._lock:
-            if self._installed:
-                return
-            from moto.sqs.models import SQSBackend  # noqa: PLC0415 - the runner's moto only
-
-            original = SQSBackend.change_message_visibility
-            changes = self
-
-            @functools.wraps(original)
-            def recorded(
-                backend: Any, queue_name: str, receipt_handle: str, visibility_timeout: int
-            ) -> None:
-                original(backend, queue_name, receipt_handle, visibility_timeout)
-                with changes._lock:
-                    changes._handles.add(receipt_handle)
-
-            SQSBackend.change_message_visibility = recorded  # type: ignore[method-assign,assignment]
-            self._installed = True
-
-    def forget(self, handles: Iterable[str]) -> None:
-        with self._lock:
-            self._handles.difference_update(handles)
-
-    def take(self, handle: str) -> bool:
-        with self._lock:
-            if handle in self._handles:
-                self._handles.discard(handle)
-                return True
-            return False
-
-
-_visibility_changes = _VisibilityChanges()
-
-
-def scheduled_event(spec: FunctionSpec, stack: MotoStack) -> dict[str, Any]:
-    """The ``Scheduled Event`` EventBridge delivers for the function's first schedule rule."""
-    rule = spec.schedules[0]
-    region = stack.region
-    account = stack.account_id
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": account,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": region,
-        "resources": [f"arn:aws:events:{region}:{account}:rule/{rule.rule_name}"],
-        "detail": {},
-    }
-
-
-def _batch_item_failures(
-    function_id: str, result: Any, handles: Mapping[str, str]
-) -> tuple[list[str], str]:
-    """Lambda's reading of a ReportBatchItemFailures response: ids to return, and why.
-
-    An empty list (or no ``batchItemFailures`` at all) is full success; an identifier that is
-    missing, empty or not in the batch makes Lambda treat the whole batch as failed.
-    """
-    if not isinstance(result, Mapping):
-        return [], ""
-    items = result.get("batchItemFailures")
-    if not items:
-        return [], ""
-    failed: list[str] = []
-    for item in items if isinstance(items, list) else [items]:
-        identifier = item.get("itemIdentifier") if isinstance(item, Mapping) else None
-        if not identifier or identifier not in handles:
-            log.error(
-                "%s returned an invalid batchItemFailures entry %r: the whole batch fails",
-                function_id,
-                item,
-            )
-            return list(handles), f"invalid batchItemFailures entry {item!r}"
-        if identifier not in failed:
-            failed.append(str(identifier))
-    return failed, "batchItemFailures"
-
-
-def _chunks(items: list[str], size: int = _MAX_RECEIVE) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _top_level_names(code_dir: Path) -> set[str]:
-    """Importable top-level names a function directory provides (modules and packages)."""
-    names = {path.stem for path in code_dir.glob("*.py")}
-    names |= {path.parent.name for path in code_dir.glob("*/__init__.py")}
-    return names
-
-
-def _pop_modules(names: set[str]) -> dict[str, ModuleType]:
-    """Remove and return ``names`` and their submodules from sys.modules."""
-    popped: dict[str, ModuleType] = {}
-    for key in list(sys.modules):
-        if key.partition(".")[0] in names:
-            popped[key] = sys.modules.pop(key)
-    return popped

@@ -30,32 +30,37 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
 import logging
 import socket
 import threading
 import urllib.request
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.server import ThreadedMotoServer
 
+from voucher_distributor_cli.local.runner.specs import (
+    FunctionSpec,
+    PhysicalResource,
+    QueueCounts,
+    ScheduleSpec,
+    SqsEventSpec,
+    StackError,
+)
+from voucher_distributor_cli.local.runner.template import (
+    DEFAULT_REGION,
+    DUMMY_CREDENTIALS,
+    SamTemplate,
+    _boto3_session,
+)
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ACCOUNT_ID = "123456789012"  # moto's default account: the ARNs it makes use it
-DEFAULT_REGION = "us-east-1"
-DUMMY_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # moto accepts any credentials
-    "AWS_SESSION_TOKEN": "testing",
-}
-_CODE_BUCKET = "voucher-distributor-local-code"  # CodeUri placeholders: s3://<this>/<local path>
 _EMPTY_ZIP = "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="  # base64 of a zip archive with no entries
 _LAYER_ARN = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:layer:${Name}:1"
 _FUNCTION = "AWS::Lambda::Function"
@@ -76,203 +81,6 @@ _FOLLOW_UP = {
     "AWS::S3::Bucket": ("VersioningConfiguration", "NotificationConfiguration"),
     "AWS::DynamoDB::Table": ("TimeToLiveSpecification",),
 }
-
-
-class StackError(RuntimeError):
-    """The template cannot be transformed, or the local stack could not be created."""
-
-
-@dataclass(frozen=True)
-class PhysicalResource:
-    """What exists for one logical id: its ``Ref`` value and ``Fn::GetAtt`` attributes."""
-
-    logical_id: str
-    type: str
-    ref: str
-    attributes: Mapping[str, str] = field(default_factory=dict)
-
-    def get_att(self, attribute: str) -> str:
-        """One ``Fn::GetAtt`` attribute, with a clear error for an unknown one."""
-        try:
-            return self.attributes[attribute]
-        except KeyError:
-            raise StackError(
-                f"{self.logical_id} ({self.type}) has no attribute {attribute!r} locally; "
-                f"known: {sorted(self.attributes)}"
-            ) from None
-
-
-@dataclass(frozen=True)
-class QueueCounts:
-    """``GetQueueAttributes`` message counts of one queue."""
-
-    visible: int
-    in_flight: int
-    delayed: int
-
-    @property
-    def total(self) -> int:
-        """Messages the queue still holds in any state."""
-        return self.visible + self.in_flight + self.delayed
-
-    def __str__(self) -> str:
-        return f"{self.visible} visible, {self.in_flight} in flight, {self.delayed} delayed"
-
-
-@dataclass(frozen=True)
-class SqsEventSpec:
-    """A function's SQS event-source mapping, as the created stack holds it."""
-
-    name: str
-    queue: str  # the queue's ARN
-    queue_id: str  # the queue's logical id
-    batch_size: int = 10
-    function_response_types: tuple[str, ...] = ()
-    maximum_batching_window_s: int = 0
-    enabled: bool = True
-
-    @property
-    def reports_batch_item_failures(self) -> bool:
-        """Whether a ``batchItemFailures`` response is honoured (else it is ignored)."""
-        return "ReportBatchItemFailures" in self.function_response_types
-
-
-@dataclass(frozen=True)
-class ScheduleSpec:
-    """A function's EventBridge schedule (a SAM ``Schedule``/``ScheduleV2`` event), as created."""
-
-    rule_name: str
-    expression: str  # rate(6 hours), cron(...)
-
-    @property
-    def rate_s(self) -> float | None:
-        """Seconds between runs of a ``rate(...)`` expression; None for ``cron(...)``."""
-        return schedule_rate_seconds(self.expression)
-
-
-_RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
-
-
-def schedule_rate_seconds(expression: str) -> float | None:
-    """``rate(360 minutes)`` → 21600.0; None for anything that is not a rate."""
-    text = expression.strip()
-    if not (text.startswith("rate(") and text.endswith(")")):
-        return None
-    value, _, unit = text[5:-1].strip().partition(" ")
-    seconds = _RATE_UNITS.get(unit.strip().rstrip("s"))
-    try:
-        return float(value) * seconds if seconds is not None else None
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """A function as deployed: its configuration from the stack, its code from this machine."""
-
-    logical_id: str
-    code_uri: Path
-    handler: str
-    runtime: str | None
-    timeout_s: int
-    memory_mb: int
-    function_name: str
-    environment: dict[str, str] = field(default_factory=dict)
-    sqs_events: tuple[SqsEventSpec, ...] = ()
-    #: EventBridge schedules that invoke it (``LocalLambdas.run_scheduled`` runs one).
-    schedules: tuple[ScheduleSpec, ...] = ()
-
-    @property
-    def module_name(self) -> str:
-        """The handler's module, e.g. ``app`` for ``app.handler``."""
-        return self.handler.rpartition(".")[0]
-
-    @property
-    def attribute(self) -> str:
-        """The handler's function name, e.g. ``handler`` for ``app.handler``."""
-        return self.handler.rpartition(".")[2]
-
-
-@dataclass(frozen=True)
-class TemplateResource:
-    """One entry of ``Resources`` as written (no intrinsic evaluated)."""
-
-    logical_id: str
-    type: str
-    properties: dict[str, Any]
-    condition: str | None = None
-
-
-class SamTemplate:
-    """A SAM template file: the document as written, and its CloudFormation translation."""
-
-    def __init__(self, document: Mapping[str, Any], base_dir: Path) -> None:
-        self.document = dict(document)
-        self.base_dir = base_dir
-
-    @classmethod
-    def load(cls, path: str | Path) -> SamTemplate:
-        """Read a template file; relative ``CodeUri``s resolve against its directory."""
-        file = Path(path).resolve()
-        return cls(copy.deepcopy(_parse(file, file.stat().st_mtime_ns)), file.parent)
-
-    @property
-    def parameter_declarations(self) -> dict[str, dict[str, Any]]:
-        """The ``Parameters`` section as written."""
-        return dict(self.document.get("Parameters") or {})
-
-    @property
-    def globals_function(self) -> dict[str, Any]:
-        """``Globals.Function`` as written."""
-        return dict((self.document.get("Globals") or {}).get("Function") or {})
-
-    @property
-    def resources(self) -> dict[str, TemplateResource]:
-        """Every resource as written, in template order."""
-        return {
-            lid: TemplateResource(
-                lid, str(body["Type"]), dict(body.get("Properties") or {}), body.get("Condition")
-            )
-            for lid, body in self.document["Resources"].items()
-        }
-
-    def translate(self, parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The template through the SAM transform (local code paths become placeholders)."""
-        key = json.dumps([self.document, dict(parameters or {})], sort_keys=True, default=str)
-        return copy.deepcopy(_translate(key))
-
-    def code_path(self, code: Mapping[str, Any]) -> Path:
-        """The local directory a translated function's ``Code`` placeholder stands for."""
-        return (self.base_dir / str(code.get("S3Key", ""))).resolve()
-
-
-@functools.lru_cache(maxsize=8)
-def _parse(file: Path, _mtime_ns: int) -> Any:
-    """A template file's document, cached while the file is unchanged."""
-    from samtranslator.yaml_helper import yaml_parse  # noqa: PLC0415 - ~0.3 s to import
-
-    return yaml_parse(file.read_text(encoding="utf-8"))
-
-
-@functools.lru_cache(maxsize=8)
-def _translate(key: str) -> dict[str, Any]:
-    """samtranslator's transform, cached per (document, parameters): e2e runs start many stacks."""
-    from samtranslator.model.exceptions import InvalidDocumentException  # noqa: PLC0415
-    from samtranslator.parser.parser import Parser  # noqa: PLC0415
-    from samtranslator.translator.translator import Translator  # noqa: PLC0415
-
-    document, parameters = json.loads(key)
-    glob = (document.get("Globals") or {}).get("Function") or {}
-    for props in [glob, *(r.get("Properties") or {} for r in document["Resources"].values())]:
-        for name in ("CodeUri", "ContentUri"):
-            if isinstance(props.get(name), str) and not props[name].startswith("s3://"):
-                props[name] = f"s3://{_CODE_BUCKET}/{props[name]}"
-    try:
-        translator = Translator({}, Parser(), boto_session=_boto3_session())
-        translated: dict[str, Any] = translator.translate(document, parameter_values=parameters)
-    except InvalidDocumentException as exc:
-        raise StackError(f"the SAM transform rejects the template: {exc}") from exc
-    return translated
 
 
 class MotoStack:
@@ -749,13 +557,6 @@ def _text(value: Any) -> str:
 def _wake(address: tuple[str, int]) -> None:
     with contextlib.suppress(OSError), socket.create_connection(address, timeout=1):
         pass
-
-
-@functools.cache
-def _boto3_session() -> boto3.session.Session:
-    """One session per process: loading service models is the slow part of making a client."""
-    credentials = {key.lower(): value for key, value in DUMMY_CREDENTIALS.items()}
-    return boto3.session.Session(region_name=DEFAULT_REGION, **credentials)
 
 
 def stack_queue_summary(stack: MotoStack, queue_urls: Iterable[str] | None = None) -> str:

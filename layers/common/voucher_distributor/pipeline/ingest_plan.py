@@ -45,6 +45,14 @@ def plan_rows(services: Services, request: IngestRequest, plan: Plan, preflight:
     duplicates = DuplicateTracker()
     seen_extra = False
     most = settings.max_recipients_per_batch
+    # Where a row's partner and program come from when it names none: the object metadata,
+    # else the stack's defaults (both ``resolve_target`` and ``missing_target_reason`` read it).
+    names = {
+        "metadata_partner": request.metadata_partner,
+        "metadata_program": request.metadata_program,
+        "default_partner": settings.default_partner_name or None,
+        "default_program": settings.default_program_name or None,
+    }
     rows = iter(request.rows)
     for row in rows:
         plan.rows += 1
@@ -57,25 +65,13 @@ def plan_rows(services: Services, request: IngestRequest, plan: Plan, preflight:
         if not seen_extra:
             plan.extra_columns = list(row.extra)
             seen_extra = True
-        target = resolve_target(
-            row,
-            metadata_partner=request.metadata_partner,
-            metadata_program=request.metadata_program,
-            default_partner=settings.default_partner_name or None,
-            default_program=settings.default_program_name or None,
-        )
+        target = resolve_target(row, **names)
         _note_target(plan, target)
         reason = row.problem
         failure: str | None = None
         spelling = ""
         if reason is None and target is None:
-            reason = missing_target_reason(
-                row,
-                metadata_partner=request.metadata_partner,
-                metadata_program=request.metadata_program,
-                default_partner=settings.default_partner_name or None,
-                default_program=settings.default_program_name or None,
-            )
+            reason = missing_target_reason(row, **names)
         if reason is None and target is not None:
             verdict = preflight.check(target)
             reason = verdict.refusal
