@@ -354,7 +354,8 @@ def test_issue25_5_results_use_the_inputs_delimiter(
     data = (out / "de.results.csv").read_bytes()
     assert data.startswith(b"\xef\xbb\xbfrow;line;email;")  # UTF-8 with BOM, for Excel
     lines = data.decode("utf-8-sig").splitlines()
-    assert lines[0].endswith(";reason;Abteilung")
+    # the e-mail state is the last of ours; the input's own columns follow, as typed
+    assert lines[0].endswith(";reason;email_status;Abteilung")
     assert lines[2].startswith("2;3;dora@acme.example;Dora;")
     assert lines[2].endswith(";Einkauf, Süd")  # a comma is only a character here
     summary = json.loads((out / "de.summary.json").read_text("utf-8"))
