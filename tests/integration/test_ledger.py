@@ -194,3 +194,27 @@ def test_an_ingest_lease_that_ran_out_is_kept_until_another_delivery_takes_it(
     assert ledger.batches.take_ingest_lease("f-1", owner="b", now=206, lease_seconds=5)
     assert not ledger.batches.holds_ingest_lease("f-1", owner="a", now=207, lease_seconds=5)
     assert ledger.batches.holds_ingest_lease("f-1", owner="b", now=207, lease_seconds=5)
+
+
+def test_a_later_receive_of_the_same_message_takes_its_earlier_receives_lease_at_once(
+    ledger: Ledger,
+) -> None:
+    """Reliability seed 169: an outage's three send-backs, a crash, a wait for the crashed
+    receive's lease and a second crash spent the queue's six deliveries. The crashed receive
+    was the same message's: once its message is received again it has ended (the queue's
+    visibility timeout outlasts the function's), so its lease is not waited out."""
+    ledger.batches.create_batch(batch())
+    terms = {"now": 100, "lease_seconds": 60}
+    same = "ingest-m-msg-1-"
+    assert ledger.batches.take_ingest_lease("f-1", owner=f"{same}4", same_message=same, **terms)
+    # Another message (an upload's second notification) waits the live lease out ...
+    other = "ingest-m-msg-2-"
+    assert not ledger.batches.take_ingest_lease(
+        "f-1", owner=f"{other}1", same_message=other, now=101, lease_seconds=60
+    )
+    # ... a later receive of the same message does not, and the earlier receive is out.
+    assert ledger.batches.take_ingest_lease(
+        "f-1", owner=f"{same}5", same_message=same, now=101, lease_seconds=60
+    )
+    assert not ledger.batches.holds_ingest_lease("f-1", owner=f"{same}4", now=102, lease_seconds=60)
+    assert ledger.batches.holds_ingest_lease("f-1", owner=f"{same}5", now=102, lease_seconds=60)

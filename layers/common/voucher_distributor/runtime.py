@@ -114,6 +114,7 @@ def ingest_delivery(request: IngestRequest, record: SqsRecord, done: str) -> Non
         services(),
         request,
         attempt=record.approximate_receive_count,
+        message_id=record.message_id,
         queue_url=record.queue_url,
         receipt_handle=record.receipt_handle,
     )

@@ -75,13 +75,15 @@ def ingest_delivery(
     attempt: int,
     queue_url: str,
     receipt_handle: str,
+    message_id: str = "",
 ) -> IngestOutcome:
     """One delivery of an input from its queue (the ``attempt``-th): ingest it, and when a
     Certiverse outage during pre-flight sends it back, set the message's visibility so the next
     delivery comes after the schedule's wait (not the queue's 90-minute visibility timeout)."""
     final = attempt >= services.settings.max_ingest_attempts
     try:
-        return ingest(services, replace(request, final_attempt=final, attempt=attempt))
+        delivered = replace(request, final_attempt=final, attempt=attempt, message_id=message_id)
+        return ingest(services, delivered)
     except IngestRetryLater as exc:
         services.queues.return_later(queue_url, receipt_handle, exc.retry_in)
         raise
@@ -98,7 +100,7 @@ def preflight_retry_delay(settings: Settings, attempt: int, retry_after_s: float
 
 
 def ingest(services: Services, request: IngestRequest) -> IngestOutcome:
-    lease = _IngestLease(services, request.batch.batch_id)
+    lease = _IngestLease(services, request.batch.batch_id, request.message_id, request.attempt)
     try:
         return _ingest(services, request, lease)
     except Exception:
@@ -218,10 +220,20 @@ class _IngestLease:
     earlier attempt's chunks, recording and handing out the plan. Lost: :class:`IngestBusy`.
     """
 
-    def __init__(self, services: Services, batch_id: str) -> None:
+    def __init__(
+        self, services: Services, batch_id: str, message_id: str = "", attempt: int = 1
+    ) -> None:
         self._services = services
         self._batch_id = batch_id
-        self.owner = f"ingest-{uuid.uuid4().hex[:16]}"
+        # A receive of a queue message is its own owner, named by the message: a later receive
+        # of the same message means the earlier one's invocation ended (the queue's visibility
+        # timeout outlasts the function's, and a send-back ends its delivery), so it takes over
+        # at once instead of waiting the dead one's lease out, spending one of the queue's few
+        # deliveries. The lease's checks keep even a duplicate receive from changing anything.
+        self.same_message = f"ingest-m-{message_id}-" if message_id else ""
+        self.owner = (
+            f"{self.same_message}{attempt}" if message_id else f"ingest-{uuid.uuid4().hex[:16]}"
+        )
 
     def on(self, batch: BatchRecord) -> BatchRecord:
         """The new batch's record, leased to this delivery from its first write."""
@@ -229,7 +241,10 @@ class _IngestLease:
         return batch.model_copy(update={"ingest_owner": self.owner, "ingest_lease_until": until})
 
     def take(self) -> None:
-        if not self._services.ledger.batches.take_ingest_lease(self._batch_id, **self._terms()):
+        taken = self._services.ledger.batches.take_ingest_lease(
+            self._batch_id, same_message=self.same_message, **self._terms()
+        )
+        if not taken:
             # Come back when the holder's lease runs out (a crashed holder's is taken over
             # then; a live one will have planned the batch by then, and this one is a repeat).
             held = self._services.ledger.batches.get_batch(self._batch_id)

@@ -36,6 +36,9 @@ class IngestRequest:
     final_attempt: bool = True
     #: Which delivery this is (1 the first time): picks the wait before the next one.
     attempt: int = 1
+    #: The queue message that delivered it ("" when called directly): a later receive of the
+    #: same message takes over the lease of an earlier one at once (that one has ended).
+    message_id: str = ""
 
 
 class InputTooLarge(CsvInputError):

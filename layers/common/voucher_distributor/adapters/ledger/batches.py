@@ -30,26 +30,33 @@ class BatchStore(Store):
         item = {"pk": batch_pk(batch.batch_id), "sk": BATCH_SK, **batch.model_dump(mode="json")}
         return self._put_if_absent(compact(item))
 
-    def take_ingest_lease(self, batch_id: str, *, owner: str, now: int, lease_seconds: int) -> bool:
+    def take_ingest_lease(
+        self, batch_id: str, *, owner: str, now: int, lease_seconds: int, same_message: str = ""
+    ) -> bool:
         """Take (or renew) the batch's ingest lease for ``owner``: only while the batch is
-        INGESTING with no plan recorded, and nobody else holds a live lease. False otherwise:
-        another delivery is ingesting it, or has planned it."""
+        INGESTING with no plan recorded, and nobody else holds a live lease (an owner starting
+        with ``same_message``, an earlier receive of this delivery's message, does not count).
+        False otherwise: another delivery is ingesting it, or has planned it."""
+        held_by = "attribute_not_exists(ingest_owner) OR ingest_owner = :owner"
+        values: dict[str, Any] = {
+            ":owner": owner,
+            ":until": now + lease_seconds,
+            ":now": now,
+            ":ingesting": BatchStatus.INGESTING.value,
+        }
+        if same_message:
+            held_by += " OR begins_with(ingest_owner, :same)"
+            values[":same"] = same_message
         return (
             self._update_batch_if(
                 batch_id,
                 UpdateExpression="SET ingest_owner = :owner, ingest_lease_until = :until",
                 ConditionExpression=(
                     "#s = :ingesting AND attribute_not_exists(chunk_count) AND ("
-                    "attribute_not_exists(ingest_owner) OR ingest_owner = :owner "
-                    "OR ingest_lease_until < :now)"
+                    f"{held_by} OR ingest_lease_until < :now)"
                 ),
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":owner": owner,
-                    ":until": now + lease_seconds,
-                    ":now": now,
-                    ":ingesting": BatchStatus.INGESTING.value,
-                },
+                ExpressionAttributeValues=values,
             )
             is not None
         )
