@@ -64,8 +64,9 @@ LOCAL_TUNING = {
     # Callbacks may go to http:// and loopback receivers (an integrator's, on this machine);
     # the template never sets it, so deployed the https and public-address rules stay.
     "CALLBACK_ALLOW_LOOPBACK": "true",
-    # The results are rewritten with the e-mail states a second after an event, not a minute.
-    "EMAIL_REFRESH_SECONDS": "1",
+    # The results are rewritten with the e-mail states 5 s after an event, not a minute (each
+    # rewrite reads every row: every second would starve the sending of a large batch).
+    "EMAIL_REFRESH_SECONDS": "5",
     # A paused SES account is looked at again every second (deployed: 15 minutes).
     "EMAIL_PAUSED_RETRY_SECONDS": "1",
     # A sending invocation hands the rest of its chunk on after 5 s (deployed 40 s): the local
@@ -384,7 +385,7 @@ class LocalPipeline:
         return bool(self.sender) and batch is not None and not batch.dry_run and batch.send_email
 
     def email_counts(self, batch_id: str) -> dict[str, int]:
-        return dict(Counter(d.state.value for d in self.ledger.deliveries.for_batch(batch_id)))
+        return dict(Counter(state.value for _, state in self.ledger.deliveries.states(batch_id)))
 
     def emails_settled(self, batch: BatchRecord) -> bool:
         """Every assigned row of a reported batch has an e-mail outcome (or is ``unknown``), and
@@ -395,7 +396,7 @@ class LocalPipeline:
         if self.lambdas.feeds_pending():
             return False
         settled = sum(
-            1 for d in self.ledger.deliveries.for_batch(batch.batch_id) if d.state in SETTLED
+            1 for _, state in self.ledger.deliveries.states(batch.batch_id) if state in SETTLED
         )
         return settled >= batch.rows_assigned
 
