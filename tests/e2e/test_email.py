@@ -10,6 +10,8 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
 
+import boto3
+
 from tests.e2e.conftest import SPRING, World, people
 from voucher_distributor.models.email import EmailState
 from voucher_distributor_cli.local.runner.local_ses import SentMail
@@ -189,6 +191,49 @@ def test_a_claimed_row_is_never_sent_again_and_a_redelivery_sends_nothing(make_w
     assert resolved is not None
     assert resolved.state == EmailState.SENT
     assert len(world.pipeline.ses.sent) == 3  # resolved, not re-sent
+
+
+class CrashOnSend:
+    """The sending process dies at its ``nth`` SESv2 call (before it goes out), once."""
+
+    def __init__(self, nth: int) -> None:
+        self.nth, self.calls, self.fired = nth, 0, 0
+
+    def __call__(self, **_: object) -> None:
+        self.calls += 1
+        if self.calls == self.nth and not self.fired:
+            self.fired += 1
+            raise ConnectionError("the sending worker died in the middle of its slice")
+
+
+def test_a_crash_mid_slice_leaves_the_claimed_unsent_rows_unknown_never_resent(make_world) -> None:
+    crash = CrashOnSend(3)
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("before-parameter-build.sesv2.SendEmail", crash)
+    try:
+        world = make_world(email=True)
+        batch = world.pipeline.submit_csv(world.csv_file(people(6)), key="incoming/mid.csv")
+        world.pipeline.run_until_done(batch, timeout_s=120)
+    finally:
+        boto3.DEFAULT_SESSION.events.unregister("before-parameter-build.sesv2.SendEmail", crash)
+    assert crash.fired == 1
+    # The slice (all six rows) was claimed before its first call; the first two went out and
+    # the crash hit the third: the third to sixth stay claimed, unknown, and the message's
+    # redelivery sends none of them.
+    assert sorted(m.to[0] for m in world.pipeline.ses.sent) == [
+        "person1@acme.example", "person2@acme.example",
+    ]  # fmt: skip
+    states = {r["row"]: r["email_status"] for r in world.pipeline.result(batch).rows}
+    assert states == {
+        "1": "delivered", "2": "delivered",
+        "3": "unknown", "4": "unknown", "5": "unknown", "6": "unknown",
+    }  # fmt: skip
+    world.pipeline.stack.client("sqs").send_message(
+        QueueUrl=world.pipeline.queue_url("EmailQueue"),
+        MessageBody=json.dumps({"batchId": batch, "chunkNo": 0, "fromRow": 0}),
+    )
+    world.pipeline.run_until_idle(timeout_s=60)
+    assert len(world.pipeline.ses.sent) == 2
 
 
 def test_throttling_waits_and_loses_nothing(make_world) -> None:
