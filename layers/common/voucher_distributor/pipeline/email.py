@@ -17,8 +17,8 @@
   finds its row by the ``delivery-id`` tag and moves its state forward; the batch's results are
   rewritten at most once a minute (:func:`voucher_distributor.pipeline.report.refresh_results`).
 
-A crash between the SES call and its record leaves the row ``unknown`` (so does one inside a
-slice, for the slice's claimed rows not yet sent): the next delivery of the message finds the
+A crash between the SES call and its record leaves the row ``unknown`` (a process killed inside
+a slice leaves so the slice's claimed rows not yet sent too): the next delivery of the message finds the
 claim and sends nothing; SES's Send event resolves those SES took.
 """
 

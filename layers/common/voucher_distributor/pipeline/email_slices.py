@@ -11,9 +11,13 @@ conditional updates as :meth:`DeliveryStore.record_sent`).
 - Throttled, paused or unreachable: SES surely did not send the refused row, nor the rows after
   it; their claims are given back (the rest of the chunk goes on in a message of its own), and
   the rows sent before are recorded.
-- A crash inside the slice leaves its claimed rows ``unknown``, those sent and those not yet:
-  none is re-sent on its own (the claim stays); SES's Send event resolves those it took. The
-  slice is sized to about a second of sending (:func:`slice_size`), which bounds that window.
+- An error inside the slice that is not SES's answer leaves the row whose call raised it
+  ``unknown`` (the call may have gone out), gives back the claims of the rows after it (their
+  calls surely did not) and records those sent before.
+- A crash that runs no code at all (the process killed) leaves every claimed row of the slice
+  ``unknown``, those sent and those not yet: none is re-sent on its own (the claim stays); SES's
+  Send event resolves those it took. The slice is sized to about a second of sending
+  (:func:`slice_size`), which bounds that window.
 """
 
 from __future__ import annotations
@@ -132,6 +136,12 @@ def send_slice(
                 log.warning("row %s/%d: %s", claim.batch_id, claim.row_number, exc)
                 counts["unknown"] += 1
                 continue
+            except Exception:
+                # Not an answer from SES (a bug, the process going down): this row's call may
+                # have gone out, so it stays unknown; the rows after it surely did not.
+                for unsent in claimed[i + 1 :]:
+                    deliveries.release(unsent)
+                raise
             sent.append((claim, got.message_id))
     finally:
         if sent:
