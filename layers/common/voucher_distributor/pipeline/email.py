@@ -18,8 +18,8 @@
   rewritten at most once a minute (:func:`voucher_distributor.pipeline.report.refresh_results`).
 
 A crash between the SES call and its record leaves the row ``unknown`` (a process killed inside
-a slice leaves so the slice's claimed rows not yet sent too): the next delivery of the message finds the
-claim and sends nothing; SES's Send event resolves those SES took.
+a slice leaves its claimed rows not yet sent ``unknown`` too): the next delivery of the message
+finds the claim and sends nothing; SES's Send event resolves those SES took.
 """
 
 from __future__ import annotations
