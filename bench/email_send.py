@@ -210,8 +210,8 @@ def measure(recipients: int = 10_000, *, max_send_rate: float = 40.0) -> EmailBe
         sent = pipeline.ses.sent
         delivered = sum(
             1
-            for d in pipeline.ledger.deliveries.for_batch(batch.batch_id)
-            if d.state.value == "delivered"
+            for _, state in pipeline.ledger.deliveries.states(batch.batch_id)
+            if state.value == "delivered"
         )
         at = sorted(m.at for m in sent)
         ses_calls = sum(counted.calls[fn]["sesv2.SendEmail"] for fn in EMAIL_FUNCTIONS)

@@ -10,7 +10,10 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
 
+import boto3
+
 from tests.e2e.conftest import SPRING, World, people
+from voucher_distributor.adapters.ledger.deliveries import SliceClaim
 from voucher_distributor.models.email import EmailState
 from voucher_distributor_cli.local.runner.local_ses import SentMail
 from voucher_distributor_cli.ops.find import find_recipient
@@ -189,6 +192,67 @@ def test_a_claimed_row_is_never_sent_again_and_a_redelivery_sends_nothing(make_w
     assert resolved is not None
     assert resolved.state == EmailState.SENT
     assert len(world.pipeline.ses.sent) == 3  # resolved, not re-sent
+
+
+class CrashOnSend:
+    """The sending process dies at its ``nth`` SESv2 call (before it goes out), once."""
+
+    def __init__(self, nth: int) -> None:
+        self.nth, self.calls, self.fired = nth, 0, 0
+
+    def __call__(self, **_: object) -> None:
+        self.calls += 1
+        if self.calls == self.nth and not self.fired:
+            self.fired += 1
+            raise ConnectionError("the sending worker died in the middle of its slice")
+
+
+def test_an_error_mid_slice_leaves_its_row_unknown_and_the_rest_go_once(make_world) -> None:
+    crash = CrashOnSend(3)
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("before-parameter-build.sesv2.SendEmail", crash)
+    try:
+        world = make_world(email=True)
+        batch = world.pipeline.submit_csv(world.csv_file(people(6)), key="incoming/mid.csv")
+        world.pipeline.run_until_done(batch, timeout_s=120)
+    finally:
+        boto3.DEFAULT_SESSION.events.unregister("before-parameter-build.sesv2.SendEmail", crash)
+    assert crash.fired == 1
+    # The slice (all six rows) was claimed before its first call; the error hit the third
+    # call: row 3 stays unknown (its call might have gone out), rows 4-6 were given back and
+    # went on the message's redelivery, rows 1-2 were recorded and not sent again.
+    sent = Counter(m.to[0] for m in world.pipeline.ses.sent)
+    assert sent == Counter(f"person{n}@acme.example" for n in (1, 2, 4, 5, 6))
+    states = {r["row"]: r["email_status"] for r in world.pipeline.result(batch).rows}
+    assert states == {
+        "1": "delivered", "2": "delivered", "3": "unknown",
+        "4": "delivered", "5": "delivered", "6": "delivered",
+    }  # fmt: skip
+
+
+def test_a_slice_claimed_by_a_killed_worker_is_never_resent(make_world) -> None:
+    world = make_world(email=True)
+    batch = world.pipeline.submit_csv(world.csv_file(people(6)), key="incoming/killed.csv")
+    # A worker claimed a slice (rows 3-6) and was killed before any of its calls: no code of
+    # ours ran after the claim, so the rows stay claimed.
+    claimed = world.pipeline.ledger.deliveries.claim_slice(
+        [SliceClaim(batch, n, f"person{n}@acme.example", "?") for n in range(3, 7)], now=0
+    )
+    assert len(claimed) == 4
+    world.pipeline.run_until_done(batch, timeout_s=120)
+    states = {r["row"]: r["email_status"] for r in world.pipeline.result(batch).rows}
+    assert states == {
+        "1": "delivered", "2": "delivered",
+        "3": "unknown", "4": "unknown", "5": "unknown", "6": "unknown",
+    }  # fmt: skip
+    world.pipeline.stack.client("sqs").send_message(
+        QueueUrl=world.pipeline.queue_url("EmailQueue"),
+        MessageBody=json.dumps({"batchId": batch, "chunkNo": 0, "fromRow": 0}),
+    )
+    world.pipeline.run_until_idle(timeout_s=60)
+    assert sorted(m.to[0] for m in world.pipeline.ses.sent) == [
+        "person1@acme.example", "person2@acme.example",
+    ]  # fmt: skip
 
 
 def test_throttling_waits_and_loses_nothing(make_world) -> None:

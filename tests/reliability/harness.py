@@ -187,6 +187,29 @@ def _transact(params: dict[str, Any], kind: str) -> bool:
     return any(kind in item for item in params.get("TransactItems") or [])
 
 
+def _email_item(entry: dict[str, Any]) -> bool:
+    """A transaction's entry on an e-mail delivery item (``sk = E#…``)."""
+    body = next(iter(entry.values()), {})
+    key = (body.get("Item") or body.get("Key") or {}) if isinstance(body, dict) else {}
+    return str(_plain(key.get("sk", ""))).startswith("E#")
+
+
+def _holding_claims(params: dict[str, Any]) -> bool:
+    """The holdings' claim transaction (puts), not an e-mail slice's claims."""
+    items = params.get("TransactItems") or []
+    return _transact(params, "Put") and not any(_email_item(i) for i in items)
+
+
+def _email_record(params: dict[str, Any]) -> bool:
+    """The record of a send: one row's update, or a slice's updates in one transaction."""
+    if "TransactItems" in params:
+        return any(
+            "message_id = :m" in str((i.get("Update") or {}).get("UpdateExpression", ""))
+            for i in params["TransactItems"]
+        )
+    return "message_id = :m" in str(params.get("UpdateExpression", ""))
+
+
 WIRE_SEAMS: dict[str, tuple[str, str | tuple[str, ...], WireMatch]] = {
     # ingest
     "batch-create": ("dynamodb", "PutItem", lambda p: _item_sk(p) == "BATCH"),
@@ -222,7 +245,7 @@ WIRE_SEAMS: dict[str, tuple[str, str | tuple[str, ...], WireMatch]] = {
     "batch-done": ("dynamodb", "UpdateItem", lambda p: _status_set(p) == "DONE"),
     # holdings (one person, one voucher per program, across batches)
     # claims: 100 conditional puts to a transaction (a reissue's own put or update)
-    "claim": ("dynamodb", "TransactWriteItems", lambda p: _transact(p, "Put")),
+    "claim": ("dynamodb", "TransactWriteItems", _holding_claims),
     "claim-one": ("dynamodb", "PutItem", lambda p: _key_pk(p, "Item").startswith("H#")),
     "reissue-claim": ("dynamodb", "UpdateItem", _update("list_append")),
     # giving claims back: 100 conditional deletes to a transaction (a reissue's restore)
@@ -272,7 +295,8 @@ INGEST_OUTAGE_S = 5.0
 #: The e-mail's crash window: the process dies around the SES call or before its record.
 EMAIL_WIRE_SEAMS: dict[str, tuple[str, str | tuple[str, ...], WireMatch]] = {
     "ses-send": ("sesv2", "SendEmail", _any),
-    "email-record": ("dynamodb", "UpdateItem", _update("message_id = :m")),
+    # one row's record, or a slice's in one transaction (pipeline/email_slices.py)
+    "email-record": ("dynamodb", ("UpdateItem", "TransactWriteItems"), _email_record),
 }
 #: One of these per seed (drawn apart, so other draws stay as they were).
 EMAIL_FAULTS = (

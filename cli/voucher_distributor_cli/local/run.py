@@ -240,7 +240,7 @@ class LocalPipeline:
         return bool(self.sender) and batch is not None and not batch.dry_run and batch.send_email
 
     def email_counts(self, batch_id: str) -> dict[str, int]:
-        return dict(Counter(d.state.value for d in self.ledger.deliveries.for_batch(batch_id)))
+        return dict(Counter(state.value for _, state in self.ledger.deliveries.states(batch_id)))
 
     def emails_settled(self, batch: BatchRecord) -> bool:
         """Every assigned row of a reported batch has an e-mail outcome (or is ``unknown``), and
@@ -251,7 +251,7 @@ class LocalPipeline:
         if self.lambdas.feeds_pending():
             return False
         settled = sum(
-            1 for d in self.ledger.deliveries.for_batch(batch.batch_id) if d.state in SETTLED
+            1 for _, state in self.ledger.deliveries.states(batch.batch_id) if state in SETTLED
         )
         return settled >= batch.rows_assigned
 

@@ -263,6 +263,11 @@ class LocalStackUp:
         self._sandbox_config = sandbox_config
         self._mail_dir = mail_dir
         self._lock = threading.Lock()
+        # API requests waiting for the lock: the pump lets them in between its pumps (a lock
+        # is not fair: the pump thread, taking it again at once, could keep it for minutes
+        # while a large batch is mailed).
+        self._api_waiting = 0
+        self._api_done = threading.Condition()
         self._stop = threading.Event()
         self._held = threading.Event()
         self._exit = contextlib.ExitStack()
@@ -396,8 +401,15 @@ class LocalStackUp:
 
     def _invoke_api(self, event: dict[str, Any]) -> dict[str, Any]:
         lambdas = self._lambdas()
-        with self._lock, self._running().logs_routed():
-            result: dict[str, Any] = lambdas.invoke(API_FUNCTION, event)
+        with self._api_done:
+            self._api_waiting += 1
+        try:
+            with self._lock, self._running().logs_routed():
+                result: dict[str, Any] = lambdas.invoke(API_FUNCTION, event)
+        finally:
+            with self._api_done:
+                self._api_waiting -= 1
+                self._api_done.notify_all()
         return result
 
     def _pump(self) -> None:
@@ -410,6 +422,8 @@ class LocalStackUp:
             if self._held.is_set():
                 self._stop.wait(0.05)
                 continue
+            with self._api_done:  # API requests first (each waits a pump at most)
+                self._api_done.wait_for(lambda: self._api_waiting == 0, timeout=5)
             try:
                 with self._lock, self._running().logs_routed():
                     delivered = lambdas.pump_once().delivered

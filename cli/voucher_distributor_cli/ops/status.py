@@ -55,9 +55,7 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
         },
         "chunkStates": dict(Counter(c.state.value for c in chunks)),
         # Rows mailed so far, by e-mail state (none: the batch mails nobody, or not yet).
-        "emails": dict(
-            Counter(d.state.value for d in target.ledger.deliveries.for_batch(batch_id))
-        ),
+        "emails": dict(Counter(s.value for _, s in target.ledger.deliveries.states(batch_id))),
         "chunks": [_chunk_view(c, now_s) for c in chunks],
         # Where the results are once written: none before the batch ends (a failed input
         # has a summary and no results file).

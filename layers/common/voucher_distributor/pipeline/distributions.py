@@ -233,7 +233,7 @@ def distribution_view(services: Services, reach: Reach, batch_id: str) -> dict[s
         "callbacks": deliveries_view(services.ledger.outbox.callback_deliveries(batch_id)),
         # The rows mailed so far by e-mail state (empty: the batch mails nobody, or not yet).
         "emails": dict(
-            Counter(d.state.value for d in services.ledger.deliveries.for_batch(batch_id))
+            Counter(s.value for _, s in services.ledger.deliveries.states(batch_id))
         ),
         "resultsReady": batch.status == BatchStatus.DONE,
         **({"error": batch.error} if batch.error else {}),

@@ -7,16 +7,19 @@
   assigned chunk until it is approved.
 - :func:`send_chunk_emails`: the sending function's use case. Per row: render (a failure ends
   the row ``failed`` with why), claim (a conditional write; a row claimed or mailed already is
-  skipped), one SESv2 ``SendEmail``, record. Paced to ``MaxSendRate`` over the event source's
-  ``MaximumConcurrency``, within a budget per invocation; the rest of the chunk goes on in a
-  message of its own. Throttling or the daily quota: the rest waits (a delayed message), the
-  row's claim is given back, nothing lost. Sending paused: the same, with an alarm metric.
+  skipped), one SESv2 ``SendEmail``, record; a slice of rows at a time (about a second's
+  sending: claimed in one transaction, recorded in one; :mod:`.email_slices`). Paced to
+  ``MaxSendRate`` over the event source's ``MaximumConcurrency``, within a budget per
+  invocation; the rest of the chunk goes on in a message of its own. Throttling or the daily
+  quota: the rest waits (a delayed message), the claims not yet sent are given back, nothing
+  lost. Sending paused: the same, with an alarm metric.
 - :func:`record_email_event`: the events function's use case: SES's event (via EventBridge)
   finds its row by the ``delivery-id`` tag and moves its state forward; the batch's results are
   rewritten at most once a minute (:func:`voucher_distributor.pipeline.report.refresh_results`).
 
-A crash between the SES call and its record leaves the row ``unknown``: the next delivery of the
-message finds the claim and sends nothing; SES's Send event resolves it.
+A crash between the SES call and its record leaves the row ``unknown`` (a process killed inside
+a slice leaves its claimed rows not yet sent ``unknown`` too): the next delivery of the message
+finds the claim and sends nothing; SES's Send event resolves those SES took.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from voucher_distributor.domain.email_message import (
     AddressNotSendable,
     EmailRenderError,
     Exam,
+    RenderedEmail,
     Sender,
     VoucherEmail,
     build_mime,
@@ -57,6 +61,7 @@ from voucher_distributor.models.ledger import (
     ChunkState,
 )
 from voucher_distributor.pipeline.context import Services, log
+from voucher_distributor.pipeline.email_slices import SliceStopped, send_slice, slice_size
 from voucher_distributor.pipeline.templates import template_for
 from voucher_distributor.pipeline.undeliverable import UNDELIVERABLE, note_undeliverable
 
@@ -182,30 +187,43 @@ def send_chunk_emails(  # noqa: PLR0911 - one exit per way an invocation ends
     )
     if not records:
         return SendRun("done", counts)
-    pacer = Pacer(worker_send_rate(services), services.clock, services.sleep)
+    rate = worker_send_rate(services)
+    pacer = Pacer(rate, services.clock, services.sleep)
     deadline = services.clock() + settings.email_send_budget_seconds
     sender = sender_of(services)
-    for record in records:
+    size = slice_size(rate)
+
+    def render_one(record: AssignmentRecord) -> RenderedEmail:
+        return render_email(
+            voucher_email(chunk, record, services),
+            # The most specific accepted template of the row's program and language (issue 22).
+            template_for(services, chunk.partner_name, chunk.program_name, record.language),
+        )
+
+    # A slice at a time: claimed in one transaction, sent, recorded in one (email_slices).
+    for start in range(0, len(records), size):
+        part = records[start : start + size]
         if services.clock() >= deadline:
-            _continue(services, chunk, record.row_number, delay=0)
+            _continue(services, chunk, part[0].row_number, delay=0)
             return SendRun("continued", counts)
         try:
-            counts[_send_one(services, chunk, record, sender, pacer)] += 1
-        except SesThrottled as exc:
-            services.metrics.count("EmailsThrottled")
-            log.warning("chunk %s/%05d: %s; the rest waits", batch_id, chunk_no, exc)
-            _continue(services, chunk, record.row_number, delay=exc.retry_after)
-            return SendRun("throttled", counts)
-        except SesSendingStopped as exc:
-            services.metrics.count("EmailSendingPaused")
-            log.error("chunk %s/%05d: %s", batch_id, chunk_no, exc)
-            # Looked at again on a message of its own (settings: 15 min deployed): the e-mails
-            # wait on the queue, never in the DLQ.
-            _continue(services, chunk, record.row_number, delay=settings.email_paused_retry_seconds)
-            return SendRun("paused", counts)
-        except SesUnavailable as exc:
+            counts.update(send_slice(services, part, sender, pacer.wait, render_one))
+        except SliceStopped as stopped:
+            exc, from_row = stopped.cause, stopped.from_row
+            if isinstance(exc, SesThrottled):
+                services.metrics.count("EmailsThrottled")
+                log.warning("chunk %s/%05d: %s; the rest waits", batch_id, chunk_no, exc)
+                _continue(services, chunk, from_row, delay=exc.retry_after)
+                return SendRun("throttled", counts)
+            if isinstance(exc, SesSendingStopped):
+                services.metrics.count("EmailSendingPaused")
+                log.error("chunk %s/%05d: %s", batch_id, chunk_no, exc)
+                # Looked at again on a message of its own (settings: 15 min deployed): the
+                # e-mails wait on the queue, never in the DLQ.
+                _continue(services, chunk, from_row, delay=settings.email_paused_retry_seconds)
+                return SendRun("paused", counts)
             log.warning("chunk %s/%05d: %s", batch_id, chunk_no, exc)
-            _continue(services, chunk, record.row_number, delay=UNAVAILABLE_RETRY_SECONDS)
+            _continue(services, chunk, from_row, delay=UNAVAILABLE_RETRY_SECONDS)
             return SendRun("unavailable", counts)
     log.info("chunk %s/%05d e-mails: %s", batch_id, chunk_no, dict(counts))
     return SendRun("done", counts)

@@ -18,7 +18,8 @@ item: ``claim(..., replacing=current)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -26,7 +27,9 @@ from botocore.exceptions import ClientError
 from voucher_distributor.adapters.ledger.table import (
     BATCH_SK,
     Store,
+    back_off_on_conflict,
     batch_pk,
+    cancellation_reasons,
     conditional_failed,
     plain,
 )
@@ -97,6 +100,51 @@ def _adds_nothing(current: EmailDelivery, event: EmailEventRecord) -> bool:
     )
 
 
+#: Claims (and records) to one transaction: DynamoDB's limit of items to a TransactWriteItems.
+MAX_SLICE = 100
+
+
+@dataclass(frozen=True)
+class SliceClaim:
+    """One row of a slice to claim (its first send)."""
+
+    batch_id: str
+    row_number: int
+    to_address: str
+    voucher_code: str
+
+
+def _claim_item(
+    batch_id: str,
+    row_number: int,
+    *,
+    to_address: str,
+    voucher_code: str,
+    now: int,
+    replacing: EmailDelivery | None = None,
+) -> tuple[EmailDelivery, dict[str, Any]]:
+    """The claimed record of a row's next send (``unknown``) and its item."""
+    attempt = (replacing.attempts if replacing else 0) + 1
+    did = delivery_id(batch_id, row_number, attempt)
+    step = EmailEventRecord(at=now, state=EmailState.UNKNOWN, source="claim", delivery_id=did)
+    claimed = EmailDelivery(
+        batch_id=batch_id,
+        row_number=row_number,
+        delivery_id=did,
+        state=EmailState.UNKNOWN,
+        attempts=attempt,
+        to_address=to_address,
+        voucher_code=voucher_code,
+        claimed_at=now,
+        updated_at=now,
+        history=[*(replacing.history if replacing else []), step],
+    )
+    item = _item(claimed, version=1)
+    if replacing is not None:
+        item["previous_state"] = replacing.state.value
+    return claimed, item
+
+
 class DeliveryStore(Store):
     """E-mail deliveries (``ledger.deliveries``)."""
 
@@ -113,6 +161,20 @@ class DeliveryStore(Store):
         """A batch's deliveries in row order (one Query, page after page)."""
         for item in self._query_prefix(batch_id, "E#"):
             yield _record(item)
+
+    def states(self, batch_id: str) -> Iterator[tuple[int, EmailState]]:
+        """A batch's (row, e-mail state) pairs in row order: the same Query as
+        :meth:`for_batch`, projected to the key and the state (pages a few kB, not the
+        history: the results' ``email_status`` column and the counts need nothing more)."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": batch_pk(batch_id), ":prefix": "E#"},
+            "ProjectionExpression": "sk, #s",
+            "ExpressionAttributeNames": {"#s": _STATE},
+            "ConsistentRead": True,
+        }
+        for item in self._pages(self._table.query, **kwargs):
+            yield int(str(item["sk"]).removeprefix("E#")), EmailState(str(item[_STATE]))
 
     def get_with_batch(
         self, batch_id: str, row_number: int
@@ -168,24 +230,10 @@ class DeliveryStore(Store):
         The first claim needs the item absent; a resend's (``replacing``) needs the item still
         at the attempt it saw. The claimed item is ``unknown`` until the SES call is recorded.
         """
-        attempt = (replacing.attempts if replacing else 0) + 1
-        did = delivery_id(batch_id, row_number, attempt)
-        step = EmailEventRecord(at=now, state=EmailState.UNKNOWN, source="claim", delivery_id=did)
-        claimed = EmailDelivery(
-            batch_id=batch_id,
-            row_number=row_number,
-            delivery_id=did,
-            state=EmailState.UNKNOWN,
-            attempts=attempt,
-            to_address=to_address,
-            voucher_code=voucher_code,
-            claimed_at=now,
-            updated_at=now,
-            history=[*(replacing.history if replacing else []), step],
-        )
-        item = _item(claimed, version=1)
-        if replacing is not None:
-            item["previous_state"] = replacing.state.value
+        claimed, item = _claim_item(
+            batch_id, row_number, to_address=to_address, voucher_code=voucher_code, now=now,
+            replacing=replacing,
+        )  # fmt: skip
         condition: dict[str, Any] = (
             {"ConditionExpression": "attribute_not_exists(pk)"}
             if replacing is None
@@ -202,35 +250,99 @@ class DeliveryStore(Store):
             raise
         return claimed
 
-    def record_sent(self, claimed: EmailDelivery, *, message_id: str, now: int) -> None:
-        """SES took the message: ``sent`` (unless an event moved it on already) and its id."""
+    def claim_slice(self, claims: Sequence[SliceClaim], *, now: int) -> list[EmailDelivery]:
+        """Claim the first sends of up to :data:`MAX_SLICE` rows in one transaction of
+        conditional puts (each needs its item absent, as :meth:`claim`): the rows claimed, in
+        the order given. A row claimed or mailed already is left out (its put's condition
+        fails: the transaction goes again without it); the others are claimed all or none."""
+        if len(claims) > MAX_SLICE:
+            raise ValueError(f"at most {MAX_SLICE} claims a transaction, not {len(claims)}")
+        pending = list(claims)
+        conflicts = 0
+        while pending:
+            built = [
+                _claim_item(c.batch_id, c.row_number, to_address=c.to_address,
+                            voucher_code=c.voucher_code, now=now)
+                for c in pending
+            ]  # fmt: skip
+            try:
+                self._client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": self.table_name,
+                                "Item": item,
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        }
+                        for _, item in built
+                    ]
+                )
+            except ClientError as exc:
+                reasons = cancellation_reasons(exc, len(pending))
+                conflicts = back_off_on_conflict(exc, reasons, conflicts)
+                pending = [
+                    c
+                    for c, r in zip(pending, reasons, strict=True)
+                    if r.get("Code") != "ConditionalCheckFailed"
+                ]
+                continue
+            return [claimed for claimed, _ in built]
+        return []
+
+    def record_sent_slice(self, sent: Sequence[tuple[EmailDelivery, str]], *, now: int) -> None:
+        """:meth:`record_sent` for a slice's sends (claim, SES message id) in one transaction
+        of the same conditional updates; should any condition not hold (SES's event came
+        first), each row is recorded on its own instead."""
+        for start in range(0, len(sent), MAX_SLICE):
+            part = sent[start : start + MAX_SLICE]
+            if len(part) == 1:
+                self.record_sent(part[0][0], message_id=part[0][1], now=now)
+                continue
+            try:
+                self._client.transact_write_items(
+                    TransactItems=[
+                        {"Update": {"TableName": self.table_name,
+                                    **self._sent_update(claimed, message_id, now)}}
+                        for claimed, message_id in part
+                    ]
+                )  # fmt: skip
+            except ClientError as exc:
+                cancellation_reasons(exc, len(part))  # anything but a cancellation goes up
+                for claimed, message_id in part:
+                    self.record_sent(claimed, message_id=message_id, now=now)
+
+    def _sent_update(self, claimed: EmailDelivery, message_id: str, now: int) -> dict[str, Any]:
+        """The conditional update that records a send (the item still this attempt's, and
+        ``unknown``)."""
         step = _step(
             EmailEventRecord(
                 at=now, state=EmailState.SENT, source="send", delivery_id=claimed.delivery_id
             )
         )
-        values = {
-            ":d": claimed.delivery_id,
-            ":m": message_id,
-            ":now": now,
-            ":step": [step],
-            ":one": 1,
+        return {
+            "Key": self._key(claimed.batch_id, claimed.row_number),
+            "UpdateExpression": (
+                "SET message_id = :m, sent_at = :now, updated_at = :now, #s = :sent, "
+                "history = list_append(history, :step) ADD version :one"
+            ),
+            "ConditionExpression": "delivery_id = :d AND #s = :unknown",
+            "ExpressionAttributeNames": {"#s": _STATE},
+            "ExpressionAttributeValues": {
+                ":d": claimed.delivery_id,
+                ":m": message_id,
+                ":now": now,
+                ":step": [step],
+                ":one": 1,
+                ":sent": EmailState.SENT.value,
+                ":unknown": EmailState.UNKNOWN.value,
+            },
         }
+
+    def record_sent(self, claimed: EmailDelivery, *, message_id: str, now: int) -> None:
+        """SES took the message: ``sent`` (unless an event moved it on already) and its id."""
         try:
-            self._table.update_item(
-                Key=self._key(claimed.batch_id, claimed.row_number),
-                UpdateExpression=(
-                    "SET message_id = :m, sent_at = :now, updated_at = :now, #s = :sent, "
-                    "history = list_append(history, :step) ADD version :one"
-                ),
-                ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": _STATE},
-                ExpressionAttributeValues={
-                    **values,
-                    ":sent": EmailState.SENT.value,
-                    ":unknown": EmailState.UNKNOWN.value,
-                },
-            )
+            self._table.update_item(**self._sent_update(claimed, message_id, now))
         except ClientError as exc:
             if not conditional_failed(exc):
                 raise
@@ -240,9 +352,9 @@ class DeliveryStore(Store):
                 UpdateExpression="SET message_id = :m, sent_at = :now ADD version :one",
                 ConditionExpression="delivery_id = :d",
                 ExpressionAttributeValues={
-                    k: v for k, v in values.items() if k in {":d", ":m", ":now", ":one"}
+                    ":d": claimed.delivery_id, ":m": message_id, ":now": now, ":one": 1
                 },
-            )
+            )  # fmt: skip
 
     def record_failed(self, claimed: EmailDelivery, *, reason: str, now: int) -> None:
         """SES refused the message (or it could not be made): ``failed`` with why."""
