@@ -136,6 +136,14 @@ PARAMETERS = {
 }
 APPROVAL_ACTIONS = ("approve", "reject", "timeout", "race")
 RUN_TIMEOUT_S = 60.0
+#: And this much more per row: a run of a thousand rows mails a thousand codes, each with its
+#: SES events, through one in-process runner (on a busy 2-core machine, ~60 ms a row in all).
+#: The limit is for liveness (a batch that never ends), not a speed target.
+RUN_SECONDS_PER_ROW = 0.1
+
+
+def run_timeout_s(scenario: Scenario) -> float:
+    return RUN_TIMEOUT_S + RUN_SECONDS_PER_ROW * sum(len(u.rows) for u in scenario.inputs)
 
 
 class SimulatedCrash(RuntimeError):
@@ -1017,7 +1025,7 @@ class Harness:
             self.sandbox.set_token(TOKEN)
             unpause()
         try:
-            self._drain()
+            self._drain(30 + RUN_SECONDS_PER_ROW / 2 * sum(len(u.rows) for u in inputs))
         except Exception as exc:
             violations.append(f"queues did not drain: {exc}")
             self._purge()  # counted once, here: the next run starts clean, not in this backlog
@@ -1035,7 +1043,8 @@ class Harness:
         )
         if not ended:
             left = [statuses.get(b, "not sent") for b in batch_ids]
-            violations.append(f"the batches did not end within {RUN_TIMEOUT_S:g}s ({left})")
+            limit = run_timeout_s(scenario)
+            violations.append(f"the batches did not end within {limit:g}s ({left})")
         counts: Counter[str] = Counter()
         chunks = sum(len(list(self.ledger.chunks.iter_chunks(b))) for b in batch_ids)
         if ended:
@@ -1279,7 +1288,7 @@ class Harness:
         assert self.pipeline is not None
         assert self.pipeline.lambdas is not None
         lambdas = self.pipeline.lambdas
-        deadline = time.monotonic() + RUN_TIMEOUT_S
+        deadline = time.monotonic() + run_timeout_s(scenario)
         revoke_at = scenario.params.get("revoke_at_step", 0)
         if "token-revoked" not in scenario.kinds:
             revoke_at = None
@@ -1346,10 +1355,10 @@ class Harness:
         with self.pipeline._logs_routed():
             yield
 
-    def _drain(self) -> None:
+    def _drain(self, timeout_s: float = 30) -> None:
         """Deliver what is left (late duplicates, polls) so the next run starts clean."""
         assert self.pipeline is not None
-        self.pipeline.run_until_idle(timeout_s=30)
+        self.pipeline.run_until_idle(timeout_s=timeout_s)
 
     def _purge(self) -> None:
         """Empty every queue of the stack (what a run that did not drain left behind)."""
