@@ -25,7 +25,8 @@ def find_voucher(target: Target, code: str) -> dict[str, Any] | None:
     holding = ledger.holdings.get_holding(
         assignment.email, assignment.partner_name, assignment.program_name
     )
-    return code_record(assignment, batch, holding, email)
+    reminders = ledger.deliveries.reminders_for_row(assignment.batch_id, assignment.row_number)
+    return code_record(assignment, batch, holding, email, reminders)
 
 
 def format_voucher(record: dict[str, Any] | None, code: str) -> str:
