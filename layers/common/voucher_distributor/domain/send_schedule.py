@@ -39,7 +39,7 @@ class SendAtError(ValueError):
 
 
 def parse_send_at(text: str) -> int:
-    """Epoch seconds of an ISO 8601 moment with an offset or ``Z`` (``2027-03-01T09:00:00+01:00``)."""
+    """Epoch seconds of an ISO 8601 moment with an offset or ``Z`` (``…T09:00:00+01:00``)."""
     value = text.strip()
     if not value or "T" not in value.upper() or not _HAS_OFFSET.search(value):
         raise SendAtError(
@@ -126,26 +126,6 @@ def send_summary(batch: BatchRecord) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------- reminders
-
-
-class ReminderDaysError(ValueError):
-    """``ReminderDays`` is not a comma-separated list of whole days."""
-
-
-def parse_reminder_days(text: str) -> tuple[int, ...]:
-    """``14,3`` as (14, 3), largest first; empty: no reminders."""
-    if not text.strip():
-        return ()
-    days: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part.isdigit() or not 1 <= int(part) <= 365:
-            raise ReminderDaysError(
-                f"ReminderDays {text!r}: give whole days from 1 to 365, comma-separated (14,3), "
-                "or nothing for no reminders"
-            )
-        days.add(int(part))
-    return tuple(sorted(days, reverse=True))
 
 
 def due_reminder(expires_utc: str, now: int, days: tuple[int, ...]) -> int | None:

@@ -309,7 +309,9 @@ def _count_state(services: Services, state: EmailState) -> None:
             return
 
 
-def record_email_event(services: Services, detail: dict[str, Any], *, event_id: str = "") -> str:
+def record_email_event(  # noqa: PLR0911 - one exit per way an event ends
+    services: Services, detail: dict[str, Any], *, event_id: str = ""
+) -> str:
     """Handle one SES event (an EventBridge event's ``detail``)."""
     try:
         event = parse_ses_event(detail, received_at=services.now())
