@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 
 from voucher_distributor.domain.approval import approval_summary
 from voucher_distributor.domain.outcomes import tally_chunks
-from voucher_distributor.domain.timestamps import utc_day
+from voucher_distributor.domain.send_schedule import send_summary
+from voucher_distributor.domain.timestamps import iso_utc, utc_day
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkRecord
 from voucher_distributor.pipeline.callbacks import deliveries_view
 from voucher_distributor_cli.arguments import command_hint
@@ -58,6 +59,9 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
         "emails": dict(
             Counter(d.state.value for d in target.ledger.deliveries.for_batch(batch_id))
         ),
+        # A scheduled send (sendAt): when, its state, send-now / cancel-send (who, when).
+        "sendAt": iso_utc(batch.send_at) if batch.send_at else None,
+        **({"send": send_summary(batch)} if batch.send_at else {}),
         "chunks": [_chunk_view(c, now_s) for c in chunks],
         # Where the results are once written: none before the batch ends (a failed input
         # has a summary and no results file).
@@ -142,6 +146,18 @@ def format_overview(view: Mapping[str, Any], args: argparse.Namespace | None = N
     return "\n".join(lines)
 
 
+def _send_words(send: Mapping[str, Any]) -> str:
+    changed = send.get("changed") or {}
+    by_hand = f" ({changed['action']} by {changed['by']} at {changed['at']})" if changed else ""
+    if send["state"] == "scheduled":
+        return "scheduled: the e-mails wait (send-now BATCH, cancel-send BATCH)"
+    if send["state"] == "fired":
+        return f"sent from {send['firedAt']}{by_hand}"
+    if send["state"] == "cancelled":
+        return f"cancelled: the rows are not-sent{by_hand}"
+    return "no e-mail (a dry run, or opted out)"
+
+
 def _results_line(results: Mapping[str, Any]) -> str:
     if not results["written"]:
         return "  results  not written yet: they are when the batch ends"
@@ -187,6 +203,8 @@ def format_status(view: Mapping[str, Any], args: argparse.Namespace | None = Non
         lines.append(
             "  e-mails  " + ", ".join(f"{n:,} {s}" for s, n in sorted(view["emails"].items()))
         )
+    if send := view.get("send"):
+        lines.append(f"  send at  {send['sendAt']}  {_send_words(send)}")
     if view.get("dryRun"):
         lines.append("  dry run  nothing is bought; rows are reported 'would-assign'")
     if approval := view.get("approval"):

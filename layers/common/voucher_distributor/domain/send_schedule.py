@@ -89,7 +89,7 @@ def schedule_name(prefix: str, batch_id: str) -> str:
     """The batch's one-time schedule: at most 64 of ``[0-9A-Za-z-_.]`` (a batch id may be longer
     or hold other characters, so its digest)."""
     digest = hashlib.sha256(batch_id.encode()).hexdigest()[:24]
-    return f"{prefix[:38]}-send-{digest}"
+    return f"{prefix[:34]}-send-{digest}"
 
 
 def at_expression(epoch: int) -> str:
