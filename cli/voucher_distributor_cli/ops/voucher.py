@@ -47,6 +47,11 @@ def format_voucher(record: dict[str, Any] | None, code: str) -> str:
         + (f"{reservation['code']} ({reservation['status'] or '?'})" if reservation else "-"),
         _email_line(record["emailDelivery"]),
     ]
+    for reminder in record.get("reminders", []):
+        lines.append(
+            f"reminder  {reminder['daysBefore']} days before expiry: {reminder['status']} at "
+            f"{reminder['lastAt']}" + (f" ({reminder['reason']})" if reminder.get("reason") else "")
+        )
     if record["certiverseEmail"]:
         flag = (
             "  ≠ holder: assigned to someone else in Certiverse" if record["emailMismatch"] else ""
