@@ -81,9 +81,8 @@ def test_a_scheduled_send_fires_once_among_many(ledger) -> None:
 
 def test_a_cancel_records_who_and_then_no_fire_goes(ledger) -> None:
     _scheduled_batch(ledger)
-    changed = ledger.sends.change(
-        "s-batch", action="cancel-send", by="arn:aws:iam::1:user/o", now=3
-    )
+    who = "arn:aws:iam::1:user/o"
+    changed = ledger.sends.change("s-batch", action="cancel-send", by=who, now=3)
     assert changed is not None
     assert (changed.send_state, changed.send_changed, changed.send_changed_by) == (
         "cancelled", "cancel-send", who,
