@@ -155,7 +155,7 @@ def _send_words(send: Mapping[str, Any]) -> str:
         return f"sent from {send['firedAt']}{by_hand}"
     if send["state"] == "cancelled":
         return f"cancelled: the rows are not-sent{by_hand}"
-    return "no e-mail (a dry run, or opted out)"
+    return "no e-mail to send (a dry run, opted out, or no code assigned)"
 
 
 def _results_line(results: Mapping[str, Any]) -> str:

@@ -190,7 +190,8 @@ def nothing_pending(batch: BatchRecord) -> str | None:
         return f"batch {batch.batch_id}: {cancelled_reason(batch)}; nothing pending"
     if batch.send_state != SCHEDULED:
         return (
-            f"batch {batch.batch_id} sends no e-mail (a dry run, or it opted out): nothing pending"
+            f"batch {batch.batch_id} has no e-mail to send (a dry run, opted out, or no code "
+            "assigned): nothing pending"
         )
     return None
 

@@ -49,6 +49,18 @@ class SendStore(Store):
             is not None
         )
 
+    def nothing_to_send(self, batch_id: str) -> bool:
+        """A scheduled batch that ended with no code to mail: nothing pending any more."""
+        return (
+            self._update(
+                batch_id,
+                UpdateExpression="REMOVE send_state",
+                ConditionExpression="send_state = :scheduled",
+                ExpressionAttributeValues={":scheduled": SCHEDULED},
+            )
+            is not None
+        )
+
     def fire(self, batch_id: str, *, fire_at: int, by: str, now: int) -> BatchRecord | None:
         """The send for ``fire_at`` is due: the batch after it, or None when it fired, was
         changed by hand, or was moved to another time already (a second fire does nothing)."""
