@@ -171,7 +171,16 @@ class DeliveryStore(Store):
         self, batch_id: str, row_number: int
     ) -> tuple[BatchRecord | None, EmailDelivery | None]:
         """The batch and one row's e-mail in one read (a code's record: ``voucher CODE``)."""
+        batch, delivery, _ = self.get_record_items(batch_id, row_number)
+        return batch, delivery
+
+    def get_record_items(
+        self, batch_id: str, row_number: int, reminder_days: tuple[int, ...] = ()
+    ) -> tuple[BatchRecord | None, EmailDelivery | None, list[EmailDelivery]]:
+        """The batch, one row's e-mail and its reminders of ``reminder_days``, in one read."""
         keys = [{"pk": batch_pk(batch_id), "sk": BATCH_SK}, self._key(batch_id, row_number)]
+        keys += [self._key(batch_id, row_number, days) for days in dict.fromkeys(reminder_days)]
+        reminders: list[EmailDelivery] = []
         request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
         batch: BatchRecord | None = None
         delivery: EmailDelivery | None = None
@@ -180,10 +189,12 @@ class DeliveryStore(Store):
             for item in got["Responses"].get(self.table_name, []):
                 if item["sk"] == BATCH_SK:
                     batch = BatchRecord.model_validate(plain(item))
+                elif "#R" in str(item["sk"]):
+                    reminders.append(_record(item))
                 else:
                     delivery = _record(item)
             request = got.get("UnprocessedKeys") or {}
-        return batch, delivery
+        return batch, delivery, reminders
 
     def get_many(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], EmailDelivery]:
         """Deliveries by (batch, row), 100 keys a request; rows never mailed are left out."""
