@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from voucher_distributor.models.messages import EmailMessage
+from voucher_distributor.models.messages import EmailMessage, SendFireMessage
 from voucher_distributor.models.resend import ResendMessage
 from voucher_distributor.pipeline.email import send_chunk_emails
 from voucher_distributor.pipeline.resend import send_resend
+from voucher_distributor.pipeline.scheduled_send import fire
 from voucher_distributor.runtime import logger, metrics, services, tracer
 from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
 
@@ -18,7 +19,13 @@ if TYPE_CHECKING:
 
 
 def record_handler(record: SqsRecord) -> None:
-    if "resendRow" in json.loads(record.body):  # one row's code again (`resend`)
+    body = json.loads(record.body)
+    if "fireAt" in body:  # a batch's scheduled send is due (its EventBridge Scheduler schedule)
+        due = SendFireMessage.model_validate(body)
+        logger.set_correlation_id(due.batch_id)
+        logger.info("scheduled send: %s", fire(services(), due.batch_id, due.fire_at))
+        return
+    if "resendRow" in body:  # one row's code again (`resend`)
         resend = ResendMessage.model_validate_json(record.body)
         logger.set_correlation_id(resend.batch_id)
         logger.info("resend of row %d: %s", resend.resend_row, send_resend(services(), resend))

@@ -49,6 +49,14 @@ invariants: nobody got a code that is not theirs, every assigned row ends in a f
 ``unknown``, and no row got a second e-mail (the rows left ``unknown`` are counted:
 ``email:unknown-window``).
 
+The message's timing (issue 22), from a generator of its own again: about a quarter of runs
+send their first inputs with a ``sendAt`` two seconds ahead and have the schedule's message
+delivered twice (the batch must fire once: every row mailed once, the batch ``fired``); about
+another quarter race a reminder against a resend ``--to`` once the batches ended (one row's
+code set 2.9 days from expiry; the sync and the address correction at the same moment): the
+reminder goes at most once, to whoever held the code at its claim, and a second sync sends
+none.
+
 A run ends when every batch of it is DONE or FAILED and every queue is drained; a chunk left
 behind (a message in a DLQ, a batch that never ends) is a violation like a voucher bought twice.
 Besides each batch's own invariants, across the run's batches: nobody holds two codes for one
@@ -72,6 +80,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default as email_policy
 from pathlib import Path
@@ -317,6 +326,13 @@ EMAIL_FAULTS = (
     "email-duplicate-events",
     "email-paused",
 )
+#: Issue 22's faults: a scheduled send's message delivered twice; a reminder racing a resend.
+SCHEDULED_FIRE_TWICE = "sched-fire-twice"
+REMINDER_RACES_RESEND = "reminder-races-resend"
+
+#: The race's resend is asked this much "later", past the resend rule's 60 seconds.
+RESEND_LATER_S = 120
+
 ALL_SEAMS = {**WIRE_SEAMS, **APPROVAL_WIRE_SEAMS, **ISSUE23_WIRE_SEAMS, **EMAIL_WIRE_SEAMS}
 
 
@@ -572,7 +588,17 @@ def make_scenario(seed: int) -> Scenario:
     email_rng = random.Random(seed * 7_919 + 23)
     email_fault = email_rng.choice(EMAIL_FAULTS)
     scenario.faults.append(f"{email_fault}:1" if email_fault.startswith("wire:") else email_fault)
+    timing_rng = random.Random(seed * 4_001 + 22)
+    draw = timing_rng.random()
+    if draw < 0.25:
+        scenario.faults.append(SCHEDULED_FIRE_TWICE)
+    elif draw < 0.5:
+        scenario.faults.append(REMINDER_RACES_RESEND)
     return scenario
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _domain(program: str) -> str:
@@ -848,6 +874,15 @@ class Harness:
                 if an_input and self._fired["two-ingests"] < 1:
                     self._fired["two-ingests"] += 1
                     self._ingest_twice(source.function_id, message["Body"])
+        if SCHEDULED_FIRE_TWICE in kinds and source.function_id == "SendEmailsFunction":
+            for message in messages:
+                if '"fireAt"' in message["Body"]:
+                    self._fired[SCHEDULED_FIRE_TWICE] += 1
+                    sqs.send_message(
+                        QueueUrl=source.queue_url,
+                        MessageBody=message["Body"],
+                        DelaySeconds=self._rng.randint(0, 1),
+                    )
         if "email-redelivery" in kinds and source.function_id == "SendEmailsFunction":
             for message in messages:
                 self._fired["email-redelivery"] += 1
@@ -1054,6 +1089,9 @@ class Harness:
                 counts.update(result.summary.get("counts") or {})
             violations += self._check(scenario, results, fired)
             violations += self._check_emails(batch_ids, mails_before, fired)
+            violations += self._check_schedules(scenario, batch_ids, fired)
+            if REMINDER_RACES_RESEND in scenario.kinds:
+                violations += self._reminder_race(scenario, batch_ids, fired)
         final = [statuses.get(b, "timeout") for b in batch_ids]
         status = "timeout" if not ended else ("failed" if "failed" in final else "done")
         return RunRecord(
@@ -1165,6 +1203,131 @@ class Harness:
         fired["email:sent"] += len(mails)
         return problems
 
+    def _check_schedules(
+        self, scenario: Scenario, batch_ids: list[str], fired: Counter[str]
+    ) -> list[str]:
+        """A batch with a sendAt that mails has fired exactly once (its state ``fired``, by the
+        schedule or at its first chunk when already due), and no schedule of it is left."""
+        if SCHEDULED_FIRE_TWICE not in scenario.kinds:
+            return []
+        assert self.pipeline is not None
+        problems = []
+        left = {
+            s["Name"]
+            for s in self.pipeline.stack.client("scheduler").list_schedules().get("Schedules", [])
+        }
+        for batch_id in batch_ids:
+            batch = self.ledger.batches.get_batch(batch_id)
+            if batch is None or batch.send_at is None:
+                continue
+            fired["sched:send-at"] += 1
+            if batch.send_state not in {None, "fired"}:
+                problems.append(f"{batch_id}: scheduled send {batch.send_state}, never fired")
+            if batch.send_schedule and batch.send_schedule in left:
+                problems.append(f"{batch_id}: its schedule {batch.send_schedule} is left")
+        return problems
+
+    def _reminder_race(
+        self, scenario: Scenario, batch_ids: list[str], fired: Counter[str]
+    ) -> list[str]:
+        """One mailed row's code 2.9 days from expiry; the sync (its reminder) and a resend
+        ``--to`` at the same moment, then a second sync. The reminder goes once, to whoever
+        held the code when it was claimed."""
+        from voucher_distributor.adapters.ses import Ses
+        from voucher_distributor.models.resend import ResendSelection
+        from voucher_distributor.pipeline.redemption import sync_redemptions
+        from voucher_distributor.pipeline.reminders import REMINDABLE
+        from voucher_distributor.pipeline.resend import ask_resends
+
+        assert self.pipeline is not None
+        ledger = self.ledger
+        picked = None
+        for batch_id in batch_ids:
+            emails = {d.row_number: d for d in ledger.deliveries.for_batch(batch_id)}
+            for record in ledger.assignments.iter_assignments(batch_id):
+                delivery = emails.get(record.row_number)
+                if record.voucher_code and delivery is not None and delivery.state in REMINDABLE:
+                    picked = record
+                    break
+            if picked is not None:
+                break
+        if picked is None:
+            return []
+        fired[REMINDER_RACES_RESEND] += 1
+        old = picked.email
+        new = f"moved.{scenario.seed}.{old}"
+        expires = (datetime.now(UTC) + timedelta(days=2.9)).isoformat()
+        self.sandbox.update_vouchers([picked.voucher_code], {"expirationDateUtc": expires})
+        services = self._ingest_services("SyncFunction")
+        services.ses = Ses(
+            sesv2=self.pipeline.stack.client("sesv2"),
+            configuration_set=services.settings.ses_configuration_set,
+        )
+        sqs = self.pipeline.stack.client("sqs")
+        queue = self.pipeline.queue_url("EmailQueue")
+        mails_before = len(self.pipeline.ses.sent)
+        barrier = threading.Barrier(2)
+        errors: list[str] = []
+
+        def sync() -> None:
+            barrier.wait()
+            try:
+                sync_redemptions(services)
+            except Exception as exc:
+                errors.append(f"the sync raised {type(exc).__name__}: {exc}")
+
+        def resend() -> None:
+            barrier.wait()
+            try:
+                ask_resends(
+                    ledger,
+                    lambda body: sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body)),
+                    picked.batch_id,
+                    ResendSelection(row=picked.row_number, to=new),
+                    by="reliability", now=int(time.time()) + RESEND_LATER_S, email_enabled=True,
+                )  # fmt: skip
+            except Exception as exc:
+                errors.append(f"the resend raised {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (sync, resend)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        with self._routed():
+            self.pipeline.lambdas.run_until_idle(60)  # type: ignore[union-attr]
+        sync_redemptions(services)  # a second sync: nothing more
+        with self._routed():
+            self.pipeline.lambdas.run_until_idle(60)  # type: ignore[union-attr]
+        problems = list(errors)
+        tag = f"{picked.batch_id}.{picked.row_number}.r3."
+        reminders = [
+            m for m in self.pipeline.ses.sent[mails_before:]
+            if m.tags.get("delivery-id", "").startswith(tag)
+        ]  # fmt: skip
+        if len(reminders) > 1:
+            problems.append(f"row {picked.row_number} of {picked.batch_id}: "
+                            f"{len(reminders)} reminders")  # fmt: skip
+        from voucher_distributor.adapters.ledger.table import holding_pk, holding_sk
+
+        got = ledger.table.table.get_item(
+            Key={"pk": holding_pk(new), "sk": holding_sk(picked.partner_name, picked.program_name)}
+        ).get("Item")
+        moves = (got or {}).get("moves") or []
+        # The resend was asked "2 minutes later" (past the 60-second rule): its real moment.
+        moved_at = int(moves[-1]["at"]) - RESEND_LATER_S if moves else None
+        item = ledger.deliveries.get(picked.batch_id, picked.row_number, 3)
+        for mail in reminders:
+            to = mail.to[0]
+            fired[f"reminder-to-{'new' if to == new else 'old'}"] += 1
+            if to not in {old, new}:
+                problems.append(f"a reminder to {to}, who never held the code")
+            if to == old and item is not None and moved_at and (item.claimed_at or 0) > moved_at:
+                problems.append("a reminder claimed for the old address after the code moved")
+        if not reminders:
+            fired["reminder-none"] += 1
+        return problems
+
     def _results(self, batch_ids: list[str]) -> list[RunResult]:
         """Each batch's own results, in submission order (two uploads of one key write their
         results to one key: each batch's versions are picked out of what was written)."""
@@ -1260,11 +1423,17 @@ class Harness:
 
     def _submit(self, scenario: Scenario, upload: Upload) -> str:
         assert self.pipeline is not None
+        send_at = (
+            {"sendAt": _iso(int(time.time()) + 2)}
+            if SCHEDULED_FIRE_TWICE in scenario.kinds and upload.wave == 0
+            else {}
+        )
         if upload.via == "request":
             batch_id = self.pipeline.submit_request(
                 {
                     "requestId": upload.name,
                     "programName": upload.program,
+                    **send_at,
                     "recipients": [
                         {"email": r["email"], "firstName": r["first_name"],
                          **({"reissue": True} if r.get("reissue") == "yes" else {})}
@@ -1282,7 +1451,8 @@ class Harness:
         path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
         try:
             key = f"incoming/reliability/{upload.name}"
-            return self.pipeline.submit_csv(path, key=key, metadata=upload.metadata)
+            metadata = {**upload.metadata, **({"send-at": send_at["sendAt"]} if send_at else {})}
+            return self.pipeline.submit_csv(path, key=key, metadata=metadata)
         finally:
             path.unlink()
 
@@ -1299,7 +1469,9 @@ class Harness:
         while time.monotonic() < deadline:
             for batch_id in batch_ids:
                 batch = self.ledger.batches.get_batch(batch_id)
-                if batch is not None and batch.status in {BatchStatus.DONE, BatchStatus.FAILED}:
+                ended = batch is not None and batch.status in {BatchStatus.DONE, BatchStatus.FAILED}
+                # A scheduled send still to fire: its e-mails are part of the run.
+                if ended and batch is not None and batch.send_state != "scheduled":
                     statuses[batch_id] = batch.status.value.lower()
                 elif batch is not None and batch.status == BatchStatus.AWAITING_APPROVAL:
                     self._act_on_approval(scenario, batch)

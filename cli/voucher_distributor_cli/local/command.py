@@ -108,6 +108,13 @@ def add_local_commands(subparsers: Any) -> None:
         "under OUT/mail/) unless --parameter-overrides SenderEmail= (empty)",
     )
     run.add_argument(
+        "--send-at",
+        metavar="ISO8601",
+        help="send the e-mails at this moment (e.g. 2027-03-01T09:00:00+01:00; in the future, "
+        "at most 365 days ahead): each input carries it (object metadata send-at, a request's "
+        '"sendAt"); the codes are bought and assigned at once, the rows wait as scheduled',
+    )
+    run.add_argument(
         "--parameter-overrides",
         nargs="+",
         default=[],
@@ -220,6 +227,7 @@ def _run_local(args: argparse.Namespace) -> int:
             parameters=dict(args.parameter_overrides),
             state=args.state,
             send_email=not args.no_email,
+            send_at=args.send_at,
         )
     except (LocalRunError, RunTimeoutError, StackError, StateError) as exc:
         print(f"voucher-distributor: {exc}", file=sys.stderr)

@@ -32,6 +32,7 @@ def run_files(
     parameters: dict[str, str] | None = None,
     state: Path | None = None,
     send_email: bool = True,
+    send_at: str | None = None,
 ) -> list[RunResult]:
     """Run CSVs (and HR request JSONs) through one local pipeline, end to end.
 
@@ -45,7 +46,8 @@ def run_files(
     at the end (``local/state.py``), so a person sent again is ``existing``.
     The stack mails each assigned code from a local sender (every message under
     ``out_dir/mail/``) unless ``parameters`` set ``SenderEmail`` (empty: no e-mail);
-    ``send_email=False`` makes each input opt out instead (``--no-email``).
+    ``send_email=False`` makes each input opt out instead (``--no-email``); ``send_at`` (ISO
+    8601 with an offset) makes each input's e-mails wait until then (``--send-at``).
     """
     from voucher_distributor_cli.local import state as kept  # noqa: PLC0415
 
@@ -97,7 +99,7 @@ def run_files(
             )
         results = _run_inputs(
             pipeline, paths, partner, program, show, out_dir, timeout_s,
-            together=together, dry_run=dry_run, send_email=send_email,
+            together=together, dry_run=dry_run, send_email=send_email, send_at=send_at,
         )  # fmt: skip
         if state is not None:
             kept.save(state, pipeline.stack, sandbox)
@@ -116,6 +118,7 @@ def _run_inputs(
     together: bool,
     dry_run: bool,
     send_email: bool = True,
+    send_at: str | None = None,
 ) -> list[RunResult]:
     keys = _upload_keys(paths, together=together)
     if not together:
@@ -125,13 +128,23 @@ def _run_inputs(
         for path, key in zip(paths, keys, strict=True):
             sent = _submit(
                 pipeline, path, key, partner, program, show, dry_run=dry_run,
-                send_email=send_email,
+                send_email=send_email, send_at=send_at,
             )  # fmt: skip
             _at_the_door(pipeline, sent, show, timeout_s)
             results.append(_finish(pipeline, sent, out_dir, show, timeout_s))
         return results
     sent_all = [
-        _submit(pipeline, path, key, partner, program, show, dry_run=dry_run, send_email=send_email)
+        _submit(
+            pipeline,
+            path,
+            key,
+            partner,
+            program,
+            show,
+            dry_run=dry_run,
+            send_email=send_email,
+            send_at=send_at,
+        )
         for path, key in zip(paths, keys, strict=True)
     ]
     for sent in sent_all:
@@ -210,6 +223,7 @@ def _submit(
     *,
     dry_run: bool = False,
     send_email: bool = True,
+    send_at: str | None = None,
 ) -> _Sent:
     """Upload a CSV, or send a request (as it is, when it is not even JSON: the request
     handler answers it as the deployed one would). A dry run is asked for as a user would:
@@ -218,6 +232,7 @@ def _submit(
         metadata = {
             **({"mode": "dry-run"} if dry_run else {}),
             **({} if send_email else {"send-email": "false"}),
+            **({"send-at": send_at} if send_at else {}),
         }
         batch_id = pipeline.submit_csv(path, key=key, metadata=metadata)
         mode = " as a dry run" if dry_run else ""
@@ -242,6 +257,8 @@ def _submit(
                 parsed["dryRun"] = True
             if not send_email:
                 parsed["sendEmail"] = False
+            if send_at:
+                parsed["sendAt"] = send_at
             request = parsed
     message_id, request_batch = pipeline.send_request(request)
     print(f"request {path.name} sent to the request queue", file=show)

@@ -44,6 +44,7 @@ from voucher_distributor_cli.ops.redrive import redrive
 from voucher_distributor_cli.ops.registry import OneOf, arg, command, emit
 from voucher_distributor_cli.ops.resend import format_resent, resend
 from voucher_distributor_cli.ops.retry import retry_failed
+from voucher_distributor_cli.ops.sends import change_scheduled_send, format_changed
 from voucher_distributor_cli.ops.status import (
     batch_status,
     format_overview,
@@ -359,6 +360,40 @@ def _run_email(args: argparse.Namespace) -> int:
         target=Target.from_args(args) if on_stack else None,
     )
     emit(args, shown.as_dict(), shown.text())
+    return 0
+
+
+@command(
+    "send-now",
+    help="send a batch's scheduled e-mails now, before their sendAt",
+    description=(
+        "A batch with a sendAt holds its e-mails (rows scheduled) until then. send-now sends "
+        "them at once: recorded on the batch with your AWS identity and the time (status "
+        "shows it), its schedule deleted. Refused when nothing is pending (no sendAt, sent "
+        "already, or cancelled)."
+    ),
+    arguments=[arg("batch_id", metavar="BATCH", help="the batch id")],
+)
+def _run_send_now(args: argparse.Namespace) -> int:
+    changed = change_scheduled_send(Target.from_args(args), args.batch_id, action="send-now")
+    emit(args, changed.as_dict(), format_changed(changed, args))
+    return 0
+
+
+@command(
+    "cancel-send",
+    help="never send a batch's scheduled e-mails: its rows end not-sent",
+    description=(
+        "A batch with a sendAt holds its e-mails until then. cancel-send cancels them: the "
+        "codes stay assigned and held, the rows end e-mail state not-sent with why, recorded "
+        "on the batch with your AWS identity and the time (status shows it); the schedule is "
+        "deleted. resend BATCH --row N mails one later. Refused when nothing is pending."
+    ),
+    arguments=[arg("batch_id", metavar="BATCH", help="the batch id")],
+)
+def _run_cancel_send(args: argparse.Namespace) -> int:
+    changed = change_scheduled_send(Target.from_args(args), args.batch_id, action="cancel-send")
+    emit(args, changed.as_dict(), format_changed(changed, args))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Two Queries by the batch's key (its assignments ``R#`` and e-mails ``E#``), merged in row order;
 never a scan. A row with a code and no e-mail item yet is ``scheduled`` when the batch mails,
-else ``not-sent``; a row without a code is ``not-sent``.
+else ``not-sent``; a row without a code is ``not-sent``. The holders' reminders before expiry
+(``ReminderDays``) are listed after the rows, one per (row, days before).
 """
 
 from __future__ import annotations
@@ -49,7 +50,20 @@ def list_deliveries(target: Target, batch_id: str, *, status: str | None = None)
         counts[row["state"]] += 1
         if status is None or row["state"] == status:
             rows.append(row)
-    return {"batchId": batch_id, "counts": dict(counts), "rows": rows}
+    reminders = [
+        {
+            "row": r.row_number,
+            "daysBefore": r.reminder_days,
+            "to": r.to_address,
+            "state": r.state.value,
+            "attempts": r.attempts,
+            "at": iso_utc(r.last_event_at),
+            **({"reason": r.reason} if r.reason else {}),
+        }
+        for r in ledger.deliveries.reminders_for_batch(batch_id)
+        if status is None or r.state.value == status
+    ]
+    return {"batchId": batch_id, "counts": dict(counts), "rows": rows, "reminders": reminders}
 
 
 def format_deliveries(view: dict[str, Any]) -> str:
@@ -60,5 +74,10 @@ def format_deliveries(view: dict[str, Any]) -> str:
             f"  row {r['row']:>6}  {r['state']:<10}  {r['to']}  attempts {r['attempts']}"
             + (f"  {r['lastEvent']} {r['at']}" if r["lastEvent"] else "")
             + (f"  ({r['reason']})" if r.get("reason") else "")
+        )
+    for r in view.get("reminders", []):
+        lines.append(
+            f"  row {r['row']:>6}  reminder {r['daysBefore']} days before expiry: {r['state']}  "
+            f"{r['to']}  {r['at']}" + (f"  ({r['reason']})" if r.get("reason") else "")
         )
     return "\n".join(lines)

@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 
 from voucher_distributor.domain.approval import approval_summary
 from voucher_distributor.domain.outcomes import tally_chunks
-from voucher_distributor.domain.timestamps import utc_day
+from voucher_distributor.domain.send_schedule import send_summary
+from voucher_distributor.domain.timestamps import iso_utc, utc_day
 from voucher_distributor.models.ledger import BatchRecord, BatchStatus, ChunkRecord
 from voucher_distributor.pipeline.callbacks import deliveries_view
 from voucher_distributor_cli.arguments import command_hint
@@ -56,6 +57,9 @@ def batch_status(target: Target, batch_id: str, *, now: float | None = None) -> 
         "chunkStates": dict(Counter(c.state.value for c in chunks)),
         # Rows mailed so far, by e-mail state (none: the batch mails nobody, or not yet).
         "emails": dict(Counter(s.value for _, s in target.ledger.deliveries.states(batch_id))),
+        # A scheduled send (sendAt): when, its state, send-now / cancel-send (who, when).
+        "sendAt": iso_utc(batch.send_at) if batch.send_at else None,
+        **({"send": send_summary(batch)} if batch.send_at else {}),
         "chunks": [_chunk_view(c, now_s) for c in chunks],
         # Where the results are once written: none before the batch ends (a failed input
         # has a summary and no results file).
@@ -140,6 +144,18 @@ def format_overview(view: Mapping[str, Any], args: argparse.Namespace | None = N
     return "\n".join(lines)
 
 
+def _send_words(send: Mapping[str, Any]) -> str:
+    changed = send.get("changed") or {}
+    by_hand = f" ({changed['action']} by {changed['by']} at {changed['at']})" if changed else ""
+    if send["state"] == "scheduled":
+        return "scheduled: the e-mails wait (send-now BATCH, cancel-send BATCH)"
+    if send["state"] == "fired":
+        return f"sent from {send['firedAt']}{by_hand}"
+    if send["state"] == "cancelled":
+        return f"cancelled: the rows are not-sent{by_hand}"
+    return "no e-mail to send (a dry run, opted out, or no code assigned)"
+
+
 def _results_line(results: Mapping[str, Any]) -> str:
     if not results["written"]:
         return "  results  not written yet: they are when the batch ends"
@@ -185,6 +201,8 @@ def format_status(view: Mapping[str, Any], args: argparse.Namespace | None = Non
         lines.append(
             "  e-mails  " + ", ".join(f"{n:,} {s}" for s, n in sorted(view["emails"].items()))
         )
+    if send := view.get("send"):
+        lines.append(f"  send at  {send['sendAt']}  {_send_words(send)}")
     if view.get("dryRun"):
         lines.append("  dry run  nothing is bought; rows are reported 'would-assign'")
     if approval := view.get("approval"):

@@ -14,6 +14,7 @@ from typing import Any
 
 from voucher_distributor.adapters.events import Events
 from voucher_distributor.adapters.queues import Queues
+from voucher_distributor.adapters.ses import Ses
 from voucher_distributor.adapters.storage import Storage
 from voucher_distributor.models.ledger import ChunkRecord, ChunkState, TrackedPurchase
 from voucher_distributor.pipeline.context import Services
@@ -28,7 +29,7 @@ def sync_services(
     """The sync's services for ``target``: its adapters through this session and endpoint.
 
     No callback sender: an expiry notice's callback goes to the stack's callback queue (the
-    outbox), and the stack's deliverer sends it."""
+    outbox), and the stack's deliverer sends it. The reminders go through the stack's SES."""
     env = dict(target.function_env)
     if certiverse_url:
         env["CERTIVERSE_BASE_URL"] = certiverse_url
@@ -43,6 +44,12 @@ def sync_services(
         queues=Queues(sqs=target.client("sqs")),
         events=Events(settings.event_bus_name, events=target.client("events")),
         certiverse=target.certiverse(certiverse_url, token),
+        # The holders' reminders (ReminderDays) go out through the stack's SES, as deployed.
+        ses=(
+            Ses(sesv2=target.client("sesv2"), configuration_set=settings.ses_configuration_set)
+            if settings.email_enabled
+            else None
+        ),
     )
 
 

@@ -21,11 +21,17 @@ def find_voucher(target: Target, code: str) -> dict[str, Any] | None:
     if assignment is None:
         return None
     # The batch and the code's e-mail in one read.
-    batch, email = ledger.deliveries.get_with_batch(assignment.batch_id, assignment.row_number)
+    # The stack's ReminderDays name the reminder items: read with the batch, one request.
+    days = tuple(
+        int(d) for d in target.function_env.get("REMINDER_DAYS", "14,3").split(",") if d.strip()
+    )
+    batch, email, reminders = ledger.deliveries.get_record_items(
+        assignment.batch_id, assignment.row_number, days
+    )
     holding = ledger.holdings.get_holding(
         assignment.email, assignment.partner_name, assignment.program_name
     )
-    return code_record(assignment, batch, holding, email)
+    return code_record(assignment, batch, holding, email, reminders)
 
 
 def format_voucher(record: dict[str, Any] | None, code: str) -> str:
@@ -46,6 +52,11 @@ def format_voucher(record: dict[str, Any] | None, code: str) -> str:
         + (f"{reservation['code']} ({reservation['status'] or '?'})" if reservation else "-"),
         _email_line(record["emailDelivery"]),
     ]
+    for reminder in record.get("reminders", []):
+        lines.append(
+            f"reminder  {reminder['daysBefore']} days before expiry: {reminder['status']} at "
+            f"{reminder['lastAt']}" + (f" ({reminder['reason']})" if reminder.get("reason") else "")
+        )
     if record["certiverseEmail"]:
         flag = (
             "  ≠ holder: assigned to someone else in Certiverse" if record["emailMismatch"] else ""

@@ -147,6 +147,27 @@ class Settings(BaseModel):
     #: While SES sending is paused, the waiting e-mails are tried again this often.
     email_paused_retry_seconds: int = Field(default=900, ge=1, le=900)
 
+    #: Scheduled sends: the e-mail queue's ARN (the one-time schedules' target), the role
+    #: EventBridge Scheduler sends with, and the schedules' name prefix (the stack's).
+    email_queue_arn: str = ""
+    send_schedule_role_arn: str = ""
+    send_schedule_prefix: str = "voucher-distributor"
+    #: Days before a code's expiry its holder is reminded (``ReminderDays``); empty: never.
+    reminder_days: str = "14,3"
+
+    @field_validator("reminder_days")
+    @classmethod
+    def _reminder_days(cls, value: str) -> str:
+        if value.strip() and not _SCHEDULE.match(value):
+            raise ValueError("must be comma-separated whole days of at least 1, e.g. 14,3")
+        return value
+
+    @property
+    def reminder_schedule(self) -> tuple[int, ...]:
+        """The reminder days, largest first; () when reminders are off."""
+        days = {int(part) for part in self.reminder_days.split(",") if part.strip()}
+        return tuple(sorted(days, reverse=True))
+
     @property
     def email_enabled(self) -> bool:
         return bool(self.sender_email and self.email_queue_url)

@@ -92,8 +92,14 @@ class LocalLambdas:
         env_overrides: Mapping[str, str] | None = None,
         only: set[str] | frozenset[str] | None = None,
         enforce_timeout: bool = True,
+        schedule_check_s: float = 0.25,
     ) -> None:
         self.stack = stack
+        #: How often EventBridge Scheduler's one-time schedules are looked at for due ones.
+        self.schedule_check_s = schedule_check_s
+        self._next_schedule_check = 0.0
+        #: Schedules fired that are not deleted after completion (fired once only).
+        self._fired_schedules: set[tuple[str, str]] = set()
         self.retry_visibility_s = retry_visibility_s
         self.env_overrides = dict(env_overrides or {})
         self.enforce_timeout = enforce_timeout
@@ -298,7 +304,48 @@ class LocalLambdas:
                 report.add(self._deliver(source, messages))
         if self._feeds:
             report.add(self._pump_feeds())
+        self.fire_due_schedules()
         return report
+
+    def fire_due_schedules(self, now: float | None = None) -> int:
+        """EventBridge Scheduler's part: each one-time schedule (``at(...)``) whose time has come
+        on the local clock delivers its input to its SQS target, then is deleted
+        (``ActionAfterCompletion: DELETE``); how many fired. Looked at every
+        ``schedule_check_s`` unless ``now`` is given."""
+        if now is None:
+            if time.monotonic() < self._next_schedule_check:
+                return 0
+            self._next_schedule_check = time.monotonic() + self.schedule_check_s
+        from voucher_distributor.domain.send_schedule import (  # noqa: PLC0415
+            parse_at_expression,
+        )
+
+        scheduler = self.stack.client("scheduler")
+        moment = time.time() if now is None else now
+        fired = 0
+        for summary in scheduler.list_schedules().get("Schedules", []):
+            name, group = summary["Name"], summary.get("GroupName") or "default"
+            if (group, name) in self._fired_schedules:
+                continue
+            got = scheduler.get_schedule(Name=name, GroupName=group)
+            at = parse_at_expression(str(got.get("ScheduleExpression", "")))
+            if at is None or at > moment or got.get("State") == "DISABLED":
+                continue
+            target = got["Target"]
+            if str(target["Arn"]).split(":")[2] == "sqs":
+                self.stack.client("sqs").send_message(
+                    QueueUrl=self.stack.queue_url_for_arn(target["Arn"]),
+                    MessageBody=target.get("Input") or "{}",
+                )
+            else:
+                log.error("schedule %s: target %s is not a queue; not fired", name, target["Arn"])
+                continue
+            fired += 1
+            if got.get("ActionAfterCompletion") == "DELETE":
+                scheduler.delete_schedule(Name=name, GroupName=group)
+            else:
+                self._fired_schedules.add((group, name))
+        return fired
 
     def run_until(
         self,

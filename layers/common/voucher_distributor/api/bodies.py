@@ -8,6 +8,7 @@ query parameters (stored by the use case and named by ``recipientsS3Uri``). A de
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,6 +17,7 @@ from voucher_distributor.api.problems import Problem
 from voucher_distributor.api.request import ApiRequest
 from voucher_distributor.domain.api_auth import Caller
 from voucher_distributor.domain.csv_input import CsvInputError, read_rows
+from voucher_distributor.domain.send_schedule import SendAtError, checked_send_at
 from voucher_distributor.models.messages import ALLOW_LOOPBACK_CALLBACKS, DistributionRequest
 from voucher_distributor.models.resend import ResendSelection
 from voucher_distributor.pipeline.distributions import Submission
@@ -97,7 +99,18 @@ def _json_submission(request: ApiRequest, caller: Caller, context: dict[str, boo
             "the distribution request is not valid; nothing was queued",
             request_problems(exc),
         ) from exc
+    _check_send_at(distribution, "the distribution request is not valid; nothing was queued")
     return Submission(request=distribution)
+
+
+def _check_send_at(distribution: DistributionRequest, title: str) -> None:
+    """A ``sendAt`` in the past or over 365 days ahead: refused before anything is queued."""
+    try:
+        checked_send_at(distribution.send_at, int(time.time()))
+    except SendAtError as exc:
+        raise Problem(
+            422, "Unprocessable Content", title, [{"field": "sendAt", "problem": str(exc)}]
+        ) from exc
 
 
 def _csv_submission(request: ApiRequest, caller: Caller, context: dict[str, bool]) -> Submission:
@@ -123,6 +136,8 @@ def _csv_submission(request: ApiRequest, caller: Caller, context: dict[str, bool
         "sendEmail": (query.get("sendEmail") or "").lower() not in {"0", "false", "no"},
         # ?language=de: the e-mail's language for rows without a language column.
         "language": query.get("language") or "",
+        # ?sendAt=2027-03-01T09:00:00Z: the e-mails wait until then.
+        "sendAt": query.get("sendAt"),
         "recipientsS3Uri": "s3://pending/upload.csv",  # replaced by where the body is stored
     }
     distribution: DistributionRequest | None = None
@@ -140,6 +155,7 @@ def _csv_submission(request: ApiRequest, caller: Caller, context: dict[str, bool
             422, "Unprocessable Content", "the CSV distribution is not valid; nothing was queued",
             problems,
         )  # fmt: skip
+    _check_send_at(distribution, "the CSV distribution is not valid; nothing was queued")
     return Submission(request=distribution, csv_body=body)
 
 

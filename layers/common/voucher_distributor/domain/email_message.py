@@ -5,7 +5,8 @@ HTML part autoescaped: a recipient's name is data, never template code (``{{ 7*7
 prints as typed, ``<script>`` is escaped). The template variables are the contract the next
 issue's per-program templates keep: ``first_name``, ``last_name``, ``voucher_code``, ``program``,
 ``partner``, ``exams`` (each ``name`` and ``code``), ``expires_on``, ``booking_url``,
-``support_email`` and ``replaces_code`` (empty unless a reissue replaced an older code).
+``support_email`` and ``replaces_code`` (empty unless a reissue replaced an older code), and
+``reminder`` (0, or the days left when the message reminds the holder before the expiry).
 """
 
 from __future__ import annotations
@@ -35,17 +36,22 @@ TEMPLATE_VARIABLES = (
     "booking_url",
     "support_email",
     "replaces_code",
+    "reminder",
 )
 
 DEFAULT_SUBJECT = (
-    "{% if replaces_code %}Your new exam voucher for {{ program }}"
+    "{% if reminder %}Reminder: your exam voucher for {{ program }} expires in {{ reminder }} days"
+    "{% elif replaces_code %}Your new exam voucher for {{ program }}"
     "{% else %}Your exam voucher for {{ program }}{% endif %}"
 )
 
 DEFAULT_TEXT = """\
 Hello {{ first_name or "there" }},
 
-{% if replaces_code %}
+{% if reminder %}
+A reminder: your exam voucher for {{ program }} has not been used yet, and it expires in
+{{ reminder }} days.
+{% elif replaces_code %}
 This is your new exam voucher for {{ program }}. It replaces your previous code
 {{ replaces_code }}, which you should no longer use.
 {% else %}
@@ -92,7 +98,10 @@ DEFAULT_HTML = """\
 <div style="max-width:560px;margin:0 auto;padding:24px 16px;font-family:Arial,Helvetica,sans-serif;\
 font-size:16px;line-height:1.5;color:#1f2933;">
 <p>Hello {{ first_name or "there" }},</p>
-{% if replaces_code %}
+{% if reminder %}
+<p>A reminder: your exam voucher for {{ program }} has not been used yet, and it expires in
+<strong>{{ reminder }} days</strong>.</p>
+{% elif replaces_code %}
 <p>This is your <strong>new</strong> exam voucher for {{ program }}. It replaces your previous
 code <span style="font-family:monospace;">{{ replaces_code }}</span>, which you should no longer
 use.</p>
@@ -146,6 +155,7 @@ class VoucherEmail:
     booking_url: str = ""
     support_email: str = ""
     replaces_code: str = ""
+    reminder: int = 0
 
     def variables(self) -> dict[str, Any]:
         return {
@@ -159,6 +169,7 @@ class VoucherEmail:
             "booking_url": self.booking_url,
             "support_email": self.support_email,
             "replaces_code": self.replaces_code,
+            "reminder": self.reminder,
         }
 
 

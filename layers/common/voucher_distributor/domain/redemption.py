@@ -190,6 +190,7 @@ def code_record(
     batch: BatchRecord | None,
     holding: HoldingRecord | None,
     email: EmailDelivery | None = None,
+    reminders: Iterable[EmailDelivery] = (),
 ) -> dict[str, Any]:
     """One code's record as ``voucher``, ``find`` and the holdings look-up (#9) show it.
 
@@ -247,4 +248,9 @@ def code_record(
             else None
         ),
         "emailDelivery": email_summary(email),
+        # The holder's reminders before the expiry (ReminderDays), one per N days before.
+        "reminders": [
+            {"daysBefore": r.reminder_days, **email_summary(r)}
+            for r in sorted(reminders, key=lambda r: -(r.reminder_days or 0))
+        ],
     }

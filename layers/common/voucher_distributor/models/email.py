@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class EmailState(StrEnum):
     """A row's ``email_status`` (the results CSV, ``status``, the API, the code's record)."""
 
-    #: Waiting to be sent (reserved: scheduled sends come with the next issue; shown meanwhile
-    #: for rows whose e-mail is queued but not yet claimed).
+    #: Waiting to be sent: the batch's ``sendAt`` has not come, or the e-mail is queued but not
+    #: yet claimed (a row with a code and no delivery item).
     SCHEDULED = "scheduled"
     #: Claimed for sending; the SES call's outcome is not known (a crash between the call and
     #: its record). Resolved by SES's Send event, never re-sent on its own.
@@ -76,6 +76,9 @@ class EmailDelivery(EmailModel):
     sent_at: int | None = None
     updated_at: int
     history: list[EmailEventRecord] = Field(default_factory=list)
+    #: A reminder before the code expires (``ReminderDays``): N days before; None for the
+    #: row's first e-mail (and its resends).
+    reminder_days: int | None = None
 
     @property
     def last_event_at(self) -> int:

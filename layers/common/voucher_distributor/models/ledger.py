@@ -120,6 +120,18 @@ class BatchRecord(LedgerModel):
     #: The e-mail's language for rows that name none (request ``language``, object metadata
     #: ``language``); "": the stack's DefaultLanguage.
     language: str = ""
+    #: A scheduled send (``sendAt``, epoch seconds): the e-mails wait until then. ``send_state``
+    #: is ``scheduled``, ``fired`` or ``cancelled`` (``domain.send_schedule``); the schedule's
+    #: name; when and by whom it fired (``schedule`` or an identity: ``send-now``); a by-hand
+    #: change (``send-now`` / ``cancel-send``), who made it and when.
+    send_at: int | None = None
+    send_state: str | None = None
+    send_schedule: str | None = None
+    send_fired_at: int | None = None
+    send_fired_by: str | None = None
+    send_changed: str | None = None
+    send_changed_by: str | None = None
+    send_changed_at: int | None = None
 
     @property
     def chunks_finished(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -49,6 +50,14 @@ class EmailMessage(Message):
     from_row: int = Field(default=0, ge=0)
 
 
+class SendFireMessage(Message):
+    """A batch's scheduled send is due: EventBridge Scheduler's one-time schedule put it on the
+    e-mail queue (``fireAt``: the send time it was made for)."""
+
+    batch_id: str = Field(min_length=1)
+    fire_at: int = Field(ge=0)
+
+
 class CallbackMessage(Message):
     """One attempt (or a hop toward it) of a callback delivery: which, of which round."""
 
@@ -93,6 +102,26 @@ class DistributionRequest(Message):
     send_email: StrictBool = True
     #: The e-mail's language for recipients that name none (else the stack's DefaultLanguage).
     language: str = Field(default="", max_length=35)
+    #: Send the e-mails at this moment (ISO 8601 with an offset or ``Z``, in the future, at most
+    #: 365 days ahead); the codes are bought and assigned at once.
+    send_at: str | None = None
+
+    @field_validator("send_at")
+    @classmethod
+    def _iso_with_offset(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        text = value.strip()
+        try:
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "zZ" else text)
+        except ValueError:
+            moment = None
+        if moment is None or "T" not in text.upper() or moment.tzinfo is None:
+            raise ValueError(
+                "must be an ISO 8601 time with an offset, like 2027-03-01T09:00:00Z or "
+                "2027-03-01T09:00:00+01:00"
+            )
+        return text
 
     @field_validator("callback_url")
     @classmethod

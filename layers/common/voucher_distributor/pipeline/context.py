@@ -14,6 +14,7 @@ from voucher_distributor.adapters.events import Events
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor.adapters.notifications import Notifications
 from voucher_distributor.adapters.queues import Queues
+from voucher_distributor.adapters.scheduler import Scheduler
 from voucher_distributor.adapters.ses import Ses
 from voucher_distributor.adapters.storage import Storage
 from voucher_distributor.settings import Settings
@@ -45,6 +46,8 @@ class Services:
     notifications: Notifications | None = None
     #: SES (SESv2), when the stack sends e-mail (SenderEmail set).
     ses: Ses | None = None
+    #: EventBridge Scheduler (scheduled sends), when the stack sends e-mail.
+    scheduler: Scheduler | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
@@ -92,6 +95,7 @@ def build_services(settings: Settings, metrics: MetricSink | None = None) -> Ser
             if settings.email_enabled
             else None
         ),
+        scheduler=Scheduler() if settings.email_enabled else None,
     )
 
 

@@ -21,6 +21,7 @@ from voucher_distributor.domain.csv_input import CsvInputError, read_rows
 from voucher_distributor.domain.outcomes import tally_chunks
 from voucher_distributor.domain.redemption import code_record
 from voucher_distributor.domain.results_csv import read_results_page
+from voucher_distributor.domain.send_schedule import send_summary
 from voucher_distributor.domain.tenancy import CHANNEL_API, Action, Reach
 from voucher_distributor.domain.timestamps import iso_utc
 from voucher_distributor.models.ledger import ApiRequestRecord, BatchRecord, BatchStatus
@@ -235,6 +236,9 @@ def distribution_view(services: Services, reach: Reach, batch_id: str) -> dict[s
         "emails": dict(
             Counter(s.value for _, s in services.ledger.deliveries.states(batch_id))
         ),
+        # A scheduled send: when, and what became of it (send-now, cancel-send: who, when).
+        "sendAt": iso_utc(batch.send_at) if batch.send_at else None,
+        **({"send": send_summary(batch)} if batch.send_at else {}),
         "resultsReady": batch.status == BatchStatus.DONE,
         **({"error": batch.error} if batch.error else {}),
         **({"retryOf": batch.retry_of} if batch.retry_of else {}),
@@ -452,7 +456,11 @@ def holdings_view(services: Services, reach: Reach, email: str) -> list[dict[str
         out.append(
             {
                 **code_record(
-                    record, batches[h.batch_id], h, emails.get((h.batch_id, h.row_number))
+                    record,
+                    batches[h.batch_id],
+                    h,
+                    emails.get((h.batch_id, h.row_number)),
+                    services.ledger.deliveries.reminders_for_row(h.batch_id, h.row_number),
                 ),
                 "claimedAt": iso_utc(h.claimed_at),
             }

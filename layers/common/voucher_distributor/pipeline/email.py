@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voucher_distributor.adapters.ledger.deliveries import parse_delivery_id
+from voucher_distributor.adapters.ledger.deliveries import parse_delivery_id, parse_reminder_id
 from voucher_distributor.adapters.ses import (
     SesOutcomeUnknown,
     SesRejected,
@@ -62,6 +62,7 @@ from voucher_distributor.models.ledger import (
 )
 from voucher_distributor.pipeline.context import Services, log
 from voucher_distributor.pipeline.email_slices import SliceStopped, send_slice, slice_size
+from voucher_distributor.pipeline.scheduled_send import hold_for_schedule
 from voucher_distributor.pipeline.templates import template_for
 from voucher_distributor.pipeline.undeliverable import UNDELIVERABLE, note_undeliverable
 
@@ -171,6 +172,10 @@ def send_chunk_emails(  # noqa: PLR0911 - one exit per way an invocation ends
     chunk = services.ledger.chunks.get_chunk(batch_id, chunk_no)
     if chunk is None or chunk.state != ChunkState.ASSIGNED:
         return SendRun("not-assigned", counts)
+    assert batch is not None
+    held = hold_for_schedule(services, batch, chunk)  # a sendAt not come yet, or cancelled
+    if held is not None:
+        return SendRun(held, counts)
     records = [
         r
         for r in services.storage.read_records(
@@ -327,7 +332,9 @@ def _count_state(services: Services, state: EmailState) -> None:
             return
 
 
-def record_email_event(services: Services, detail: dict[str, Any], *, event_id: str = "") -> str:
+def record_email_event(  # noqa: PLR0911 - one exit per way an event ends
+    services: Services, detail: dict[str, Any], *, event_id: str = ""
+) -> str:
     """Handle one SES event (an EventBridge event's ``detail``)."""
     try:
         event = parse_ses_event(detail, received_at=services.now())
@@ -337,11 +344,13 @@ def record_email_event(services: Services, detail: dict[str, Any], *, event_id: 
     if event is None:
         return "ignored"
     ids = parse_delivery_id(event.delivery_id)
-    if ids is None:
+    reminder = parse_reminder_id(event.delivery_id) if ids is None else None
+    if ids is None and reminder is None:
         log.warning("SES %s event for message %s has no delivery id", event.event_type,
                     event.message_id)  # fmt: skip
         return "not-ours"
-    batch_id, row_number, _ = ids
+    batch_id, row_number = ids[:2] if ids else (reminder[0], reminder[1]) if reminder else ("", 0)
+    reminder_days = reminder[2] if reminder else None
     step = EmailEventRecord(
         at=event.at,
         state=event.state,
@@ -350,7 +359,7 @@ def record_email_event(services: Services, detail: dict[str, Any], *, event_id: 
         delivery_id=event.delivery_id,
         event_id=event_id,
     )
-    got = services.ledger.deliveries.record_event(batch_id, row_number, step)
+    got = services.ledger.deliveries.record_event(batch_id, row_number, step, reminder_days)
     if got is None:
         log.warning("SES %s event for %s/%d: no such delivery", event.event_type, batch_id,
                     row_number)  # fmt: skip
@@ -359,6 +368,8 @@ def record_email_event(services: Services, detail: dict[str, Any], *, event_id: 
     if not changed:
         return "history"
     _count_state(services, delivery.state)
+    if reminder_days is not None:
+        return f"reminder-now-{delivery.state.value}"
     schedule_refresh(services, batch_id)
     if delivery.state in UNDELIVERABLE:
         note_undeliverable(services, batch_id)  # HR hears of it (at most hourly)

@@ -30,6 +30,7 @@ from voucher_distributor.domain.redemption import (
     redemption_of,
 )
 from voucher_distributor.domain.results_csv import spreadsheet_safe
+from voucher_distributor.domain.send_schedule import due_reminder
 from voucher_distributor.domain.timestamps import iso_utc
 from voucher_distributor.models.certiverse import PartnerVoucherModel
 from voucher_distributor.models.ledger import (
@@ -40,6 +41,7 @@ from voucher_distributor.models.ledger import (
 )
 from voucher_distributor.pipeline.callbacks import send_event_callback
 from voucher_distributor.pipeline.context import Services, log
+from voucher_distributor.pipeline.reminders import DueReminder, send_reminders
 
 #: The event a (partner, program)'s newly expiring unused codes are announced by.
 VOUCHERS_EXPIRING = "Vouchers Expiring"
@@ -61,6 +63,8 @@ class SyncOutcome:
     codes_changed: int = 0
     email_mismatches: int = 0
     expiring_announced: int = 0
+    #: Reminders e-mailed to holders this run (ReminderDays).
+    reminders_sent: int = 0
     batches_reported: list[str] = field(default_factory=list)
     #: Counts by state per "partner / program", settled purchases included.
     by_program: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -75,6 +79,7 @@ class SyncOutcome:
             "codesChanged": self.codes_changed,
             "emailMismatches": self.email_mismatches,
             "expiringAnnounced": self.expiring_announced,
+            "remindersSent": self.reminders_sent,
             "batchesReported": self.batches_reported,
             "byProgram": self.by_program,
         }
@@ -99,12 +104,15 @@ class _Run:
     expiring: dict[tuple[str, str], list[_Expiring]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    reminder_days: tuple[int, ...] = ()
+    reminders: list[DueReminder] = field(default_factory=list)
 
 
 def sync_redemptions(services: Services) -> SyncOutcome:
     """One run of the sync over every open purchase; safe to run again at any time."""
     now = services.now()
     run = _Run(now, datetime.fromtimestamp(now, UTC), services.settings.expiry_notice_days)
+    run.reminder_days = services.settings.reminder_schedule
     outcome = run.outcome
     for purchase in services.ledger.tracking.open_purchases():
         if purchase.batch_id not in run.batches:
@@ -122,6 +130,7 @@ def sync_redemptions(services: Services) -> SyncOutcome:
         services.metrics.count("RedemptionPurchasesUnread", outcome.purchases_unread)
     for (partner, program), codes in sorted(run.expiring.items()):
         outcome.expiring_announced += _announce_expiring(services, partner, program, codes, now)
+    outcome.reminders_sent = send_reminders(services, run.reminders)["sent"]
     for batch_id in sorted(run.touched):
         batch = run.batches.get(batch_id)
         if batch is not None:
@@ -174,6 +183,10 @@ def _sync_purchase(services: Services, run: _Run, purchase: TrackedPurchase) -> 
             run.expiring[(purchase.partner_name, purchase.program_name)].append(
                 _Expiring(assignment, new.expires_utc)
             )
+        if new.state == "unused" and new.active:
+            days = due_reminder(new.expires_utc, run.now, run.reminder_days)
+            if days is not None:
+                run.reminders.append(DueReminder(assignment, days, new.expires_utc))
         states.append(new.state)
     counts = count_states(states)
     if all_known and all(is_settled(s) for s in states):

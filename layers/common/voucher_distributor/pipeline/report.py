@@ -34,6 +34,7 @@ from voucher_distributor.domain.results_csv import (
     ResultStatus,
     spreadsheet_safe,
 )
+from voucher_distributor.domain.send_schedule import SCHEDULED
 from voucher_distributor.domain.timestamps import iso_utc
 from voucher_distributor.models.email import EmailState
 from voucher_distributor.models.ledger import (
@@ -89,6 +90,9 @@ def report_batch(services: Services, batch_id: str) -> str:
         purchases_created=tally.purchases_created,
         purchases_adopted=tally.purchases_adopted,
     )
+    if batch.send_state == SCHEDULED and tally.assigned == 0:
+        # A scheduled send with no code to mail (everyone existing, rejected or failed).
+        services.ledger.sends.nothing_to_send(batch_id)
     services.metrics.count("BatchDurationSeconds", finished_at - batch.created_at, unit="Seconds")
     log.info("batch %s reported: %s", batch_id, dict(counts))
     return "reported"

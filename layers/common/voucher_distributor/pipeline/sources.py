@@ -19,6 +19,12 @@ from voucher_distributor.domain.csv_input import CsvInputError, ReadTally, read_
 from voucher_distributor.domain.email_templates import normalise_language
 from voucher_distributor.domain.emails import email_problem, normalise_email
 from voucher_distributor.domain.recipients import REISSUE_YES, InputRow
+from voucher_distributor.domain.send_schedule import (
+    PAST_GRACE_SECONDS,
+    SCHEDULED,
+    SendAtError,
+    checked_send_at,
+)
 from voucher_distributor.domain.tenancy import CHANNEL_API, CHANNEL_QUEUE, CHANNEL_UPLOAD
 from voucher_distributor.models.ledger import BatchRecord
 from voucher_distributor.models.messages import DistributionRequest
@@ -36,6 +42,8 @@ MODE_METADATA_KEYS = ("mode",)
 #: assigned code).
 SEND_EMAIL_METADATA_KEYS = ("send-email", "send_email", "sendemail")
 _NO = frozenset({"false", "no", "0", "off", "n"})
+#: ``x-amz-meta-send-at: 2027-03-01T09:00:00Z``: the e-mails wait until then (sendAt).
+SEND_AT_METADATA_KEYS = ("send-at", "send_at", "sendat")
 #: ``x-amz-meta-retry-of: <batch id>``: the file holds another batch's failed rows (retry-failed).
 RETRY_METADATA_KEYS = ("retry-of", "retry_of", "retryof")
 #: ``x-amz-meta-language: de``: the e-mail's language for rows without a language column.
@@ -79,10 +87,15 @@ def upload_request(
     )
     if batch.retry_of:
         batch = _as_retry_of(services, batch, batch.retry_of)
+    batch, send_at_problem = _scheduled(
+        services, batch, _first(stored.metadata, SEND_AT_METADATA_KEYS)
+    )
     limit = services.settings.max_csv_bytes
     rows: Iterator[InputRow]
     tally = ReadTally()
-    if stored.size > limit:
+    if send_at_problem:
+        rows = _refuse(f"{send_at_problem} (object metadata send-at)")
+    elif stored.size > limit:
         rows = _refuse(
             f"the file is {stored.size:,} bytes; the limit is {limit:,} — split it into "
             "smaller files"
@@ -96,6 +109,28 @@ def upload_request(
         metadata_partner=_first(stored.metadata, PARTNER_METADATA_KEYS),
         metadata_program=_first(stored.metadata, PROGRAM_METADATA_KEYS),
     )
+
+
+def _scheduled(
+    services: Services, batch: BatchRecord, send_at: str | None
+) -> tuple[BatchRecord, str | None]:
+    """The batch with its ``sendAt`` (its e-mails then wait), or why the sendAt is refused."""
+    if send_at is None or not send_at.strip():
+        return batch, None
+    now = services.now()
+    earlier = services.ledger.batches.get_batch(batch.batch_id)
+    if earlier is not None and earlier.send_at is not None:
+        now = earlier.created_at  # a later delivery of the same input: checked on its first
+    try:
+        at = checked_send_at(send_at, now, grace=PAST_GRACE_SECONDS)
+    except SendAtError as exc:
+        return batch, str(exc)
+    if at is None:
+        return batch, None
+    mails = batch.send_email and not batch.dry_run
+    return batch.model_copy(
+        update={"send_at": at, "send_state": SCHEDULED if mails else None}
+    ), None
 
 
 def _as_retry_of(services: Services, batch: BatchRecord, original_id: str) -> BatchRecord:
@@ -139,9 +174,12 @@ def request_ingest(
         send_email=request.send_email,
         language=normalise_language(request.language),
     )
+    batch, send_at_problem = _scheduled(services, batch, request.send_at)
     rows: Iterator[InputRow]
     tally = ReadTally()
-    if request.recipients_s3_uri:
+    if send_at_problem:
+        rows = _refuse(send_at_problem)
+    elif request.recipients_s3_uri:
         rows = _rows_from_s3(services, request.recipients_s3_uri, tally)
     elif request.recipients is not None and len(request.recipients) > (
         limit := services.settings.max_inline_recipients

@@ -19,6 +19,7 @@ from voucher_distributor.adapters.ledger.holdings import Claim, ClaimOutcome, Ho
 from voucher_distributor.adapters.ledger.outbox import OutboxStore
 from voucher_distributor.adapters.ledger.requests import ApiRequestStore
 from voucher_distributor.adapters.ledger.resends import ResendStore
+from voucher_distributor.adapters.ledger.sends import SendStore
 from voucher_distributor.adapters.ledger.signatures import SignatureStore
 from voucher_distributor.adapters.ledger.table import EMAIL_INDEX, LedgerError, LedgerTable
 from voucher_distributor.adapters.ledger.templates import TemplateStore
@@ -53,3 +54,4 @@ class Ledger:
         self.deliveries = DeliveryStore(self.table)
         self.resends = ResendStore(self.table)
         self.templates = TemplateStore(self.table)
+        self.sends = SendStore(self.table)

@@ -14,6 +14,13 @@ SES call (the item exists in state ``unknown``); :meth:`record_sent` / :meth:`re
 conditional on that same attempt after it; :meth:`release` gives a claim back only when SES
 surely sent nothing (throttled, paused). A resend (a later issue) is a new claim on the same
 item: ``claim(..., replacing=current)``.
+
+A reminder before the code expires (``ReminderDays``) is an item of its own beside the row's
+first e-mail: ``sk = E#<row:09>#R<days:03>``, one per (code, N), claimed the same way; its
+claim is one transaction with a check that the person still holds the code (their holding
+``H#`` still points at this row). Its delivery id is ``<batch>.<row>.r<days>.<attempt>``.
+:meth:`DeliveryStore.for_batch` leaves reminders out (a row's state is its first e-mail's);
+:meth:`DeliveryStore.reminders_for_batch` and :meth:`reminders_for_row` read them.
 """
 
 from __future__ import annotations
@@ -40,13 +47,37 @@ from voucher_distributor.models.ledger import BatchRecord
 _MAX_EVENT_RETRIES = 8
 
 
-def email_sk(row_number: int) -> str:
-    return f"E#{row_number:09d}"
+def email_sk(row_number: int, reminder_days: int | None = None) -> str:
+    base = f"E#{row_number:09d}"
+    return base if reminder_days is None else f"{base}#R{reminder_days:03d}"
 
 
-def delivery_id(batch_id: str, row_number: int, attempt: int) -> str:
+def delivery_id(
+    batch_id: str, row_number: int, attempt: int, reminder_days: int | None = None
+) -> str:
     """The id of one attempt; SES tag values allow letters, digits, ``-``, ``_``, ``.``, ``@``."""
+    if reminder_days is not None:
+        return f"{batch_id}.{row_number}.r{reminder_days}.{attempt}"
     return f"{batch_id}.{row_number}.{attempt}"
+
+
+def parse_reminder_id(value: str) -> tuple[str, int, int, int] | None:
+    """(batch, row, days, attempt) of a reminder's delivery id, or None."""
+    parts = value.rsplit(".", 3)
+    if (
+        len(parts) != 4
+        or not parts[0]
+        or not parts[1].isdigit()
+        or not parts[2].startswith("r")
+        or not parts[2][1:].isdigit()
+        or not parts[3].isdigit()
+    ):
+        return None
+    return parts[0], int(parts[1]), int(parts[2][1:]), int(parts[3])
+
+
+class NoLongerHeld(RuntimeError):
+    """A reminder's claim found the code no longer held by the person it was for."""
 
 
 def parse_delivery_id(value: str) -> tuple[str, int, int] | None:
@@ -70,7 +101,9 @@ def _record(item: Mapping[str, Any]) -> EmailDelivery:
         if stored in values:
             values[field] = values.pop(stored)
     values["batch_id"] = str(values.pop("pk")).removeprefix("B#")
-    values["row_number"] = int(str(values.pop("sk")).removeprefix("E#"))
+    row, _, reminder = str(values.pop("sk")).removeprefix("E#").partition("#R")
+    values["row_number"] = int(row)
+    values["reminder_days"] = int(reminder) if reminder else None
     return EmailDelivery.model_validate(values)
 
 
@@ -81,7 +114,7 @@ def _item(delivery: EmailDelivery, version: int) -> dict[str, Any]:
         if field in item:
             item[stored] = item.pop(field)
     item["pk"] = batch_pk(delivery.batch_id)
-    item["sk"] = email_sk(delivery.row_number)
+    item["sk"] = email_sk(delivery.row_number, delivery.reminder_days)
     item["version"] = version
     return item
 
@@ -122,10 +155,12 @@ def _claim_item(
     voucher_code: str,
     now: int,
     replacing: EmailDelivery | None = None,
+    reminder_days: int | None = None,
 ) -> tuple[EmailDelivery, dict[str, Any]]:
-    """The claimed record of a row's next send (``unknown``) and its item."""
+    """The claimed record of a row's next send (``unknown``) and its item (``reminder_days``:
+    the row's N-day reminder instead)."""
     attempt = (replacing.attempts if replacing else 0) + 1
-    did = delivery_id(batch_id, row_number, attempt)
+    did = delivery_id(batch_id, row_number, attempt, reminder_days)
     step = EmailEventRecord(at=now, state=EmailState.UNKNOWN, source="claim", delivery_id=did)
     claimed = EmailDelivery(
         batch_id=batch_id,
@@ -138,6 +173,7 @@ def _claim_item(
         claimed_at=now,
         updated_at=now,
         history=[*(replacing.history if replacing else []), step],
+        reminder_days=reminder_days,
     )
     item = _item(claimed, version=1)
     if replacing is not None:
@@ -148,19 +184,38 @@ def _claim_item(
 class DeliveryStore(Store):
     """E-mail deliveries (``ledger.deliveries``)."""
 
-    def _key(self, batch_id: str, row_number: int) -> dict[str, str]:
-        return {"pk": batch_pk(batch_id), "sk": email_sk(row_number)}
+    def _key(
+        self, batch_id: str, row_number: int, reminder_days: int | None = None
+    ) -> dict[str, str]:
+        return {"pk": batch_pk(batch_id), "sk": email_sk(row_number, reminder_days)}
+
+    def _key_of(self, delivery: EmailDelivery) -> dict[str, str]:
+        return self._key(delivery.batch_id, delivery.row_number, delivery.reminder_days)
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, batch_id: str, row_number: int) -> EmailDelivery | None:
-        got = self._table.get_item(Key=self._key(batch_id, row_number), ConsistentRead=True)
+    def get(
+        self, batch_id: str, row_number: int, reminder_days: int | None = None
+    ) -> EmailDelivery | None:
+        got = self._table.get_item(
+            Key=self._key(batch_id, row_number, reminder_days), ConsistentRead=True
+        )
         return _record(got["Item"]) if "Item" in got else None
 
     def for_batch(self, batch_id: str) -> Iterator[EmailDelivery]:
-        """A batch's deliveries in row order (one Query, page after page)."""
+        """A batch's first e-mails in row order (one Query, page after page; no reminders)."""
         for item in self._query_prefix(batch_id, "E#"):
-            yield _record(item)
+            if "#R" not in str(item["sk"]):
+                yield _record(item)
+
+    def reminders_for_batch(self, batch_id: str) -> Iterator[EmailDelivery]:
+        """A batch's reminders in row order (the same Query, the other items)."""
+        for item in self._query_prefix(batch_id, "E#"):
+            if "#R" in str(item["sk"]):
+                yield _record(item)
+
+    def reminders_for_row(self, batch_id: str, row_number: int) -> list[EmailDelivery]:
+        return [_record(i) for i in self._query_prefix(batch_id, f"{email_sk(row_number)}#R")]
 
     def states(self, batch_id: str) -> Iterator[tuple[int, EmailState]]:
         """A batch's (row, e-mail state) pairs in row order: the same Query as
@@ -180,7 +235,16 @@ class DeliveryStore(Store):
         self, batch_id: str, row_number: int
     ) -> tuple[BatchRecord | None, EmailDelivery | None]:
         """The batch and one row's e-mail in one read (a code's record: ``voucher CODE``)."""
+        batch, delivery, _ = self.get_record_items(batch_id, row_number)
+        return batch, delivery
+
+    def get_record_items(
+        self, batch_id: str, row_number: int, reminder_days: tuple[int, ...] = ()
+    ) -> tuple[BatchRecord | None, EmailDelivery | None, list[EmailDelivery]]:
+        """The batch, one row's e-mail and its reminders of ``reminder_days``, in one read."""
         keys = [{"pk": batch_pk(batch_id), "sk": BATCH_SK}, self._key(batch_id, row_number)]
+        keys += [self._key(batch_id, row_number, days) for days in dict.fromkeys(reminder_days)]
+        reminders: list[EmailDelivery] = []
         request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
         batch: BatchRecord | None = None
         delivery: EmailDelivery | None = None
@@ -189,10 +253,12 @@ class DeliveryStore(Store):
             for item in got["Responses"].get(self.table_name, []):
                 if item["sk"] == BATCH_SK:
                     batch = BatchRecord.model_validate(plain(item))
+                elif "#R" in str(item["sk"]):
+                    reminders.append(_record(item))
                 else:
                     delivery = _record(item)
             request = got.get("UnprocessedKeys") or {}
-        return batch, delivery
+        return batch, delivery, reminders
 
     def get_many(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], EmailDelivery]:
         """Deliveries by (batch, row), 100 keys a request; rows never mailed are left out."""
@@ -224,15 +290,19 @@ class DeliveryStore(Store):
         voucher_code: str,
         now: int,
         replacing: EmailDelivery | None = None,
+        reminder_days: int | None = None,
+        holding: tuple[str, str] | None = None,
     ) -> EmailDelivery | None:
         """Claim the row's next send; None when it is claimed or mailed already.
 
         The first claim needs the item absent; a resend's (``replacing``) needs the item still
         at the attempt it saw. The claimed item is ``unknown`` until the SES call is recorded.
+        ``reminder_days``: the row's N-day reminder instead; ``holding`` (holding ``pk``, ``sk``):
+        the claim also needs that holding to point at this row, else :class:`NoLongerHeld`.
         """
         claimed, item = _claim_item(
             batch_id, row_number, to_address=to_address, voucher_code=voucher_code, now=now,
-            replacing=replacing,
+            replacing=replacing, reminder_days=reminder_days,
         )  # fmt: skip
         condition: dict[str, Any] = (
             {"ConditionExpression": "attribute_not_exists(pk)"}
@@ -242,6 +312,8 @@ class DeliveryStore(Store):
                 "ExpressionAttributeValues": {":seen": replacing.delivery_id},
             }
         )
+        if holding is not None:
+            return self._claim_held(claimed, item, holding, batch_id, row_number)
         try:
             self._table.put_item(Item=item, **condition)
         except ClientError as exc:
@@ -312,6 +384,44 @@ class DeliveryStore(Store):
                 for claimed, message_id in part:
                     self.record_sent(claimed, message_id=message_id, now=now)
 
+    def _claim_held(
+        self,
+        claimed: EmailDelivery,
+        item: dict[str, Any],
+        holding: tuple[str, str],
+        batch_id: str,
+        row_number: int,
+    ) -> EmailDelivery | None:
+        """A first claim and a check of the holding, in one transaction."""
+        items: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "ConditionCheck": {
+                    "TableName": self.table_name,
+                    "Key": {"pk": holding[0], "sk": holding[1]},
+                    "ConditionExpression": "batch_id = :b AND row_number = :r",
+                    "ExpressionAttributeValues": {":b": batch_id, ":r": row_number},
+                }
+            },
+        ]
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            reasons = cancellation_reasons(exc, len(items))
+            failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+            if not failed:
+                raise
+            if failed[0] == 0:
+                return None
+            raise NoLongerHeld(f"row {row_number} of batch {batch_id}") from exc
+        return claimed
+
     def _sent_update(self, claimed: EmailDelivery, message_id: str, now: int) -> dict[str, Any]:
         """The conditional update that records a send (the item still this attempt's, and
         ``unknown``)."""
@@ -321,7 +431,7 @@ class DeliveryStore(Store):
             )
         )
         return {
-            "Key": self._key(claimed.batch_id, claimed.row_number),
+            "Key": self._key_of(claimed),
             "UpdateExpression": (
                 "SET message_id = :m, sent_at = :now, updated_at = :now, #s = :sent, "
                 "history = list_append(history, :step) ADD version :one"
@@ -348,7 +458,7 @@ class DeliveryStore(Store):
                 raise
             # SES's Send event came first and moved the state on: keep that, add the id.
             self._table.update_item(
-                Key=self._key(claimed.batch_id, claimed.row_number),
+                Key=self._key_of(claimed),
                 UpdateExpression="SET message_id = :m, sent_at = :now ADD version :one",
                 ConditionExpression="delivery_id = :d",
                 ExpressionAttributeValues={
@@ -369,7 +479,7 @@ class DeliveryStore(Store):
         )
         try:
             self._table.update_item(
-                Key=self._key(claimed.batch_id, claimed.row_number),
+                Key=self._key_of(claimed),
                 UpdateExpression=(
                     "SET #s = :failed, reason = :r, updated_at = :now, "
                     "history = list_append(history, :step) ADD version :one"
@@ -394,7 +504,7 @@ class DeliveryStore(Store):
         """The call's outcome is not known: the row stays ``unknown``, with why."""
         try:
             self._table.update_item(
-                Key=self._key(claimed.batch_id, claimed.row_number),
+                Key=self._key_of(claimed),
                 UpdateExpression="SET reason = :r, updated_at = :now ADD version :one",
                 ConditionExpression="delivery_id = :d AND #s = :unknown",
                 ExpressionAttributeNames={"#s": _STATE},
@@ -415,7 +525,7 @@ class DeliveryStore(Store):
 
         A first attempt's item is deleted; a resend's goes back to the state it replaced.
         """
-        key = self._key(claimed.batch_id, claimed.row_number)
+        key = self._key_of(claimed)
         condition = "delivery_id = :d AND #s = :unknown"
         values = {":d": claimed.delivery_id, ":unknown": EmailState.UNKNOWN.value}
         try:
@@ -480,12 +590,17 @@ class DeliveryStore(Store):
     # ------------------------------------------------------------------ SES's events
 
     def record_event(
-        self, batch_id: str, row_number: int, event: EmailEventRecord
+        self,
+        batch_id: str,
+        row_number: int,
+        event: EmailEventRecord,
+        reminder_days: int | None = None,
     ) -> tuple[EmailDelivery, bool] | None:
         """Apply one SES event (forward only, duplicates dropped): the record after it and
         whether its state changed; None when the row has no delivery item."""
+        key = self._key(batch_id, row_number, reminder_days)
         for _ in range(_MAX_EVENT_RETRIES):
-            got = self._table.get_item(Key=self._key(batch_id, row_number), ConsistentRead=True)
+            got = self._table.get_item(Key=key, ConsistentRead=True)
             if "Item" not in got:
                 return None
             version = int(got["Item"].get("version", 0))
