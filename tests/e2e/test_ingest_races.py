@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from voucher_distributor.domain.recipients import InputRow
 from voucher_distributor.pipeline.context import Services, build_services
-from voucher_distributor.pipeline.ingest import IngestBusy, IngestRetryLater, ingest
+from voucher_distributor.pipeline.ingest import IngestBusy, IngestRequest, IngestRetryLater, ingest
 from voucher_distributor.pipeline.sources import upload_request
 from voucher_distributor.settings import Settings
 from voucher_distributor_cli.sandbox import FaultSettings
@@ -35,6 +36,22 @@ def _services(world: World, monkeypatch: pytest.MonkeyPatch) -> Services:
     return build_services(Settings.from_environ(env))
 
 
+def _two_deliveries(
+    make_world: Any, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> tuple[World, Services, str, IngestRequest, IngestRequest]:
+    """One upload of ``rows`` people, and two deliveries of it (A, B) to ingest by hand."""
+    world = make_world()
+    services = _services(world, monkeypatch)
+    batch_id = world.pipeline.submit_csv(world.csv_file(people(rows)))
+    s3 = world.pipeline.stack.client("s3")
+    version = s3.head_object(Bucket=world.pipeline.bucket, Key="incoming/people.csv")["VersionId"]
+    first = upload_request(services, "incoming/people.csv", version, sender="A")
+    second = upload_request(services, "incoming/people.csv", version, sender="B")
+    assert first is not None
+    assert second is not None
+    return world, services, batch_id, first, second
+
+
 def _until(done: object, timeout_s: float = 20) -> None:
     deadline = time.monotonic() + timeout_s
     while not done():  # type: ignore[operator]
@@ -45,15 +62,7 @@ def _until(done: object, timeout_s: float = 20) -> None:
 def test_a_second_delivery_meeting_an_outage_gives_back_nothing_of_the_first(
     make_world, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = make_world()
-    services = _services(world, monkeypatch)
-    batch_id = world.pipeline.submit_csv(world.csv_file(people(1100)))
-    s3 = world.pipeline.stack.client("s3")
-    version = s3.head_object(Bucket=world.pipeline.bucket, Key="incoming/people.csv")["VersionId"]
-    first = upload_request(services, "incoming/people.csv", version, sender="A")
-    second = upload_request(services, "incoming/people.csv", version, sender="B")
-    assert first is not None
-    assert second is not None
+    world, services, batch_id, first, second = _two_deliveries(make_world, monkeypatch, 1100)
     assert first.batch.batch_id == batch_id
     seen: dict[str, BaseException] = {}
 
@@ -99,15 +108,7 @@ def test_a_second_delivery_meeting_a_401_does_not_fail_the_batch(
     make_world, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a 401 B would fail a batch that A is still ingesting: it may not, without the lease."""
-    world = make_world()
-    services = _services(world, monkeypatch)
-    batch_id = world.pipeline.submit_csv(world.csv_file(people(3)))
-    s3 = world.pipeline.stack.client("s3")
-    version = s3.head_object(Bucket=world.pipeline.bucket, Key="incoming/people.csv")["VersionId"]
-    first = upload_request(services, "incoming/people.csv", version, sender="A")
-    second = upload_request(services, "incoming/people.csv", version, sender="B")
-    assert first is not None
-    assert second is not None
+    world, services, batch_id, first, second = _two_deliveries(make_world, monkeypatch, 3)
     seen: dict[str, BaseException] = {}
 
     def a_rows() -> Iterator[InputRow]:
@@ -136,15 +137,7 @@ def test_a_delivery_that_fails_ends_its_lease_so_the_next_takes_the_batch_at_onc
     """Reliability seed 302: a delivery that failed (not died) kept its lease, so the next
     delivery waited it out (IngestBusy), spending one of the queue's six deliveries; with an
     outage's send-backs and a crash that sent the input to its dead-letter queue."""
-    world = make_world()
-    services = _services(world, monkeypatch)
-    batch_id = world.pipeline.submit_csv(world.csv_file(people(1100)))
-    s3 = world.pipeline.stack.client("s3")
-    version = s3.head_object(Bucket=world.pipeline.bucket, Key="incoming/people.csv")["VersionId"]
-    first = upload_request(services, "incoming/people.csv", version, sender="A")
-    second = upload_request(services, "incoming/people.csv", version, sender="B")
-    assert first is not None
-    assert second is not None
+    world, services, batch_id, first, second = _two_deliveries(make_world, monkeypatch, 1100)
 
     def a_rows() -> Iterator[InputRow]:
         for number, row in enumerate(first.rows, start=1):

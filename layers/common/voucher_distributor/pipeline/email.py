@@ -282,6 +282,24 @@ def _send_one(
     )
     if claimed is None:
         return "already"
+    return send_claimed(services, claimed, rendered, sender=sender, to=to, now=now, pacer=pacer)
+
+
+def send_claimed(
+    services: Services,
+    claimed: EmailDelivery,
+    rendered: RenderedEmail,
+    *,
+    sender: Sender,
+    to: str,
+    now: int,
+    pacer: Pacer,
+    counted: bool = True,
+) -> str:
+    """One claimed row's SES call and its record (a first e-mail, a resend, a reminder):
+    ``sent``, ``failed`` or ``unknown``; throttled, paused or unreachable: the claim is given
+    back and the error raised (the rest waits). ``counted``: in the e-mail metrics."""
+    deliveries = services.ledger.deliveries
     raw = build_mime(rendered, sender=sender, to=to, sent_at=now)
     pacer.wait()
     assert services.ses is not None
@@ -297,15 +315,18 @@ def _send_one(
         raise
     except SesRejected as exc:
         deliveries.record_failed(claimed, reason=str(exc), now=services.now())
-        services.metrics.count("EmailsFailed")
+        if counted:
+            services.metrics.count("EmailsFailed")
         return "failed"
     except SesOutcomeUnknown as exc:
         deliveries.record_unknown(claimed, reason=str(exc), now=services.now())
-        services.metrics.count("EmailsUnknown")
-        log.warning("row %s/%d: %s", record.batch_id, record.row_number, exc)
+        if counted:
+            services.metrics.count("EmailsUnknown")
+        log.warning("row %s/%d: %s", claimed.batch_id, claimed.row_number, exc)
         return "unknown"
     deliveries.record_sent(claimed, message_id=sent.message_id, now=services.now())
-    services.metrics.count("EmailsSent")
+    if counted:
+        services.metrics.count("EmailsSent")
     return "sent"
 
 

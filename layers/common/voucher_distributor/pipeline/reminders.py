@@ -20,8 +20,6 @@ from dataclasses import dataclass, replace
 from voucher_distributor.adapters.ledger.deliveries import NoLongerHeld
 from voucher_distributor.adapters.ledger.table import holding_pk, holding_sk
 from voucher_distributor.adapters.ses import (
-    SesOutcomeUnknown,
-    SesRejected,
     SesSendingStopped,
     SesThrottled,
     SesUnavailable,
@@ -30,7 +28,6 @@ from voucher_distributor.domain.batches import work_key
 from voucher_distributor.domain.email_message import (
     AddressNotSendable,
     EmailRenderError,
-    build_mime,
     render_email,
     ses_address,
 )
@@ -38,7 +35,13 @@ from voucher_distributor.domain.outcomes import outcomes_file
 from voucher_distributor.models.email import EmailState
 from voucher_distributor.models.ledger import AssignmentRecord, ChunkRecord
 from voucher_distributor.pipeline.context import Services, log
-from voucher_distributor.pipeline.email import Pacer, sender_of, voucher_email, worker_send_rate
+from voucher_distributor.pipeline.email import (
+    Pacer,
+    send_claimed,
+    sender_of,
+    voucher_email,
+    worker_send_rate,
+)
 from voucher_distributor.pipeline.templates import template_for
 
 #: The first e-mail's states after which its holder may be reminded.
@@ -133,24 +136,6 @@ def _send_reminder(
         return "not-held"
     if claimed is None:
         return "already"
-    raw = build_mime(rendered, sender=sender, to=to, sent_at=now)
-    pacer.wait()
-    assert services.ses is not None
-    try:
-        sent = services.ses.send(
-            raw,
-            from_address=ses_address(sender.email),
-            to_address=to,
-            delivery_id=claimed.delivery_id,
-        )
-    except (SesThrottled, SesSendingStopped, SesUnavailable):
-        deliveries.release(claimed)
-        raise
-    except SesRejected as exc:
-        deliveries.record_failed(claimed, reason=str(exc), now=services.now())
-        return "failed"
-    except SesOutcomeUnknown as exc:
-        deliveries.record_unknown(claimed, reason=str(exc), now=services.now())
-        return "unknown"
-    deliveries.record_sent(claimed, message_id=sent.message_id, now=services.now())
-    return "sent"
+    return send_claimed(
+        services, claimed, rendered, sender=sender, to=to, now=now, pacer=pacer, counted=False
+    )
