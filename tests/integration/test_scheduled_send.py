@@ -120,6 +120,8 @@ def test_a_reminder_is_claimed_once_per_code_and_days_while_held(ledger) -> None
     assert stored.reminder_days == 3
     # Reminders are not the row's first e-mail.
     assert list(ledger.deliveries.for_batch("r-batch")) == []
+    # nor in the results' e-mail column (the state-only read met the reminder keys at a merge)
+    assert list(ledger.deliveries.states("r-batch")) == []
     assert [r.reminder_days for r in ledger.deliveries.reminders_for_row("r-batch", 4)] == [3, 14]
     ledger.deliveries.record_sent(claimed, message_id="m-1", now=11)
     assert ledger.deliveries.get("r-batch", 4, 3).state == "sent"

@@ -224,8 +224,13 @@ def test_the_email_stage_never_mails_twice_nor_the_wrong_code(
     seed = 900_100 + EMAIL_FAULT_CASES.index((fault, unknown))
     record = harness.run(targeted(seed, [fault]))
     assert not record.violations, record.violations
-    assert record.fired["email:sent"] == 6 - unknown
-    assert record.fired["email:unknown-window"] == unknown
+    # A crash kills its whole invocation: the rest of its claimed slice stays `unknown` too
+    # (claimed, never sent, never re-sent on its own), so the window is at least the one row.
+    left = record.fired["email:unknown-window"]
+    assert record.fired["email:sent"] + left == 6
+    assert left >= unknown
+    if not fault.startswith("wire:"):
+        assert left == 0
     if fault.startswith("wire:"):
         assert record.fired[fault.rsplit(":", 1)[0]] == 1
     else:

@@ -229,7 +229,10 @@ class DeliveryStore(Store):
             "ConsistentRead": True,
         }
         for item in self._pages(self._table.query, **kwargs):
-            yield int(str(item["sk"]).removeprefix("E#")), EmailState(str(item[_STATE]))
+            sk = str(item["sk"])
+            if "#R" in sk:
+                continue  # a reminder (E#<row>#R<N>): not the row's first e-mail, as for_batch
+            yield int(sk.removeprefix("E#")), EmailState(str(item[_STATE]))
 
     def get_with_batch(
         self, batch_id: str, row_number: int
