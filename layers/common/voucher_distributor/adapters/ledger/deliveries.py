@@ -25,12 +25,26 @@ claim is one transaction with a check that the person still holds the code (thei
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from voucher_distributor.adapters.ledger.delivery_items import (
+    MAX_SLICE,
+    STATE_ATTRIBUTE,
+    NoLongerHeld,
+    SliceClaim,
+    adds_nothing,
+    claim_item,
+    delivery_id,
+    email_sk,
+    event_step,
+    item_of,
+    parse_delivery_id,
+    parse_reminder_id,
+    record_of,
+)
 from voucher_distributor.adapters.ledger.table import (
     BATCH_SK,
     Store,
@@ -44,141 +58,18 @@ from voucher_distributor.domain.email_states import apply_event
 from voucher_distributor.models.email import EmailDelivery, EmailEventRecord, EmailState
 from voucher_distributor.models.ledger import BatchRecord
 
+__all__ = [
+    "MAX_SLICE",
+    "DeliveryStore",
+    "NoLongerHeld",
+    "SliceClaim",
+    "delivery_id",
+    "email_sk",
+    "parse_delivery_id",
+    "parse_reminder_id",
+]
+
 _MAX_EVENT_RETRIES = 8
-
-
-def email_sk(row_number: int, reminder_days: int | None = None) -> str:
-    base = f"E#{row_number:09d}"
-    return base if reminder_days is None else f"{base}#R{reminder_days:03d}"
-
-
-def delivery_id(
-    batch_id: str, row_number: int, attempt: int, reminder_days: int | None = None
-) -> str:
-    """The id of one attempt; SES tag values allow letters, digits, ``-``, ``_``, ``.``, ``@``."""
-    if reminder_days is not None:
-        return f"{batch_id}.{row_number}.r{reminder_days}.{attempt}"
-    return f"{batch_id}.{row_number}.{attempt}"
-
-
-def parse_reminder_id(value: str) -> tuple[str, int, int, int] | None:
-    """(batch, row, days, attempt) of a reminder's delivery id, or None."""
-    parts = value.rsplit(".", 3)
-    if (
-        len(parts) != 4
-        or not parts[0]
-        or not parts[1].isdigit()
-        or not parts[2].startswith("r")
-        or not parts[2][1:].isdigit()
-        or not parts[3].isdigit()
-    ):
-        return None
-    return parts[0], int(parts[1]), int(parts[2][1:]), int(parts[3])
-
-
-class NoLongerHeld(RuntimeError):
-    """A reminder's claim found the code no longer held by the person it was for."""
-
-
-def parse_delivery_id(value: str) -> tuple[str, int, int] | None:
-    """(batch, row, attempt) of a delivery id, or None if it is not one of ours."""
-    parts = value.rsplit(".", 2)
-    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
-        return None
-    return parts[0], int(parts[1]), int(parts[2])
-
-
-#: Fields stored under other names than the record's: ``voucher_code`` and ``state`` are the
-#: keys of the ledger's sparse ``by-code`` and ``chunks-by-state`` indexes, which a delivery
-#: item must never join (it would answer a look-up of a code, or read as a chunk).
-_STORED_AS = {"voucher_code": "mailed_code", "state": "email_state"}
-_STATE = _STORED_AS["state"]
-
-
-def _record(item: Mapping[str, Any]) -> EmailDelivery:
-    values = plain(dict(item))
-    for field, stored in _STORED_AS.items():
-        if stored in values:
-            values[field] = values.pop(stored)
-    values["batch_id"] = str(values.pop("pk")).removeprefix("B#")
-    row, _, reminder = str(values.pop("sk")).removeprefix("E#").partition("#R")
-    values["row_number"] = int(row)
-    values["reminder_days"] = int(reminder) if reminder else None
-    return EmailDelivery.model_validate(values)
-
-
-def _item(delivery: EmailDelivery, version: int) -> dict[str, Any]:
-    item = delivery.model_dump(mode="json", exclude={"batch_id", "row_number"})
-    item = {k: v for k, v in item.items() if v not in (None, "", [])}
-    for field, stored in _STORED_AS.items():
-        if field in item:
-            item[stored] = item.pop(field)
-    item["pk"] = batch_pk(delivery.batch_id)
-    item["sk"] = email_sk(delivery.row_number, delivery.reminder_days)
-    item["version"] = version
-    return item
-
-
-def _step(event: EmailEventRecord) -> dict[str, Any]:
-    return {k: v for k, v in event.model_dump(mode="json").items() if v != ""}
-
-
-def _adds_nothing(current: EmailDelivery, event: EmailEventRecord) -> bool:
-    """SES's Send event for a row whose send we recorded ourselves: nothing new to keep."""
-    return (
-        event.state == EmailState.SENT
-        and current.state != EmailState.UNKNOWN
-        and event.delivery_id == current.delivery_id
-        and any(h.source == "send" and h.delivery_id == event.delivery_id for h in current.history)
-    )
-
-
-#: Claims (and records) to one transaction: DynamoDB's limit of items to a TransactWriteItems.
-MAX_SLICE = 100
-
-
-@dataclass(frozen=True)
-class SliceClaim:
-    """One row of a slice to claim (its first send)."""
-
-    batch_id: str
-    row_number: int
-    to_address: str
-    voucher_code: str
-
-
-def _claim_item(
-    batch_id: str,
-    row_number: int,
-    *,
-    to_address: str,
-    voucher_code: str,
-    now: int,
-    replacing: EmailDelivery | None = None,
-    reminder_days: int | None = None,
-) -> tuple[EmailDelivery, dict[str, Any]]:
-    """The claimed record of a row's next send (``unknown``) and its item (``reminder_days``:
-    the row's N-day reminder instead)."""
-    attempt = (replacing.attempts if replacing else 0) + 1
-    did = delivery_id(batch_id, row_number, attempt, reminder_days)
-    step = EmailEventRecord(at=now, state=EmailState.UNKNOWN, source="claim", delivery_id=did)
-    claimed = EmailDelivery(
-        batch_id=batch_id,
-        row_number=row_number,
-        delivery_id=did,
-        state=EmailState.UNKNOWN,
-        attempts=attempt,
-        to_address=to_address,
-        voucher_code=voucher_code,
-        claimed_at=now,
-        updated_at=now,
-        history=[*(replacing.history if replacing else []), step],
-        reminder_days=reminder_days,
-    )
-    item = _item(claimed, version=1)
-    if replacing is not None:
-        item["previous_state"] = replacing.state.value
-    return claimed, item
 
 
 class DeliveryStore(Store):
@@ -200,22 +91,22 @@ class DeliveryStore(Store):
         got = self._table.get_item(
             Key=self._key(batch_id, row_number, reminder_days), ConsistentRead=True
         )
-        return _record(got["Item"]) if "Item" in got else None
+        return record_of(got["Item"]) if "Item" in got else None
 
     def for_batch(self, batch_id: str) -> Iterator[EmailDelivery]:
         """A batch's first e-mails in row order (one Query, page after page; no reminders)."""
         for item in self._query_prefix(batch_id, "E#"):
             if "#R" not in str(item["sk"]):
-                yield _record(item)
+                yield record_of(item)
 
     def reminders_for_batch(self, batch_id: str) -> Iterator[EmailDelivery]:
         """A batch's reminders in row order (the same Query, the other items)."""
         for item in self._query_prefix(batch_id, "E#"):
             if "#R" in str(item["sk"]):
-                yield _record(item)
+                yield record_of(item)
 
     def reminders_for_row(self, batch_id: str, row_number: int) -> list[EmailDelivery]:
-        return [_record(i) for i in self._query_prefix(batch_id, f"{email_sk(row_number)}#R")]
+        return [record_of(i) for i in self._query_prefix(batch_id, f"{email_sk(row_number)}#R")]
 
     def states(self, batch_id: str) -> Iterator[tuple[int, EmailState]]:
         """A batch's (row, e-mail state) pairs in row order: the same Query as
@@ -225,14 +116,14 @@ class DeliveryStore(Store):
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
             "ExpressionAttributeValues": {":pk": batch_pk(batch_id), ":prefix": "E#"},
             "ProjectionExpression": "sk, #s",
-            "ExpressionAttributeNames": {"#s": _STATE},
+            "ExpressionAttributeNames": {"#s": STATE_ATTRIBUTE},
             "ConsistentRead": True,
         }
         for item in self._pages(self._table.query, **kwargs):
             sk = str(item["sk"])
             if "#R" in sk:
                 continue  # a reminder (E#<row>#R<N>): not the row's first e-mail, as for_batch
-            yield int(sk.removeprefix("E#")), EmailState(str(item[_STATE]))
+            yield int(sk.removeprefix("E#")), EmailState(str(item[STATE_ATTRIBUTE]))
 
     def get_with_batch(
         self, batch_id: str, row_number: int
@@ -257,9 +148,9 @@ class DeliveryStore(Store):
                 if item["sk"] == BATCH_SK:
                     batch = BatchRecord.model_validate(plain(item))
                 elif "#R" in str(item["sk"]):
-                    reminders.append(_record(item))
+                    reminders.append(record_of(item))
                 else:
-                    delivery = _record(item)
+                    delivery = record_of(item)
             request = got.get("UnprocessedKeys") or {}
         return batch, delivery, reminders
 
@@ -277,7 +168,7 @@ class DeliveryStore(Store):
             while request:
                 got = self._client.batch_get_item(RequestItems=request)
                 for item in got["Responses"].get(self.table_name, []):
-                    record = _record(item)
+                    record = record_of(item)
                     found[(record.batch_id, record.row_number)] = record
                 request = got.get("UnprocessedKeys") or {}
         return found
@@ -303,7 +194,7 @@ class DeliveryStore(Store):
         ``reminder_days``: the row's N-day reminder instead; ``holding`` (holding ``pk``, ``sk``):
         the claim also needs that holding to point at this row, else :class:`NoLongerHeld`.
         """
-        claimed, item = _claim_item(
+        claimed, item = claim_item(
             batch_id, row_number, to_address=to_address, voucher_code=voucher_code, now=now,
             replacing=replacing, reminder_days=reminder_days,
         )  # fmt: skip
@@ -336,7 +227,7 @@ class DeliveryStore(Store):
         conflicts = 0
         while pending:
             built = [
-                _claim_item(c.batch_id, c.row_number, to_address=c.to_address,
+                claim_item(c.batch_id, c.row_number, to_address=c.to_address,
                             voucher_code=c.voucher_code, now=now)
                 for c in pending
             ]  # fmt: skip
@@ -428,7 +319,7 @@ class DeliveryStore(Store):
     def _sent_update(self, claimed: EmailDelivery, message_id: str, now: int) -> dict[str, Any]:
         """The conditional update that records a send (the item still this attempt's, and
         ``unknown``)."""
-        step = _step(
+        step = event_step(
             EmailEventRecord(
                 at=now, state=EmailState.SENT, source="send", delivery_id=claimed.delivery_id
             )
@@ -440,7 +331,7 @@ class DeliveryStore(Store):
                 "history = list_append(history, :step) ADD version :one"
             ),
             "ConditionExpression": "delivery_id = :d AND #s = :unknown",
-            "ExpressionAttributeNames": {"#s": _STATE},
+            "ExpressionAttributeNames": {"#s": STATE_ATTRIBUTE},
             "ExpressionAttributeValues": {
                 ":d": claimed.delivery_id,
                 ":m": message_id,
@@ -471,7 +362,7 @@ class DeliveryStore(Store):
 
     def record_failed(self, claimed: EmailDelivery, *, reason: str, now: int) -> None:
         """SES refused the message (or it could not be made): ``failed`` with why."""
-        step = _step(
+        step = event_step(
             EmailEventRecord(
                 at=now,
                 state=EmailState.FAILED,
@@ -488,7 +379,7 @@ class DeliveryStore(Store):
                     "history = list_append(history, :step) ADD version :one"
                 ),
                 ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": _STATE},
+                ExpressionAttributeNames={"#s": STATE_ATTRIBUTE},
                 ExpressionAttributeValues={
                     ":d": claimed.delivery_id,
                     ":failed": EmailState.FAILED.value,
@@ -510,7 +401,7 @@ class DeliveryStore(Store):
                 Key=self._key_of(claimed),
                 UpdateExpression="SET reason = :r, updated_at = :now ADD version :one",
                 ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": _STATE},
+                ExpressionAttributeNames={"#s": STATE_ATTRIBUTE},
                 ExpressionAttributeValues={
                     ":d": claimed.delivery_id,
                     ":unknown": EmailState.UNKNOWN.value,
@@ -536,7 +427,7 @@ class DeliveryStore(Store):
                 self._table.delete_item(
                     Key=key,
                     ConditionExpression=condition,
-                    ExpressionAttributeNames={"#s": _STATE},
+                    ExpressionAttributeNames={"#s": STATE_ATTRIBUTE},
                     ExpressionAttributeValues=values,
                 )
             else:
@@ -544,10 +435,10 @@ class DeliveryStore(Store):
                     Key=key,
                     UpdateExpression="SET #s = previous_state, history = :h ADD version :one",
                     ConditionExpression=condition,
-                    ExpressionAttributeNames={"#s": _STATE},
+                    ExpressionAttributeNames={"#s": STATE_ATTRIBUTE},
                     ExpressionAttributeValues={
                         **values,
-                        ":h": [_step(h) for h in claimed.history[:-1]],
+                        ":h": [event_step(h) for h in claimed.history[:-1]],
                         ":one": 1,
                     },
                 )
@@ -582,7 +473,7 @@ class DeliveryStore(Store):
         )
         try:
             self._table.put_item(
-                Item=_item(record, version=1), ConditionExpression="attribute_not_exists(pk)"
+                Item=item_of(record, version=1), ConditionExpression="attribute_not_exists(pk)"
             )
         except ClientError as exc:
             if conditional_failed(exc):
@@ -607,11 +498,11 @@ class DeliveryStore(Store):
             if "Item" not in got:
                 return None
             version = int(got["Item"].get("version", 0))
-            current = _record(got["Item"])
+            current = record_of(got["Item"])
             applied = apply_event(current, event)
-            if applied.duplicate or _adds_nothing(current, event):
+            if applied.duplicate or adds_nothing(current, event):
                 return current, False
-            item = _item(applied.delivery, version=version + 1)
+            item = item_of(applied.delivery, version=version + 1)
             if "previous_state" in got["Item"]:
                 item["previous_state"] = got["Item"]["previous_state"]
             try:
