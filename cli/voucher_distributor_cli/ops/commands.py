@@ -8,6 +8,7 @@ A runner turns the parsed arguments into one call of its command's module (``sta
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -363,38 +364,38 @@ def _run_email(args: argparse.Namespace) -> int:
     return 0
 
 
-@command(
-    "send-now",
-    help="send a batch's scheduled e-mails now, before their sendAt",
-    description=(
+#: send-now and cancel-send: the command's name is the change asked of the scheduled send.
+_SEND_CHANGES = {
+    "send-now": (
+        "send a batch's scheduled e-mails now, before their sendAt",
         "A batch with a sendAt holds its e-mails (rows scheduled) until then. send-now sends "
         "them at once: recorded on the batch with your AWS identity and the time (status "
         "shows it), its schedule deleted. Refused when nothing is pending (no sendAt, sent "
-        "already, or cancelled)."
+        "already, or cancelled).",
     ),
-    arguments=[arg("batch_id", metavar="BATCH", help="the batch id")],
-)
-def _run_send_now(args: argparse.Namespace) -> int:
-    changed = change_scheduled_send(Target.from_args(args), args.batch_id, action="send-now")
-    emit(args, changed.as_dict(), format_changed(changed, args))
-    return 0
-
-
-@command(
-    "cancel-send",
-    help="never send a batch's scheduled e-mails: its rows end not-sent",
-    description=(
+    "cancel-send": (
+        "never send a batch's scheduled e-mails: its rows end not-sent",
         "A batch with a sendAt holds its e-mails until then. cancel-send cancels them: the "
         "codes stay assigned and held, the rows end e-mail state not-sent with why, recorded "
         "on the batch with your AWS identity and the time (status shows it); the schedule is "
-        "deleted. resend BATCH --row N mails one later. Refused when nothing is pending."
+        "deleted. resend BATCH --row N mails one later. Refused when nothing is pending.",
     ),
-    arguments=[arg("batch_id", metavar="BATCH", help="the batch id")],
-)
-def _run_cancel_send(args: argparse.Namespace) -> int:
-    changed = change_scheduled_send(Target.from_args(args), args.batch_id, action="cancel-send")
+}
+
+
+def _change_send(args: argparse.Namespace, *, action: str) -> int:
+    changed = change_scheduled_send(Target.from_args(args), args.batch_id, action=action)
     emit(args, changed.as_dict(), format_changed(changed, args))
     return 0
+
+
+for _action, (_help, _description) in _SEND_CHANGES.items():
+    command(
+        _action,
+        help=_help,
+        description=_description,
+        arguments=[arg("batch_id", metavar="BATCH", help="the batch id")],
+    )(functools.partial(_change_send, action=_action))
 
 
 # ------------------------------------------------------------------ after the hand-out
