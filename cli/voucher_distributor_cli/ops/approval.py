@@ -10,7 +10,6 @@ is sent again by the pipeline until the batch has left ``AWAITING_APPROVAL``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
@@ -41,18 +40,15 @@ def decide(
     now: float | None = None,
 ) -> BatchRecord:
     """Record ``approved`` or ``rejected`` on a waiting batch and ask for it to be carried out."""
-    queue = target.queues.get("ReportQueue")
-    if not queue:
-        raise OpsError("the stack has no ReportQueue")
+    send = target.queue_sender("ReportQueue")
     if target.ledger.batches.get_batch(batch_id) is None:
         raise OpsError(f"no batch {batch_id} in {target.table_name}")
-    sqs = target.client("sqs")
     arn, user_id = caller_names(target)
     allowed = target.function_env.get("APPROVAL_BY_SUBMITTER", "false").lower() == "true"
     try:
         return decide_batch(
             target.ledger,
-            lambda body: sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body)),
+            send,
             batch_id,
             decision=decision,
             by=arn,

@@ -10,7 +10,6 @@ unless ``--force``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from voucher_distributor.models.resend import ResendSelection
@@ -23,14 +22,11 @@ from voucher_distributor_cli.ops.target import OpsError, Target
 def resend(
     target: Target, batch_id: str, selection: ResendSelection, *, now: float | None = None
 ) -> ResendReport:
-    queue = target.queues.get("EmailQueue")
-    if not queue:
-        raise OpsError("the stack has no EmailQueue: deploy this version first")
-    sqs = target.client("sqs")
+    send = target.queue_sender("EmailQueue", missing=": deploy this version first")
     try:
         return ask_resends(
             target.ledger,
-            lambda body: sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body)),
+            send,
             batch_id,
             selection,
             by=caller_identity(target),

@@ -10,7 +10,6 @@ EventBridge Scheduler schedule is deleted, and the sending function does the res
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from voucher_distributor.adapters.scheduler import Scheduler
@@ -23,15 +22,12 @@ from voucher_distributor_cli.ops.target import OpsError, Target
 def change_scheduled_send(
     target: Target, batch_id: str, *, action: str, now: float | None = None
 ) -> SendChanged:
-    queue = target.queues.get("EmailQueue")
-    if not queue:
-        raise OpsError("the stack has no EmailQueue: deploy this version first")
-    sqs = target.client("sqs")
+    send = target.queue_sender("EmailQueue", missing=": deploy this version first")
     try:
         return change_send(
             target.ledger,
             Scheduler(client=target.client("scheduler")),
-            lambda body: sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body)),
+            send,
             batch_id,
             action=action,
             by=caller_identity(target),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,15 @@ class Target:
     def ledger(self) -> Ledger:
         dynamodb = self.session.resource("dynamodb", endpoint_url=self.endpoint_url)
         return Ledger(self.table_name, dynamodb=dynamodb)
+
+    def queue_sender(self, logical_id: str, *, missing: str = "") -> Callable[[Any], Any]:
+        """What sends a message (its body as JSON) to the stack's queue ``logical_id``; without
+        that queue, an :class:`OpsError` ``the stack has no <logical_id><missing>``."""
+        queue = self.queues.get(logical_id)
+        if not queue:
+            raise OpsError(f"the stack has no {logical_id}{missing}")
+        sqs = self.client("sqs")
+        return lambda body: sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body))
 
     # ------------------------------------------------------------------ constructors
 
