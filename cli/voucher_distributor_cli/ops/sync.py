@@ -111,20 +111,21 @@ def format_sync(outcome: SyncOutcome, added: int = 0) -> str:
         f"({outcome.codes_read:,} codes): {outcome.codes_changed:,} changed, "
         f"{outcome.purchases_settled} purchase(s) now settled (not read again)",
     ]
-    if outcome.purchases_unread:
-        lines.append(
-            f"{outcome.purchases_unread} purchase(s) could not be read (Certiverse 5xx or "
-            "unreachable): the next run reads them again"
-        )
-    if outcome.purchases_waiting:
-        lines.append(f"{outcome.purchases_waiting} purchase(s) wait for their batch's report")
-    if outcome.email_mismatches:
-        lines.append(
-            f"{outcome.email_mismatches} code(s) assigned in Certiverse to another e-mail than "
-            "their holder (`reconcile` lists them)"
-        )
-    if outcome.expiring_announced:
-        lines.append(f"{outcome.expiring_announced} code(s) announced as expiring")
+    notes = (
+        (
+            outcome.purchases_unread,
+            "purchase(s) could not be read (Certiverse 5xx or unreachable): the next run "
+            "reads them again",
+        ),
+        (outcome.purchases_waiting, "purchase(s) wait for their batch's report"),
+        (
+            outcome.email_mismatches,
+            "code(s) assigned in Certiverse to another e-mail than their holder "
+            "(`reconcile` lists them)",
+        ),
+        (outcome.expiring_announced, "code(s) announced as expiring"),
+    )
+    lines += [f"{count} {note}" for count, note in notes if count]
     for batch_id in outcome.batches_reported:
         lines.append(f"redemption report rewritten for batch {batch_id}")
     for program, counts in outcome.by_program.items():
