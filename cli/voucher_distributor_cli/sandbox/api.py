@@ -12,6 +12,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from urllib.parse import urlencode
 
 from voucher_distributor.domain.eligibility import partner_is_active, purchase_refusal
@@ -197,11 +198,30 @@ def _bool_filter(query: _Query, name: str, errors: dict[str, list[str]]) -> bool
     return folded == "true"
 
 
-def _require_one(query: _Query, names: tuple[str, ...], errors: dict[str, list[str]]) -> None:
+def _status_filter(query: _Query, enum: type[StrEnum], errors: dict[str, list[str]]) -> str | None:
+    """The ``status`` filter's canonical spelling in ``enum``; None when absent or not valid."""
+    value = query.text("status")
+    if value is None:
+        return None
+    canonical = parse_status(value, enum)
+    if canonical is None:
+        errors.setdefault("status", []).append(
+            f"The value '{value}' is not valid for status "
+            f"(expected one of {', '.join(s.value for s in enum)})."
+        )
+    return canonical
+
+
+def _filters(
+    query: _Query, names: tuple[str, ...], email: str, errors: dict[str, list[str]]
+) -> str | None:
+    """A filtered list's rules: at least one of the filters ``names``, and its e-mail filter
+    (``email``, one of them) an address. Returns that filter's value."""
     if all(query.text(name) is None for name in names):
         errors.setdefault("filter", []).append(
             "At least one filter is required: " + ", ".join(names) + "."
         )
+    return _email_filter(query, email, errors)
 
 
 def _list_answer(ctx: _Context, result: SearchResult, page: int) -> ApiResponse:
@@ -235,17 +255,8 @@ def _next_link(ctx: _Context, page: int) -> str:
 def _list_partners(ctx: _Context) -> ApiResponse:
     errors: dict[str, list[str]] = {}
     page = _page_number(ctx.query, errors)
-    status: PartnerStatus | None = None
-    raw_status = ctx.query.text("status")
-    if raw_status is not None:
-        canonical = parse_status(raw_status, PartnerStatus)
-        if canonical is None:
-            errors.setdefault("status", []).append(
-                f"The value '{raw_status}' is not valid for status "
-                f"(expected one of {', '.join(s.value for s in PartnerStatus)})."
-            )
-        else:
-            status = PartnerStatus(canonical)
+    canonical = _status_filter(ctx.query, PartnerStatus, errors)
+    status = None if canonical is None else PartnerStatus(canonical)
     if errors:
         return validation_problem(errors)
     result = ctx.store.search_partners(
@@ -275,17 +286,8 @@ def _list_purchases(ctx: _Context) -> ApiResponse:
     query = ctx.query
     errors: dict[str, list[str]] = {}
     page = _page_number(query, errors)
-    _require_one(query, _PURCHASE_FILTERS, errors)
-    email = _email_filter(query, "purchasedByEmail", errors)
-    status = query.text("status")
-    if status is not None:
-        canonical = parse_status(status, PurchaseStatus)
-        if canonical is None:
-            errors.setdefault("status", []).append(
-                f"The value '{status}' is not valid for status "
-                f"(expected one of {', '.join(s.value for s in PurchaseStatus)})."
-            )
-        status = canonical
+    email = _filters(query, _PURCHASE_FILTERS, "purchasedByEmail", errors)
+    status = _status_filter(query, PurchaseStatus, errors)
     if errors:
         return validation_problem(errors)
     result = ctx.store.search_purchases(
@@ -315,8 +317,7 @@ def _list_vouchers(ctx: _Context) -> ApiResponse:
     query = ctx.query
     errors: dict[str, list[str]] = {}
     page = _page_number(query, errors)
-    _require_one(query, _VOUCHER_FILTERS, errors)
-    email = _email_filter(query, "recipientEmail", errors)
+    email = _filters(query, _VOUCHER_FILTERS, "recipientEmail", errors)
     is_used = _bool_filter(query, "isUsed", errors)
     is_active = _bool_filter(query, "isActive", errors)
     if errors:
