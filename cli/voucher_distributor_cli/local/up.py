@@ -189,18 +189,6 @@ class _ApiHandler(BaseHTTPRequestHandler):
     server: LocalApiServer
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("api: " + format, *args)
 
@@ -225,6 +213,9 @@ class _ApiHandler(BaseHTTPRequestHandler):
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
         headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
         self._answer(int(result.get("statusCode", 200)), headers, data)
+
+    # Every method is served alike (http.server calls do_<METHOD>).
+    do_GET = do_POST = do_PUT = do_DELETE = _serve
 
     def _answer(self, status: int, headers: dict[str, str], data: bytes) -> None:
         self.send_response(status)

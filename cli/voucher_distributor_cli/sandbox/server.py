@@ -115,21 +115,6 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _HTTPServer
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
     # http.server logs through these; the sandbox writes its own line per request instead.
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:  # noqa: ARG002
         return
@@ -167,6 +152,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             status = self._send(problem(404, "Not Found", f"Nothing is served at {path}."))
         sandbox.log_line(self.client_address[0], self.command, path, status, started)
+
+    # Every method is served alike (http.server calls do_<METHOD>).
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
 
     def _read_body(self) -> bytes | ApiResponse:
         """Read the whole body first, so a later drop closes cleanly instead of resetting."""
@@ -295,11 +283,16 @@ def _control_put_faults(sandbox: SandboxServer, body: bytes) -> ApiResponse:
     return ApiResponse(200, faults.model_dump(mode="json"))
 
 
-def _control_put_token(sandbox: SandboxServer, body: bytes) -> ApiResponse:
+def _json_body(body: bytes) -> object:
+    """The body as JSON; None when empty or not JSON."""
     try:
-        data = json.loads(body or b"null")
+        return json.loads(body or b"null")
     except ValueError:
-        data = None
+        return None
+
+
+def _control_put_token(sandbox: SandboxServer, body: bytes) -> ApiResponse:
+    data = _json_body(body)
     token = data.get("token") if isinstance(data, dict) else None
     if not isinstance(token, str):
         return validation_problem({"token": ['A JSON body {"token": "..."} is needed.']})
@@ -316,10 +309,7 @@ def _codes(data: object) -> list[str] | None:
 
 def _control_put_vouchers(sandbox: SandboxServer, body: bytes) -> ApiResponse:
     """``{"voucherCodes": [...], "set": {"isUsed": true, "reservationCode": "R-1", ...}}``."""
-    try:
-        data = json.loads(body or b"null")
-    except ValueError:
-        data = None
+    data = _json_body(body)
     codes = _codes(data)
     changes = data.get("set") if isinstance(data, dict) else None
     if codes is None or not isinstance(changes, dict):
@@ -335,10 +325,7 @@ def _control_put_vouchers(sandbox: SandboxServer, body: bytes) -> ApiResponse:
 
 def _control_put_expiry(sandbox: SandboxServer, body: bytes) -> ApiResponse:
     """``{"shiftDays": -300, "voucherCodes": [...]}`` (every voucher without codes)."""
-    try:
-        data = json.loads(body or b"null")
-    except ValueError:
-        data = None
+    data = _json_body(body)
     days = data.get("shiftDays") if isinstance(data, dict) else None
     if not isinstance(days, int | float) or isinstance(days, bool):
         return validation_problem({"shiftDays": ["A number of days (negative: sooner)."]})
