@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.local_stack import TOKEN, sandbox_server
-from bench.workload import NO_LIMITS, PARTNER, write_csv
-from voucher_distributor_cli.local.run import LocalPipeline
+from bench.local_stack import start
+from bench.workload import write_csv
 from voucher_distributor_cli.local.runner import LocalLambdas
 
 #: us-east-1 prices, as published on the AWS pricing pages (read 2026-12-03; BENCHMARKS.md).
@@ -186,20 +185,15 @@ def measure(recipients: int = 10_000, *, max_send_rate: float = 40.0) -> EmailBe
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-email-")))
         csv_path = write_csv(tmp / f"mail-{recipients}.csv", recipients)
-        log_stream = stack.enter_context((tmp / "handlers.log").open("w", encoding="utf-8"))
-        sandbox = stack.enter_context(sandbox_server(generation_delay_s=0, page_size=100))
-        rate = f"{max_send_rate:g}"
-        pipeline = stack.enter_context(
-            LocalPipeline(
-                certiverse_url=sandbox.base_url,
-                certiverse_token=TOKEN,
-                default_partner=PARTNER,
-                log_stream=log_stream,
-                parameters={**NO_LIMITS, "MaxSendRate": rate},
-                tuning={"EMAIL_SEND_CONCURRENCY": "1"},
-                email=True,
-                ses_rate=max_send_rate,
-            )
+        _, pipeline = start(
+            stack,
+            tmp,
+            generation_delay_s=0,
+            page_size=100,
+            parameters={"MaxSendRate": f"{max_send_rate:g}"},
+            tuning={"EMAIL_SEND_CONCURRENCY": "1"},
+            email=True,
+            ses_rate=max_send_rate,
         )
         assert pipeline.lambdas is not None
         memory = {fn: pipeline.lambdas._spec(fn).memory_mb for fn in EMAIL_FUNCTIONS}

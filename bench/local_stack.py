@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from bench.workload import NO_LIMITS, PARTNER
 from voucher_distributor_cli.local.run import LocalPipeline
@@ -21,11 +22,17 @@ def sandbox_server(*, generation_delay_s: float, page_size: int) -> SandboxServe
 
 
 def start(
-    stack: contextlib.ExitStack, workdir: Path, *, generation_delay_s: float, page_size: int
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    *,
+    generation_delay_s: float,
+    page_size: int,
+    parameters: dict[str, str] | None = None,
+    **pipeline_options: Any,
 ) -> tuple[SandboxServer, LocalPipeline]:
     """A sandbox and the local pipeline on it, closed with ``stack``; the handlers' logs go to
     ``workdir/handlers.log``. No approval limits: the bench measures the pipeline, not its
-    guards."""
+    guards. ``parameters`` (over those) and ``pipeline_options`` go to :class:`LocalPipeline`."""
     log_stream = stack.enter_context((workdir / "handlers.log").open("w", encoding="utf-8"))
     sandbox = stack.enter_context(
         sandbox_server(generation_delay_s=generation_delay_s, page_size=page_size)
@@ -36,7 +43,8 @@ def start(
             certiverse_token=TOKEN,
             default_partner=PARTNER,
             log_stream=log_stream,
-            parameters=NO_LIMITS,
+            parameters={**NO_LIMITS, **(parameters or {})},
+            **pipeline_options,
         )
     )
     return sandbox, pipeline
