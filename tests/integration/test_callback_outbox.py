@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -33,10 +32,10 @@ from voucher_distributor.pipeline.callbacks import (
     send_event_callback,
 )
 from voucher_distributor.pipeline.context import Services
-from voucher_distributor.settings import Settings
 from voucher_distributor_cli.local.runner import MotoStack
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+from .moto_stack import TEMPLATE, boto_kwargs, stack_ledger, stack_settings
+
 T0 = 1_800_000_000
 KEY = "integration-signing-key"
 
@@ -173,21 +172,11 @@ class Rig:
 @pytest.fixture
 def rig() -> Iterator[Rig]:
     with MotoStack(TEMPLATE) as stack:
-        kwargs = {
-            "endpoint_url": stack.endpoint_url,
-            "region_name": "us-east-1",
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-        }
+        kwargs = boto_kwargs(stack)
         sqs, s3 = boto3.client("sqs", **kwargs), boto3.client("s3", **kwargs)
         queue_url = stack.resource("CallbackQueue").ref
-        bucket = stack.resource("InboxBucket").ref
-        settings = Settings(
-            ledger_table=stack.resource("LedgerTable").ref,
-            inbox_bucket=bucket,
-            purchase_queue_url=stack.resource("PurchaseQueue").ref,
-            poll_queue_url=stack.resource("PollQueue").ref,
-            report_queue_url=stack.resource("ReportQueue").ref,
+        settings = stack_settings(
+            stack,
             certiverse_base_url="https://api.example/api",
             callback_queue_url=queue_url,
             callback_retry_schedule="5,3600",
@@ -201,8 +190,8 @@ def rig() -> Iterator[Rig]:
         )
         services = Services(
             settings=settings,
-            ledger=Ledger(settings.ledger_table, dynamodb=boto3.resource("dynamodb", **kwargs)),
-            storage=Storage(bucket, s3=s3),
+            ledger=stack_ledger(stack),
+            storage=Storage(settings.inbox_bucket, s3=s3),
             queues=Queues(sqs=sqs),
             events=Events(events=boto3.client("events", **kwargs)),
             certiverse=None,  # type: ignore[arg-type] - callbacks never call Certiverse
