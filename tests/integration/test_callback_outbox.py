@@ -54,6 +54,14 @@ def _delivery(batch_id: str = "r-1", slug: str = "completed", **values: Any) -> 
     return CallbackDelivery(**(fields | values))
 
 
+def _put(ledger: Ledger) -> CallbackDelivery:
+    """``_delivery()`` put in the outbox, as the ledger reads it back."""
+    ledger.outbox.put_callback_delivery(_delivery())
+    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
+    assert seen is not None
+    return seen
+
+
 # ---------------------------------------------------------------------- the ledger's writes
 
 
@@ -67,9 +75,7 @@ def test_a_delivery_is_recorded_once(ledger: Ledger) -> None:
 
 
 def test_two_workers_cannot_both_take_one_attempt(ledger: Ledger) -> None:
-    ledger.outbox.put_callback_delivery(_delivery())
-    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
-    assert seen is not None
+    seen = _put(ledger)
     assert ledger.outbox.claim_callback_attempt(seen, owner="a", now=T0, lease_seconds=60)
     assert not ledger.outbox.claim_callback_attempt(seen, owner="b", now=T0 + 1, lease_seconds=60)
     attempt = CallbackAttempt(at=T0 + 1, status=503, latency_ms=12)
@@ -90,18 +96,14 @@ def test_two_workers_cannot_both_take_one_attempt(ledger: Ledger) -> None:
 
 
 def test_a_dead_workers_lease_runs_out_and_the_attempt_is_taken_over(ledger: Ledger) -> None:
-    ledger.outbox.put_callback_delivery(_delivery())
-    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
-    assert seen is not None
+    seen = _put(ledger)
     assert ledger.outbox.claim_callback_attempt(seen, owner="dead", now=T0, lease_seconds=60)
     assert not ledger.outbox.claim_callback_attempt(seen, owner="b", now=T0 + 59, lease_seconds=60)
     assert ledger.outbox.claim_callback_attempt(seen, owner="b", now=T0 + 61, lease_seconds=60)
 
 
 def test_only_an_ended_delivery_is_restarted_and_the_old_round_goes_stale(ledger: Ledger) -> None:
-    ledger.outbox.put_callback_delivery(_delivery())
-    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
-    assert seen is not None
+    seen = _put(ledger)
     assert (
         ledger.outbox.restart_callback_delivery(seen, now=T0, states={DeliveryState.FAILED}) is None
     )
@@ -217,6 +219,15 @@ def _batch(rig: Rig, batch_id: str = "r-cb", url: str | None = "https://hooks.ex
     return batch
 
 
+def _announced(rig: Rig, *script: int) -> BatchRecord:
+    """A batch with a callback URL that announced "Voucher Batch Completed"; the receiver will
+    answer ``script`` (then 200)."""
+    batch = _batch(rig)
+    send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
+    rig.receiver.script = list(script)
+    return batch
+
+
 def test_no_callback_url_means_no_delivery(rig: Rig) -> None:
     batch = _batch(rig, url=None)
     send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
@@ -240,10 +251,8 @@ def test_an_event_announced_twice_is_one_message_with_one_id(rig: Rig) -> None:
 
 
 def test_retries_wait_in_hops_of_at_most_fifteen_minutes_then_deliver(rig: Rig) -> None:
-    batch = _batch(rig)
-    send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
+    batch = _announced(rig, 503, 502)
     rig.visible()
-    rig.receiver.script = [503, 502]
     first = CallbackMessage(batch_id="r-cb", delivery="completed", round=0, attempt=1)
     assert deliver(rig.services, first) == "pending"
     assert deliver(rig.services, first) == "duplicate"  # the same message again sends nothing
@@ -281,9 +290,7 @@ def test_retries_wait_in_hops_of_at_most_fifteen_minutes_then_deliver(rig: Rig) 
 def test_attempts_run_out_then_redeliver_gives_a_fresh_budget_under_the_same_id(
     rig: Rig,
 ) -> None:
-    batch = _batch(rig)
-    send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
-    rig.receiver.script = [503, 503, 503]
+    _announced(rig, 503, 503, 503)
     for attempt, wait in ((1, 5), (2, 3600), (3, 0)):
         message = CallbackMessage(batch_id="r-cb", delivery="completed", attempt=attempt)
         deliver(rig.services, message)
@@ -307,9 +314,7 @@ def test_attempts_run_out_then_redeliver_gives_a_fresh_budget_under_the_same_id(
 
 
 def test_a_refusing_receiver_ends_the_delivery_at_once(rig: Rig) -> None:
-    batch = _batch(rig)
-    send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
-    rig.receiver.script = [410]
+    _announced(rig, 410)
     message = CallbackMessage(batch_id="r-cb", delivery="completed", attempt=1)
     assert deliver(rig.services, message) == "failed"
     rig.visible()
@@ -317,9 +322,7 @@ def test_a_refusing_receiver_ends_the_delivery_at_once(rig: Rig) -> None:
 
 
 def test_a_worker_that_died_before_queueing_the_next_attempt_is_made_good(rig: Rig) -> None:
-    batch = _batch(rig)
-    send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
-    rig.receiver.script = [503]
+    _announced(rig, 503)
     message = CallbackMessage(batch_id="r-cb", delivery="completed", attempt=1)
     assert deliver(rig.services, message) == "pending"
     rig.visible()
