@@ -53,6 +53,13 @@ class World:
                 sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
         return got
 
+    def refused_at_the_door(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``request`` sent as an HR request, which the request handler refuses: its refusal."""
+        message_id, batch_id = self.pipeline.send_request(request)
+        refusal = self.pipeline.wait_for_door(message_id, batch_id, timeout_s=30)
+        assert refusal is not None, "the request was taken in"
+        return refusal
+
     def csv_file(self, rows: list[dict[str, str]], name: str = "people.csv") -> Path:
         path = self.tmp / name
         columns = list(dict.fromkeys(k for row in rows for k in row))

@@ -59,6 +59,17 @@ def _until(done: object, timeout_s: float = 20) -> None:
         time.sleep(0.05)
 
 
+def _all_assigned_once(world: World, batch_id: str, rows: int) -> None:
+    """The rest of the pipeline runs the batch to its end: each of its ``rows`` got a code, and
+    the ledger's holdings and the sandbox's purchases count each one once."""
+    world.pipeline.run_until_done(batch_id, timeout_s=120)
+    result = world.pipeline.result(batch_id)
+    assert statuses(result) == {"assigned": rows}
+    assert_consistent(world, result, whole_sandbox=False)
+    assert len(list(iter_holdings(world.pipeline.ledger))) == rows
+    assert sum(p.quantity for p in world.sandbox.purchases()) == rows
+
+
 def test_a_second_delivery_meeting_an_outage_gives_back_nothing_of_the_first(
     make_world, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -94,12 +105,7 @@ def test_a_second_delivery_meeting_an_outage_gives_back_nothing_of_the_first(
     assert [c.chunk_no for c in world.pipeline.ledger.chunks.iter_chunks(batch_id)] == [0, 1]
 
     # The rest of the pipeline (and the upload's own delivery, a third: a repeat) finishes it.
-    world.pipeline.run_until_done(batch_id, timeout_s=120)
-    result = world.pipeline.result(batch_id)
-    assert statuses(result) == {"assigned": 1100}
-    assert_consistent(world, result, whole_sandbox=False)
-    assert len(list(iter_holdings(world.pipeline.ledger))) == 1100
-    assert sum(p.quantity for p in world.sandbox.purchases()) == 1100
+    _all_assigned_once(world, batch_id, 1100)
     # B changed nothing: it found A's lease and came back later.
     assert isinstance(seen.get("B"), IngestBusy), seen
 
@@ -153,9 +159,4 @@ def test_a_delivery_that_fails_ends_its_lease_so_the_next_takes_the_batch_at_onc
     # B is not sent away to wait: it plans the batch now, A's claims its own.
     outcome = ingest(services, replace(second, final_attempt=False, attempt=2))
     assert outcome.chunks == 2
-    world.pipeline.run_until_done(batch_id, timeout_s=120)
-    result = world.pipeline.result(batch_id)
-    assert statuses(result) == {"assigned": 1100}
-    assert_consistent(world, result, whole_sandbox=False)
-    assert len(list(iter_holdings(world.pipeline.ledger))) == 1100
-    assert sum(p.quantity for p in world.sandbox.purchases()) == 1100
+    _all_assigned_once(world, batch_id, 1100)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -102,6 +103,28 @@ def _json_strings(value: str) -> list[str]:
 
 # ---------------------------------------------------------------------- the Certiverse token
 
+Answer = Callable[[httpx.Request], httpx.Response]
+
+
+def _redirecting(location: str, seen: list[str]) -> Answer:
+    """A server at the wire that notes each URL it is asked for and redirects it to ``location``."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(302, headers={"Location": location})
+
+    return answer
+
+
+def _certiverse(answer: Answer) -> CertiverseClient:
+    """The client with the token, no retries and ``answer`` at the wire."""
+    return CertiverseClient(
+        "https://api.certiverse.example/api",
+        StaticToken("the-token"),
+        retry=NO_RETRY,
+        transport=httpx.MockTransport(answer),
+    )
+
 
 @pytest.mark.parametrize(
     "next_link",
@@ -121,12 +144,7 @@ def test_next_link_elsewhere_never_gets_the_token(next_link: str) -> None:
         seen.append((request.url.host, request.headers.get("Authorization")))
         return httpx.Response(200, json={"data": [], "nextLink": next_link})
 
-    api = CertiverseClient(
-        "https://api.certiverse.example/api",
-        StaticToken("the-token"),
-        retry=NO_RETRY,
-        transport=httpx.MockTransport(answer),
-    )
+    api = _certiverse(answer)
     with pytest.raises(UnsafeNextLink):
         list(api.iter_partners())
     assert seen == [("api.certiverse.example", "Bearer the-token")]
@@ -134,17 +152,7 @@ def test_next_link_elsewhere_never_gets_the_token(next_link: str) -> None:
 
 def test_a_redirect_is_not_followed_with_the_token() -> None:
     seen: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
-        return httpx.Response(302, headers={"Location": "https://evil.example/steal"})
-
-    api = CertiverseClient(
-        "https://api.certiverse.example/api",
-        StaticToken("the-token"),
-        retry=NO_RETRY,
-        transport=httpx.MockTransport(answer),
-    )
+    api = _certiverse(_redirecting("https://evil.example/steal", seen))
     with pytest.raises(Exception):  # noqa: B017, PT011 - any typed error; the point is below
         list(api.iter_partners())
     assert all("evil.example" not in url for url in seen)
@@ -155,6 +163,13 @@ def test_a_redirect_is_not_followed_with_the_token() -> None:
 
 def _resolver(*addresses: str):
     return lambda host, port: list(addresses)
+
+
+def _sender(answer: Answer) -> CallbackSender:
+    """A sender whose DNS answers PUBLIC, with ``answer`` at the wire and no waits."""
+    return CallbackSender(
+        resolver=_resolver(PUBLIC), transport=httpx.MockTransport(answer), sleep=lambda _: None
+    )
 
 
 @pytest.mark.parametrize(
@@ -189,10 +204,7 @@ def test_callback_is_sent_to_the_checked_address_with_the_name_for_tls() -> None
         seen.append(request)
         return httpx.Response(204)
 
-    sender = CallbackSender(
-        resolver=_resolver(PUBLIC), transport=httpx.MockTransport(answer), sleep=lambda _: None
-    )
-    sender.send("https://hooks.example/batch-done?x=1", b'{"ok":true}', "k3y")
+    _sender(answer).send("https://hooks.example/batch-done?x=1", b'{"ok":true}', "k3y")
     (request,) = seen
     assert request.url.host == PUBLIC  # pinned: no second DNS look-up can redirect it
     assert request.headers["Host"] == "hooks.example"
@@ -202,14 +214,7 @@ def test_callback_is_sent_to_the_checked_address_with_the_name_for_tls() -> None
 
 def test_callback_redirect_to_the_metadata_address_is_not_followed() -> None:
     seen: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
-        return httpx.Response(302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
-
-    sender = CallbackSender(
-        resolver=_resolver(PUBLIC), transport=httpx.MockTransport(answer), sleep=lambda _: None
-    )
+    sender = _sender(_redirecting("http://169.254.169.254/latest/meta-data/", seen))
     with pytest.raises(CallbackFailed, match="302"):
         sender.send("https://hooks.example/x", b"{}", "k3y")
     assert len(seen) == 1

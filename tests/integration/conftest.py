@@ -12,16 +12,14 @@ both.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-import boto3
 import pytest
 
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor_cli.local.runner import MotoStack, moto_fixes
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+from .moto_stack import TEMPLATE, stack_ledger
 
 
 @pytest.fixture(params=["moto", "moto-with-runner-fixes"])
@@ -29,11 +27,7 @@ def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
     if request.param == "moto-with-runner-fixes":
         moto_fixes.apply()  # what the local runner runs on (once per process)
     with MotoStack(TEMPLATE) as stack:
-        dynamodb = boto3.resource(
-            "dynamodb", endpoint_url=stack.endpoint_url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
-        yield Ledger(stack.resource("LedgerTable").ref, dynamodb=dynamodb, claim_workers=8)
+        yield stack_ledger(stack, claim_workers=8)
 
 
 SANDBOX_TOKEN = "sandbox-token"

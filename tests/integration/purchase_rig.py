@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,11 +19,11 @@ from voucher_distributor.adapters.queues import Queues
 from voucher_distributor.adapters.storage import Storage
 from voucher_distributor.models.ledger import BatchRecord, ChunkRecord, RecipientRecord
 from voucher_distributor.pipeline.context import Services
-from voucher_distributor.settings import Settings
 from voucher_distributor_cli.local.runner import MotoStack
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+from .moto_stack import TEMPLATE, boto_kwargs, stack_ledger, stack_settings
+
 TOKEN = "rig-token"
 PARTNER = "Acme Corp"
 SPRING = "Spring Certification Drive"
@@ -104,17 +103,9 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
 def make_rig(config: SandboxConfig, **settings_changes: Any) -> Iterator[Rig]:
     """The rig with a sandbox of ``config`` (CERTIVERSE_TOKEN must be its token)."""
     with MotoStack(TEMPLATE) as stack, SandboxServer(config, host="127.0.0.1", port=0) as sandbox:
-        kwargs = {
-            "endpoint_url": stack.endpoint_url, "region_name": "us-east-1",
-            "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
-        }  # fmt: skip
-        bucket = stack.resource("InboxBucket").ref
-        settings = Settings(
-            ledger_table=stack.resource("LedgerTable").ref,
-            inbox_bucket=bucket,
-            purchase_queue_url=stack.resource("PurchaseQueue").ref,
-            poll_queue_url=stack.resource("PollQueue").ref,
-            report_queue_url=stack.resource("ReportQueue").ref,
+        kwargs = boto_kwargs(stack)
+        settings = stack_settings(
+            stack,
             certiverse_base_url=sandbox.base_url,
             initial_check_seconds=0,
             poll_base_delay_seconds=0,
@@ -122,8 +113,8 @@ def make_rig(config: SandboxConfig, **settings_changes: Any) -> Iterator[Rig]:
         )
         services = Services(
             settings=settings,
-            ledger=Ledger(settings.ledger_table, dynamodb=boto3.resource("dynamodb", **kwargs)),
-            storage=Storage(bucket, s3=boto3.client("s3", **kwargs)),
+            ledger=stack_ledger(stack),
+            storage=Storage(settings.inbox_bucket, s3=boto3.client("s3", **kwargs)),
             queues=Queues(sqs=boto3.client("sqs", **kwargs)),
             events=Events(events=boto3.client("events", **kwargs)),
             # A short retry budget: a Certiverse that keeps failing shows in seconds.

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.local_stack import sandboxed_pipeline
 from voucher_distributor_cli.arguments import invocation
 from voucher_distributor_cli.local.run import LocalPipeline
 from voucher_distributor_cli.main import main
-from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
+from voucher_distributor_cli.sandbox import SandboxConfig
 
 TOKEN = "approval-token"
 PARTNER = "Acme Corp"
@@ -24,19 +25,9 @@ SPRING = "Spring Certification Drive"
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPipeline]:
     tmp = tmp_path_factory.mktemp("approval")
-    with (
-        SandboxServer(
-            SandboxConfig(token=TOKEN, generation_delay_s=0.2, seed=3), host="127.0.0.1", port=0
-        ) as sandbox,
-        (tmp / "handlers.log").open("w", encoding="utf-8") as log,
-        LocalPipeline(
-            certiverse_url=sandbox.base_url,
-            certiverse_token=TOKEN,
-            default_partner=PARTNER,
-            log_stream=log,
-            parameters={"ApprovalThreshold": "3", "DailyVoucherLimit": "100"},
-        ) as started,
-    ):
+    config = SandboxConfig(token=TOKEN, generation_delay_s=0.2, seed=3)
+    limits = {"ApprovalThreshold": "3", "DailyVoucherLimit": "100"}
+    with sandboxed_pipeline(tmp, config, PARTNER, parameters=limits) as (_, started):
         yield started
 
 

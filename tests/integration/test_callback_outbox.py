@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -33,10 +32,10 @@ from voucher_distributor.pipeline.callbacks import (
     send_event_callback,
 )
 from voucher_distributor.pipeline.context import Services
-from voucher_distributor.settings import Settings
 from voucher_distributor_cli.local.runner import MotoStack
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+from .moto_stack import TEMPLATE, boto_kwargs, stack_ledger, stack_settings
+
 T0 = 1_800_000_000
 KEY = "integration-signing-key"
 
@@ -55,6 +54,14 @@ def _delivery(batch_id: str = "r-1", slug: str = "completed", **values: Any) -> 
     return CallbackDelivery(**(fields | values))
 
 
+def _put(ledger: Ledger) -> CallbackDelivery:
+    """``_delivery()`` put in the outbox, as the ledger reads it back."""
+    ledger.outbox.put_callback_delivery(_delivery())
+    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
+    assert seen is not None
+    return seen
+
+
 # ---------------------------------------------------------------------- the ledger's writes
 
 
@@ -68,9 +75,7 @@ def test_a_delivery_is_recorded_once(ledger: Ledger) -> None:
 
 
 def test_two_workers_cannot_both_take_one_attempt(ledger: Ledger) -> None:
-    ledger.outbox.put_callback_delivery(_delivery())
-    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
-    assert seen is not None
+    seen = _put(ledger)
     assert ledger.outbox.claim_callback_attempt(seen, owner="a", now=T0, lease_seconds=60)
     assert not ledger.outbox.claim_callback_attempt(seen, owner="b", now=T0 + 1, lease_seconds=60)
     attempt = CallbackAttempt(at=T0 + 1, status=503, latency_ms=12)
@@ -91,18 +96,14 @@ def test_two_workers_cannot_both_take_one_attempt(ledger: Ledger) -> None:
 
 
 def test_a_dead_workers_lease_runs_out_and_the_attempt_is_taken_over(ledger: Ledger) -> None:
-    ledger.outbox.put_callback_delivery(_delivery())
-    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
-    assert seen is not None
+    seen = _put(ledger)
     assert ledger.outbox.claim_callback_attempt(seen, owner="dead", now=T0, lease_seconds=60)
     assert not ledger.outbox.claim_callback_attempt(seen, owner="b", now=T0 + 59, lease_seconds=60)
     assert ledger.outbox.claim_callback_attempt(seen, owner="b", now=T0 + 61, lease_seconds=60)
 
 
 def test_only_an_ended_delivery_is_restarted_and_the_old_round_goes_stale(ledger: Ledger) -> None:
-    ledger.outbox.put_callback_delivery(_delivery())
-    seen = ledger.outbox.get_callback_delivery("r-1", "completed")
-    assert seen is not None
+    seen = _put(ledger)
     assert (
         ledger.outbox.restart_callback_delivery(seen, now=T0, states={DeliveryState.FAILED}) is None
     )
@@ -173,21 +174,11 @@ class Rig:
 @pytest.fixture
 def rig() -> Iterator[Rig]:
     with MotoStack(TEMPLATE) as stack:
-        kwargs = {
-            "endpoint_url": stack.endpoint_url,
-            "region_name": "us-east-1",
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-        }
+        kwargs = boto_kwargs(stack)
         sqs, s3 = boto3.client("sqs", **kwargs), boto3.client("s3", **kwargs)
         queue_url = stack.resource("CallbackQueue").ref
-        bucket = stack.resource("InboxBucket").ref
-        settings = Settings(
-            ledger_table=stack.resource("LedgerTable").ref,
-            inbox_bucket=bucket,
-            purchase_queue_url=stack.resource("PurchaseQueue").ref,
-            poll_queue_url=stack.resource("PollQueue").ref,
-            report_queue_url=stack.resource("ReportQueue").ref,
+        settings = stack_settings(
+            stack,
             certiverse_base_url="https://api.example/api",
             callback_queue_url=queue_url,
             callback_retry_schedule="5,3600",
@@ -201,8 +192,8 @@ def rig() -> Iterator[Rig]:
         )
         services = Services(
             settings=settings,
-            ledger=Ledger(settings.ledger_table, dynamodb=boto3.resource("dynamodb", **kwargs)),
-            storage=Storage(bucket, s3=s3),
+            ledger=stack_ledger(stack),
+            storage=Storage(settings.inbox_bucket, s3=s3),
             queues=Queues(sqs=sqs),
             events=Events(events=boto3.client("events", **kwargs)),
             certiverse=None,  # type: ignore[arg-type] - callbacks never call Certiverse
@@ -225,6 +216,15 @@ def _batch(rig: Rig, batch_id: str = "r-cb", url: str | None = "https://hooks.ex
     )
     rig.services.ledger.batches.create_batch(batch)
     rig.services.storage.put_json(batch.summary_key, {"batchId": batch_id, "status": "completed"})
+    return batch
+
+
+def _announced(rig: Rig, *script: int) -> BatchRecord:
+    """A batch with a callback URL that announced "Voucher Batch Completed"; the receiver will
+    answer ``script`` (then 200)."""
+    batch = _batch(rig)
+    send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
+    rig.receiver.script = list(script)
     return batch
 
 
@@ -251,10 +251,8 @@ def test_an_event_announced_twice_is_one_message_with_one_id(rig: Rig) -> None:
 
 
 def test_retries_wait_in_hops_of_at_most_fifteen_minutes_then_deliver(rig: Rig) -> None:
-    batch = _batch(rig)
-    send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
+    batch = _announced(rig, 503, 502)
     rig.visible()
-    rig.receiver.script = [503, 502]
     first = CallbackMessage(batch_id="r-cb", delivery="completed", round=0, attempt=1)
     assert deliver(rig.services, first) == "pending"
     assert deliver(rig.services, first) == "duplicate"  # the same message again sends nothing
@@ -292,9 +290,7 @@ def test_retries_wait_in_hops_of_at_most_fifteen_minutes_then_deliver(rig: Rig) 
 def test_attempts_run_out_then_redeliver_gives_a_fresh_budget_under_the_same_id(
     rig: Rig,
 ) -> None:
-    batch = _batch(rig)
-    send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
-    rig.receiver.script = [503, 503, 503]
+    _announced(rig, 503, 503, 503)
     for attempt, wait in ((1, 5), (2, 3600), (3, 0)):
         message = CallbackMessage(batch_id="r-cb", delivery="completed", attempt=attempt)
         deliver(rig.services, message)
@@ -318,9 +314,7 @@ def test_attempts_run_out_then_redeliver_gives_a_fresh_budget_under_the_same_id(
 
 
 def test_a_refusing_receiver_ends_the_delivery_at_once(rig: Rig) -> None:
-    batch = _batch(rig)
-    send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
-    rig.receiver.script = [410]
+    _announced(rig, 410)
     message = CallbackMessage(batch_id="r-cb", delivery="completed", attempt=1)
     assert deliver(rig.services, message) == "failed"
     rig.visible()
@@ -328,9 +322,7 @@ def test_a_refusing_receiver_ends_the_delivery_at_once(rig: Rig) -> None:
 
 
 def test_a_worker_that_died_before_queueing_the_next_attempt_is_made_good(rig: Rig) -> None:
-    batch = _batch(rig)
-    send_event_callback(rig.services, batch, "Voucher Batch Completed", {"batchId": "r-cb"})
-    rig.receiver.script = [503]
+    _announced(rig, 503)
     message = CallbackMessage(batch_id="r-cb", delivery="completed", attempt=1)
     assert deliver(rig.services, message) == "pending"
     rig.visible()

@@ -13,19 +13,10 @@ import httpx
 import pytest
 
 from voucher_distributor.adapters.certiverse import (
-    AmbiguousName,
-    CertiverseBadRequest,
     CertiverseClient,
-    CertiverseMisconfigured,
-    CertiverseRecordLimitExceeded,
-    CertiverseServerError,
-    CertiverseUnauthorized,
-    CertiverseValidationError,
-    NameNotFound,
-    PurchaseOutcomeUnknown,
     RetryPolicy,
     StaticToken,
-    UnsafeNextLink,
+    errors,
 )
 from voucher_distributor.models.certiverse import VoucherPurchaseCreateCommand
 from voucher_distributor_cli.sandbox import FaultSettings, SandboxConfig, SandboxServer
@@ -122,7 +113,7 @@ def test_list_partners_partial_filter_and_status(client: CertiverseClient) -> No
 def test_invalid_partner_status_is_refused_before_sending(
     client: CertiverseClient, server: SandboxServer
 ) -> None:
-    with pytest.raises(CertiverseValidationError, match="Active, Archived, Inactive"):
+    with pytest.raises(errors.CertiverseValidationError, match="Active, Archived, Inactive"):
         client.list_partners(status="Deleted")
     assert api_requests(server) == []
 
@@ -133,7 +124,7 @@ def test_find_partner_picks_the_exact_name_among_partial_matches(client: Certive
 
 
 def test_find_partner_missing_names_the_near_misses(client: CertiverseClient) -> None:
-    with pytest.raises(NameNotFound, match="Acme Corp"):
+    with pytest.raises(errors.NameNotFound, match="Acme Corp"):
         client.find_partner("Acme")
 
 
@@ -143,7 +134,7 @@ def test_find_program_picks_the_exact_name(client: CertiverseClient) -> None:
     assert program.partners.partner_cost_per_voucher == Decimal(0)
     trap = [p.name for p in client.iter_programs(program_name=OPEN_PROGRAM)]
     assert len(trap) >= 2  # the partial filter also returns the longer name
-    with pytest.raises(NameNotFound):
+    with pytest.raises(errors.NameNotFound):
         client.find_program("Nonexistent Program")
 
 
@@ -165,7 +156,7 @@ def test_find_program_ambiguous_by_case(tmp_path) -> None:
         with CertiverseClient(sandbox.base_url, StaticToken(TOKEN)) as api:
             name = str(data["programs"][0]["name"])
             assert api.find_program(name).name == name  # exact case wins
-            with pytest.raises(AmbiguousName):
+            with pytest.raises(errors.AmbiguousName):
                 api.find_program(name.lower())
     finally:
         sandbox.stop()
@@ -199,23 +190,35 @@ def test_vouchers_of_a_large_purchase_span_many_pages(client: CertiverseClient) 
     assert all(c.startswith(client.find_program(OPEN_PROGRAM).voucher_code_prefix) for c in codes)
 
 
-class _ForeignNextLink(http.server.BaseHTTPRequestHandler):
-    """A hostile API: its first page points nextLink at another origin."""
+class _OkHandler(http.server.BaseHTTPRequestHandler):
+    """A quiet handler whose GET answers 200 with ``body()`` as ``content_type``."""
 
-    next_link = ""
-    seen_auth: list[str | None] = []
+    content_type = "application/json"
+
+    def body(self) -> bytes:
+        raise NotImplementedError
 
     def do_GET(self) -> None:
-        type(self).seen_auth.append(self.headers.get("Authorization"))
-        body = json.dumps({"data": [], "nextLink": type(self).next_link}).encode()
+        body = self.body()
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", self.content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
-        pass
+        """Quiet."""
+
+
+class _ForeignNextLink(_OkHandler):
+    """A hostile API: its first page points nextLink at another origin."""
+
+    next_link = ""
+    seen_auth: list[str | None] = []
+
+    def body(self) -> bytes:
+        type(self).seen_auth.append(self.headers.get("Authorization"))
+        return json.dumps({"data": [], "nextLink": type(self).next_link}).encode()
 
 
 @pytest.mark.parametrize("foreign", ["other-port", "other-scheme", "other-host"])
@@ -239,7 +242,7 @@ def test_next_link_to_another_origin_is_refused(foreign: str) -> None:
     try:
         base = f"http://127.0.0.1:{api_server.server_address[1]}/api"
         with CertiverseClient(base, StaticToken("secret-token")) as api:
-            with pytest.raises(UnsafeNextLink, match="refusing to send the token"):
+            with pytest.raises(errors.UnsafeNextLink, match="refusing to send the token"):
                 list(api.iter_partners())
         assert Api.seen_auth == ["Bearer secret-token"]
         assert Elsewhere.seen_auth == []
@@ -303,7 +306,7 @@ def test_purchase_listing_filters(client: CertiverseClient) -> None:
 def test_documented_validations_fail_before_any_request(
     client: CertiverseClient, server: SandboxServer, call, message: str
 ) -> None:
-    with pytest.raises(CertiverseValidationError, match=message):
+    with pytest.raises(errors.CertiverseValidationError, match=message):
         call(client)
     assert api_requests(server) == []
 
@@ -326,7 +329,7 @@ def test_purchase_validation_before_sending(
         "notes": "n", "partner_name": PARTNER, "program_name": OPEN_PROGRAM, "quantity": 1,
     }  # fmt: skip
     values.update(fields)
-    with pytest.raises(CertiverseValidationError, match=message):
+    with pytest.raises(errors.CertiverseValidationError, match=message):
         client.create_purchase(VoucherPurchaseCreateCommand.model_construct(**values))
     assert api_requests(server) == []
     assert server.purchases() == []
@@ -378,7 +381,7 @@ def test_refused_purchases_carry_the_api_message(
     command = VoucherPurchaseCreateCommand(
         notes="n", partner_name=partner, program_name=program, quantity=1
     )
-    with pytest.raises(CertiverseBadRequest) as raised:
+    with pytest.raises(errors.CertiverseBadRequest) as raised:
         client.create_purchase(command)
     assert raised.value.status_code == 400
     assert expected in raised.value.api_message
@@ -416,7 +419,7 @@ def test_generation_failure_shows_a_failed_status(
 
 def test_wrong_token_is_unauthorized_after_one_refresh(server: SandboxServer) -> None:
     with CertiverseClient(server.base_url, StaticToken("wrong"), retry=make_policy()) as api:
-        with pytest.raises(CertiverseUnauthorized, match="PartnerManageVouchers"):
+        with pytest.raises(errors.CertiverseUnauthorized, match="PartnerManageVouchers"):
             api.list_programs()
     assert api_requests(server) == ["GET /api/vouchers/programs"] * 2
 
@@ -447,7 +450,7 @@ def test_record_limit_422() -> None:
     sandbox = start_sandbox(record_limit=2)
     try:
         with CertiverseClient(sandbox.base_url, StaticToken(TOKEN)) as api:
-            with pytest.raises(CertiverseRecordLimitExceeded, match="10,000"):
+            with pytest.raises(errors.CertiverseRecordLimitExceeded, match="10,000"):
                 list(api.iter_partners())
     finally:
         sandbox.stop()
@@ -463,7 +466,7 @@ def test_pair_purchases_past_the_record_limit_are_listed_by_status() -> None:
                 wait_for_vouchers(api, code, 1)
             sandbox.set_faults(FaultSettings(generation_delay_s=3600))
             codes += [buy(api, 1, f"waiting-{n}") for n in range(2)]
-            with pytest.raises(CertiverseRecordLimitExceeded):
+            with pytest.raises(errors.CertiverseRecordLimitExceeded):
                 list(api.iter_purchases(partner_name=PARTNER, program_name=OPEN_PROGRAM))
             listed = list(api.iter_pair_purchases(partner_name=PARTNER, program_name=OPEN_PROGRAM))
     finally:
@@ -491,7 +494,7 @@ def test_persistent_faults_give_up_cleanly(server: SandboxServer) -> None:
         CertiverseClient(
             server.base_url, StaticToken(TOKEN), retry=make_policy(max_attempts=4)
         ) as api,
-        pytest.raises(CertiverseServerError, match="gave up after 4 attempt"),
+        pytest.raises(errors.CertiverseServerError, match="gave up after 4 attempt"),
     ):
         api.list_programs()
     assert len(server.request_log()) == 4
@@ -500,7 +503,7 @@ def test_persistent_faults_give_up_cleanly(server: SandboxServer) -> None:
 def test_retry_after_longer_than_we_may_wait_ends_the_retries(server: SandboxServer) -> None:
     server.set_faults(FaultSettings(fail_next=["429"], retry_after_s=600))
     with CertiverseClient(server.base_url, StaticToken(TOKEN), retry=make_policy()) as api:
-        with pytest.raises(CertiverseServerError, match="429"):
+        with pytest.raises(errors.CertiverseServerError, match="429"):
             api.list_programs()
     assert len(server.request_log()) == 1
 
@@ -522,7 +525,7 @@ def test_timeouts_are_retried_then_reported(server: SandboxServer) -> None:
         CertiverseClient(
             server.base_url, StaticToken(TOKEN), retry=make_policy(max_attempts=3), timeout=timeout
         ) as api,
-        pytest.raises(CertiverseServerError, match="ReadTimeout"),
+        pytest.raises(errors.CertiverseServerError, match="ReadTimeout"),
     ):
         api.list_programs()
 
@@ -532,7 +535,7 @@ def test_unreachable_api_is_reported_after_retries() -> None:
     base = sandbox.base_url
     sandbox.stop()
     with CertiverseClient(base, StaticToken(TOKEN), retry=make_policy(max_attempts=3)) as api:
-        with pytest.raises(CertiverseServerError, match="cannot connect"):
+        with pytest.raises(errors.CertiverseServerError, match="cannot connect"):
             api.list_programs()
 
 
@@ -550,7 +553,7 @@ def test_ambiguous_post_failure_is_not_retried(
     client: CertiverseClient, server: SandboxServer, fault: str
 ) -> None:
     server.set_faults(FaultSettings(fail_next=[fault]))
-    with pytest.raises(PurchaseOutcomeUnknown, match="may have been created"):
+    with pytest.raises(errors.PurchaseOutcomeUnknown, match="may have been created"):
         buy(client)
     assert len(server.request_log()) == 1  # never POSTed twice
 
@@ -560,7 +563,7 @@ def test_purchase_created_but_reply_lost_can_be_found_by_its_notes(
     client: CertiverseClient, server: SandboxServer, fault: str
 ) -> None:
     server.set_faults(FaultSettings(post_commit_fault=fault))
-    with pytest.raises(PurchaseOutcomeUnknown):
+    with pytest.raises(errors.PurchaseOutcomeUnknown):
         buy(client, notes="vd:batch=b1:chunk=0007")
     server.set_faults(FaultSettings())
     found = [
@@ -579,7 +582,7 @@ def test_post_timeout_is_an_unknown_outcome(server: SandboxServer) -> None:
         CertiverseClient(
             server.base_url, StaticToken(TOKEN), retry=make_policy(), timeout=timeout
         ) as api,
-        pytest.raises(PurchaseOutcomeUnknown),
+        pytest.raises(errors.PurchaseOutcomeUnknown),
     ):
         buy(api)
     assert len([r for r in server.request_log() if r.method == "POST"]) == 1
@@ -601,7 +604,7 @@ def test_a_wrong_base_path_is_a_configuration_error_naming_the_url(server: Sandb
     wrong = server.base_url.removesuffix("/api") + "/v2"
     sleep = RecordingSleep()
     with CertiverseClient(wrong, StaticToken(TOKEN), retry=make_policy(sleep=sleep)) as api:
-        with pytest.raises(CertiverseMisconfigured) as caught:
+        with pytest.raises(errors.CertiverseMisconfigured) as caught:
             api.find_partner(PARTNER)
     message = str(caught.value)
     assert caught.value.status_code == 404
@@ -611,19 +614,13 @@ def test_a_wrong_base_path_is_a_configuration_error_naming_the_url(server: Sandb
     assert sleep.waits == []  # not retried: it will not heal
 
 
-class _HtmlSite(http.server.BaseHTTPRequestHandler):
+class _HtmlSite(_OkHandler):
     """A web site where the API was expected: 200 with an HTML page."""
 
-    def do_GET(self) -> None:
-        body = b"<!doctype html><title>Certiverse</title><p>Welcome</p>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    content_type = "text/html"
 
-    def log_message(self, *args: object) -> None:
-        """Quiet."""
+    def body(self) -> bytes:
+        return b"<!doctype html><title>Certiverse</title><p>Welcome</p>"
 
 
 def test_a_reply_that_is_not_the_apis_json_is_a_configuration_error() -> None:
@@ -633,7 +630,7 @@ def test_a_reply_that_is_not_the_apis_json_is_a_configuration_error() -> None:
     try:
         url = f"http://127.0.0.1:{site.server_address[1]}/portal"
         with CertiverseClient(url, StaticToken(TOKEN), retry=make_policy()) as api:
-            with pytest.raises(CertiverseMisconfigured, match="text/html body"):
+            with pytest.raises(errors.CertiverseMisconfigured, match="text/html body"):
                 api.find_program(OPEN_PROGRAM)
     finally:
         site.shutdown()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-import boto3
 import pytest
 
 from voucher_distributor.adapters.ledger import Ledger
@@ -18,17 +16,13 @@ from voucher_distributor.models.ledger import (
 )
 from voucher_distributor_cli.local.runner import MotoStack
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+from .moto_stack import TEMPLATE, stack_ledger
 
 
 @pytest.fixture
 def ledger() -> Iterator[Ledger]:
     with MotoStack(TEMPLATE) as stack:
-        dynamodb = boto3.resource(
-            "dynamodb", endpoint_url=stack.endpoint_url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
-        yield Ledger(stack.resource("LedgerTable").ref, dynamodb=dynamodb)
+        yield stack_ledger(stack)
 
 
 def batch(batch_id: str = "f-1") -> BatchRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.local_stack import run_csv, sandboxed_pipeline
 from voucher_distributor_cli.local.run import LocalPipeline
 from voucher_distributor_cli.main import main
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
@@ -18,6 +20,12 @@ from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 TOKEN = "ops-token"
 PARTNER = "Acme Corp"
 SPRING = "Spring Certification Drive"
+
+PEOPLE = (
+    "email,first_name,program_name\r\n"
+    + "".join(f"Person{n}@Acme.example,P{n},{SPRING}\r\n" for n in range(1, 6))
+    + f"broken,Nope,{SPRING}\r\n"
+)
 
 
 @dataclass
@@ -34,28 +42,10 @@ class Ran:
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ran]:
     tmp = tmp_path_factory.mktemp("ops")
-    people = tmp / "people.csv"
-    people.write_text(
-        "email,first_name,program_name\r\n"
-        + "".join(f"Person{n}@Acme.example,P{n},{SPRING}\r\n" for n in range(1, 6))
-        + f"broken,Nope,{SPRING}\r\n",
-        encoding="utf-8",
-    )
-    with (
-        SandboxServer(
-            SandboxConfig(token=TOKEN, generation_delay_s=0.2, seed=3), host="127.0.0.1", port=0
-        ) as sandbox,
-        (tmp / "handlers.log").open("w", encoding="utf-8") as log,
-        LocalPipeline(
-            certiverse_url=sandbox.base_url,
-            certiverse_token=TOKEN,
-            default_partner=PARTNER,
-            log_stream=log,
-            tuning={"INITIAL_CHECK_SECONDS": "2"},
-        ) as pipeline,
-    ):
-        batch_id = pipeline.submit_csv(people)
-        pipeline.run_until_done(batch_id, timeout_s=120)
+    config = SandboxConfig(token=TOKEN, generation_delay_s=0.2, seed=3)
+    tuning = {"INITIAL_CHECK_SECONDS": "2"}
+    with sandboxed_pipeline(tmp, config, PARTNER, tuning=tuning) as (sandbox, pipeline):
+        batch_id = run_csv(pipeline, tmp / "people.csv", PEOPLE)
         yield Ran(pipeline, sandbox, batch_id)
 
 
@@ -214,24 +204,8 @@ def test_reconcile_agrees_then_reports_a_purchase_we_do_not_know_and_a_mismatch(
         timeout=10,
     ).json()
     # The ledger's chunk says 4 where Certiverse sold 5.
-    ledger = ran.pipeline.stack.client("dynamodb")
-    table = ran.pipeline.stack.resource("LedgerTable").ref
-    key = {"pk": {"S": f"B#{ran.batch_id}"}, "sk": {"S": "C#00000"}}
-    ledger.update_item(
-        TableName=table,
-        Key=key,
-        UpdateExpression="SET quantity = :q",
-        ExpressionAttributeValues={":q": {"N": "4"}},
-    )
-    try:
+    with _first_chunk_changed(ran, "quantity", {"N": "4"}):
         code, report = _reconcile(ran, capsys)
-    finally:
-        ledger.update_item(
-            TableName=table,
-            Key=key,
-            UpdateExpression="SET quantity = :q",
-            ExpressionAttributeValues={":q": {"N": "5"}},
-        )
     assert code == 1
     assert report["clean"] is False
     (unknown,) = report["unknownPurchases"]  # type: ignore[misc]
@@ -246,30 +220,37 @@ def test_reconcile_reports_a_chunk_whose_purchase_certiverse_lacks(
     ran: Ran, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("CERTIVERSE_TOKEN", TOKEN)
-    ledger = ran.pipeline.stack.client("dynamodb")
-    table = ran.pipeline.stack.resource("LedgerTable").ref
-    key = {"pk": {"S": f"B#{ran.batch_id}"}, "sk": {"S": "C#00000"}}
-    original = ledger.get_item(TableName=table, Key=key)["Item"]["purchase_code"]
-    ledger.update_item(
-        TableName=table,
-        Key=key,
-        UpdateExpression="SET purchase_code = :c",
-        ExpressionAttributeValues={":c": {"S": "VP-NOSUCH"}},
-    )
-    try:
+    with _first_chunk_changed(ran, "purchase_code", {"S": "VP-NOSUCH"}):
         code, out = _run(
             ["reconcile", *ran.where, "--certiverse-url", ran.sandbox.base_url], capsys
-        )
-    finally:
-        ledger.update_item(
-            TableName=table,
-            Key=key,
-            UpdateExpression="SET purchase_code = :c",
-            ExpressionAttributeValues={":c": original},
         )
     assert code == 1
     assert "chunks without a purchase: 1" in out
     assert "VP-NOSUCH" in out
+
+
+@contextlib.contextmanager
+def _first_chunk_changed(ran: Ran, attribute: str, value: dict[str, str]) -> Iterator[None]:
+    """Chunk 0's ``attribute`` in the ledger is ``value`` (a DynamoDB attribute value) for the
+    block, and what it was again after it."""
+    ledger = ran.pipeline.stack.client("dynamodb")
+    table = ran.pipeline.stack.resource("LedgerTable").ref
+    key = {"pk": {"S": f"B#{ran.batch_id}"}, "sk": {"S": "C#00000"}}
+    original = ledger.get_item(TableName=table, Key=key)["Item"][attribute]
+
+    def put(new: dict[str, str]) -> None:
+        ledger.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression=f"SET {attribute} = :v",
+            ExpressionAttributeValues={":v": new},
+        )
+
+    put(value)
+    try:
+        yield
+    finally:
+        put(original)
 
 
 def _our_marker(ran: Any, chunk_no: int) -> str:

@@ -11,18 +11,27 @@ from email.policy import default
 
 import pytest
 
+from tests.integration.local_stack import run_csv, sandboxed_pipeline
 from voucher_distributor.models.resend import ResendSelection
 from voucher_distributor_cli.local.run import LocalPipeline
 from voucher_distributor_cli.main import main
 from voucher_distributor_cli.ops.find import find_recipient
 from voucher_distributor_cli.ops.resend import resend
 from voucher_distributor_cli.ops.target import OpsError, Target
-from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
+from voucher_distributor_cli.sandbox import SandboxConfig
 
 TOKEN = "ops-token"
 PARTNER = "Acme Corp"
 SPRING = "Spring Certification Drive"
 SIM = "simulator.amazonses.com"
+
+PEOPLE = (
+    "email,first_name,program_name\r\n"
+    f"typo@acme.exmaple,Tia,{SPRING}\r\n"
+    f"bounce@{SIM},Bo,{SPRING}\r\n"
+    f"complaint@{SIM},Co,{SPRING}\r\n"
+    f"person4@acme.example,Pe,{SPRING}\r\n"
+)
 
 
 @dataclass
@@ -46,32 +55,12 @@ class Ran:
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ran]:
     tmp = tmp_path_factory.mktemp("ops-resend")
-    people = tmp / "people.csv"
-    people.write_text(
-        "email,first_name,program_name\r\n"
-        f"typo@acme.exmaple,Tia,{SPRING}\r\n"
-        f"bounce@{SIM},Bo,{SPRING}\r\n"
-        f"complaint@{SIM},Co,{SPRING}\r\n"
-        f"person4@acme.example,Pe,{SPRING}\r\n",
-        encoding="utf-8",
-    )
-    with (
-        SandboxServer(
-            SandboxConfig(token=TOKEN, generation_delay_s=0.2, seed=3), host="127.0.0.1", port=0
-        ) as sandbox,
-        (tmp / "handlers.log").open("w", encoding="utf-8") as log,
-        LocalPipeline(
-            certiverse_url=sandbox.base_url,
-            certiverse_token=TOKEN,
-            default_partner=PARTNER,
-            log_stream=log,
-            tuning={"INITIAL_CHECK_SECONDS": "1"},
-            email=True,
-            mail_dir=tmp / "mail",
-        ) as pipeline,
-    ):
-        batch_id = pipeline.submit_csv(people)
-        pipeline.run_until_done(batch_id, timeout_s=120)
+    config = SandboxConfig(token=TOKEN, generation_delay_s=0.2, seed=3)
+    tuning = {"INITIAL_CHECK_SECONDS": "1"}
+    with sandboxed_pipeline(
+        tmp, config, PARTNER, tuning=tuning, email=True, mail_dir=tmp / "mail"
+    ) as (_, pipeline):
+        batch_id = run_csv(pipeline, tmp / "people.csv", PEOPLE)
         yield Ran(pipeline, batch_id)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.local_stack import run_csv, sandboxed_pipeline
 from voucher_distributor_cli.local.run import LocalPipeline
 from voucher_distributor_cli.main import main
 from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
@@ -19,6 +20,10 @@ from voucher_distributor_cli.sandbox import SandboxConfig, SandboxServer
 TOKEN = "redemption-token"
 PARTNER = "Acme Corp"
 SPRING = "Spring Certification Drive"
+
+PEOPLE = "email,program_name\r\n" + "".join(
+    f"person{n}@acme.example,{SPRING}\r\n" for n in range(1, 7)
+)
 
 
 @dataclass
@@ -40,29 +45,10 @@ class Handed:
 @pytest.fixture(scope="module")
 def handed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Handed]:
     tmp = tmp_path_factory.mktemp("redemption")
-    people = tmp / "people.csv"
-    people.write_text(
-        "email,program_name\r\n"
-        + "".join(f"person{n}@acme.example,{SPRING}\r\n" for n in range(1, 7)),
-        encoding="utf-8",
-    )
-    with (
-        SandboxServer(
-            SandboxConfig(token=TOKEN, generation_delay_s=0.2, page_size=4, seed=5),
-            host="127.0.0.1",
-            port=0,
-        ) as sandbox,
-        (tmp / "handlers.log").open("w", encoding="utf-8") as log,
-        LocalPipeline(
-            certiverse_url=sandbox.base_url,
-            certiverse_token=TOKEN,
-            default_partner=PARTNER,
-            log_stream=log,
-            tuning={"INITIAL_CHECK_SECONDS": "2"},
-        ) as pipeline,
-    ):
-        batch_id = pipeline.submit_csv(people)
-        pipeline.run_until_done(batch_id, timeout_s=120)
+    config = SandboxConfig(token=TOKEN, generation_delay_s=0.2, page_size=4, seed=5)
+    tuning = {"INITIAL_CHECK_SECONDS": "2"}
+    with sandboxed_pipeline(tmp, config, PARTNER, tuning=tuning) as (sandbox, pipeline):
+        batch_id = run_csv(pipeline, tmp / "people.csv", PEOPLE)
         codes = {
             a.email: a.voucher_code
             for a in pipeline.ledger.assignments.iter_assignments(batch_id)

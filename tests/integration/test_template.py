@@ -30,6 +30,7 @@ from typing import Any
 import botocore.client
 import pytest
 
+from tests.integration.local_stack import sandboxed_pipeline
 from voucher_distributor.domain import standard_webhooks as sw
 from voucher_distributor.domain.batches import (
     INCOMING_PREFIX,
@@ -765,29 +766,22 @@ def test_each_policy_grants_exactly_the_calls_its_function_makes(
 ) -> None:
     recorder = CallRecorder()
     recorder.install(monkeypatch)
-    with (
-        SandboxServer(
-            SandboxConfig(token=TOKEN, generation_delay_s=0.3, seed=5), host="127.0.0.1", port=0
-        ) as sandbox,
-        (tmp_path / "handlers.log").open("w", encoding="utf-8") as log,
-        LocalPipeline(
-            certiverse_url=sandbox.base_url,
-            certiverse_token=TOKEN,
-            default_partner=PARTNER,
-            log_stream=log,
-            # The scenario's lists of 5 wait for approval; one nobody decides ends in ~11 s.
-            tuning={
-                "INITIAL_CHECK_SECONDS": "2",
-                "APPROVAL_TIMEOUT_HOURS": "0.003",
-                "INGEST_RETRY_DELAYS": "1",
-            },
-            parameters={"ApprovalThreshold": "4"},
-            # Every assigned code is mailed (SendEmailsFunction, EmailEventsFunction and the
-            # refresh of the results); the simulator's bounce makes an event of its own.
-            email=True,
-            mail_dir=tmp_path / "mail",
-        ) as pipeline,
-    ):
+    with sandboxed_pipeline(
+        tmp_path,
+        SandboxConfig(token=TOKEN, generation_delay_s=0.3, seed=5),
+        PARTNER,
+        # The scenario's lists of 5 wait for approval; one nobody decides ends in ~11 s.
+        tuning={
+            "INITIAL_CHECK_SECONDS": "2",
+            "APPROVAL_TIMEOUT_HOURS": "0.003",
+            "INGEST_RETRY_DELAYS": "1",
+        },
+        parameters={"ApprovalThreshold": "4"},
+        # Every assigned code is mailed (SendEmailsFunction, EmailEventsFunction and the
+        # refresh of the results); the simulator's bounce makes an event of its own.
+        email=True,
+        mail_dir=tmp_path / "mail",
+    ) as (sandbox, pipeline):
         _scenarios(pipeline, sandbox, tmp_path)
         stack = pipeline.stack
         problems = []

@@ -855,16 +855,20 @@ class Harness:
         kinds = set(scenario.kinds)
         assert self.pipeline is not None
         sqs = self.pipeline.stack.client("sqs")
+
+        def again(kind: str, message: dict[str, Any]) -> None:
+            """A second delivery of the same body, later: duplicated and out of order."""
+            self._fired[kind] += 1
+            sqs.send_message(
+                QueueUrl=source.queue_url,
+                MessageBody=message["Body"],
+                DelaySeconds=self._rng.randint(0, 1),
+            )
+
         if "sqs-duplicates" in kinds and source.function_id != "IngestCsvFunction":
             for message in messages:
                 if self._rng.random() < 0.5:
-                    self._fired["sqs-duplicates"] += 1
-                    # A second delivery of the same body, later: duplicated and out of order.
-                    sqs.send_message(
-                        QueueUrl=source.queue_url,
-                        MessageBody=message["Body"],
-                        DelaySeconds=self._rng.randint(0, 1),
-                    )
+                    again("sqs-duplicates", message)
         ingests = {"IngestCsvFunction", "IngestRequestFunction"}
         if "double-ingest" in kinds and source.function_id in ingests:
             for message in messages:
@@ -877,20 +881,10 @@ class Harness:
         if SCHEDULED_FIRE_TWICE in kinds and source.function_id == "SendEmailsFunction":
             for message in messages:
                 if '"fireAt"' in message["Body"]:
-                    self._fired[SCHEDULED_FIRE_TWICE] += 1
-                    sqs.send_message(
-                        QueueUrl=source.queue_url,
-                        MessageBody=message["Body"],
-                        DelaySeconds=self._rng.randint(0, 1),
-                    )
+                    again(SCHEDULED_FIRE_TWICE, message)
         if "email-redelivery" in kinds and source.function_id == "SendEmailsFunction":
             for message in messages:
-                self._fired["email-redelivery"] += 1
-                sqs.send_message(
-                    QueueUrl=source.queue_url,
-                    MessageBody=message["Body"],
-                    DelaySeconds=self._rng.randint(0, 1),
-                )
+                again("email-redelivery", message)
         if "race" in kinds and source.function_id == "PurchaseFunction":
             for message in messages:
                 if self._fired["race"] < 2:

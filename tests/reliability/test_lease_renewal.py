@@ -5,23 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import boto3
 import pytest
 
 from voucher_distributor.adapters.ledger import Ledger
 from voucher_distributor_cli.local.runner import MotoStack
 
-from ..integration.test_ledger import TEMPLATE, batch, chunk
+from ..integration.moto_stack import TEMPLATE, stack_ledger
+from ..integration.test_ledger import batch, chunk
 
 
 @pytest.fixture
 def leased() -> Iterator[Ledger]:
     with MotoStack(TEMPLATE) as stack:
-        dynamodb = boto3.resource(
-            "dynamodb", endpoint_url=stack.endpoint_url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
-        ledger = Ledger(stack.resource("LedgerTable").ref, dynamodb=dynamodb)
+        ledger = stack_ledger(stack)
         ledger.batches.create_batch(batch())
         ledger.chunks.put_chunk_if_absent(chunk())
         assert ledger.chunks.acquire_purchase_lease("f-1", 0, owner="a", now=100, lease_seconds=10)

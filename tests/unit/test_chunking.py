@@ -1,4 +1,5 @@
 import tracemalloc
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -19,58 +20,45 @@ def row(partner: str | None = None, program: str | None = None) -> InputRow:
     return InputRow(1, "ada@example.com", "Ada", "L", "", partner, program, {}, None)
 
 
-NO_FALLBACKS = {
-    "metadata_partner": None,
-    "metadata_program": None,
-    "default_partner": None,
-    "default_program": None,
-}
+Names = tuple[str | None, str | None]  # (partner, program)
+
+
+def fallbacks(metadata: Names = (None, None), defaults: Names = (None, None)) -> dict[str, Any]:
+    """resolve_target's fallbacks: the upload's metadata, then the defaults."""
+    return {
+        "metadata_partner": metadata[0],
+        "metadata_program": metadata[1],
+        "default_partner": defaults[0],
+        "default_program": defaults[1],
+    }
+
+
+NO_FALLBACKS = fallbacks()
+EVERY_FALLBACK = fallbacks(("Meta Partner", "Meta Program"), ("Default Partner", "Default Program"))
 
 
 # --- targets ------------------------------------------------------------------------------------
 
 
 def test_the_row_wins_over_metadata_and_defaults():
-    target = resolve_target(
-        row("Row Partner", "Row Program"),
-        metadata_partner="Meta Partner",
-        metadata_program="Meta Program",
-        default_partner="Default Partner",
-        default_program="Default Program",
-    )
+    target = resolve_target(row("Row Partner", "Row Program"), **EVERY_FALLBACK)
     assert target == Target("Row Partner", "Row Program")
 
 
 def test_metadata_wins_over_defaults():
-    target = resolve_target(
-        row(),
-        metadata_partner="Meta Partner",
-        metadata_program="Meta Program",
-        default_partner="Default Partner",
-        default_program="Default Program",
-    )
+    target = resolve_target(row(), **EVERY_FALLBACK)
     assert target == Target("Meta Partner", "Meta Program")
 
 
 def test_partner_and_program_resolve_independently():
     target = resolve_target(
-        row(program="Row Program"),
-        metadata_partner=None,
-        metadata_program="Meta Program",
-        default_partner="Default Partner",
-        default_program=None,
+        row(program="Row Program"), **fallbacks((None, "Meta Program"), ("Default Partner", None))
     )
     assert target == Target("Default Partner", "Row Program")
 
 
 def test_blank_values_fall_through_and_names_are_trimmed():
-    target = resolve_target(
-        row(),
-        metadata_partner="   ",
-        metadata_program="",
-        default_partner=" Acme ",
-        default_program=" Exam ",
-    )
+    target = resolve_target(row(), **fallbacks(("   ", ""), (" Acme ", " Exam ")))
     assert target == Target("Acme", "Exam")
 
 

@@ -6,19 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voucher_distributor.domain.email_message import (
-    TEMPLATE_VARIABLES,
-    AddressNotSendable,
-    EmailRenderError,
-    EmailTemplate,
-    Exam,
-    Sender,
-    VoucherEmail,
-    build_mime,
-    expires_on,
-    render_email,
-    ses_address,
-)
+from voucher_distributor.domain import email_message as em
 
 
 def _email(**overrides):
@@ -28,18 +16,18 @@ def _email(**overrides):
         "voucher_code": "CLD-7Q2M-XK4P",
         "program": "Cloud Practitioner",
         "partner": "Acme Training",
-        "exams": (Exam("Cloud Basics", "CB-101"), Exam("Cloud Security", "CS-201")),
+        "exams": (em.Exam("Cloud Basics", "CB-101"), em.Exam("Cloud Security", "CS-201")),
         "expires_on": "31 March 2027",
         "booking_url": "https://book.example.com/exams",
         "support_email": "help@acme.example",
         "replaces_code": "",
     }
     values.update(overrides)
-    return VoucherEmail(**values)
+    return em.VoucherEmail(**values)
 
 
 def test_the_default_message_carries_everything_the_person_needs():
-    rendered = render_email(_email())
+    rendered = em.render_email(_email())
     assert rendered.subject == "Your exam voucher for Cloud Practitioner"
     for part in (rendered.text, rendered.html):
         for needle in (
@@ -60,7 +48,7 @@ def test_the_default_message_carries_everything_the_person_needs():
 
 
 def test_a_reissue_says_it_replaces_the_old_code():
-    rendered = render_email(_email(replaces_code="OLD-1111"))
+    rendered = em.render_email(_email(replaces_code="OLD-1111"))
     assert rendered.subject == "Your new exam voucher for Cloud Practitioner"
     assert "replaces your previous code\nOLD-1111" in rendered.text
     assert "OLD-1111" in rendered.html
@@ -68,7 +56,7 @@ def test_a_reissue_says_it_replaces_the_old_code():
 
 
 def test_missing_optional_facts_leave_no_gaps():
-    rendered = render_email(
+    rendered = em.render_email(
         _email(first_name="", exams=(), expires_on="", booking_url="", support_email="")
     )
     assert rendered.text.startswith("Hello there,\n")
@@ -79,39 +67,39 @@ def test_missing_optional_facts_leave_no_gaps():
 
 
 def test_template_syntax_in_a_name_prints_as_typed():
-    rendered = render_email(_email(first_name="{{ 7*7 }}", last_name="{% for x in y %}"))
+    rendered = em.render_email(_email(first_name="{{ 7*7 }}", last_name="{% for x in y %}"))
     assert "Hello {{ 7*7 }}," in rendered.text
     assert "{{ 7*7 }}" in rendered.html
     assert "49" not in rendered.text
 
 
 def test_markup_in_a_name_is_escaped_in_html_and_literal_in_text():
-    rendered = render_email(_email(first_name='<script>alert("x")</script>'))
+    rendered = em.render_email(_email(first_name='<script>alert("x")</script>'))
     assert "<script>" not in rendered.html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in rendered.html
     assert 'Hello <script>alert("x")</script>,' in rendered.text
 
 
 def test_a_template_naming_an_unknown_variable_fails_with_why():
-    broken = EmailTemplate(subject="Hi {{ nickname }}")
-    with pytest.raises(EmailRenderError, match=r"subject could not be rendered.*nickname"):
-        render_email(_email(), broken)
+    broken = em.EmailTemplate(subject="Hi {{ nickname }}")
+    with pytest.raises(em.EmailRenderError, match=r"subject could not be rendered.*nickname"):
+        em.render_email(_email(), broken)
 
 
 def test_the_sandbox_refuses_reaching_into_python():
-    hostile = EmailTemplate(text="{{ voucher_code.__class__.__mro__[1].__subclasses__() }}")
-    with pytest.raises(EmailRenderError, match="text could not be rendered"):
-        render_email(_email(), hostile)
+    hostile = em.EmailTemplate(text="{{ voucher_code.__class__.__mro__[1].__subclasses__() }}")
+    with pytest.raises(em.EmailRenderError, match="text could not be rendered"):
+        em.render_email(_email(), hostile)
 
 
 def test_a_template_with_a_syntax_error_fails_with_why():
-    with pytest.raises(EmailRenderError, match="html could not be rendered"):
-        render_email(_email(), EmailTemplate(html="{% if %}"))
+    with pytest.raises(em.EmailRenderError, match="html could not be rendered"):
+        em.render_email(_email(), em.EmailTemplate(html="{% if %}"))
 
 
 def test_an_empty_subject_is_a_render_failure():
-    with pytest.raises(EmailRenderError, match="subject rendered empty"):
-        render_email(_email(), EmailTemplate(subject="{{ last_name[:0] }}"))
+    with pytest.raises(em.EmailRenderError, match="subject rendered empty"):
+        em.render_email(_email(), em.EmailTemplate(subject="{{ last_name[:0] }}"))
 
 
 def test_the_default_template_uses_only_the_contract_variables():
@@ -124,15 +112,15 @@ def test_the_default_template_uses_only_the_contract_variables():
     used: set[str] = set()
     for source in (DEFAULT_TEMPLATE.subject, DEFAULT_TEMPLATE.text, DEFAULT_TEMPLATE.html):
         used |= meta.find_undeclared_variables(env.parse(source))
-    assert used <= set(TEMPLATE_VARIABLES)
-    assert set(_email().variables()) == set(TEMPLATE_VARIABLES)
+    assert used <= set(em.TEMPLATE_VARIABLES)
+    assert set(_email().variables()) == set(em.TEMPLATE_VARIABLES)
 
 
 def test_expiry_dates_read_as_a_person_writes_them():
-    assert expires_on("2027-03-31T23:59:59Z") == "31 March 2027"
-    assert expires_on("2027-01-05T00:00:00+00:00") == "5 January 2027"
-    assert expires_on("") == ""
-    assert expires_on("soon") == "soon"
+    assert em.expires_on("2027-03-31T23:59:59Z") == "31 March 2027"
+    assert em.expires_on("2027-01-05T00:00:00+00:00") == "5 January 2027"
+    assert em.expires_on("") == ""
+    assert em.expires_on("soon") == "soon"
 
 
 @pytest.mark.parametrize(
@@ -145,24 +133,24 @@ def test_expiry_dates_read_as_a_person_writes_them():
     ],
 )
 def test_unicode_domains_go_out_in_punycode(typed, sent):
-    assert ses_address(typed) == sent
+    assert em.ses_address(typed) == sent
 
 
 def test_a_non_ascii_local_part_is_refused_with_the_reason():
-    with pytest.raises(AddressNotSendable, match="non-ASCII characters before the @"):
-        ses_address("jürgen@example.de")
+    with pytest.raises(em.AddressNotSendable, match="non-ASCII characters before the @"):
+        em.ses_address("jürgen@example.de")
 
 
 def test_a_domain_without_an_idna_form_is_refused():
-    with pytest.raises(AddressNotSendable, match="IDNA"):
-        ses_address("a@" + "ü" * 70 + ".de")
+    with pytest.raises(em.AddressNotSendable, match="IDNA"):
+        em.ses_address("a@" + "ü" * 70 + ".de")
 
 
 @given(st.text(max_size=80))
 def test_ses_address_answers_an_ascii_address_or_a_typed_refusal(raw):
     try:
-        sent = ses_address(raw)
-    except AddressNotSendable:
+        sent = em.ses_address(raw)
+    except em.AddressNotSendable:
         return
     assert sent.isascii()
     assert sent.count("@") >= 1
@@ -175,11 +163,11 @@ def _parse(raw: bytes) -> EmailMessage:
 
 
 def test_the_mime_message_has_both_parts_and_the_sender_headers():
-    rendered = render_email(_email(first_name="Zoë"))
-    raw = build_mime(
+    rendered = em.render_email(_email(first_name="Zoë"))
+    raw = em.build_mime(
         rendered,
-        sender=Sender("vouchers@acme.example", "Acme Exams", "help@acme.example"),
-        to=ses_address("ada@bücher.de"),
+        sender=em.Sender("vouchers@acme.example", "Acme Exams", "help@acme.example"),
+        to=em.ses_address("ada@bücher.de"),
         sent_at=1_800_000_000,
     )
     assert b"\r\n" in raw
@@ -199,9 +187,9 @@ def test_the_mime_message_has_both_parts_and_the_sender_headers():
 
 
 def test_a_sender_name_with_non_ascii_letters_is_encoded():
-    raw = build_mime(
-        render_email(_email()),
-        sender=Sender("vouchers@acme.example", "Académie Ü"),
+    raw = em.build_mime(
+        em.render_email(_email()),
+        sender=em.Sender("vouchers@acme.example", "Académie Ü"),
         to="ada@example.com",
         sent_at=0,
     )
@@ -211,16 +199,16 @@ def test_a_sender_name_with_non_ascii_letters_is_encoded():
 
 
 def test_a_subject_cannot_inject_headers():
-    rendered = render_email(
+    rendered = em.render_email(
         _email(),
-        EmailTemplate(subject="Hi {{ first_name }}"),
+        em.EmailTemplate(subject="Hi {{ first_name }}"),
     )
-    hostile = render_email(
+    hostile = em.render_email(
         _email(first_name="x\r\nBcc: evil@example.com"),
-        EmailTemplate(subject="Hi {{ first_name }}"),
+        em.EmailTemplate(subject="Hi {{ first_name }}"),
     )
     assert rendered.subject == "Hi Ada"
-    raw = build_mime(hostile, sender=Sender("a@acme.example"), to="b@example.com", sent_at=0)
+    raw = em.build_mime(hostile, sender=em.Sender("a@acme.example"), to="b@example.com", sent_at=0)
     message = _parse(raw)
     assert message["Bcc"] is None
     assert message["Subject"] == "Hi x Bcc: evil@example.com"
