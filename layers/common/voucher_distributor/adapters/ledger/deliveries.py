@@ -195,9 +195,11 @@ class DeliveryStore(Store):
         the claim also needs that holding to point at this row, else :class:`NoLongerHeld`.
         """
         claimed, item = claim_item(
-            batch_id, row_number, to_address=to_address, voucher_code=voucher_code, now=now,
-            replacing=replacing, reminder_days=reminder_days,
-        )  # fmt: skip
+            SliceClaim(batch_id, row_number, to_address, voucher_code),
+            now=now,
+            replacing=replacing,
+            reminder_days=reminder_days,
+        )
         condition: dict[str, Any] = (
             {"ConditionExpression": "attribute_not_exists(pk)"}
             if replacing is None
@@ -226,11 +228,7 @@ class DeliveryStore(Store):
         pending = list(claims)
         conflicts = 0
         while pending:
-            built = [
-                claim_item(c.batch_id, c.row_number, to_address=c.to_address,
-                            voucher_code=c.voucher_code, now=now)
-                for c in pending
-            ]  # fmt: skip
+            built = [claim_item(c, now=now) for c in pending]
             try:
                 self._client.transact_write_items(
                     TransactItems=[
