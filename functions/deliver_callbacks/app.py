@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from voucher_distributor.models.messages import CallbackMessage
 from voucher_distributor.pipeline.callbacks import deliver
-from voucher_distributor.runtime import logger, metrics, services, tracer
-from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.typing import LambdaContext
+from voucher_distributor.runtime import logger, services, sqs_handler
+from voucher_distributor.sqs_batch import SqsRecord
 
 
 def record_handler(record: SqsRecord) -> None:
@@ -19,8 +14,4 @@ def record_handler(record: SqsRecord) -> None:
     logger.info("callback %s: %s", message.delivery, deliver(services(), message))
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> PartialBatchResponse:  # noqa: ARG001
-    return process_sqs_batch(event, record_handler, logger=logger)
+handler = sqs_handler(record_handler)

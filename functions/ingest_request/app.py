@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from pydantic import ValidationError
 
 from voucher_distributor.models.messages import ALLOW_LOOPBACK_CALLBACKS, DistributionRequest
 from voucher_distributor.pipeline.distributions import API_CLIENT_ATTRIBUTE
 from voucher_distributor.pipeline.requests import refuse_request
 from voucher_distributor.pipeline.sources import request_ingest
-from voucher_distributor.runtime import ingest_delivery, logger, metrics, services, tracer
-from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.typing import LambdaContext
+from voucher_distributor.runtime import ingest_delivery, services, sqs_handler
+from voucher_distributor.sqs_batch import SqsRecord
 
 
 def record_handler(record: SqsRecord) -> None:
@@ -36,8 +31,4 @@ def record_handler(record: SqsRecord) -> None:
     ingest_delivery(ingest_request, record, "ingested request")
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> PartialBatchResponse:  # noqa: ARG001
-    return process_sqs_batch(event, record_handler, logger=logger)
+handler = sqs_handler(record_handler)

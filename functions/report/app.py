@@ -3,18 +3,13 @@ out the decision on a batch that waited for approval (or rejects it at its deadl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from voucher_distributor.models.messages import ReportMessage
 from voucher_distributor.pipeline.approval import APPROVAL_CHECK, check_approval
 from voucher_distributor.pipeline.email import EMAIL_REFRESH
 from voucher_distributor.pipeline.report import refresh_results, report_batch
 from voucher_distributor.pipeline.undeliverable import UNDELIVERABLE_CHECK, announce_undeliverable
-from voucher_distributor.runtime import logger, metrics, services, tracer
-from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.typing import LambdaContext
+from voucher_distributor.runtime import logger, services, sqs_handler
+from voucher_distributor.sqs_batch import SqsRecord
 
 
 def record_handler(record: SqsRecord) -> None:
@@ -32,8 +27,4 @@ def record_handler(record: SqsRecord) -> None:
     logger.info("report: %s", report_batch(services(), message.batch_id))
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> PartialBatchResponse:  # noqa: ARG001
-    return process_sqs_batch(event, record_handler, logger=logger)
+handler = sqs_handler(record_handler)

@@ -4,18 +4,14 @@ the SES send rate, each claimed before its SESv2 call and recorded after it."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
 
 from voucher_distributor.models.messages import EmailMessage, SendFireMessage
 from voucher_distributor.models.resend import ResendMessage
 from voucher_distributor.pipeline.email import send_chunk_emails
 from voucher_distributor.pipeline.resend import send_resend
 from voucher_distributor.pipeline.scheduled_send import fire
-from voucher_distributor.runtime import logger, metrics, services, tracer
-from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.typing import LambdaContext
+from voucher_distributor.runtime import logger, services, sqs_handler
+from voucher_distributor.sqs_batch import SqsRecord
 
 
 def record_handler(record: SqsRecord) -> None:
@@ -38,8 +34,4 @@ def record_handler(record: SqsRecord) -> None:
     logger.info("e-mails of chunk %05d: %s %s", message.chunk_no, run.outcome, dict(run.counts))
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> PartialBatchResponse:  # noqa: ARG001
-    return process_sqs_batch(event, record_handler, logger=logger)
+handler = sqs_handler(record_handler)

@@ -10,26 +10,33 @@ cold-start latency, so this module does only what every invocation needs:
 - Partial-batch responses come from :mod:`voucher_distributor.sqs_batch`, not Powertools' batch
   utility (which imports asyncio and every event data class).
 - The services (boto3 clients, the Certiverse client, settings) are built on first use.
+- :func:`sqs_handler` is an SQS-fed function's Lambda handler around its record handler;
+  :func:`s3_notification_keys` reads the S3 event notifications two of them receive.
 - :func:`ingest_delivery` is the two ingest handlers' common tail (an upload, a request).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
+from voucher_distributor.sqs_batch import PartialBatchResponse, SqsRecord, process_sqs_batch
+
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
     from voucher_distributor.pipeline.context import Services
     from voucher_distributor.pipeline.ingest_types import IngestRequest
-    from voucher_distributor.sqs_batch import SqsRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,6 +104,35 @@ def services() -> Services:
     from voucher_distributor.settings import get_settings  # noqa: PLC0415
 
     return build_services(get_settings(), PowertoolsMetricSink())
+
+
+def sqs_handler(
+    record_handler: Callable[[SqsRecord], None],
+) -> Callable[[dict[str, Any], LambdaContext], PartialBatchResponse]:
+    """The Lambda handler of a function fed by SQS: Powertools' logging context, trace and
+    metrics around the partial-batch loop calling ``record_handler`` for each record."""
+
+    def handler(event: dict[str, Any], context: LambdaContext) -> PartialBatchResponse:  # noqa: ARG001
+        return process_sqs_batch(event, record_handler, logger=logger)
+
+    # As the decorators ``@logger.inject_lambda_context``, ``@tracer.capture_lambda_handler``
+    # and ``@metrics.log_metrics``, in that order.
+    observed: Callable[[dict[str, Any], LambdaContext], PartialBatchResponse] = (
+        logger.inject_lambda_context(tracer.capture_lambda_handler(metrics.log_metrics(handler)))
+    )
+    return observed
+
+
+def s3_notification_keys(record: SqsRecord) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The objects an S3 event notification delivered by SQS names: each one's key (decoded)
+    and its S3 record. The ``s3:TestEvent`` S3 sends when the notification is configured names
+    none (logged and skipped)."""
+    notification = json.loads(record.body)
+    if notification.get("Event") == "s3:TestEvent":
+        logger.info("ignoring the s3:TestEvent sent when the notification was configured")
+        return
+    for s3_record in notification.get("Records", []):
+        yield unquote_plus(s3_record["s3"]["object"]["key"]), s3_record
 
 
 def ingest_delivery(request: IngestRequest, record: SqsRecord, done: str) -> None:

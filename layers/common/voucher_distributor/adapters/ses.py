@@ -40,7 +40,12 @@ class SesError(RuntimeError):
     """SES did not take the e-mail; the subclass says what to do."""
 
 
-class SesThrottled(SesError):
+class SesNotSent(SesError):
+    """SES surely sent nothing, for now (throttled, paused, unreachable): the claim goes back
+    and the e-mail waits; the subclass says how long."""
+
+
+class SesThrottled(SesNotSent):
     """SES asked us to slow down (send rate) or the day's quota is spent: send it later."""
 
     def __init__(self, message: str, *, retry_after: int, daily_quota: bool = False) -> None:
@@ -49,7 +54,7 @@ class SesThrottled(SesError):
         self.daily_quota = daily_quota
 
 
-class SesSendingStopped(SesError):
+class SesSendingStopped(SesNotSent):
     """Sending is paused (configuration set or account) or the account suspended: stop, alarm,
     and let the e-mails wait until an operator resumes sending."""
 
@@ -62,7 +67,7 @@ class SesOutcomeUnknown(SesError):
     """The call may have sent the message: leave the row ``unknown`` (SES's Send event says)."""
 
 
-class SesUnavailable(SesError):
+class SesUnavailable(SesNotSent):
     """SES could not be reached before the request went out: nothing was sent, try later."""
 
 

@@ -184,10 +184,7 @@ def decide(call: ApiCall, batch_id: str, decision: str) -> dict[str, Any]:
     caller, reach = call.reach(Scope.APPROVE)
     note = bodies.decision_note(call.request)
     svc = call.services
-    try:
-        reachable(svc, reach, batch_id, Action.DECIDE)
-    except NotFound as exc:
-        raise Problem(404, "Not Found", str(exc)) from exc
+    _reachable(call, reach, batch_id, Action.DECIDE)
     try:
         batch = decide_batch(
             svc.ledger,
@@ -223,11 +220,7 @@ def decide(call: ApiCall, batch_id: str, decision: str) -> dict[str, Any]:
 def retry(call: ApiCall, batch_id: str) -> Answer:
     """``POST …/retry``: the ended batch's failed rows as a new batch linked from it."""
     _, reach = call.reach(Scope.SUBMIT)
-    try:
-        # Another partner's batch does not exist for this client (404), as for reading it.
-        reachable(call.services, reach, batch_id, Action.READ)
-    except NotFound as exc:
-        raise Problem(404, "Not Found", str(exc)) from exc
+    _reachable(call, reach, batch_id, Action.READ)
     try:
         started = retry_distribution(call.services, batch_id)
     except RetryRefused as exc:
@@ -243,11 +236,7 @@ def retry(call: ApiCall, batch_id: str) -> Answer:
 def resend(call: ApiCall, batch_id: str) -> Answer:
     """``POST …/resend``: the same code mailed again (202), recorded as ``api:<client>``."""
     caller, reach = call.reach(Scope.SUBMIT)
-    try:
-        # Another partner's batch does not exist for this client (404), as for reading it.
-        reachable(call.services, reach, batch_id, Action.READ)
-    except NotFound as exc:
-        raise Problem(404, "Not Found", str(exc)) from exc
+    _reachable(call, reach, batch_id, Action.READ)
     selection = bodies.resend_selection(call.request)
     svc = call.services
     try:
@@ -284,6 +273,15 @@ def get_holdings(call: ApiCall) -> dict[str, Any]:
             [{"field": "email", "problem": "required: an e-mail address"}],
         )
     return {"email": email, "holdings": holdings_view(call.services, reach, email)}
+
+
+def _reachable(call: ApiCall, reach: Reach, batch_id: str, action: Action) -> None:
+    """404 unless ``reach`` may ``action`` the batch: another partner's batch does not exist
+    for this client, as for reading it."""
+    try:
+        reachable(call.services, reach, batch_id, action)
+    except NotFound as exc:
+        raise Problem(404, "Not Found", str(exc)) from exc
 
 
 def _found(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -31,11 +31,11 @@ from typing import Any
 
 from voucher_distributor.adapters.ledger.deliveries import parse_delivery_id, parse_reminder_id
 from voucher_distributor.adapters.ses import (
+    SesNotSent,
     SesOutcomeUnknown,
     SesRejected,
     SesSendingStopped,
     SesThrottled,
-    SesUnavailable,
 )
 from voucher_distributor.domain.batches import work_key
 from voucher_distributor.domain.email_message import (
@@ -61,7 +61,12 @@ from voucher_distributor.models.ledger import (
     ChunkState,
 )
 from voucher_distributor.pipeline.context import Services, log
-from voucher_distributor.pipeline.email_slices import SliceStopped, send_slice, slice_size
+from voucher_distributor.pipeline.email_slices import (
+    SliceStopped,
+    record_unmade,
+    send_slice,
+    slice_size,
+)
 from voucher_distributor.pipeline.scheduled_send import hold_for_schedule
 from voucher_distributor.pipeline.templates import template_for
 from voucher_distributor.pipeline.undeliverable import UNDELIVERABLE, note_undeliverable
@@ -262,15 +267,7 @@ def _send_one(
             template_for(services, chunk.partner_name, chunk.program_name, record.language),
         )
     except (AddressNotSendable, EmailRenderError) as exc:
-        deliveries.put_outcome(
-            record.batch_id,
-            record.row_number,
-            state=EmailState.FAILED,
-            reason=str(exc),
-            now=now,
-            voucher_code=record.voucher_code,
-        )
-        services.metrics.count("EmailsFailed")
+        record_unmade(services, record, exc, now=now)
         return "failed"
     claimed = deliveries.claim(
         record.batch_id,
@@ -310,7 +307,7 @@ def send_claimed(
             to_address=to,
             delivery_id=claimed.delivery_id,
         )
-    except (SesThrottled, SesSendingStopped, SesUnavailable):
+    except SesNotSent:
         deliveries.release(claimed)
         raise
     except SesRejected as exc:

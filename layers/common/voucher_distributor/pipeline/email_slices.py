@@ -28,11 +28,9 @@ from dataclasses import dataclass
 
 from voucher_distributor.adapters.ledger.deliveries import MAX_SLICE, SliceClaim
 from voucher_distributor.adapters.ses import (
+    SesNotSent,
     SesOutcomeUnknown,
     SesRejected,
-    SesSendingStopped,
-    SesThrottled,
-    SesUnavailable,
 )
 from voucher_distributor.domain.email_message import (
     AddressNotSendable,
@@ -51,7 +49,7 @@ class SliceStopped(Exception):
     """SES refused a row for now (throttled, paused, unreachable): the chunk goes on from
     ``from_row``, a row SES surely did not send."""
 
-    def __init__(self, cause: SesThrottled | SesSendingStopped | SesUnavailable, from_row: int):
+    def __init__(self, cause: SesNotSent, from_row: int):
         super().__init__(str(cause))
         self.cause = cause
         self.from_row = from_row
@@ -62,6 +60,22 @@ def slice_size(rate: float) -> int:
     if rate <= 0:
         return MAX_SLICE
     return max(1, min(MAX_SLICE, int(rate)))
+
+
+def record_unmade(
+    services: Services, record: AssignmentRecord, exc: Exception, *, now: int
+) -> None:
+    """The row's e-mail could not be made (an address SES cannot send to, a template that does
+    not render): the row is ``failed``, with why."""
+    services.ledger.deliveries.put_outcome(
+        record.batch_id,
+        record.row_number,
+        state=EmailState.FAILED,
+        reason=str(exc),
+        now=now,
+        voucher_code=record.voucher_code,
+    )
+    services.metrics.count("EmailsFailed")
 
 
 @dataclass(frozen=True)
@@ -91,15 +105,7 @@ def send_slice(
         try:
             ready.append(_Ready(record, ses_address(record.email), render_one(record)))
         except (AddressNotSendable, EmailRenderError) as exc:
-            deliveries.put_outcome(
-                record.batch_id,
-                record.row_number,
-                state=EmailState.FAILED,
-                reason=str(exc),
-                now=now,
-                voucher_code=record.voucher_code,
-            )
-            services.metrics.count("EmailsFailed")
+            record_unmade(services, record, exc, now=now)
             counts["failed"] += 1
     claimed = deliveries.claim_slice(
         [SliceClaim(r.record.batch_id, r.record.row_number, r.to, r.record.voucher_code)
@@ -121,7 +127,7 @@ def send_slice(
                     raw, from_address=from_address, to_address=row.to,
                     delivery_id=claim.delivery_id,
                 )  # fmt: skip
-            except (SesThrottled, SesSendingStopped, SesUnavailable) as exc:
+            except SesNotSent as exc:
                 for unsent in claimed[i:]:  # SES sent none of these: their claims go back
                     deliveries.release(unsent)
                 raise SliceStopped(exc, claim.row_number) from exc

@@ -4,7 +4,7 @@ existing rows' files. ``ingest`` runs it under the batch's ingest lease."""
 from __future__ import annotations
 
 import json
-from typing import IO
+from typing import IO, Any
 
 from voucher_distributor.adapters.ledger.holdings import Claim, ClaimOutcome
 from voucher_distributor.domain.batches import work_key
@@ -327,12 +327,7 @@ def _write_rejected(
 ) -> None:
     record = {
         "status": status,
-        "row_number": row.row_number,
-        "line": row.line,
-        "email": row.email,
-        "first_name": row.first_name,
-        "last_name": row.last_name,
-        "external_id": row.external_id,
+        **_row_fields(row),
         "partner_name": target.partner_name if target else (row.partner_name or ""),
         "program_name": target.program_name if target else (row.program_name or ""),
         "reason": reason,
@@ -343,18 +338,25 @@ def _write_rejected(
     out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def _write_existing(out: IO[str], accepted: Accepted, outcome: ClaimOutcome) -> None:
-    """The row, and which batch row holds the person's voucher (resolved by the report)."""
-    holding = outcome.holding
-    assert holding is not None
-    row = accepted.row
-    record = {
+def _row_fields(row: InputRow) -> dict[str, Any]:
+    """The input row's own fields that a written row starts with."""
+    return {
         "row_number": row.row_number,
         "line": row.line,
         "email": row.email,
         "first_name": row.first_name,
         "last_name": row.last_name,
         "external_id": row.external_id,
+    }
+
+
+def _write_existing(out: IO[str], accepted: Accepted, outcome: ClaimOutcome) -> None:
+    """The row, and which batch row holds the person's voucher (resolved by the report)."""
+    holding = outcome.holding
+    assert holding is not None
+    row = accepted.row
+    record = {
+        **_row_fields(row),
         "partner_name": accepted.target.partner_name,
         "program_name": accepted.target.program_name,
         "extra": row.extra,

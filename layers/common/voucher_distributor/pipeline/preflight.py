@@ -9,7 +9,9 @@ fails with the same reason instead of waiting out the retries again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from voucher_distributor.adapters.certiverse import (
     AmbiguousName,
@@ -32,6 +34,9 @@ from voucher_distributor.models.certiverse import (
     PartnerVoucherPartnerModel,
     PartnerVoucherProgramModel,
 )
+
+#: A Certiverse partner or program, as a look-up finds it.
+_NamedT = TypeVar("_NamedT", PartnerVoucherPartnerModel, PartnerVoucherProgramModel)
 
 
 @dataclass(frozen=True)
@@ -113,28 +118,25 @@ class Preflight:
         return Verdict(partner=partner, program=program, refusal=refusal, note=note)
 
     def _partner(self, name: str) -> PartnerVoucherPartnerModel | str:
-        key = name.strip().casefold()
-        if key not in self._partners:
-            self.lookups += 1
-            try:
-                self._partners[key] = self._client.find_partner(name)
-            except CertiverseMisconfigured:
-                raise
-            except (NameNotFound, AmbiguousName, CertiverseBadRequest) as exc:
-                self._partners[key] = _reason(exc, "partner")
-        return self._partners[key]
+        return self._look_up(self._partners, name, self._client.find_partner, "partner")
 
     def _program(self, name: str) -> PartnerVoucherProgramModel | str:
+        return self._look_up(self._programs, name, self._client.find_program, "program")
+
+    def _look_up(
+        self, found: dict[str, _NamedT | str], name: str, find: Callable[[str], _NamedT], kind: str
+    ) -> _NamedT | str:
+        """The ``kind`` named ``name`` (looked up once per name, ignoring case), or why not."""
         key = name.strip().casefold()
-        if key not in self._programs:
+        if key not in found:
             self.lookups += 1
             try:
-                self._programs[key] = self._client.find_program(name)
+                found[key] = find(name)
             except CertiverseMisconfigured:
                 raise
             except (NameNotFound, AmbiguousName, CertiverseBadRequest) as exc:
-                self._programs[key] = _reason(exc, "program")
-        return self._programs[key]
+                found[key] = _reason(exc, kind)
+        return found[key]
 
 
 def _reason(exc: Exception, kind: str) -> str:

@@ -20,9 +20,7 @@ from dataclasses import dataclass, replace
 from voucher_distributor.adapters.ledger.deliveries import NoLongerHeld
 from voucher_distributor.adapters.ledger.table import holding_pk, holding_sk
 from voucher_distributor.adapters.ses import (
-    SesSendingStopped,
-    SesThrottled,
-    SesUnavailable,
+    SesNotSent,
 )
 from voucher_distributor.domain.batches import work_key
 from voucher_distributor.domain.email_message import (
@@ -92,7 +90,7 @@ def send_reminders(services: Services, due: list[DueReminder]) -> Counter[str]:
         record = named.model_copy(update={"email": a.email, "expires_utc": reminder.expires_utc})
         try:
             outcome = _send_reminder(services, chunk, record, reminder.days, pacer)
-        except (SesThrottled, SesSendingStopped, SesUnavailable) as exc:
+        except SesNotSent as exc:
             log.warning("reminders: %s; the rest wait for the next sync", exc)
             counts["later"] += len(due) - sum(counts.values())
             break

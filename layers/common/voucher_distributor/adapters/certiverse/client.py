@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Protocol, TypeVar
-
-import httpx
+from typing import Protocol, TypedDict, TypeVar, Unpack
 
 from voucher_distributor.adapters.certiverse.errors import (
     AmbiguousName,
@@ -21,9 +19,8 @@ from voucher_distributor.adapters.certiverse.errors import (
     CertiverseValidationError,
     NameNotFound,
 )
-from voucher_distributor.adapters.certiverse.retry import RetryPolicy
 from voucher_distributor.adapters.certiverse.tokens import TokenProvider
-from voucher_distributor.adapters.certiverse.transport import DEFAULT_TIMEOUT, CertiverseHttp
+from voucher_distributor.adapters.certiverse.transport import CertiverseHttp, HttpOptions
 from voucher_distributor.domain.emails import is_valid_email
 from voucher_distributor.models.certiverse import (
     Page,
@@ -45,23 +42,35 @@ _PURCHASES = "vouchers/purchases"
 _VOUCHERS = "vouchers"
 
 
+class PurchaseFilters(TypedDict, total=False):
+    """The filters of a purchase listing (at least one)."""
+
+    purchase_code: str | None
+    partner_name: str | None
+    program_name: str | None
+    purchased_by_email: str | None
+    status: str | PurchaseStatus | None
+
+
+class VoucherFilters(TypedDict, total=False):
+    """The filters of a voucher listing (at least one)."""
+
+    purchase_code: str | None
+    voucher_code: str | None
+    recipient_email: str | None
+    is_used: bool | None
+    is_active: bool | None
+    reservation_code: str | None
+    store_exam_code: str | None
+
+
 class CertiverseClient:
     """Typed access to the five operations of the Voucher Partner API."""
 
     def __init__(
-        self,
-        base_url: str,
-        tokens: TokenProvider,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        transport: httpx.BaseTransport | None = None,
-        user_agent: str = "voucher-distributor/0.1",
+        self, base_url: str, tokens: TokenProvider, **options: Unpack[HttpOptions]
     ) -> None:
-        self._http = CertiverseHttp(
-            base_url, tokens, retry=retry, timeout=timeout, transport=transport,
-            user_agent=user_agent,
-        )  # fmt: skip
+        self._http = CertiverseHttp(base_url, tokens, **options)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,33 +134,15 @@ class CertiverseClient:
     # ------------------------------------------------------------------ purchases
 
     def list_purchases(
-        self,
-        *,
-        purchase_code: str | None = None,
-        partner_name: str | None = None,
-        program_name: str | None = None,
-        purchased_by_email: str | None = None,
-        status: str | PurchaseStatus | None = None,
-        page: int = 1,
+        self, *, page: int = 1, **filters: Unpack[PurchaseFilters]
     ) -> Page[PartnerVoucherPurchaseModel]:
-        params = self._purchase_params(
-            purchase_code, partner_name, program_name, purchased_by_email, status, page
-        )
+        params = self._purchase_params(page, **filters)
         return self._http.get_page(_PURCHASES, params, _PurchasePage)
 
     def iter_purchases(
-        self,
-        *,
-        purchase_code: str | None = None,
-        partner_name: str | None = None,
-        program_name: str | None = None,
-        purchased_by_email: str | None = None,
-        status: str | PurchaseStatus | None = None,
+        self, **filters: Unpack[PurchaseFilters]
     ) -> Iterator[PartnerVoucherPurchaseModel]:
-        params = self._purchase_params(
-            purchase_code, partner_name, program_name, purchased_by_email, status, 1
-        )
-        return self._http.iter_all(_PURCHASES, params, _PurchasePage)
+        return self._http.iter_all(_PURCHASES, self._purchase_params(1, **filters), _PurchasePage)
 
     def iter_pair_purchases(
         self, *, partner_name: str, program_name: str, purchased_by_email: str | None = None
@@ -186,39 +177,12 @@ class CertiverseClient:
     # ------------------------------------------------------------------ vouchers
 
     def list_vouchers(
-        self,
-        *,
-        purchase_code: str | None = None,
-        voucher_code: str | None = None,
-        recipient_email: str | None = None,
-        is_used: bool | None = None,
-        is_active: bool | None = None,
-        reservation_code: str | None = None,
-        store_exam_code: str | None = None,
-        page: int = 1,
+        self, *, page: int = 1, **filters: Unpack[VoucherFilters]
     ) -> Page[PartnerVoucherModel]:
-        params = self._voucher_params(
-            purchase_code, voucher_code, recipient_email, is_used, is_active,
-            reservation_code, store_exam_code, page,
-        )  # fmt: skip
-        return self._http.get_page(_VOUCHERS, params, _Voucher)
+        return self._http.get_page(_VOUCHERS, self._voucher_params(page, **filters), _Voucher)
 
-    def iter_vouchers(
-        self,
-        *,
-        purchase_code: str | None = None,
-        voucher_code: str | None = None,
-        recipient_email: str | None = None,
-        is_used: bool | None = None,
-        is_active: bool | None = None,
-        reservation_code: str | None = None,
-        store_exam_code: str | None = None,
-    ) -> Iterator[PartnerVoucherModel]:
-        params = self._voucher_params(
-            purchase_code, voucher_code, recipient_email, is_used, is_active,
-            reservation_code, store_exam_code, 1,
-        )  # fmt: skip
-        return self._http.iter_all(_VOUCHERS, params, _Voucher)
+    def iter_vouchers(self, **filters: Unpack[VoucherFilters]) -> Iterator[PartnerVoucherModel]:
+        return self._http.iter_all(_VOUCHERS, self._voucher_params(1, **filters), _Voucher)
 
     # ------------------------------------------------------------------ parameters
 
@@ -240,12 +204,13 @@ class CertiverseClient:
 
     @staticmethod
     def _purchase_params(
-        purchase_code: str | None,
-        partner_name: str | None,
-        program_name: str | None,
-        purchased_by_email: str | None,
-        status: str | PurchaseStatus | None,
         page: int,
+        *,
+        purchase_code: str | None = None,
+        partner_name: str | None = None,
+        program_name: str | None = None,
+        purchased_by_email: str | None = None,
+        status: str | PurchaseStatus | None = None,
     ) -> dict[str, str]:
         params = _page_param(page)
         _put_text(params, "purchaseCode", purchase_code)
@@ -262,14 +227,15 @@ class CertiverseClient:
 
     @staticmethod
     def _voucher_params(
-        purchase_code: str | None,
-        voucher_code: str | None,
-        recipient_email: str | None,
-        is_used: bool | None,
-        is_active: bool | None,
-        reservation_code: str | None,
-        store_exam_code: str | None,
         page: int,
+        *,
+        purchase_code: str | None = None,
+        voucher_code: str | None = None,
+        recipient_email: str | None = None,
+        is_used: bool | None = None,
+        is_active: bool | None = None,
+        reservation_code: str | None = None,
+        store_exam_code: str | None = None,
     ) -> dict[str, str]:
         params = _page_param(page)
         _put_text(params, "purchaseCode", purchase_code)

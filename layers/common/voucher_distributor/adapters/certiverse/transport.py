@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -42,6 +42,15 @@ ModelT = TypeVar("ModelT", bound=CertiverseModel)
 
 #: Explicit timeouts, well under any Lambda timeout: a hung call must not eat the invocation.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=3.0, read=15.0, write=10.0, pool=5.0)
+
+
+class HttpOptions(TypedDict, total=False):
+    """:class:`CertiverseHttp`'s options, which the client passes on (defaults there)."""
+
+    retry: RetryPolicy | None
+    timeout: httpx.Timeout
+    transport: httpx.BaseTransport | None
+    user_agent: str
 
 
 class CertiverseHttp:

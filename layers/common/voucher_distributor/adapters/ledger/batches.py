@@ -108,11 +108,8 @@ class BatchStore(Store):
         )
 
     def get_batch(self, batch_id: str) -> BatchRecord | None:
-        got = self._table.get_item(
-            Key={"pk": batch_pk(batch_id), "sk": BATCH_SK}, ConsistentRead=True
-        )
-        item = got.get("Item")
-        return BatchRecord.model_validate(plain(item)) if item else None
+        item = self._get(batch_pk(batch_id), BATCH_SK)
+        return BatchRecord.model_validate(item) if item else None
 
     def update_batch(self, batch_id: str, **values: Any) -> BatchRecord:
         names = {f"#{k}": k for k in values}
@@ -294,12 +291,7 @@ class BatchStore(Store):
     def _update_batch_if(self, batch_id: str, **update: Any) -> BatchRecord | None:
         """A conditional update of the batch item: the record after it, or None if the
         condition did not hold."""
-        try:
-            got = self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": BATCH_SK}, ReturnValues="ALL_NEW", **update
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return None
-            raise
-        return BatchRecord.model_validate(plain(got["Attributes"]))
+        got = self._updated_if(
+            Key={"pk": batch_pk(batch_id), "sk": BATCH_SK}, ReturnValues="ALL_NEW", **update
+        )
+        return None if got is None else BatchRecord.model_validate(got)

@@ -44,11 +44,8 @@ class ChunkStore(Store):
         )
 
     def get_chunk(self, batch_id: str, chunk_no: int) -> ChunkRecord | None:
-        got = self._table.get_item(
-            Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)}, ConsistentRead=True
-        )
-        item = got.get("Item")
-        return ChunkRecord.model_validate(plain(item)) if item else None
+        item = self._get(batch_pk(batch_id), chunk_sk(chunk_no))
+        return ChunkRecord.model_validate(item) if item else None
 
     def iter_chunks(self, batch_id: str) -> Iterator[ChunkRecord]:
         for item in self._query_prefix(batch_id, "C#"):
@@ -109,32 +106,27 @@ class ChunkStore(Store):
         Counts the attempt in the same write: an attempt number above 1 means an earlier worker
         may have POSTed, so the caller must look for its purchase before buying.
         """
-        try:
-            got = self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
-                UpdateExpression=(
-                    "SET #state = :purchasing, lease_owner = :owner, lease_until = :until "
-                    "ADD purchase_attempts :one"
-                ),
-                ConditionExpression=(
-                    "#state = :pending OR (#state = :purchasing AND lease_until < :now)"
-                ),
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={
-                    ":purchasing": ChunkState.PURCHASING.value,
-                    ":pending": ChunkState.PENDING.value,
-                    ":owner": owner,
-                    ":until": now + lease_seconds,
-                    ":now": now,
-                    ":one": 1,
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return None
-            raise
-        return ChunkRecord.model_validate(plain(got["Attributes"]))
+        got = self._updated_if(
+            Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
+            UpdateExpression=(
+                "SET #state = :purchasing, lease_owner = :owner, lease_until = :until "
+                "ADD purchase_attempts :one"
+            ),
+            ConditionExpression=(
+                "#state = :pending OR (#state = :purchasing AND lease_until < :now)"
+            ),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":purchasing": ChunkState.PURCHASING.value,
+                ":pending": ChunkState.PENDING.value,
+                ":owner": owner,
+                ":until": now + lease_seconds,
+                ":now": now,
+                ":one": 1,
+            },
+            ReturnValues="ALL_NEW",
+        )
+        return None if got is None else ChunkRecord.model_validate(got)
 
     def renew_purchase_lease(
         self, batch_id: str, chunk_no: int, *, owner: str, now: int, lease_seconds: int
@@ -144,26 +136,20 @@ class ChunkStore(Store):
         False when the lease is over or held by another worker: then this worker must not POST,
         since whoever holds the chunk now may be buying it.
         """
-        try:
-            self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
-                UpdateExpression="SET lease_until = :until",
-                ConditionExpression=(
-                    "#state = :purchasing AND lease_owner = :owner AND lease_until >= :now"
-                ),
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={
-                    ":purchasing": ChunkState.PURCHASING.value,
-                    ":owner": owner,
-                    ":now": now,
-                    ":until": now + lease_seconds,
-                },
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
+            UpdateExpression="SET lease_until = :until",
+            ConditionExpression=(
+                "#state = :purchasing AND lease_owner = :owner AND lease_until >= :now"
+            ),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":purchasing": ChunkState.PURCHASING.value,
+                ":owner": owner,
+                ":now": now,
+                ":until": now + lease_seconds,
+            },
+        )
 
     def record_purchase(
         self,
@@ -178,32 +164,26 @@ class ChunkStore(Store):
         adopted: bool,
     ) -> bool:
         """PURCHASING → PURCHASED, only while this worker still holds the lease."""
-        try:
-            self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
-                UpdateExpression=(
-                    "SET #state = :purchased, purchase_code = :code, purchase_id = :pid, "
-                    "purchased_at = :at, deadline_at = :deadline, adopted = :adopted "
-                    "REMOVE lease_owner, lease_until"
-                ),
-                ConditionExpression="#state = :purchasing AND lease_owner = :owner",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={
-                    ":purchased": ChunkState.PURCHASED.value,
-                    ":purchasing": ChunkState.PURCHASING.value,
-                    ":owner": owner,
-                    ":code": purchase_code,
-                    ":pid": purchase_id,
-                    ":at": purchased_at,
-                    ":deadline": deadline_at,
-                    ":adopted": adopted,
-                },
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
+            UpdateExpression=(
+                "SET #state = :purchased, purchase_code = :code, purchase_id = :pid, "
+                "purchased_at = :at, deadline_at = :deadline, adopted = :adopted "
+                "REMOVE lease_owner, lease_until"
+            ),
+            ConditionExpression="#state = :purchasing AND lease_owner = :owner",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":purchased": ChunkState.PURCHASED.value,
+                ":purchasing": ChunkState.PURCHASING.value,
+                ":owner": owner,
+                ":code": purchase_code,
+                ":pid": purchase_id,
+                ":at": purchased_at,
+                ":deadline": deadline_at,
+                ":adopted": adopted,
+            },
+        )
 
     def hand_over_poll(
         self, batch_id: str, chunk_no: int, *, after: str | None, token: str, attempt: int
@@ -214,27 +194,21 @@ class ChunkStore(Store):
         condition = "#state = :purchased AND " + (
             "attribute_not_exists(poll_token)" if after is None else "poll_token = :after"
         )
-        try:
-            self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
-                UpdateExpression=(
-                    "SET poll_token = :token, poll_attempt = :attempt ADD poll_attempts :one"
-                ),
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={
-                    ":purchased": ChunkState.PURCHASED.value,
-                    ":token": token,
-                    ":attempt": attempt,
-                    ":one": 1,
-                    **({":after": after} if after is not None else {}),
-                },
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            Key={"pk": batch_pk(batch_id), "sk": chunk_sk(chunk_no)},
+            UpdateExpression=(
+                "SET poll_token = :token, poll_attempt = :attempt ADD poll_attempts :one"
+            ),
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":purchased": ChunkState.PURCHASED.value,
+                ":token": token,
+                ":attempt": attempt,
+                ":one": 1,
+                **({":after": after} if after is not None else {}),
+            },
+        )
 
     def finish_chunk(
         self,
@@ -253,27 +227,21 @@ class ChunkStore(Store):
         """
         if state not in FINAL_CHUNK_STATES:
             raise ValueError(f"{state} is not a final chunk state")
-        try:
-            self._table.update_item(
-                Key={"pk": batch_pk(chunk.batch_id), "sk": chunk_sk(chunk.chunk_no)},
-                UpdateExpression=(
-                    "SET #state = :final, assigned_count = :assigned, failed_count = :failed"
-                    + (", failure_reason = :reason" if reason else "")
-                    + " REMOVE lease_owner, lease_until"
-                ),
-                ConditionExpression="attribute_exists(pk) AND NOT #state IN (:done, :failed_state)",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={
-                    ":final": state.value,
-                    ":assigned": assigned,
-                    ":failed": failed,
-                    ":done": ChunkState.ASSIGNED.value,
-                    ":failed_state": ChunkState.FAILED.value,
-                    **({":reason": reason} if reason else {}),
-                },
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            Key={"pk": batch_pk(chunk.batch_id), "sk": chunk_sk(chunk.chunk_no)},
+            UpdateExpression=(
+                "SET #state = :final, assigned_count = :assigned, failed_count = :failed"
+                + (", failure_reason = :reason" if reason else "")
+                + " REMOVE lease_owner, lease_until"
+            ),
+            ConditionExpression="attribute_exists(pk) AND NOT #state IN (:done, :failed_state)",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":final": state.value,
+                ":assigned": assigned,
+                ":failed": failed,
+                ":done": ChunkState.ASSIGNED.value,
+                ":failed_state": ChunkState.FAILED.value,
+                **({":reason": reason} if reason else {}),
+            },
+        )

@@ -195,9 +195,11 @@ class DeliveryStore(Store):
         the claim also needs that holding to point at this row, else :class:`NoLongerHeld`.
         """
         claimed, item = claim_item(
-            batch_id, row_number, to_address=to_address, voucher_code=voucher_code, now=now,
-            replacing=replacing, reminder_days=reminder_days,
-        )  # fmt: skip
+            SliceClaim(batch_id, row_number, to_address, voucher_code),
+            now=now,
+            replacing=replacing,
+            reminder_days=reminder_days,
+        )
         condition: dict[str, Any] = (
             {"ConditionExpression": "attribute_not_exists(pk)"}
             if replacing is None
@@ -226,11 +228,7 @@ class DeliveryStore(Store):
         pending = list(claims)
         conflicts = 0
         while pending:
-            built = [
-                claim_item(c.batch_id, c.row_number, to_address=c.to_address,
-                            voucher_code=c.voucher_code, now=now)
-                for c in pending
-            ]  # fmt: skip
+            built = [claim_item(c, now=now) for c in pending]
             try:
                 self._client.transact_write_items(
                     TransactItems=[
@@ -304,16 +302,11 @@ class DeliveryStore(Store):
                 }
             },
         ]
-        try:
-            self._client.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            reasons = cancellation_reasons(exc, len(items))
-            failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
-            if not failed:
-                raise
-            if failed[0] == 0:
-                return None
-            raise NoLongerHeld(f"row {row_number} of batch {batch_id}") from exc
+        failed = self._transact_if(items)
+        if failed == 0:
+            return None
+        if failed is not None:
+            raise NoLongerHeld(f"row {row_number} of batch {batch_id}")
         return claimed
 
     def _sent_update(self, claimed: EmailDelivery, message_id: str, now: int) -> dict[str, Any]:
@@ -371,48 +364,40 @@ class DeliveryStore(Store):
                 delivery_id=claimed.delivery_id,
             )
         )
-        try:
-            self._table.update_item(
-                Key=self._key_of(claimed),
-                UpdateExpression=(
-                    "SET #s = :failed, reason = :r, updated_at = :now, "
-                    "history = list_append(history, :step) ADD version :one"
-                ),
-                ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": STATE_ATTRIBUTE},
-                ExpressionAttributeValues={
-                    ":d": claimed.delivery_id,
-                    ":failed": EmailState.FAILED.value,
-                    ":unknown": EmailState.UNKNOWN.value,
-                    ":r": reason[:1000],
-                    ":now": now,
-                    ":step": [step],
-                    ":one": 1,
-                },
-            )
-        except ClientError as exc:
-            if not conditional_failed(exc):
-                raise
+        self._update_if(
+            Key=self._key_of(claimed),
+            UpdateExpression=(
+                "SET #s = :failed, reason = :r, updated_at = :now, "
+                "history = list_append(history, :step) ADD version :one"
+            ),
+            ConditionExpression="delivery_id = :d AND #s = :unknown",
+            ExpressionAttributeNames={"#s": STATE_ATTRIBUTE},
+            ExpressionAttributeValues={
+                ":d": claimed.delivery_id,
+                ":failed": EmailState.FAILED.value,
+                ":unknown": EmailState.UNKNOWN.value,
+                ":r": reason[:1000],
+                ":now": now,
+                ":step": [step],
+                ":one": 1,
+            },
+        )
 
     def record_unknown(self, claimed: EmailDelivery, *, reason: str, now: int) -> None:
         """The call's outcome is not known: the row stays ``unknown``, with why."""
-        try:
-            self._table.update_item(
-                Key=self._key_of(claimed),
-                UpdateExpression="SET reason = :r, updated_at = :now ADD version :one",
-                ConditionExpression="delivery_id = :d AND #s = :unknown",
-                ExpressionAttributeNames={"#s": STATE_ATTRIBUTE},
-                ExpressionAttributeValues={
-                    ":d": claimed.delivery_id,
-                    ":unknown": EmailState.UNKNOWN.value,
-                    ":r": reason[:1000],
-                    ":now": now,
-                    ":one": 1,
-                },
-            )
-        except ClientError as exc:
-            if not conditional_failed(exc):
-                raise
+        self._update_if(
+            Key=self._key_of(claimed),
+            UpdateExpression="SET reason = :r, updated_at = :now ADD version :one",
+            ConditionExpression="delivery_id = :d AND #s = :unknown",
+            ExpressionAttributeNames={"#s": STATE_ATTRIBUTE},
+            ExpressionAttributeValues={
+                ":d": claimed.delivery_id,
+                ":unknown": EmailState.UNKNOWN.value,
+                ":r": reason[:1000],
+                ":now": now,
+                ":one": 1,
+            },
+        )
 
     def release(self, claimed: EmailDelivery) -> bool:
         """Give a claim back: SES surely sent nothing (throttled, paused, unreachable).
@@ -471,15 +456,7 @@ class DeliveryStore(Store):
             updated_at=now,
             history=[step],
         )
-        try:
-            self._table.put_item(
-                Item=item_of(record, version=1), ConditionExpression="attribute_not_exists(pk)"
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._put_if_absent(item_of(record, version=1))
 
     # ------------------------------------------------------------------ SES's events
 
@@ -525,18 +502,12 @@ class DeliveryStore(Store):
     def take_refresh(self, batch_id: str, *, now: int, every: int) -> bool:
         """True for the one caller a minute that asks for the batch's results to be rewritten
         (a conditional write on the batch item's ``email_refresh_due``)."""
-        try:
-            self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
-                UpdateExpression="SET email_refresh_due = :next",
-                ConditionExpression=(
-                    "attribute_exists(pk) AND "
-                    "(attribute_not_exists(email_refresh_due) OR email_refresh_due <= :now)"
-                ),
-                ExpressionAttributeValues={":now": now, ":next": now + every},
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
+            UpdateExpression="SET email_refresh_due = :next",
+            ConditionExpression=(
+                "attribute_exists(pk) AND "
+                "(attribute_not_exists(email_refresh_due) OR email_refresh_due <= :now)"
+            ),
+            ExpressionAttributeValues={":now": now, ":next": now + every},
+        )

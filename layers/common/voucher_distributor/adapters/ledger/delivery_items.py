@@ -106,7 +106,7 @@ MAX_SLICE = 100
 
 @dataclass(frozen=True)
 class SliceClaim:
-    """One row of a slice to claim (its first send)."""
+    """One row's send to claim: a slice's first send, or a send :meth:`claim` makes."""
 
     batch_id: str
     row_number: int
@@ -115,17 +115,15 @@ class SliceClaim:
 
 
 def claim_item(
-    batch_id: str,
-    row_number: int,
+    claim: SliceClaim,
     *,
-    to_address: str,
-    voucher_code: str,
     now: int,
     replacing: EmailDelivery | None = None,
     reminder_days: int | None = None,
 ) -> tuple[EmailDelivery, dict[str, Any]]:
     """The claimed record of a row's next send (``unknown``) and its item (``reminder_days``:
     the row's N-day reminder instead)."""
+    batch_id, row_number = claim.batch_id, claim.row_number
     attempt = (replacing.attempts if replacing else 0) + 1
     did = delivery_id(batch_id, row_number, attempt, reminder_days)
     step = EmailEventRecord(at=now, state=EmailState.UNKNOWN, source="claim", delivery_id=did)
@@ -135,8 +133,8 @@ def claim_item(
         delivery_id=did,
         state=EmailState.UNKNOWN,
         attempts=attempt,
-        to_address=to_address,
-        voucher_code=voucher_code,
+        to_address=claim.to_address,
+        voucher_code=claim.voucher_code,
         claimed_at=now,
         updated_at=now,
         history=[*(replacing.history if replacing else []), step],

@@ -5,15 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from voucher_distributor.adapters.ledger.table import (
     Store,
     batch_pk,
     compact,
-    conditional_failed,
     delivery_sk,
-    plain,
 )
 from voucher_distributor.models.ledger import CallbackAttempt, CallbackDelivery, DeliveryState
 
@@ -32,11 +28,8 @@ class OutboxStore(Store):
         return self._put_if_absent(compact(item))
 
     def get_callback_delivery(self, batch_id: str, slug: str) -> CallbackDelivery | None:
-        got = self._table.get_item(
-            Key={"pk": batch_pk(batch_id), "sk": delivery_sk(slug)}, ConsistentRead=True
-        )
-        item = got.get("Item")
-        return CallbackDelivery.model_validate(plain(item)) if item else None
+        item = self._get(batch_pk(batch_id), delivery_sk(slug))
+        return CallbackDelivery.model_validate(item) if item else None
 
     def callback_deliveries(self, batch_id: str) -> list[CallbackDelivery]:
         """Every callback delivery of the batch (one per event), oldest first."""
@@ -109,40 +102,29 @@ class OutboxStore(Store):
         delivery is still in one of ``states``; the delivery after, or None."""
         allowed = sorted({s.value for s in states})
         names = ", ".join(f":s{i}" for i in range(len(allowed)))
-        try:
-            got = self._table.update_item(
-                Key={"pk": batch_pk(delivery.batch_id), "sk": delivery_sk(delivery.slug)},
-                UpdateExpression=(
-                    "SET #state = :pending, #round = :round, tries = :zero, next_attempt_at = :now,"
-                    " reason = :none, finished_at = :none REMOVE lease_owner, lease_until"
-                ),
-                ConditionExpression=f"#round = :old AND #state IN ({names})",
-                ExpressionAttributeNames={"#state": "state", "#round": "round"},
-                ExpressionAttributeValues={
-                    ":pending": DeliveryState.PENDING.value,
-                    ":round": delivery.round + 1,
-                    ":old": delivery.round,
-                    ":zero": 0,
-                    ":now": now,
-                    ":none": None,
-                    **{f":s{i}": value for i, value in enumerate(allowed)},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return None
-            raise
-        return CallbackDelivery.model_validate(plain(got["Attributes"]))
+        got = self._updated_if(
+            Key={"pk": batch_pk(delivery.batch_id), "sk": delivery_sk(delivery.slug)},
+            UpdateExpression=(
+                "SET #state = :pending, #round = :round, tries = :zero, next_attempt_at = :now,"
+                " reason = :none, finished_at = :none REMOVE lease_owner, lease_until"
+            ),
+            ConditionExpression=f"#round = :old AND #state IN ({names})",
+            ExpressionAttributeNames={"#state": "state", "#round": "round"},
+            ExpressionAttributeValues={
+                ":pending": DeliveryState.PENDING.value,
+                ":round": delivery.round + 1,
+                ":old": delivery.round,
+                ":zero": 0,
+                ":now": now,
+                ":none": None,
+                **{f":s{i}": value for i, value in enumerate(allowed)},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        return None if got is None else CallbackDelivery.model_validate(got)
 
     def _update_delivery_if(self, delivery: CallbackDelivery, **update: Any) -> bool:
-        try:
-            self._table.update_item(
-                Key={"pk": batch_pk(delivery.batch_id), "sk": delivery_sk(delivery.slug)},
-                **update,
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            Key={"pk": batch_pk(delivery.batch_id), "sk": delivery_sk(delivery.slug)},
+            **update,
+        )

@@ -29,7 +29,5 @@ class ApiRequestStore(Store):
         return None
 
     def get_api_request(self, batch_id: str) -> ApiRequestRecord | None:
-        got = self._table.get_item(
-            Key={"pk": api_request_pk(batch_id), "sk": API_REQUEST_SK}, ConsistentRead=True
-        ).get("Item")
-        return ApiRequestRecord.model_validate(plain(got)) if got else None
+        got = self._get(api_request_pk(batch_id), API_REQUEST_SK)
+        return ApiRequestRecord.model_validate(got) if got else None

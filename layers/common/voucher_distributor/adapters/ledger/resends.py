@@ -19,14 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from voucher_distributor.adapters.ledger.table import (
     BATCH_SK,
     Store,
     batch_pk,
-    cancellation_reasons,
-    conditional_failed,
     holding_pk,
     holding_sk,
     plain,
@@ -109,19 +105,14 @@ class ResendStore(Store):
         ]
         if move is not None:
             items += self._move_items(batch_id, row_number, move, now=now, by=by)
-        try:
-            self._client.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            reasons = cancellation_reasons(exc, len(items))
-            failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
-            if not failed:
-                raise
+        failed = self._transact_if(items)
+        if failed is not None:
             raise (
                 ResendTooSoon,
                 HoldingChanged,
                 AddressHoldsProgram,
                 HoldingChanged,
-            )[failed[0]](f"row {row_number} of batch {batch_id}") from exc
+            )[failed](f"row {row_number} of batch {batch_id}")
 
     def _move_items(
         self, batch_id: str, row_number: int, move: AddressMove, *, now: int, by: str
@@ -180,29 +171,12 @@ class ResendStore(Store):
     def schedule_notice(self, batch_id: str, *, now: int) -> bool:
         """Mark the batch's undeliverable check as scheduled (on the batch item); False when
         one is already."""
-        try:
-            self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
-                UpdateExpression="SET undeliverable_check_at = :now",
-                ConditionExpression=(
-                    "attribute_exists(pk) AND attribute_not_exists(undeliverable_check_at)"
-                ),
-                ExpressionAttributeValues={":now": now},
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._mark_once(batch_pk(batch_id), BATCH_SK, "undeliverable_check_at", now)
 
     def clear_notice(self, batch_id: str) -> None:
         """The check ran: the next undeliverable row schedules another."""
-        try:
-            self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
-                UpdateExpression="REMOVE undeliverable_check_at",
-                ConditionExpression="attribute_exists(pk)",
-            )
-        except ClientError as exc:
-            if not conditional_failed(exc):
-                raise
+        self._update_if(
+            Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
+            UpdateExpression="REMOVE undeliverable_check_at",
+            ConditionExpression="attribute_exists(pk)",
+        )

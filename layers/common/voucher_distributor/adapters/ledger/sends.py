@@ -10,14 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from voucher_distributor.adapters.ledger.table import (
     BATCH_SK,
     Store,
     batch_pk,
-    conditional_failed,
-    plain,
 )
 from voucher_distributor.domain.send_schedule import CANCEL_SEND, CANCELLED, FIRED, SCHEDULED
 from voucher_distributor.models.ledger import BatchRecord
@@ -27,15 +23,10 @@ class SendStore(Store):
     """A batch's scheduled send (``ledger.sends``)."""
 
     def _update(self, batch_id: str, **update: Any) -> BatchRecord | None:
-        try:
-            got = self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": BATCH_SK}, ReturnValues="ALL_NEW", **update
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return None
-            raise
-        return BatchRecord.model_validate(plain(got["Attributes"]))
+        got = self._updated_if(
+            Key={"pk": batch_pk(batch_id), "sk": BATCH_SK}, ReturnValues="ALL_NEW", **update
+        )
+        return None if got is None else BatchRecord.model_validate(got)
 
     def note_schedule(self, batch_id: str, name: str) -> bool:
         """Record the schedule made for the batch (while it is still scheduled)."""

@@ -229,6 +229,66 @@ class Store:
             raise
         return True
 
+    def _update_if(self, **update: Any) -> bool:
+        """A conditional UpdateItem: False when its condition did not hold."""
+        try:
+            self._table.update_item(**update)
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def _mark_once(self, pk: str, sk: str, attribute: str, now: int) -> bool:
+        """Set ``attribute`` to ``now`` on the item unless it has one already; False when it
+        has (or there is no item)."""
+        return self._update_if(
+            Key={"pk": pk, "sk": sk},
+            UpdateExpression=f"SET {attribute} = :now",
+            ConditionExpression=f"attribute_exists(pk) AND attribute_not_exists({attribute})",
+            ExpressionAttributeValues={":now": now},
+        )
+
+    def _updated_if(self, **update: Any) -> dict[str, Any] | None:
+        """A conditional UpdateItem asking for ``ReturnValues``: those attributes (plain), or
+        None when its condition did not hold."""
+        try:
+            got = self._table.update_item(**update)
+        except ClientError as exc:
+            if conditional_failed(exc):
+                return None
+            raise
+        attributes: dict[str, Any] = plain(got["Attributes"])
+        return attributes
+
+    def _transact_if(self, items: list[dict[str, Any]]) -> int | None:
+        """Write ``items`` in one transaction: None when it went through, else the index of the
+        first item whose condition did not hold (any other cancellation goes on up)."""
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            reasons = cancellation_reasons(exc, len(items))
+            failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+            if not failed:
+                raise
+            return failed[0]
+        return None
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """One item by its key (a consistent read), plain; None when there is none."""
+        item = self._table.get_item(Key={"pk": pk, "sk": sk}, ConsistentRead=True).get("Item")
+        return plain(item) if item else None
+
+    def _query_pk(self, pk: str, **read: Any) -> Iterator[dict[str, Any]]:
+        """Every item of one partition key, plain (``read``: more of the Query's parameters)."""
+        for item in self._pages(
+            self._table.query,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": pk},
+            **read,
+        ):
+            yield plain(item)
+
     def _query_prefix(self, batch_id: str, prefix: str) -> Iterator[dict[str, Any]]:
         for item in self._pages(
             self._table.query,

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
-
 from voucher_distributor.adapters.ledger.table import (
     TRACK_OPEN,
     TRACK_SETTLED,
     Store,
     batch_pk,
     compact,
-    conditional_failed,
-    plain,
     row_sk,
     track_sk,
 )
@@ -33,25 +29,13 @@ class TrackingStore(Store):
     def open_purchases(self) -> list[TrackedPurchase]:
         """Purchases with codes that may still change: one Query."""
         return [
-            TrackedPurchase.model_validate(plain(item))
-            for item in self._pages(
-                self._table.query,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": TRACK_OPEN},
-                ConsistentRead=True,
-            )
+            TrackedPurchase.model_validate(item)
+            for item in self._query_pk(TRACK_OPEN, ConsistentRead=True)
         ]
 
     def settled_purchases(self) -> list[TrackedPurchase]:
         """Purchases whose every code is settled (their last counts), never read again."""
-        return [
-            TrackedPurchase.model_validate(plain(item))
-            for item in self._pages(
-                self._table.query,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": TRACK_SETTLED},
-            )
-        ]
+        return [TrackedPurchase.model_validate(item) for item in self._query_pk(TRACK_SETTLED)]
 
     def record_purchase_sync(self, purchase: TrackedPurchase) -> None:
         """The counts by state of a purchase still open, after a sync."""
@@ -88,30 +72,13 @@ class TrackingStore(Store):
 
     def mark_expiry_noticed(self, batch_id: str, row_number: int, *, now: int) -> bool:
         """Claim the code's one expiry notice; False if it was announced already."""
-        try:
-            self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": row_sk(row_number)},
-                UpdateExpression="SET expiry_noticed_at = :now",
-                ConditionExpression=(
-                    "attribute_exists(pk) AND attribute_not_exists(expiry_noticed_at)"
-                ),
-                ExpressionAttributeValues={":now": now},
-            )
-        except ClientError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._mark_once(batch_pk(batch_id), row_sk(row_number), "expiry_noticed_at", now)
 
     def unmark_expiry_noticed(self, batch_id: str, row_number: int, *, now: int) -> None:
         """Give the notice back (it could not be sent): the next sync announces the code."""
-        try:
-            self._table.update_item(
-                Key={"pk": batch_pk(batch_id), "sk": row_sk(row_number)},
-                UpdateExpression="REMOVE expiry_noticed_at",
-                ConditionExpression="expiry_noticed_at = :now",
-                ExpressionAttributeValues={":now": now},
-            )
-        except ClientError as exc:
-            if not conditional_failed(exc):
-                raise
+        self._update_if(
+            Key={"pk": batch_pk(batch_id), "sk": row_sk(row_number)},
+            UpdateExpression="REMOVE expiry_noticed_at",
+            ConditionExpression="expiry_noticed_at = :now",
+            ExpressionAttributeValues={":now": now},
+        )
