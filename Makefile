@@ -89,8 +89,9 @@ reliability: venv
 	$(VPY) -m tests.reliability.run --runs $(RELIABILITY_RUNS) --workers $(RELIABILITY_WORKERS) \
 	    --out local-results/reliability
 
+# --durations: CI's log names the 25 slowest tests, the ones to look at when the loop slows.
 pytest: venv
-	$(VPY) -m pytest -q $(XDIST)
+	$(VPY) -m pytest -q $(XDIST) --durations=25
 
 # On a fresh machine most of `make test` before the tests is pip and single-threaded checkers:
 # the three venvs install side by side (mostly downloads), then the static checks run two at a

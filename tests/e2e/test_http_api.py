@@ -72,8 +72,11 @@ def post(
 
 
 def wait_until_ended(
-    api: httpx.Client, secret: str, status_url: str, timeout_s: float = 60
+    api: httpx.Client, secret: str, status_url: str, timeout_s: float = 240
 ) -> dict[str, Any]:
+    """Poll the status route until the batch ends. The deadline is generous: in a module's
+    shared `local up` stack a small batch queues behind the work an earlier test left (a large
+    batch's e-mails and their events), and on a loaded 2-core CI machine that took over 60 s."""
     deadline = time.monotonic() + timeout_s
     while True:
         got = api.get(status_url, headers=signed(secret, b""))

@@ -255,7 +255,7 @@ def test_the_completion_callback_carries_results_and_assignments_links(
     state, url = receiver
     accepted = submit(api, secrets["globex"], GLOBEX, "cb", callbackUrl=url)
     wait_until_ended(api, secrets["globex"], accepted["statusUrl"])
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not (got := [r for r in state.got if r.answered == 200]):
         assert time.monotonic() < deadline, "no callback arrived"
         time.sleep(0.2)
