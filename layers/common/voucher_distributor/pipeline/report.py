@@ -14,15 +14,16 @@ all, the row is ``failed`` and ``retry-failed`` gives it a voucher.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import heapq
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from voucher_distributor.domain.approval import approval_summary, rejection_reason
 from voucher_distributor.domain.batches import EXISTING_ROWS_FILE, REJECTED_ROWS_FILE, work_key
@@ -36,7 +37,7 @@ from voucher_distributor.domain.results_csv import (
 )
 from voucher_distributor.domain.send_schedule import SCHEDULED
 from voucher_distributor.domain.timestamps import iso_utc
-from voucher_distributor.models.email import EmailState
+from voucher_distributor.models.email import EmailDelivery, EmailState
 from voucher_distributor.models.ledger import (
     AssignmentRecord,
     BatchRecord,
@@ -102,12 +103,25 @@ def _write_results(
     services: Services, batch: BatchRecord, chunks: list[ChunkRecord], *, wait: bool = True
 ) -> tuple[Counter[str], Counter[str]]:
     """Write the results CSV (and, when the batch mails, its deliveries CSV): the counts of
-    rows by status and by e-mail status."""
+    rows by status and by e-mail status.
+
+    One Query of the batch's delivery items serves both files, read as the rows stream past:
+    DynamoDB charges a read by the item's size whatever it projects, so a second Query for the
+    states would double the refresh's reads (once a minute per mailing batch); and the two
+    files then show the same moment."""
     counts: Counter[str] = Counter()
     emails: Counter[str] = Counter()
-    with tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv") as out:
+    mails = emails_wanted(services, batch)
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(_csv_tempfile())
         writer = ResultsCsvWriter(out, batch.extra_columns, delimiter=batch.results_delimiter)
-        for row in with_email_status(services, batch, _result_rows(services, batch, chunks, wait)):
+        rows: Iterable[ResultRow] = _result_rows(services, batch, chunks, wait)
+        history: DeliveriesCsv | None = None
+        if mails:
+            history = DeliveriesCsv(files.enter_context(_csv_tempfile()))
+            deliveries = services.ledger.deliveries.for_batch(batch.batch_id)
+            rows = with_email_status(rows, deliveries, passed=history.write)
+        for row in rows:
             counts[row.status] += 1
             emails[row.email_status] += 1
             writer.write(row)
@@ -115,31 +129,39 @@ def _write_results(
         services.storage.upload_file(
             batch.results_csv_key, Path(out.name), content_type="text/csv; charset=utf-8"
         )
-    if emails_wanted(services, batch):
-        write_deliveries_csv(services, batch)
+        if history is not None:
+            history.upload(services, deliveries_csv_key(batch.results_csv_key))
     return counts, emails
 
 
+def _csv_tempfile() -> IO[str]:
+    # Closed by the caller's ExitStack.
+    return tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv")
+
+
 def with_email_status(
-    services: Services, batch: BatchRecord, rows: Iterable[ResultRow]
+    rows: Iterable[ResultRow],
+    deliveries: Iterator[EmailDelivery],
+    *,
+    passed: Callable[[EmailDelivery], None],
 ) -> Iterator[ResultRow]:
     """``rows`` (in row order) with each one's e-mail state, merged with the batch's delivery
-    items (one Query in row order, never the whole batch in memory)."""
-    if not emails_wanted(services, batch):
-        yield from rows
-        return
-    # Only (row, state): the Query projected, a few kB a page whatever the rows' histories.
-    states = services.ledger.deliveries.states(batch.batch_id)
-    pending = next(states, None)
+    items (in row order, never the whole batch in memory); each item is handed to ``passed``
+    once, in order, as the merge moves past it (all of them, rows or not)."""
+    pending = next(deliveries, None)
     for row in rows:
-        while pending is not None and pending[0] < row.row_number:
-            pending = next(states, None)
-        if pending is not None and pending[0] == row.row_number:
-            yield replace(row, email_status=pending[1].value)
+        while pending is not None and pending.row_number < row.row_number:
+            passed(pending)
+            pending = next(deliveries, None)
+        if pending is not None and pending.row_number == row.row_number:
+            yield replace(row, email_status=pending.state.value)
         elif row.status == "assigned":
             yield replace(row, email_status=EmailState.SCHEDULED.value)
         else:
             yield row
+    while pending is not None:
+        passed(pending)
+        pending = next(deliveries, None)
 
 
 def deliveries_csv_key(results_csv_key: str) -> str:
@@ -160,31 +182,37 @@ DELIVERIES_COLUMNS = (
 )
 
 
-def write_deliveries_csv(services: Services, batch: BatchRecord) -> str:
+class DeliveriesCsv:
     """Every row's e-mail history, one line per step, beside the results CSV."""
-    key = deliveries_csv_key(batch.results_csv_key)
-    with tempfile.NamedTemporaryFile("w+", encoding="utf-8", newline="", suffix=".csv") as out:
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
         out.write("\ufeff")
-        writer = csv.writer(out)
-        writer.writerow(DELIVERIES_COLUMNS)
-        for delivery in services.ledger.deliveries.for_batch(batch.batch_id):
-            for step in delivery.history:
-                attempt = step.delivery_id.rsplit(".", 1)[-1] if step.delivery_id else ""
-                cells = [
-                    str(delivery.row_number),
-                    delivery.to_address,
-                    delivery.voucher_code,
-                    attempt,
-                    iso_utc(step.at),
-                    step.state.value,
-                    step.source,
-                    step.detail,
-                    delivery.message_id,
-                ]
-                writer.writerow([spreadsheet_safe(c) for c in cells])
-        out.flush()
-        services.storage.upload_file(key, Path(out.name), content_type="text/csv; charset=utf-8")
-    return key
+        self._writer = csv.writer(out)
+        self._writer.writerow(DELIVERIES_COLUMNS)
+
+    def write(self, delivery: EmailDelivery) -> None:
+        for step in delivery.history:
+            attempt = step.delivery_id.rsplit(".", 1)[-1] if step.delivery_id else ""
+            cells = [
+                str(delivery.row_number),
+                delivery.to_address,
+                delivery.voucher_code,
+                attempt,
+                iso_utc(step.at),
+                step.state.value,
+                step.source,
+                step.detail,
+                delivery.message_id,
+            ]
+            self._writer.writerow([spreadsheet_safe(c) for c in cells])
+
+    def upload(self, services: Services, key: str) -> str:
+        self._out.flush()
+        services.storage.upload_file(
+            key, Path(self._out.name), content_type="text/csv; charset=utf-8"
+        )
+        return key
 
 
 def refresh_results(services: Services, batch_id: str) -> str:
