@@ -66,7 +66,8 @@ template: tools
 # a fresh clone on an idle 2-core machine: the whole pytest took 720 s with -n auto (2 workers)
 # and 549 s with -n 3, the same 1,220 tests: much of each test is waiting on loopback HTTP
 # (moto's server, the sandbox, the local callbacks), so a third worker fills the cores. (On a
-# busy shared machine an earlier round found 4 slower than 2.) --dist loadgroup keeps each
+# busy shared machine an earlier round found 4 slower than 2; another, slower 2-core machine
+# took 830 s with -n 3.) --dist loadgroup keeps each
 # xdist_group on one worker: a module whose tests share a stack (tests/conftest.py), the
 # fault-injection seeds' harnesses.
 # `make unit` stays serial: it is seconds, and a worker's start costs more than it saves.
