@@ -20,6 +20,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,14 @@ def _worker(args: tuple[list[int], str, int]) -> list[dict[str, Any]]:
         partial = (Path(out_dir) / f"runs-{worker_no}.partial.jsonl").open("w", encoding="utf-8")
         with Harness(Path(tmp), log=log) as harness:  # type: ignore[arg-type]
             for done, seed in enumerate(seeds, start=1):
-                record = harness.run(make_scenario(seed))
+                try:
+                    record = harness.run(make_scenario(seed))
+                except BaseException:
+                    # Said at once: the pool only hands a worker's exception back when every
+                    # worker is done, and the worker's remaining seeds are lost with it.
+                    print(f"\nseed {seed}: the harness itself failed (this worker stops):\n"
+                          f"{traceback.format_exc()}", file=sys.stderr, flush=True)  # fmt: skip
+                    raise
                 line = record_json(record)
                 records.append(json.loads(line))
                 partial.write(line + "\n")
