@@ -14,6 +14,7 @@ from voucher_distributor.models.ledger import (
     ChunkRecord,
     ChunkState,
 )
+from voucher_distributor.pipeline.email import refresh_window
 from voucher_distributor_cli.local.runner import MotoStack
 
 from .moto_stack import TEMPLATE, stack_ledger
@@ -212,3 +213,18 @@ def test_a_later_receive_of_the_same_message_takes_its_earlier_receives_lease_at
     )
     assert not ledger.batches.holds_ingest_lease("f-1", owner=f"{same}4", now=102, lease_seconds=60)
     assert ledger.batches.holds_ingest_lease("f-1", owner=f"{same}5", now=102, lease_seconds=60)
+
+
+def test_a_results_refresh_is_taken_once_a_window_and_a_slow_one_asks_for_a_longer_window(
+    ledger: Ledger,
+) -> None:
+    ledger.batches.create_batch(batch())
+    deliveries = ledger.deliveries
+    assert deliveries.take_refresh("f-1", now=1_000, every=60) == 60
+    assert deliveries.take_refresh("f-1", now=1_030, every=60) is None  # taken this window
+    assert deliveries.take_refresh("f-1", now=1_060, every=60) == 60
+    # the last rewrite took 30 s: the next waits refresh_window(60, 30) = 120 s
+    ledger.batches.update_batch("f-1", email_refresh_window=refresh_window(60, 30.0))
+    assert deliveries.take_refresh("f-1", now=1_120, every=60) == 120
+    assert deliveries.take_refresh("f-1", now=1_200, every=60) is None
+    assert deliveries.take_refresh("f-1", now=1_240, every=60) == 120

@@ -48,3 +48,12 @@ def test_the_deliveries_csv_has_one_line_per_step() -> None:
     assert [(line[0], line[2], line[3], line[5]) for line in lines[1:]] == [
         ("2", "C2", "1", "sent"), ("2", "C2", "1", "delivered"), ("4", "C4", "1", "bounced")
     ]  # fmt: skip
+
+
+def test_a_slow_rewrite_waits_four_times_its_time_within_sqs_longest_delay() -> None:
+    from voucher_distributor.pipeline.email import refresh_window
+
+    assert refresh_window(60, 2.0) == 60  # deployed: a rewrite under 15 s keeps the minute
+    assert refresh_window(60, 30.0) == 120
+    assert refresh_window(5, 6.1) == 25  # locally (5 s): a 2,500-row rewrite of 6 s
+    assert refresh_window(60, 1_000.0) == 900

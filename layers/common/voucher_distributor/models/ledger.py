@@ -117,6 +117,9 @@ class BatchRecord(LedgerModel):
     send_email: bool = True
     #: The results are rewritten with the e-mail states no sooner than this (once a minute).
     email_refresh_due: int | None = None
+    #: Seconds between two rewrites when the last one was slow (see pipeline.email's
+    #: refresh_window); None: EMAIL_REFRESH_SECONDS.
+    email_refresh_window: int | None = None
     #: The e-mail's language for rows that name none (request ``language``, object metadata
     #: ``language``); "": the stack's DefaultLanguage.
     language: str = ""

@@ -24,6 +24,7 @@ finds the claim and sends nothing; SES's Send event resolves those SES took.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -406,16 +407,29 @@ def schedule_refresh(services: Services, batch_id: str) -> bool:
         return False
     if len(_refresh_known) > 1_000:
         _refresh_known.clear()
-    if not services.ledger.deliveries.take_refresh(batch_id, now=now, every=every):
+    window = services.ledger.deliveries.take_refresh(batch_id, now=now, every=every)
+    if window is None:
         _refresh_known[batch_id] = now + 1  # taken by another: look again a second later
         return False
-    _refresh_known[batch_id] = now + every
+    _refresh_known[batch_id] = now + window
     services.queues.send(
         services.settings.report_queue_url,
         {"batchId": batch_id, "check": EMAIL_REFRESH},
-        delay_seconds=every,
+        delay_seconds=window,
     )
     return True
+
+
+#: A results rewrite may take at most this share of the time: one that took 30 s waits 2 min
+#: for the next (deployed, a rewrite under 15 s keeps the minute).
+REFRESH_SHARE = 0.25
+#: SQS's longest delay: the refresh message waits at most this long.
+MAX_REFRESH_WINDOW_SECONDS = 900
+
+
+def refresh_window(every: int, took_seconds: float) -> int:
+    """Seconds between two rewrites of a batch's results, after one that took ``took_seconds``."""
+    return min(MAX_REFRESH_WINDOW_SECONDS, max(every, math.ceil(took_seconds / REFRESH_SHARE)))
 
 
 def email_counts(deliveries: list[EmailDelivery]) -> dict[str, int]:

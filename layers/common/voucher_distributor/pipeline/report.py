@@ -47,7 +47,7 @@ from voucher_distributor.models.ledger import (
 )
 from voucher_distributor.pipeline.callbacks import deliveries_view, send_event_callback
 from voucher_distributor.pipeline.context import Services, log
-from voucher_distributor.pipeline.email import emails_wanted
+from voucher_distributor.pipeline.email import emails_wanted, refresh_window
 
 #: Lifetime of the completion callback's ``resultsUrl`` (a fresh one: ``GET …/results``).
 CALLBACK_LINK_S = 3600
@@ -221,11 +221,16 @@ def refresh_results(services: Services, batch_id: str) -> str:
     batch = services.ledger.batches.get_batch(batch_id)
     if batch is None or batch.status != BatchStatus.DONE or not emails_wanted(services, batch):
         return "not-reported"
+    started = services.clock()
     chunks = list(services.ledger.chunks.iter_chunks(batch_id))
     _, emails = _write_results(services, batch, chunks, wait=False)
     summary = services.storage.get_json(batch.summary_key) or {}
     summary["emails"] = dict(emails)
     services.storage.put_json(batch.summary_key, summary)
+    # A slow rewrite (a large batch) asks for a longer wait before the next one.
+    window = refresh_window(services.settings.email_refresh_seconds, services.clock() - started)
+    if window != batch.email_refresh_window:
+        services.ledger.batches.update_batch(batch_id, email_refresh_window=window)
     return "refreshed"
 
 

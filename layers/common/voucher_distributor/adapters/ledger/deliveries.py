@@ -499,15 +499,21 @@ class DeliveryStore(Store):
 
     # ------------------------------------------------------------------ the results' refresh
 
-    def take_refresh(self, batch_id: str, *, now: int, every: int) -> bool:
-        """True for the one caller a minute that asks for the batch's results to be rewritten
-        (a conditional write on the batch item's ``email_refresh_due``)."""
-        return self._update_if(
+    def take_refresh(self, batch_id: str, *, now: int, every: int) -> int | None:
+        """The seconds until the batch's results are rewritten, for the one caller a window
+        that asks (a conditional write on the batch item's ``email_refresh_due``); None for
+        the others. The window is ``every``, or the longer one the last rewrite asked for
+        (``email_refresh_window``: a batch whose rewrite is slow is rewritten less often)."""
+        got = self._updated_if(
             Key={"pk": batch_pk(batch_id), "sk": BATCH_SK},
-            UpdateExpression="SET email_refresh_due = :next",
+            UpdateExpression=(
+                "SET email_refresh_due = if_not_exists(email_refresh_window, :every) + :now"
+            ),
             ConditionExpression=(
                 "attribute_exists(pk) AND "
                 "(attribute_not_exists(email_refresh_due) OR email_refresh_due <= :now)"
             ),
-            ExpressionAttributeValues={":now": now, ":next": now + every},
+            ExpressionAttributeValues={":now": now, ":every": every},
+            ReturnValues="UPDATED_NEW",
         )
+        return None if got is None else max(1, int(got["email_refresh_due"]) - now)
